@@ -1,0 +1,292 @@
+//! Token verification: who a session is, from its JWT.
+//!
+//! `sub` is the user id and the `role` claim is `advocate`, `client` or `admin`. HS256
+//! (shared secret) and RS256/ES256/EdDSA (public key) are supported; `exp` is required,
+//! and `nbf`, `iss` and `aud` are checked when configured or present. The algorithm is
+//! pinned by configuration, never taken from the token header, so a token cannot pick
+//! the weaker algorithm (the classic `alg: none` / HS-with-public-key confusion).
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use legalchat_protocol::{pb, validate};
+
+use crate::config::{JwtAlgorithm, JwtConfig};
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`).
+    pub user_id: String,
+    /// The global role.
+    pub role: Role,
+    /// Display name, when the token carries one.
+    pub name: Option<String>,
+}
+
+/// A user's global role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A lawyer of the firm.
+    Advocate,
+    /// A client of the firm.
+    Client,
+    /// Administrative staff.
+    Admin,
+}
+
+impl Role {
+    /// Parses the `role` claim.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "advocate" => Some(Self::Advocate),
+            "client" => Some(Self::Client),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// The claim spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Advocate => "advocate",
+            Self::Client => "client",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The wire enum.
+    pub fn to_pb(self) -> pb::UserRole {
+        match self {
+            Self::Advocate => pb::UserRole::Advocate,
+            Self::Client => pb::UserRole::Client,
+            Self::Admin => pb::UserRole::Admin,
+        }
+    }
+
+    /// From the stored wire enum value.
+    pub fn from_pb(v: i32) -> Option<Self> {
+        match pb::UserRole::try_from(v).ok()? {
+            pb::UserRole::Advocate => Some(Self::Advocate),
+            pb::UserRole::Client => Some(Self::Client),
+            pb::UserRole::Admin => Some(Self::Admin),
+            pb::UserRole::Unspecified => None,
+        }
+    }
+}
+
+/// The claims LegalChat reads and, for development tokens, writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Global role.
+    pub role: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Why a token was refused. The message is what the client sees in `Unauthorized`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Not a JWT at all.
+    #[error("token is malformed")]
+    Malformed,
+    /// The signature does not verify with the configured key.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// Signed with another algorithm than the configured one.
+    #[error("token uses a disallowed algorithm")]
+    WrongAlgorithm,
+    /// `exp` has passed.
+    #[error("token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// `iss` does not match.
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    /// `aud` does not match.
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    /// A required claim is absent or of the wrong type.
+    #[error("token claim {0} is missing or invalid")]
+    BadClaim(String),
+    /// The key material in the configuration is unusable.
+    #[error("server key is misconfigured: {0}")]
+    Key(String),
+}
+
+/// Verifies tokens with the configured key and rules.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("algorithms", &self.validation.algorithms).finish_non_exhaustive()
+    }
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::Hs256 => Algorithm::HS256,
+        JwtAlgorithm::Rs256 => Algorithm::RS256,
+        JwtAlgorithm::Es256 => Algorithm::ES256,
+        JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+    }
+}
+
+impl Authenticator {
+    /// Builds a verifier. `secret` is used for HS256; for the public-key algorithms the
+    /// PEM file named in `config` is read.
+    pub fn new(config: &JwtConfig, secret: Option<&[u8]>) -> Result<Self, AuthError> {
+        let key = match config.algorithm {
+            JwtAlgorithm::Hs256 => {
+                let secret = secret.ok_or_else(|| AuthError::Key("no HS256 secret configured".into()))?;
+                DecodingKey::from_secret(secret)
+            }
+            other => {
+                let path = config.public_key_file.as_ref().ok_or_else(|| AuthError::Key("no public key file configured".into()))?;
+                let pem = std::fs::read(path).map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?;
+                let parsed = match other {
+                    JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(&pem),
+                    JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(&pem),
+                    _ => DecodingKey::from_ed_pem(&pem),
+                };
+                parsed.map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?
+            }
+        };
+        let mut validation = Validation::new(algorithm(config.algorithm));
+        validation.leeway = config.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &config.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match &config.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            // No audience configured: a token that names one is still accepted.
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { key, validation })
+    }
+
+    /// Verifies `token` and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => AuthError::BadClaim(c.clone()),
+            ErrorKind::Json(_) => AuthError::BadClaim("payload".into()),
+            _ => AuthError::Malformed,
+        })?;
+        let claims = data.claims;
+        validate::user_id("sub", &claims.sub).map_err(|_| AuthError::BadClaim("sub".into()))?;
+        let role = Role::parse(&claims.role).ok_or_else(|| AuthError::BadClaim("role".into()))?;
+        let name = claims.name.filter(|n| !n.is_empty() && n.len() <= 200 && !n.chars().any(char::is_control));
+        Ok(Identity { user_id: claims.sub, role, name })
+    }
+}
+
+/// Signs HS256 tokens with the configured secret. For development and demos only: in
+/// production the firm's identity provider issues tokens.
+pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).map_err(|e| AuthError::Key(e.to_string()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn config() -> JwtConfig {
+        JwtConfig { algorithm: JwtAlgorithm::Hs256, secret: None, public_key_file: None, issuer: None, audience: None, leeway_secs: 0 }
+    }
+
+    fn claims(role: &str, exp_offset: i64) -> Claims {
+        let exp = now_secs().saturating_add_signed(exp_offset);
+        Claims { sub: "alice".into(), role: role.into(), exp, iat: None, nbf: None, iss: None, aud: None, name: Some("Alice".into()) }
+    }
+
+    #[test]
+    fn valid_token_yields_identity() {
+        let auth = Authenticator::new(&config(), Some(SECRET)).unwrap();
+        let id = auth.verify(&mint_hs256(SECRET, &claims("advocate", 60)).unwrap()).unwrap();
+        assert_eq!(id, Identity { user_id: "alice".into(), role: Role::Advocate, name: Some("Alice".into()) });
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let auth = Authenticator::new(&config(), Some(SECRET)).unwrap();
+        assert_eq!(auth.verify("garbage"), Err(AuthError::Malformed));
+        assert_eq!(auth.verify(&mint_hs256(SECRET, &claims("advocate", -120)).unwrap()), Err(AuthError::Expired));
+        let other = b"another-secret-another-secret-xx";
+        assert_eq!(auth.verify(&mint_hs256(other, &claims("advocate", 60)).unwrap()), Err(AuthError::BadSignature));
+        assert_eq!(auth.verify(&mint_hs256(SECRET, &claims("judge", 60)).unwrap()), Err(AuthError::BadClaim("role".into())));
+        let mut c = claims("client", 60);
+        c.nbf = Some(now_secs() + 3_600);
+        assert_eq!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_enforced_when_configured() {
+        let mut cfg = config();
+        cfg.issuer = Some("firm".into());
+        cfg.audience = Some("legalchat".into());
+        let auth = Authenticator::new(&cfg, Some(SECRET)).unwrap();
+        let mut c = claims("admin", 60);
+        assert!(matches!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::BadClaim(_))));
+        c.iss = Some("firm".into());
+        c.aud = Some("elsewhere".into());
+        assert_eq!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::WrongAudience));
+        c.aud = Some("legalchat".into());
+        assert!(auth.verify(&mint_hs256(SECRET, &c).unwrap()).is_ok());
+        c.iss = Some("impostor".into());
+        assert_eq!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::WrongIssuer));
+    }
+
+    #[test]
+    fn hostile_subject_is_refused() {
+        let auth = Authenticator::new(&config(), Some(SECRET)).unwrap();
+        let mut c = claims("client", 60);
+        c.sub = "../../etc".into();
+        assert_eq!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::BadClaim("sub".into())));
+    }
+}

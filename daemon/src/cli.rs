@@ -1,0 +1,256 @@
+//! The `legalchatd` command line. `main.rs` only calls [`main`], so another crate can
+//! build an identical binary (the end-to-end tests do).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use legalchat_protocol::pb::{self, ConversationType};
+
+use crate::auth::{self, Claims, Identity, Role};
+use crate::config::{Config, ConfigArgs};
+use crate::server::{self, Daemon, Internal};
+use crate::shard::{Command, CreateSpec};
+
+/// LegalChat daemon: secure real-time chat over QUIC for legal practices.
+#[derive(Debug, Parser)]
+#[command(name = "legalchatd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the daemon (the default).
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Development mode: like `run --dev`, and also creates demo accounts and
+    /// conversations and prints a token for each demo user.
+    Dev {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Mint a token signed with the configured HS256 secret (development and demos).
+    Token {
+        /// User id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// Global role: advocate, client or admin.
+        #[arg(long)]
+        role: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print a fresh random master key (64 hex characters) for `LEGALCHAT_MASTER_KEY`.
+    Keygen,
+}
+
+/// Demo users: (id, role, display name).
+const DEMO_USERS: [(&str, Role, &str); 4] = [
+    ("alice", Role::Advocate, "Alice Advocate"),
+    ("bob", Role::Client, "Bob Client"),
+    ("carol", Role::Admin, "Carol Admin"),
+    ("dan", Role::Advocate, "Dan Associate"),
+];
+
+/// Runs the command line; exits the process with 1 on failure.
+pub fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        None => run(cli.config, false),
+        Some(Cmd::Run { config }) => run(merge(cli.config, config), false),
+        Some(Cmd::Dev { mut config }) => {
+            config.dev = true;
+            run(merge(cli.config, config), true)
+        }
+        Some(Cmd::Token { user, role, name, ttl_secs, config }) => token(&merge(cli.config, config), &user, &role, name, ttl_secs),
+        Some(Cmd::Keygen) => {
+            println!("{}", crate::crypto::MasterKey::generate_text());
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("legalchatd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Flags given before the subcommand count as well as those after it.
+fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
+    ConfigArgs {
+        config: inner.config.or(outer.config),
+        data_dir: inner.data_dir.or(outer.data_dir),
+        listen: inner.listen.or(outer.listen),
+        ops_listen: inner.ops_listen.or(outer.ops_listen),
+        dev: inner.dev || outer.dev,
+        tls_cert: inner.tls_cert.or(outer.tls_cert),
+        tls_key: inner.tls_key.or(outer.tls_key),
+        jwt_algorithm: inner.jwt_algorithm.or(outer.jwt_algorithm),
+        jwt_secret: inner.jwt_secret.or(outer.jwt_secret),
+        jwt_public_key: inner.jwt_public_key.or(outer.jwt_public_key),
+        jwt_issuer: inner.jwt_issuer.or(outer.jwt_issuer),
+        jwt_audience: inner.jwt_audience.or(outer.jwt_audience),
+        master_key_file: inner.master_key_file.or(outer.master_key_file),
+        fsync: inner.fsync.or(outer.fsync),
+        shards: inner.shards.or(outer.shards),
+        max_frame_size: inner.max_frame_size.or(outer.max_frame_size),
+        max_message_size: inner.max_message_size.or(outer.max_message_size),
+        auth_timeout_ms: inner.auth_timeout_ms.or(outer.auth_timeout_ms),
+        max_connections: inner.max_connections.or(outer.max_connections),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEGALCHAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(args: ConfigArgs, demo: bool) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("legalchatd").build()?;
+    runtime.block_on(async move {
+        let daemon = Daemon::start(config.clone()).await?;
+        if demo {
+            seed_demo(&daemon.internal()).await?;
+            print_demo(&config, &daemon)?;
+        }
+        // The one line tools wait for; logs go to stderr.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "legalchatd ready quic={} ops={}", daemon.quic_addr(), daemon.ops_addr())?;
+        stdout.flush()?;
+        drop(stdout);
+        wait_for_signal().await;
+        daemon.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received");
+}
+
+fn token(args: &ConfigArgs, user: &str, role: &str, name: Option<String>, ttl_secs: u64) -> anyhow::Result<()> {
+    let config = Config::load(args)?;
+    let secrets = server::resolve_secrets(&config)?;
+    let secret = secrets.jwt_secret.ok_or_else(|| anyhow::anyhow!("`token` signs with an HS256 secret; none is configured (set --jwt-secret or use --dev)"))?;
+    println!("{}", mint(&config, secret.as_bytes(), user, role, name, ttl_secs)?);
+    Ok(())
+}
+
+fn mint(config: &Config, secret: &[u8], user: &str, role: &str, name: Option<String>, ttl_secs: u64) -> anyhow::Result<String> {
+    legalchat_protocol::validate::user_id("--user", user)?;
+    if Role::parse(role).is_none() {
+        anyhow::bail!("--role must be advocate, client or admin, not {role:?}");
+    }
+    let now = auth::now_secs();
+    let claims = Claims {
+        sub: user.to_owned(),
+        role: role.to_owned(),
+        exp: now + ttl_secs,
+        iat: Some(now),
+        nbf: None,
+        iss: config.jwt.issuer.clone(),
+        aud: config.jwt.audience.clone(),
+        name,
+    };
+    Ok(auth::mint_hs256(secret, &claims)?)
+}
+
+/// Creates the demo accounts and conversations once (guarded by a marker file).
+async fn seed_demo(internal: &Arc<Internal>) -> anyhow::Result<()> {
+    let ids: Vec<Identity> = DEMO_USERS.iter().map(|(u, r, n)| Identity { user_id: (*u).into(), role: *r, name: Some((*n).into()) }).collect();
+    for id in &ids {
+        internal.directory.observe(id)?;
+    }
+    let [alice, bob, ..] = ids.as_slice() else { anyhow::bail!("demo users") };
+    // Private chat alice–bob is idempotent by construction.
+    create(internal, alice, ConversationType::Private, &["bob"], "", "").await?;
+    // The directory doubles as the marker that the demo conversations exist, so a
+    // restart does not add them again.
+    if internal.directory.role_of("demo-seeded").is_none() {
+        create(internal, alice, ConversationType::Case, &["bob", "dan"], "Smith v. Jones — case team", "2024-017").await?;
+        create(internal, alice, ConversationType::Group, &["dan", "carol"], "Litigation team", "").await?;
+        create(internal, bob, ConversationType::Support, &["carol"], "Help with the client portal", "").await?;
+        internal.directory.observe(&Identity { user_id: "demo-seeded".into(), role: Role::Admin, name: None })?;
+    }
+    Ok(())
+}
+
+async fn create(internal: &Arc<Internal>, caller: &Identity, kind: ConversationType, others: &[&str], title: &str, case_id: &str) -> anyhow::Result<pb::Conversation> {
+    let id = if kind == ConversationType::Private {
+        crate::ids::private_conversation_id(&caller.user_id, others.first().copied().unwrap_or_default())
+    } else {
+        crate::ids::random_id()
+    };
+    let spec = CreateSpec {
+        kind,
+        others: others.iter().map(|s| (*s).to_owned()).collect(),
+        title: title.into(),
+        description: String::new(),
+        case_id: case_id.into(),
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    internal
+        .shards
+        .submit_to(internal.shards.shard_of(&id), Command::Create { id, caller: caller.clone(), origin: 0, spec, reply })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(rx.await.map_err(|_| anyhow::anyhow!("shard stopped"))??)
+}
+
+fn print_demo(config: &Config, daemon: &Daemon) -> anyhow::Result<()> {
+    let secrets = server::resolve_secrets(config)?;
+    let Some(secret) = secrets.jwt_secret else { return Ok(()) };
+    let cert = config.tls_dir().join("cert.pem");
+    let mut err = std::io::stderr().lock();
+    writeln!(err)?;
+    writeln!(err, "LegalChat development server — demo accounts (tokens valid 24 h):")?;
+    for (user, role, name) in DEMO_USERS {
+        let token = mint(config, secret.as_bytes(), user, role.as_str(), Some(name.into()), 86_400)?;
+        writeln!(err, "  {user:<6} {:<9} {token}", role.as_str())?;
+    }
+    writeln!(err)?;
+    writeln!(err, "Try it (in another terminal):")?;
+    writeln!(err, "  export LEGALCHAT_SERVER={} LEGALCHAT_CA={}", daemon.quic_addr(), display(&cert))?;
+    writeln!(err, "  export LEGALCHAT_TOKEN=$(cargo run -q -p legalchat-daemon -- token --dev --data-dir {} --user alice --role advocate)", display(&config.data_dir))?;
+    writeln!(err, "  cargo run -q -p legalchat-sdk --bin legalchat -- list")?;
+    writeln!(err, "Metrics: http://{}/metrics", daemon.ops_addr())?;
+    writeln!(err)?;
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

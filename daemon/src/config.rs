@@ -1,0 +1,426 @@
+//! Configuration: built-in defaults, then a TOML file, then environment variables, then
+//! command-line flags — each layer overrides the one before. A bad value stops the
+//! daemon at start with a message naming the setting, never at the first request.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use legalchat_protocol::{codec, validate};
+
+/// A setting that could not be accepted. The message always names the setting (by its
+/// TOML key, environment variable and flag) so the operator can find it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value is out of range or malformed.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting, as `toml.key (ENV_VAR, --flag)`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// When a write batch is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Group commit: every write batch is fsynced before any message in it is
+    /// acknowledged. Survives power loss. The default.
+    Always,
+    /// Writes reach the operating system (the write-ahead log) before the acknowledgment,
+    /// but are not fsynced: survives a crash of the daemon, not of the machine.
+    Never,
+}
+
+/// Which algorithm signs the tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    #[value(name = "HS256")]
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256; public key in PEM.
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256; public key in PEM.
+    #[value(name = "ES256")]
+    Es256,
+    /// Ed25519; public key in PEM.
+    #[value(name = "EdDSA")]
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+/// The daemon's effective configuration, after every layer has been applied and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where RocksDB, keys and the development certificate live.
+    pub data_dir: PathBuf,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Ops HTTP listen address (metrics, health).
+    pub ops_listen: SocketAddr,
+    /// TLS certificate chain (PEM); `None` in development mode means "generate".
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Token verification.
+    pub jwt: JwtConfig,
+    /// Master key file (32 bytes, hex or base64). The environment variable
+    /// `LEGALCHAT_MASTER_KEY` takes precedence.
+    pub master_key_file: Option<PathBuf>,
+    /// Master key given directly (from `LEGALCHAT_MASTER_KEY`).
+    pub master_key: Option<String>,
+    /// Development mode: generate what is missing (certificate, master key, JWT secret).
+    pub dev: bool,
+    /// Durability of write batches.
+    pub fsync: FsyncPolicy,
+    /// Number of conversation shards (threads); defaults to the number of cores.
+    pub shards: usize,
+    /// Bound of each shard's mailbox.
+    pub shard_mailbox: usize,
+    /// Most commands folded into one write batch.
+    pub max_batch: usize,
+    /// Largest frame body accepted from a client.
+    pub max_frame_size: usize,
+    /// Largest message text in bytes.
+    pub max_message_size: usize,
+    /// How long a new session has to authenticate.
+    pub auth_timeout: Duration,
+    /// Bound of each session's outbound queue, in frames. A session that falls this far
+    /// behind is disconnected and told to resync.
+    pub session_outbound: usize,
+    /// Requests one session may have in flight.
+    pub session_inflight: usize,
+    /// Most concurrent QUIC connections.
+    pub max_connections: usize,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// Signing algorithm.
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// PEM public key for RS256/ES256/EdDSA.
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+/// The TOML file's shape. Every field is optional; unknown keys are an error so that a
+/// typo does not silently leave a default in force.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    ops_listen: Option<String>,
+    dev: Option<bool>,
+    fsync: Option<FsyncPolicy>,
+    shards: Option<usize>,
+    shard_mailbox: Option<usize>,
+    max_batch: Option<usize>,
+    max_frame_size: Option<usize>,
+    max_message_size: Option<usize>,
+    auth_timeout_ms: Option<u64>,
+    session_outbound: Option<usize>,
+    session_inflight: Option<usize>,
+    max_connections: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    jwt: FileJwt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    algorithm: Option<JwtAlgorithm>,
+    secret: Option<String>,
+    public_key_file: Option<PathBuf>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_secs: Option<u64>,
+}
+
+/// Command-line flags; each also reads an environment variable (clap's `env`), so the
+/// effective order is: flag, then environment, then the TOML file, then the default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "LEGALCHAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (RocksDB, keys, development certificate). Default ./legalchat-data.
+    #[arg(long, env = "LEGALCHAT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// QUIC listen address. Default 127.0.0.1:7443.
+    #[arg(long, env = "LEGALCHAT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Ops HTTP listen address for /metrics, /healthz, /readyz. Default 127.0.0.1:9464.
+    #[arg(long, env = "LEGALCHAT_OPS_LISTEN", value_name = "ADDR")]
+    pub ops_listen: Option<String>,
+    /// Development mode: generate a missing certificate, master key and JWT secret in the
+    /// data directory. Never use in production.
+    #[arg(long, env = "LEGALCHAT_DEV")]
+    pub dev: bool,
+    /// TLS certificate chain, PEM.
+    #[arg(long, env = "LEGALCHAT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM.
+    #[arg(long, env = "LEGALCHAT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Token algorithm: HS256 (shared secret) or RS256/ES256/EdDSA (public key). Default HS256.
+    #[arg(long, env = "LEGALCHAT_JWT_ALGORITHM", value_name = "ALG")]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "LEGALCHAT_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256/ES256/EdDSA tokens.
+    #[arg(long, env = "LEGALCHAT_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required token issuer (`iss`).
+    #[arg(long, env = "LEGALCHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required token audience (`aud`).
+    #[arg(long, env = "LEGALCHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Master key file: 32 bytes as 64 hex characters or base64. `LEGALCHAT_MASTER_KEY`
+    /// (the key itself) takes precedence.
+    #[arg(long, env = "LEGALCHAT_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// always: fsync each group-commit batch before acknowledging (default); never: rely on
+    /// the OS to write the log (survives a daemon crash, not a power cut).
+    #[arg(long, env = "LEGALCHAT_FSYNC")]
+    pub fsync: Option<FsyncPolicy>,
+    /// Conversation shards (threads). Default: number of cores.
+    #[arg(long, env = "LEGALCHAT_SHARDS")]
+    pub shards: Option<usize>,
+    /// Largest frame accepted from a client, in bytes. Default 65536.
+    #[arg(long, env = "LEGALCHAT_MAX_FRAME_SIZE")]
+    pub max_frame_size: Option<usize>,
+    /// Largest message text in bytes. Default 10240.
+    #[arg(long, env = "MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Milliseconds a new session has to authenticate. Default 5000.
+    #[arg(long, env = "LEGALCHAT_AUTH_TIMEOUT_MS")]
+    pub auth_timeout_ms: Option<u64>,
+    /// Most concurrent QUIC connections. Default 100000.
+    #[arg(long, env = "LEGALCHAT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+impl Config {
+    /// Builds the configuration from flags/environment (`args`) over the TOML file named
+    /// by `args.config` over the defaults, and checks every value.
+    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let master_key = std::env::var("LEGALCHAT_MASTER_KEY").ok().filter(|s| !s.is_empty());
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let config = Config {
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("legalchat-data")),
+            listen: parse_addr("listen (LEGALCHAT_LISTEN, --listen)", args.listen.as_deref().or(file.listen.as_deref()), "127.0.0.1:7443")?,
+            ops_listen: parse_addr(
+                "ops_listen (LEGALCHAT_OPS_LISTEN, --ops-listen)",
+                args.ops_listen.as_deref().or(file.ops_listen.as_deref()),
+                "127.0.0.1:9464",
+            )?,
+            tls_cert: args.tls_cert.clone().or(file.tls.cert),
+            tls_key: args.tls_key.clone().or(file.tls.key),
+            jwt: JwtConfig {
+                algorithm: args.jwt_algorithm.or(file.jwt.algorithm).unwrap_or(JwtAlgorithm::Hs256),
+                secret: args.jwt_secret.clone().or(file.jwt.secret),
+                public_key_file: args.jwt_public_key.clone().or(file.jwt.public_key_file),
+                issuer: args.jwt_issuer.clone().or(file.jwt.issuer),
+                audience: args.jwt_audience.clone().or(file.jwt.audience),
+                leeway_secs: file.jwt.leeway_secs.unwrap_or(30),
+            },
+            master_key_file: args.master_key_file.clone().or(file.master_key_file),
+            master_key,
+            dev: args.dev || file.dev.unwrap_or(false),
+            fsync: args.fsync.or(file.fsync).unwrap_or(FsyncPolicy::Always),
+            shards: args.shards.or(file.shards).unwrap_or(cores),
+            shard_mailbox: file.shard_mailbox.unwrap_or(16_384),
+            max_batch: file.max_batch.unwrap_or(1_024),
+            max_frame_size: args.max_frame_size.or(file.max_frame_size).unwrap_or(codec::DEFAULT_MAX_FRAME_LEN),
+            max_message_size: args.max_message_size.or(file.max_message_size).unwrap_or(validate::DEFAULT_MAX_MESSAGE_BYTES),
+            auth_timeout: Duration::from_millis(args.auth_timeout_ms.or(file.auth_timeout_ms).unwrap_or(5_000)),
+            session_outbound: file.session_outbound.unwrap_or(8_192),
+            session_inflight: file.session_inflight.unwrap_or(1_024),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
+            idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(30_000)),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        range("shards (LEGALCHAT_SHARDS, --shards)", self.shards, 1, 256)?;
+        range("shard_mailbox", self.shard_mailbox, 16, 1 << 24)?;
+        range("max_batch", self.max_batch, 1, 65_536)?;
+        range("max_frame_size (LEGALCHAT_MAX_FRAME_SIZE, --max-frame-size)", self.max_frame_size, 1_024, 16 << 20)?;
+        range("max_message_size (MAX_MESSAGE_SIZE, --max-message-size)", self.max_message_size, 1, 1 << 20)?;
+        if self.max_message_size + 1_024 > self.max_frame_size {
+            return Err(invalid(
+                "max_message_size (MAX_MESSAGE_SIZE, --max-message-size)",
+                format!("{} does not fit in a frame of max_frame_size {} with 1 KiB for ids", self.max_message_size, self.max_frame_size),
+            ));
+        }
+        range("session_outbound", self.session_outbound, 16, 1 << 20)?;
+        range("session_inflight", self.session_inflight, 1, 1 << 16)?;
+        range("max_connections (LEGALCHAT_MAX_CONNECTIONS, --max-connections)", self.max_connections, 1, 10_000_000)?;
+        let ms = u64::try_from(self.auth_timeout.as_millis()).unwrap_or(u64::MAX);
+        if !(100..=120_000).contains(&ms) {
+            return Err(invalid("auth_timeout_ms (LEGALCHAT_AUTH_TIMEOUT_MS, --auth-timeout-ms)", format!("{ms} ms is outside 100..=120000")));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("tls.cert / tls.key (--tls-cert, --tls-key)", "give both the certificate and the key, or neither"));
+        }
+        if self.tls_cert.is_none() && !self.dev {
+            return Err(invalid("tls.cert (LEGALCHAT_TLS_CERT, --tls-cert)", "a certificate and key are required outside --dev mode"));
+        }
+        match self.jwt.algorithm {
+            JwtAlgorithm::Hs256 => match &self.jwt.secret {
+                Some(s) if s.len() < 32 => {
+                    return Err(invalid("jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)", format!("is {} bytes; HS256 needs at least 32", s.len())));
+                }
+                None if !self.dev => {
+                    return Err(invalid("jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)", "required for HS256 outside --dev mode"));
+                }
+                _ => {}
+            },
+            _ => {
+                if self.jwt.public_key_file.is_none() {
+                    return Err(invalid("jwt.public_key_file (LEGALCHAT_JWT_PUBLIC_KEY, --jwt-public-key)", "required for RS256, ES256 and EdDSA"));
+                }
+            }
+        }
+        if self.master_key.is_none() && self.master_key_file.is_none() && !self.dev {
+            return Err(invalid(
+                "master_key_file (LEGALCHAT_MASTER_KEY_FILE, --master-key-file) or LEGALCHAT_MASTER_KEY",
+                "a master key is required outside --dev mode",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the development certificate, key and secrets are kept.
+    pub fn dev_dir(&self) -> PathBuf {
+        self.data_dir.join("dev")
+    }
+
+    /// The RocksDB directory.
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+
+    /// The TLS directory (development certificate).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })
+}
+
+fn parse_addr(key: &'static str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.unwrap_or(default);
+    value.parse().map_err(|e| invalid(key, format!("{value:?} is not an address like 127.0.0.1:7443 ({e})")))
+}
+
+fn range(key: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) { Ok(()) } else { Err(invalid(key, format!("{value} is outside {min}..={max}"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_args() -> ConfigArgs {
+        ConfigArgs { dev: true, ..Default::default() }
+    }
+
+    #[test]
+    fn dev_defaults_are_valid() {
+        let c = Config::load(&dev_args()).unwrap();
+        assert_eq!(c.listen.port(), 7443);
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert_eq!(c.max_message_size, 10_240);
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let mut a = dev_args();
+        a.listen = Some("nowhere".into());
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("LEGALCHAT_LISTEN"), "{e}");
+
+        let mut a = dev_args();
+        a.jwt_secret = Some("short".into());
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("jwt.secret") && e.contains("32"), "{e}");
+
+        let mut a = dev_args();
+        a.max_message_size = Some(100_000);
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("MAX_MESSAGE_SIZE"), "{e}");
+    }
+
+    #[test]
+    fn production_requires_secrets() {
+        let e = Config::load(&ConfigArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_is_read_and_typos_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "dev = true\nshards = 3\n[jwt]\nissuer = \"firm\"\n").unwrap();
+        let c = Config::load(&ConfigArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.jwt.issuer.as_deref(), Some("firm"));
+        std::fs::write(&path, "dev = true\nshardz = 3\n").unwrap();
+        let e = Config::load(&ConfigArgs { config: Some(path), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("shardz"), "{e}");
+    }
+}

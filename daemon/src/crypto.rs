@@ -1,0 +1,184 @@
+//! Encryption at rest.
+//!
+//! ```text
+//!  master key (file / LEGALCHAT_MASTER_KEY)
+//!      │ wraps (AES-256-GCM, AAD = "legalchat/dek/v1" ‖ conversation id)
+//!      ▼
+//!  data key, one per conversation (random 256 bits)
+//!      │ seals (AES-256-GCM, AAD = "legalchat/msg/v1" ‖ conversation id ‖ seq)
+//!      ▼
+//!  stored message record
+//! ```
+//!
+//! The associated data binds every ciphertext to its place: a record copied to another
+//! conversation or another sequence number fails to open, so nobody with write access to
+//! the disk can splice one client's message into another's transcript. Nonces are 96
+//! random bits per seal; at the 2^32 seals per key where random nonces start to get risky,
+//! a conversation would have sent four billion messages.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use rand::RngCore;
+
+const NONCE_LEN: usize = 12;
+const DEK_AAD: &[u8] = b"legalchat/dek/v1";
+const MSG_AAD: &[u8] = b"legalchat/msg/v1";
+
+/// Why sealing or opening failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// The ciphertext is corrupt, truncated, or was moved from elsewhere.
+    #[error("ciphertext failed authentication (corrupt, truncated or moved)")]
+    Authentication,
+    /// A key of the wrong size or encoding.
+    #[error("bad key: {0}")]
+    BadKey(String),
+}
+
+/// The key that wraps every conversation's data key.
+#[derive(Clone)]
+pub struct MasterKey(Aes256Gcm);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+/// A conversation's data key.
+#[derive(Clone)]
+pub struct DataKey(Aes256Gcm);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+fn seal(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
+    out.extend_from_slice(&nonce);
+    // Encryption with a valid key cannot fail for inputs below 64 GiB.
+    let ct = cipher.encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad }).unwrap_or_default();
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return Err(CryptoError::Authentication);
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Authentication)?;
+    cipher.decrypt(&Nonce::from(nonce), Payload { msg: ct, aad }).map_err(|_| CryptoError::Authentication)
+}
+
+impl MasterKey {
+    /// From 32 raw bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        Aes256Gcm::new_from_slice(bytes).map(Self).map_err(|_| CryptoError::BadKey(format!("master key must be 32 bytes, got {}", bytes.len())))
+    }
+
+    /// From text: 64 hex characters or base64 of 32 bytes (surrounding whitespace ignored).
+    pub fn from_text(text: &str) -> Result<Self, CryptoError> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).map_err(|e| CryptoError::BadKey(e.to_string()))?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| CryptoError::BadKey("master key must be 64 hex characters or base64 of 32 bytes".into()))?
+        };
+        Self::from_bytes(&bytes)
+    }
+
+    /// A fresh random key as 64 hex characters, for development mode and `keygen`.
+    pub fn generate_text() -> String {
+        let mut k = [0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        hex::encode(k)
+    }
+
+    /// Creates a data key for `conversation` and returns it with its wrapped form, which
+    /// is what gets stored.
+    pub fn new_data_key(&self, conversation: &[u8; 16]) -> (DataKey, Vec<u8>) {
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let wrapped = seal(&self.0, &dek_aad(conversation), &raw);
+        // 32 bytes is always a valid AES-256 key.
+        let key = DataKey(Aes256Gcm::new((&raw).into()));
+        (key, wrapped)
+    }
+
+    /// Unwraps a stored data key of `conversation`.
+    pub fn unwrap_data_key(&self, conversation: &[u8; 16], wrapped: &[u8]) -> Result<DataKey, CryptoError> {
+        let raw = open(&self.0, &dek_aad(conversation), wrapped)?;
+        Aes256Gcm::new_from_slice(&raw).map(DataKey).map_err(|_| CryptoError::BadKey("stored data key has the wrong size".into()))
+    }
+}
+
+fn dek_aad(conversation: &[u8; 16]) -> Vec<u8> {
+    [DEK_AAD, conversation.as_slice()].concat()
+}
+
+fn msg_aad(conversation: &[u8; 16], seq: u64) -> [u8; 16 + 16 + 8] {
+    let mut aad = [0u8; 40];
+    aad[..16].copy_from_slice(MSG_AAD);
+    aad[16..32].copy_from_slice(conversation);
+    aad[32..].copy_from_slice(&seq.to_be_bytes());
+    aad
+}
+
+impl DataKey {
+    /// Seals a message record at (`conversation`, `seq`).
+    pub fn seal_message(&self, conversation: &[u8; 16], seq: u64, plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.0, &msg_aad(conversation, seq), plaintext)
+    }
+
+    /// Opens a message record; fails if it was stored anywhere but (`conversation`, `seq`).
+    pub fn open_message(&self, conversation: &[u8; 16], seq: u64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open(&self.0, &msg_aad(conversation, seq), sealed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_records_open_only_in_place() {
+        let master = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
+        let conv = [1u8; 16];
+        let (key, wrapped) = master.new_data_key(&conv);
+        let sealed = key.seal_message(&conv, 7, b"privileged");
+        assert!(!sealed.windows(10).any(|w| w == b"privileged"));
+        assert_eq!(key.open_message(&conv, 7, &sealed).unwrap(), b"privileged");
+        assert_eq!(key.open_message(&conv, 8, &sealed), Err(CryptoError::Authentication));
+        assert_eq!(key.open_message(&[2u8; 16], 7, &sealed), Err(CryptoError::Authentication));
+
+        let again = master.unwrap_data_key(&conv, &wrapped).unwrap();
+        assert_eq!(again.open_message(&conv, 7, &sealed).unwrap(), b"privileged");
+        assert!(master.unwrap_data_key(&[2u8; 16], &wrapped).is_err());
+        let other = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
+        assert!(other.unwrap_data_key(&conv, &wrapped).is_err());
+    }
+
+    #[test]
+    fn key_text_formats() {
+        assert!(MasterKey::from_text(&"ab".repeat(32)).is_ok());
+        assert!(MasterKey::from_text(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).is_ok());
+        assert!(MasterKey::from_text("short").is_err());
+        assert!(MasterKey::from_text(&base64::engine::general_purpose::STANDARD.encode([7u8; 16])).is_err());
+    }
+
+    #[test]
+    fn truncated_ciphertext_is_rejected() {
+        let master = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
+        let (key, _) = master.new_data_key(&[0; 16]);
+        assert_eq!(key.open_message(&[0; 16], 1, &[0u8; 5]), Err(CryptoError::Authentication));
+    }
+}

@@ -1,0 +1,55 @@
+//! The users this server has seen, with the role their latest token claimed.
+//!
+//! Identity comes from tokens, so the server learns of a user when they first sign in.
+//! The role policy needs other users' roles (a client may not open a private chat with
+//! another client), which is what this directory answers. Reads hit an in-memory map;
+//! the store is the fallback after a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::auth::{Identity, Role};
+use crate::ids;
+use crate::store::{Store, StoreError, StoredUser, Write};
+
+/// Known users and their roles.
+#[derive(Debug)]
+pub struct Directory {
+    store: Arc<dyn Store>,
+    cache: RwLock<HashMap<String, Role>>,
+}
+
+impl Directory {
+    /// A directory over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, cache: RwLock::new(HashMap::new()) }
+    }
+
+    /// The role of `user`, if they have ever signed in (or were provisioned).
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        if let Some(r) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(user) {
+            return Some(*r);
+        }
+        let stored = self.store.user(user).ok().flatten()?;
+        let role = Role::from_pb(stored.role)?;
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), role);
+        Some(role)
+    }
+
+    /// Records a signed-in identity. Writes only when the role is new or changed, so a
+    /// reconnect storm does not become a write storm.
+    pub fn observe(&self, id: &Identity) -> Result<(), StoreError> {
+        if self.role_of(&id.user_id) == Some(id.role) {
+            return Ok(());
+        }
+        let user = StoredUser {
+            user_id: id.user_id.clone(),
+            role: id.role.to_pb() as i32,
+            name: id.name.clone().unwrap_or_default(),
+            last_seen_ms: ids::now_ms(),
+        };
+        self.store.commit(vec![Write::User(user)], false)?;
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone(), id.role);
+        Ok(())
+    }
+}

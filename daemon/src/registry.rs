@@ -1,0 +1,150 @@
+//! Which sessions are connected for which user: the fan-out target of the shards.
+//!
+//! Shards hold no session state; after committing a message they look up each
+//! participant here and hand every one of the user's sessions the same encoded bytes.
+//! Each session's outbound queue is bounded. A session whose queue is full has fallen
+//! behind: rather than buffer without limit or drop a message silently, it is *kicked* —
+//! closed with a reason telling the client to reconnect and resync from its cursor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+use legalchat_protocol::pb::ErrorCode;
+
+/// A session's unique id within this process.
+pub type SessionId = u64;
+
+/// The way to reach one connected session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// The session.
+    pub id: SessionId,
+    /// Its bounded outbound queue of encoded frames.
+    pub outbound: mpsc::Sender<Bytes>,
+    /// Set when the session must end.
+    pub kick: Arc<Kick>,
+}
+
+/// A request that a session end, with the reason.
+#[derive(Debug, Default)]
+pub struct Kick {
+    notify: Notify,
+    reason: Mutex<Option<(ErrorCode, String)>>,
+}
+
+impl Kick {
+    /// Asks the session to end. The first reason wins.
+    pub fn kick(&self, code: ErrorCode, reason: impl Into<String>) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some((code, reason.into()));
+        }
+        drop(r);
+        self.notify.notify_one();
+    }
+
+    /// Resolves once the session has been kicked; returns the reason.
+    pub async fn kicked(&self) -> (ErrorCode, String) {
+        loop {
+            if let Some(r) = self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                return r;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Connected sessions by user.
+#[derive(Debug, Default)]
+pub struct Registry {
+    users: RwLock<HashMap<String, Vec<SessionHandle>>>,
+}
+
+impl Registry {
+    /// Adds a session of `user`.
+    pub fn register(&self, user: &str, handle: SessionHandle) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        users.entry(user.to_owned()).or_default().push(handle);
+    }
+
+    /// Removes a session of `user`.
+    pub fn unregister(&self, user: &str, id: SessionId) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = users.get_mut(user) {
+            list.retain(|h| h.id != id);
+            if list.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Queues `frame` for every session of `user` except `except`. Returns how many
+    /// sessions it was queued for. A full queue kicks that session (slow consumer).
+    pub fn deliver(&self, user: &str, frame: &Bytes, except: Option<SessionId>) -> usize {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = users.get(user) else { return 0 };
+        let mut n = 0;
+        for h in list.iter().filter(|h| Some(h.id) != except) {
+            match h.outbound.try_send(frame.clone()) {
+                Ok(()) => n += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
+                    h.kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        n
+    }
+
+    /// Every session, for shutdown.
+    pub fn all(&self) -> Vec<SessionHandle> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).values().flatten().cloned().collect()
+    }
+
+    /// Number of users with at least one session.
+    pub fn online_users(&self) -> usize {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(id: SessionId, cap: usize) -> (SessionHandle, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (SessionHandle { id, outbound: tx, kick: Arc::new(Kick::default()) }, rx)
+    }
+
+    #[tokio::test]
+    async fn delivers_to_every_device_but_the_origin() {
+        let reg = Registry::default();
+        let (a, mut ra) = handle(1, 4);
+        let (b, mut rb) = handle(2, 4);
+        reg.register("alice", a);
+        reg.register("alice", b);
+        assert_eq!(reg.deliver("alice", &Bytes::from_static(b"x"), Some(1)), 1);
+        assert_eq!(rb.recv().await.unwrap(), Bytes::from_static(b"x"));
+        assert!(ra.try_recv().is_err());
+        reg.unregister("alice", 2);
+        reg.unregister("alice", 1);
+        assert_eq!(reg.online_users(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_kicks_instead_of_growing() {
+        let reg = Registry::default();
+        let (a, _ra) = handle(1, 1);
+        let kick = a.kick.clone();
+        reg.register("bob", a);
+        assert_eq!(reg.deliver("bob", &Bytes::from_static(b"1"), None), 1);
+        assert_eq!(reg.deliver("bob", &Bytes::from_static(b"2"), None), 0);
+        let (code, reason) = kick.kicked().await;
+        assert_eq!(code, ErrorCode::Overloaded);
+        assert!(reason.contains("resync"));
+    }
+}

@@ -1,0 +1,261 @@
+//! Starting and stopping the daemon.
+//!
+//! Start: data directory → secrets (generated in development mode) → store → shards →
+//! QUIC endpoint → ops listener → ready. Stop (graceful): not ready → stop accepting →
+//! every session says goodbye → shards finish and commit their last batches → the store
+//! is flushed → the endpoint closes. Nothing acknowledged is lost on either path, and a
+//! `kill -9` at any point loses nothing acknowledged either, because an acknowledgment
+//! is only sent after its batch is in the write-ahead log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::auth::{AuthError, Authenticator};
+use crate::config::{Config, ConfigError, FsyncPolicy, JwtAlgorithm};
+use crate::crypto::MasterKey;
+use crate::directory::Directory;
+use crate::fsutil;
+use crate::registry::Registry;
+use crate::session::{self, SessionContext, SessionLimits};
+use crate::shard::{self, ShardConfig, ShardThreads, Shards};
+use crate::store::{RocksStore, Store, StoreError};
+use crate::tls::{self, TlsError};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS material is missing or unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The master key is missing or malformed.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// The token key is unusable.
+    #[error("JWT: {0}")]
+    Auth(#[from] AuthError),
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Secrets resolved at start.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// HS256 secret, if that is the algorithm.
+    pub jwt_secret: Option<String>,
+    /// The master key.
+    pub master_key: MasterKey,
+}
+
+/// Resolves the JWT secret and master key: configuration first, then (development mode
+/// only) files in the data directory, generated on first start.
+pub fn resolve_secrets(config: &Config) -> Result<Secrets, StartError> {
+    let dev_dir = config.dev_dir();
+    let jwt_secret = match (&config.jwt.secret, config.jwt.algorithm) {
+        (Some(s), _) => Some(s.clone()),
+        (None, JwtAlgorithm::Hs256) if config.dev => {
+            Some(fsutil::read_or_create(&dev_dir.join("jwt-secret"), || MasterKey::generate_text()).map_err(io("development JWT secret"))?)
+        }
+        (None, _) => None,
+    };
+    let master_text = match (&config.master_key, &config.master_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(io(format!("reading master key file {}", path.display())))?,
+        (None, None) => fsutil::read_or_create(&dev_dir.join("master.key"), MasterKey::generate_text).map_err(io("development master key"))?,
+    };
+    let master_key = MasterKey::from_text(&master_text).map_err(|e| StartError::MasterKey(e.to_string()))?;
+    Ok(Secrets { jwt_secret, master_key })
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    quic_addr: SocketAddr,
+    ops_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    endpoint: quinn::Endpoint,
+    accept: tokio::task::JoinHandle<JoinSet<()>>,
+    ops: tokio::task::JoinHandle<()>,
+    shards: Shards,
+    threads: ShardThreads,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    internal: Arc<Internal>,
+}
+
+/// In-process access for development tooling (demo data): the same shards sessions use.
+#[derive(Debug)]
+pub struct Internal {
+    /// Shard mailboxes.
+    pub shards: Shards,
+    /// The user directory.
+    pub directory: Arc<Directory>,
+}
+
+impl Daemon {
+    /// Starts everything and returns once the daemon accepts sessions.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(io(format!("creating data directory {}", config.data_dir.display())))?;
+        let secrets = resolve_secrets(&config)?;
+        let material = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => tls::load(c, k)?,
+            _ => tls::load_or_generate_dev(&config.tls_dir())?,
+        };
+        let metrics = crate::ops::install_recorder();
+        let auth = Authenticator::new(&config.jwt, secrets.jwt_secret.as_deref().map(str::as_bytes))?;
+
+        let db_dir = config.db_dir();
+        let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&db_dir)).await.map_err(|e| StoreError::Engine(e.to_string()))??);
+        let registry = Arc::new(Registry::default());
+        let directory = Arc::new(Directory::new(store.clone()));
+        let shard_config = ShardConfig { mailbox: config.shard_mailbox, max_batch: config.max_batch, sync: config.fsync == FsyncPolicy::Always };
+        let (shards, threads) = shard::start(config.shards, shard_config, store.clone(), secrets.master_key.clone(), registry.clone(), directory.clone())
+            .map_err(io("starting shard threads"))?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let limits = SessionLimits {
+            max_frame_size: config.max_frame_size,
+            max_message_size: config.max_message_size,
+            auth_timeout: config.auth_timeout,
+            outbound: config.session_outbound,
+            inflight: config.session_inflight,
+        };
+        let ctx = Arc::new(SessionContext::new(shards.clone(), registry.clone(), store.clone(), directory.clone(), auth, limits, shutdown_rx.clone()));
+
+        let server_crypto = tls::server_config(material)?;
+        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto).map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let mut transport = quinn::TransportConfig::default();
+        // One session stream per connection today; headroom for bulk-transfer streams.
+        transport.max_concurrent_bidi_streams(4u32.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        transport.max_idle_timeout(Some(config.idle_timeout.try_into().map_err(|_| ConfigError::Invalid { key: "idle_timeout_ms", reason: "too large".into() })?));
+        transport.keep_alive_interval(None);
+        server_config.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(io(format!("binding QUIC listener {}", config.listen)))?;
+        let quic_addr = endpoint.local_addr().map_err(io("reading QUIC address"))?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut ops_shutdown = shutdown_rx.clone();
+        let (ops_addr, ops_serve) = crate::ops::bind(config.ops_listen, metrics, ready.clone(), async move {
+            let _ = ops_shutdown.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(io(format!("binding ops listener {}", config.ops_listen)))?;
+        let ops = tokio::spawn(ops_serve);
+
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, config.max_connections, shutdown_rx));
+        ready.store(true, Ordering::Release);
+        tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
+        let internal = Arc::new(Internal { shards: shards.clone(), directory });
+        Ok(Self { quic_addr, ops_addr, shutdown_tx, ready, endpoint, accept, ops, shards, threads, store, registry, internal })
+    }
+
+    /// The QUIC address sessions connect to.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The ops HTTP address.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
+    /// In-process access to the shards (development tooling).
+    pub fn internal(&self) -> Arc<Internal> {
+        self.internal.clone()
+    }
+
+    /// Stops gracefully; returns once every batch is committed and the store flushed.
+    pub async fn shutdown(self) {
+        tracing::info!(sessions = self.registry.all().len(), "shutting down");
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        // Stop accepting; sessions see the shutdown signal and say goodbye.
+        self.endpoint.set_server_config(None);
+        if let Ok(mut sessions) = self.accept.await {
+            let drained = tokio::time::timeout(Duration::from_secs(10), async { while sessions.join_next().await.is_some() {} }).await;
+            if drained.is_err() {
+                tracing::warn!("some sessions did not end in time; closing them");
+                sessions.abort_all();
+            }
+        }
+        let _ = self.ops.await;
+        // Every session is gone; dropping the last mailbox handles lets each shard finish
+        // its queue, commit, and stop.
+        drop(self.internal);
+        drop(self.shards);
+        let threads = self.threads;
+        let store = self.store;
+        let flushed = tokio::task::spawn_blocking(move || {
+            threads.join();
+            store.flush()
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("store flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the store failed"),
+            Err(e) => tracing::error!(error = %e, "shard threads panicked"),
+        }
+        self.endpoint.close(session::close_code::SHUTDOWN.into(), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<SessionContext>, max_connections: usize, mut shutdown: watch::Receiver<bool>) -> JoinSet<()> {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let mut sessions = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let Some(incoming) = incoming else { break };
+        // Reap finished sessions so the set does not grow with history.
+        while sessions.try_join_next().is_some() {}
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("legalchat_connections_refused_total").increment(1);
+            incoming.refuse();
+            continue;
+        };
+        let ctx = ctx.clone();
+        sessions.spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+            };
+            metrics::counter!("legalchat_connections_total").increment(1);
+            metrics::gauge!("legalchat_connections_active").increment(1.0);
+            session::serve_connection(conn, ctx).await;
+            metrics::gauge!("legalchat_connections_active").decrement(1.0);
+            drop(permit);
+        });
+    }
+    sessions
+}

@@ -1,0 +1,544 @@
+//! One client session: a QUIC connection's session stream, from `Authenticate` to goodbye.
+//!
+//! ```text
+//!  RecvStream ─► FrameReader ─► dispatch ──try_send──► shard mailbox
+//!                                  │                        │ (after commit)
+//!                                  └─ reply task ◄─oneshot──┘
+//!                                        │
+//!  SendStream ◄─ writer task ◄── outbound queue (bounded) ◄── Registry fan-out
+//! ```
+//!
+//! The reader never waits on a shard: a full mailbox is answered OVERLOADED at once, and
+//! the number of requests in flight is capped by a semaphore, which back-pressures the
+//! client's stream rather than growing memory. Requests about the same conversation go to
+//! the same shard mailbox in the order they were read, so their effects keep that order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
+use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request, server_frame::Event};
+use legalchat_protocol::validate::{self, ValidationError};
+
+use crate::auth::{Authenticator, Identity};
+use crate::directory::Directory;
+use crate::ids;
+use crate::policy::RequestError;
+use crate::registry::{Kick, Registry, SessionHandle, SessionId};
+use crate::shard::{Command, CreateSpec, Cursor, Shards};
+use crate::store::{ConversationKey, Store};
+
+/// QUIC application close codes.
+pub mod close_code {
+    /// Normal end.
+    pub const NORMAL: u32 = 0;
+    /// Authentication failed or missing.
+    pub const UNAUTHORIZED: u32 = 1;
+    /// A frame broke the protocol.
+    pub const PROTOCOL: u32 = 2;
+    /// The session fell behind (slow consumer).
+    pub const OVERLOADED: u32 = 3;
+    /// The server is shutting down.
+    pub const SHUTDOWN: u32 = 4;
+}
+
+/// Limits a session enforces.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest frame body accepted.
+    pub max_frame_size: usize,
+    /// Largest message text.
+    pub max_message_size: usize,
+    /// Time allowed to authenticate.
+    pub auth_timeout: Duration,
+    /// Outbound queue bound, in frames.
+    pub outbound: usize,
+    /// Requests in flight.
+    pub inflight: usize,
+}
+
+/// Everything sessions share.
+#[derive(Debug)]
+pub struct SessionContext {
+    /// Shard mailboxes.
+    pub shards: Shards,
+    /// Connected sessions.
+    pub registry: Arc<Registry>,
+    /// Storage (membership index reads).
+    pub store: Arc<dyn Store>,
+    /// Known users.
+    pub directory: Arc<Directory>,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Limits.
+    pub limits: SessionLimits,
+    /// Flips to true at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    next_id: AtomicU64,
+}
+
+impl SessionContext {
+    /// A context.
+    pub fn new(
+        shards: Shards,
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        directory: Arc<Directory>,
+        auth: Authenticator,
+        limits: SessionLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self { shards, registry, store, directory, auth, limits, shutdown, next_id: AtomicU64::new(1) }
+    }
+}
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+enum ReadError {
+    Decode(DecodeError),
+    Stream(String),
+}
+
+/// Reads whole frames off a QUIC stream, never buffering past the frame being read.
+struct FrameReader {
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    async fn next(&mut self) -> Result<Option<pb::ClientFrame>, ReadError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf).map_err(ReadError::Decode)? {
+                return Ok(Some(frame));
+            }
+            let want = self.decoder.missing(&self.buf).max(1);
+            match self.recv.read_chunk(want, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(ReadError::Stream("stream ended inside a frame".into())),
+                Err(e) => return Err(ReadError::Stream(e.to_string())),
+            }
+        }
+    }
+}
+
+fn error_frame(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Error(pb::Error { request_id, code: code as i32, message: message.into() })) })
+}
+
+fn ack_frame(request_id: u64, result: pb::ack::Result) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Ack(pb::Ack { request_id, result: Some(result) })) })
+}
+
+fn unauthorized_frame(reason: &str) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Unauthorized(pb::Unauthorized { reason: reason.to_owned() })) })
+}
+
+fn goodbye_frame(code: ErrorCode, reason: &str) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Goodbye(pb::Goodbye { code: code as i32, reason: reason.to_owned() })) })
+}
+
+/// Writes a last frame, waits (bounded) for the peer to have it, and closes.
+async fn refuse(conn: &quinn::Connection, mut send: quinn::SendStream, frame: Bytes, code: u32, reason: &str) {
+    let _ = send.write_all(&frame).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    conn.close(code.into(), reason.as_bytes());
+}
+
+/// Serves one QUIC connection until it ends.
+pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>) {
+    let deadline = Instant::now() + ctx.limits.auth_timeout;
+    let stream = tokio::time::timeout_at(deadline.into(), conn.accept_bi()).await;
+    let (send, recv) = match stream {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
+            conn.close(close_code::UNAUTHORIZED.into(), b"authentication timed out");
+            return;
+        }
+    };
+    let mut reader = FrameReader { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(ctx.limits.max_frame_size) };
+
+    // Phase 1: the first frame must be Authenticate, within the deadline.
+    let first = tokio::time::timeout_at(deadline.into(), reader.next()).await;
+    let (request_id, token) = match first {
+        Err(_) => {
+            metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
+            return refuse(&conn, send, unauthorized_frame("authentication timed out"), close_code::UNAUTHORIZED, "authentication timed out").await;
+        }
+        Ok(Ok(Some(pb::ClientFrame { request_id, request: Some(Request::Authenticate(a)) }))) => (request_id, a.token),
+        Ok(Ok(Some(_))) => {
+            metrics::counter!("legalchat_auth_failures_total", "reason" => "not_first").increment(1);
+            let reason = "the first frame of a session must be Authenticate";
+            return refuse(&conn, send, unauthorized_frame(reason), close_code::UNAUTHORIZED, reason).await;
+        }
+        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => return,
+        Ok(Err(ReadError::Decode(e))) => {
+            let frame = error_frame(0, decode_code(&e), e.to_string());
+            return refuse(&conn, send, frame, close_code::PROTOCOL, "malformed frame").await;
+        }
+    };
+    let identity = match ctx.auth.verify(&token) {
+        Ok(id) => id,
+        Err(e) => {
+            metrics::counter!("legalchat_auth_failures_total", "reason" => "token").increment(1);
+            let reason = e.to_string();
+            return refuse(&conn, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
+        }
+    };
+    if let Err(e) = ctx.directory.observe(&identity) {
+        tracing::error!(error = %e, "recording the user failed");
+        let frame = error_frame(request_id, ErrorCode::Internal, "the server cannot record this session; try again");
+        return refuse(&conn, send, frame, close_code::NORMAL, "internal error").await;
+    }
+
+    // Phase 2: an authenticated session.
+    let id: SessionId = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(ctx.limits.outbound);
+    let kick = Arc::new(Kick::default());
+    let authenticated = pb::Authenticated {
+        user_id: identity.user_id.clone(),
+        role: identity.role.to_pb() as i32,
+        session_id: format!("{id:016x}"),
+        max_frame_size: u32::try_from(ctx.limits.max_frame_size).unwrap_or(u32::MAX),
+        max_message_bytes: u32::try_from(ctx.limits.max_message_size).unwrap_or(u32::MAX),
+        server_time_ms: ids::now_ms(),
+    };
+    // The ack goes first into the queue, so nothing can overtake it.
+    let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
+    ctx.registry.register(&identity.user_id, SessionHandle { id, outbound: out_tx.clone(), kick: kick.clone() });
+    metrics::gauge!("legalchat_sessions_active").increment(1.0);
+    metrics::counter!("legalchat_sessions_total").increment(1);
+    tracing::debug!(session = id, user = %identity.user_id, role = identity.role.as_str(), "session authenticated");
+
+    let writer = tokio::spawn(write_loop(send, out_rx));
+    let session = Session { ctx: ctx.clone(), identity, id, out: out_tx, inflight: Arc::new(Semaphore::new(ctx.limits.inflight)) };
+    let ending = session.read_loop(&mut reader, &kick).await;
+
+    ctx.registry.unregister(&session.identity.user_id, id);
+    metrics::gauge!("legalchat_sessions_active").decrement(1.0);
+    let Session { out, inflight, .. } = session;
+    match ending {
+        Ending::ClientDone => {
+            // Let answers still in flight reach the client, bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(5), inflight.acquire_many(u32::try_from(ctx.limits.inflight).unwrap_or(u32::MAX))).await;
+            drop(out);
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            conn.close(close_code::NORMAL.into(), b"bye");
+        }
+        Ending::Goodbye { frame, code, reason } => {
+            if let Some(frame) = frame {
+                let _ = tokio::time::timeout(Duration::from_secs(1), out.send(frame)).await;
+            }
+            drop(out);
+            // In-flight reply tasks hold queue senders; the writer ends when they finish.
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            conn.close(code.into(), reason.as_bytes());
+        }
+        Ending::Abort { code, reason } => {
+            writer.abort();
+            conn.close(code.into(), reason.as_bytes());
+        }
+    }
+}
+
+/// How a session ended.
+enum Ending {
+    /// The client finished its stream or the connection dropped.
+    ClientDone,
+    /// We end it, after a last frame if one fits.
+    Goodbye { frame: Option<Bytes>, code: u32, reason: String },
+    /// We end it at once (the queue is full; nothing more can be said in-band).
+    Abort { code: u32, reason: String },
+}
+
+fn decode_code(e: &DecodeError) -> ErrorCode {
+    match e {
+        DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::MalformedFrame,
+    }
+}
+
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        chunks.push(first);
+        // Coalesce whatever is already queued into one write: fewer syscalls and
+        // packets under fan-out load, no added latency when idle.
+        while chunks.len() < 64 {
+            match rx.try_recv() {
+                Ok(b) => chunks.push(b),
+                Err(_) => break,
+            }
+        }
+        let n = chunks.len() as u64;
+        if send.write_all_chunks(&mut chunks).await.is_err() {
+            return;
+        }
+        metrics::counter!("legalchat_frames_sent_total").increment(n);
+        chunks.clear();
+    }
+    let _ = send.finish();
+}
+
+struct Session {
+    ctx: Arc<SessionContext>,
+    identity: Identity,
+    id: SessionId,
+    out: mpsc::Sender<Bytes>,
+    inflight: Arc<Semaphore>,
+}
+
+impl Session {
+    async fn read_loop(&self, reader: &mut FrameReader, kick: &Kick) -> Ending {
+        let mut shutdown = self.ctx.shutdown.clone();
+        loop {
+            if *shutdown.borrow() {
+                return Ending::Goodbye {
+                    frame: Some(goodbye_frame(ErrorCode::Unavailable, "the server is shutting down; reconnect shortly")),
+                    code: close_code::SHUTDOWN,
+                    reason: "server shutting down".into(),
+                };
+            }
+            tokio::select! {
+                biased;
+                (code, reason) = kick.kicked() => {
+                    return Ending::Abort { code: close_code::OVERLOADED, reason: format!("{}: {reason}", code.as_str_name()) };
+                }
+                _ = shutdown.changed() => continue,
+                frame = reader.next() => match frame {
+                    Ok(Some(frame)) => self.dispatch(frame).await,
+                    Ok(None) => return Ending::ClientDone,
+                    Err(ReadError::Stream(reason)) => {
+                        tracing::debug!(session = self.id, %reason, "session stream ended");
+                        return Ending::ClientDone;
+                    }
+                    Err(ReadError::Decode(e)) => {
+                        metrics::counter!("legalchat_frames_rejected_total", "reason" => decode_code(&e).as_str_name()).increment(1);
+                        tracing::info!(session = self.id, user = %self.identity.user_id, error = %e, "closing session after a bad frame");
+                        return Ending::Goodbye { frame: Some(error_frame(0, decode_code(&e), e.to_string())), code: close_code::PROTOCOL, reason: e.to_string() };
+                    }
+                },
+            }
+        }
+    }
+
+    /// Answers one request: validation errors at once, everything else through a shard.
+    async fn dispatch(&self, frame: pb::ClientFrame) {
+        let request_id = frame.request_id;
+        let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
+        if request_id == 0 {
+            return self.answer_now(RequestError::invalid("request_id: must be non-zero"), 0).await;
+        }
+        let Some(request) = frame.request else {
+            return self.answer_now(RequestError::invalid("the frame carries no request (unknown to this server?)"), request_id).await;
+        };
+        let started = Instant::now();
+        let result = match request {
+            Request::Authenticate(_) => Err(RequestError::invalid("this session is already authenticated")),
+            Request::Ping(p) => {
+                let pong = pb::ack::Result::Pong(pb::Pong { nonce: p.nonce, server_time_ms: ids::now_ms() });
+                let _ = self.out.send(ack_frame(request_id, pong)).await;
+                return;
+            }
+            Request::CreateConversation(c) => self.create(c).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
+            Request::GetConversation(g) => parse_conv(&g.conversation_id).map(|id| {
+                let (reply, rx) = oneshot::channel();
+                (self.ctx.shards.shard_of(&id), Command::Get { id, caller: self.identity.clone(), reply }, Pending::Conversation(rx))
+            }),
+            Request::AddParticipants(a) => self.add(a).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
+            Request::RemoveParticipant(r) => self.remove(r).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
+            Request::SendMessage(m) => {
+                metrics::counter!("legalchat_messages_received_total").increment(1);
+                self.send(m).map(|(shard, cmd, rx)| (shard, cmd, Pending::Accepted(rx)))
+            }
+            Request::GetHistory(h) => self.history(h).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
+            Request::ListConversations(l) => {
+                return self.list(l, request_id, permit).await;
+            }
+        };
+        let (shard, cmd, pending) = match result {
+            Ok(x) => x,
+            Err(e) => return self.answer_now(e, request_id).await,
+        };
+        if let Err(e) = self.ctx.shards.submit_to(shard, cmd) {
+            return self.answer_now(e.into(), request_id).await;
+        }
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let frame = match pending.wait().await {
+                Ok(result) => {
+                    if matches!(result, pb::ack::Result::MessageAccepted(_)) {
+                        metrics::histogram!("legalchat_send_ack_seconds").record(started.elapsed().as_secs_f64());
+                    }
+                    ack_frame(request_id, result)
+                }
+                Err(e) => error_frame(request_id, e.code, e.message),
+            };
+            let _ = out.send(frame).await;
+            drop(permit);
+        });
+    }
+
+    async fn answer_now(&self, e: RequestError, request_id: u64) {
+        let _ = self.out.send(error_frame(request_id, e.code, e.message)).await;
+    }
+
+    fn create(&self, c: pb::CreateConversation) -> Result<(usize, Command, oneshot::Receiver<Result<pb::Conversation, RequestError>>), RequestError> {
+        let kind = pb::ConversationType::try_from(c.r#type).map_err(|_| RequestError::invalid(format!("type: unknown conversation type {}", c.r#type)))?;
+        validate::participant_ids("participant_ids", &c.participant_ids).map_err(invalid)?;
+        validate::title(&c.title).map_err(invalid)?;
+        validate::description(&c.description).map_err(invalid)?;
+        let mut others: Vec<String> = Vec::with_capacity(c.participant_ids.len());
+        for u in c.participant_ids {
+            if u != self.identity.user_id && !others.contains(&u) {
+                others.push(u);
+            }
+        }
+        match kind {
+            pb::ConversationType::Case => validate::case_id(&c.case_id).map_err(invalid)?,
+            _ if !c.case_id.is_empty() => return Err(RequestError::invalid("case_id: only CASE conversations carry a case id")),
+            _ => {}
+        }
+        let id = match kind {
+            pb::ConversationType::Private => {
+                let [other] = others.as_slice() else {
+                    return Err(RequestError::invalid("participant_ids: a private conversation takes exactly one other user"));
+                };
+                ids::private_conversation_id(&self.identity.user_id, other)
+            }
+            pb::ConversationType::Unspecified => return Err(RequestError::invalid("type: must be PRIVATE, GROUP, CASE or SUPPORT")),
+            _ => ids::random_id(),
+        };
+        if others.len() + 1 > crate::policy::MAX_PARTICIPANTS {
+            return Err(RequestError::invalid(format!("participant_ids: a conversation has at most {} participants", crate::policy::MAX_PARTICIPANTS)));
+        }
+        let (reply, rx) = oneshot::channel();
+        let spec = CreateSpec { kind, others, title: c.title, description: c.description, case_id: c.case_id };
+        Ok((self.ctx.shards.shard_of(&id), Command::Create { id, caller: self.identity.clone(), origin: self.id, spec, reply }, rx))
+    }
+
+    fn add(&self, a: pb::AddParticipants) -> Result<(usize, Command, oneshot::Receiver<Result<pb::Conversation, RequestError>>), RequestError> {
+        let id = parse_conv(&a.conversation_id)?;
+        validate::participant_ids("user_ids", &a.user_ids).map_err(invalid)?;
+        if a.user_ids.is_empty() {
+            return Err(RequestError::invalid("user_ids: name at least one user"));
+        }
+        let role = pb::ParticipantRole::try_from(a.role).map_err(|_| RequestError::invalid(format!("role: unknown participant role {}", a.role)))?;
+        let (reply, rx) = oneshot::channel();
+        Ok((self.ctx.shards.shard_of(&id), Command::Add { id, caller: self.identity.clone(), origin: self.id, users: a.user_ids, role, reply }, rx))
+    }
+
+    fn remove(&self, r: pb::RemoveParticipant) -> Result<(usize, Command, oneshot::Receiver<Result<pb::Conversation, RequestError>>), RequestError> {
+        let id = parse_conv(&r.conversation_id)?;
+        validate::user_id("user_id", &r.user_id).map_err(invalid)?;
+        let (reply, rx) = oneshot::channel();
+        Ok((self.ctx.shards.shard_of(&id), Command::Remove { id, caller: self.identity.clone(), origin: self.id, user: r.user_id, reply }, rx))
+    }
+
+    fn send(&self, m: pb::SendMessage) -> Result<(usize, Command, oneshot::Receiver<Result<pb::MessageAccepted, RequestError>>), RequestError> {
+        let id = parse_conv(&m.conversation_id)?;
+        validate::client_message_id(&m.client_message_id).map_err(invalid)?;
+        validate::message_content(m.content.as_ref(), self.ctx.limits.max_message_size).map_err(invalid)?;
+        let content = m.content.unwrap_or_default();
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Send { id, caller: self.identity.clone(), origin: self.id, client_message_id: m.client_message_id, content, reply };
+        Ok((self.ctx.shards.shard_of(&id), cmd, rx))
+    }
+
+    fn history(&self, h: pb::GetHistory) -> Result<(usize, Command, oneshot::Receiver<Result<pb::HistoryPage, RequestError>>), RequestError> {
+        let id = parse_conv(&h.conversation_id)?;
+        let limit = validate::history_limit(h.limit).map_err(invalid)?;
+        let cursor = match h.cursor {
+            None => Cursor::Latest,
+            Some(pb::get_history::Cursor::BeforeSeq(b)) => Cursor::Before(b),
+            Some(pb::get_history::Cursor::AfterSeq(a)) => Cursor::After(a),
+        };
+        let (reply, rx) = oneshot::channel();
+        Ok((self.ctx.shards.shard_of(&id), Command::History { id, caller: self.identity.clone(), cursor, limit, reply }, rx))
+    }
+
+    /// Listing spans shards: read the user's membership index, ask each owning shard for
+    /// its summaries, merge newest first.
+    async fn list(&self, l: pb::ListConversations, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
+        let limit = match validate::list_limit(l.limit) {
+            Ok(l) => l,
+            Err(e) => return self.answer_now(invalid(e), request_id).await,
+        };
+        let ctx = self.ctx.clone();
+        let user = self.identity.user_id.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let frame = match list_conversations(&ctx, user, limit).await {
+                Ok(conversations) => ack_frame(request_id, pb::ack::Result::Conversations(pb::ConversationList { conversations })),
+                Err(e) => error_frame(request_id, e.code, e.message),
+            };
+            let _ = out.send(frame).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn list_conversations(ctx: &Arc<SessionContext>, user: String, limit: u32) -> Result<Vec<pb::Conversation>, RequestError> {
+    let store = ctx.store.clone();
+    let u = user.clone();
+    let ids = tokio::task::spawn_blocking(move || store.user_conversations(&u))
+        .await
+        .map_err(|_| RequestError::internal("listing failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "membership scan failed");
+            RequestError::internal("storage failure while listing conversations")
+        })?;
+    let mut by_shard: Vec<Vec<ConversationKey>> = vec![Vec::new(); ctx.shards.len()];
+    for id in ids {
+        by_shard[ctx.shards.shard_of(&id)].push(id);
+    }
+    let mut waits = Vec::new();
+    for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
+        let (reply, rx) = oneshot::channel();
+        ctx.shards.submit_to(shard, Command::Summaries { ids, user: user.clone(), reply })?;
+        waits.push(rx);
+    }
+    let mut all = Vec::new();
+    for rx in waits {
+        all.extend(rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))?);
+    }
+    all.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.id.cmp(&b.id)));
+    all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(all)
+}
+
+/// A reply still to come from a shard.
+enum Pending {
+    Conversation(oneshot::Receiver<Result<pb::Conversation, RequestError>>),
+    Accepted(oneshot::Receiver<Result<pb::MessageAccepted, RequestError>>),
+    History(oneshot::Receiver<Result<pb::HistoryPage, RequestError>>),
+}
+
+impl Pending {
+    async fn wait(self) -> Result<pb::ack::Result, RequestError> {
+        fn gone() -> RequestError {
+            RequestError::new(ErrorCode::Unavailable, "the server is shutting down; the request was not applied")
+        }
+        match self {
+            Pending::Conversation(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Conversation),
+            Pending::Accepted(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::MessageAccepted),
+            Pending::History(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::History),
+        }
+    }
+}
+
+fn invalid(e: ValidationError) -> RequestError {
+    RequestError::invalid(e.to_string())
+}
+
+fn parse_conv(s: &str) -> Result<ConversationKey, RequestError> {
+    validate::parse_id("conversation_id", s).map_err(invalid)
+}

@@ -1,0 +1,680 @@
+//! Shards: the owners of conversations.
+//!
+//! ```text
+//!  sessions ──try_send──► mailbox (bounded) ──► shard thread k
+//!                                               │ drain up to max_batch commands
+//!                                               │ apply each to in-memory state,
+//!                                               │   collecting writes + replies
+//!                                               │ ONE store commit (fsync) per batch
+//!                                               │ then: replies, fan-out via Registry
+//! ```
+//!
+//! Conversation `c` lives on shard `shard_of(c)`, and only that shard reads or writes its
+//! state, so sequencing needs no locks: the shard assigns `last_seq + 1` and nothing else
+//! can. Every command in a batch is answered only after the batch's commit returned, so
+//! an acknowledgment always means "durable". If the commit fails, every command in the
+//! batch is answered INTERNAL and the touched conversations are dropped from memory, to
+//! be reloaded from what really is on disk.
+//!
+//! A shard is a plain thread, not an async task: the commit blocks on fsync, and a
+//! blocked thread of its own costs nothing while a blocked runtime worker would stall
+//! unrelated sessions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+
+use legalchat_protocol::codec;
+use legalchat_protocol::pb::{self, ConversationType, ErrorCode, ParticipantRole};
+use legalchat_protocol::validate::format_id;
+
+use crate::auth::{Identity, Role};
+use crate::crypto::{DataKey, MasterKey};
+use crate::directory::Directory;
+use crate::ids;
+use crate::policy::{self, RequestError};
+use crate::registry::{Registry, SessionId};
+use crate::store::{ConversationKey, Store, StoreError, StoredConversation, StoredMessage, StoredParticipant, StoredReadState, Write};
+
+/// The answer channel of one command.
+pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// Where a history page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The newest messages.
+    Latest,
+    /// Messages with seq below this.
+    Before(u64),
+    /// Messages with seq above this.
+    After(u64),
+}
+
+/// What the caller asked to create.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    /// Kind.
+    pub kind: ConversationType,
+    /// Other participants (without the caller), de-duplicated.
+    pub others: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Case id (CASE only).
+    pub case_id: String,
+}
+
+/// A request for a shard. Each carries its conversation and its reply channel.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Create a conversation.
+    Create { id: ConversationKey, caller: Identity, origin: SessionId, spec: CreateSpec, reply: Reply<pb::Conversation> },
+    /// Fetch one conversation.
+    Get { id: ConversationKey, caller: Identity, reply: Reply<pb::Conversation> },
+    /// Summaries of several conversations of this shard for `user` (for listing).
+    Summaries { ids: Vec<ConversationKey>, user: String, reply: oneshot::Sender<Vec<pb::Conversation>> },
+    /// Add participants.
+    Add { id: ConversationKey, caller: Identity, origin: SessionId, users: Vec<String>, role: ParticipantRole, reply: Reply<pb::Conversation> },
+    /// Remove one participant.
+    Remove { id: ConversationKey, caller: Identity, origin: SessionId, user: String, reply: Reply<pb::Conversation> },
+    /// Store and fan out a message.
+    Send { id: ConversationKey, caller: Identity, origin: SessionId, client_message_id: String, content: pb::MessageContent, reply: Reply<pb::MessageAccepted> },
+    /// Read a page of history.
+    History { id: ConversationKey, caller: Identity, cursor: Cursor, limit: u32, reply: Reply<pb::HistoryPage> },
+}
+
+impl Command {
+    /// Reads must see only committed state, so a read that arrives behind uncommitted
+    /// writes in a batch forces the commit first.
+    fn is_read(&self) -> bool {
+        matches!(self, Command::Get { .. } | Command::Summaries { .. } | Command::History { .. })
+    }
+}
+
+/// Handles to every shard's mailbox.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    mailboxes: Vec<mpsc::Sender<Command>>,
+}
+
+/// Why a command could not be handed to its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The mailbox is full: the shard is overloaded.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+    /// The shard has stopped (shutdown).
+    #[error("the server is shutting down")]
+    Stopped,
+}
+
+impl From<SubmitError> for RequestError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Overloaded => RequestError::new(ErrorCode::Overloaded, e.to_string()),
+            SubmitError::Stopped => RequestError::new(ErrorCode::Unavailable, e.to_string()),
+        }
+    }
+}
+
+impl Shards {
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// Whether there are no shards (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.mailboxes.is_empty()
+    }
+
+    /// The shard owning `id`.
+    pub fn shard_of(&self, id: &ConversationKey) -> usize {
+        ids::shard_of(id, self.mailboxes.len())
+    }
+
+    /// Hands `cmd` to shard `shard` without waiting; a full mailbox is an answer, not a wait.
+    pub fn submit_to(&self, shard: usize, cmd: Command) -> Result<(), SubmitError> {
+        let mailbox = self.mailboxes.get(shard).ok_or(SubmitError::Stopped)?;
+        mailbox.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("legalchat_shard_mailbox_full_total").increment(1);
+                SubmitError::Overloaded
+            }
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+        })
+    }
+}
+
+/// Settings a shard needs.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Mailbox bound.
+    pub mailbox: usize,
+    /// Most commands per write batch.
+    pub max_batch: usize,
+    /// fsync each batch.
+    pub sync: bool,
+}
+
+/// Running shard threads; dropping the last [`Shards`] handle and joining stops them.
+#[derive(Debug)]
+pub struct ShardThreads {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ShardThreads {
+    /// Waits for every shard to finish its last batch.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `n` shard threads.
+pub fn start(
+    n: usize,
+    config: ShardConfig,
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    registry: Arc<Registry>,
+    directory: Arc<Directory>,
+) -> std::io::Result<(Shards, ShardThreads)> {
+    let mut mailboxes = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = mpsc::channel(config.mailbox);
+        let shard = Shard {
+            index: i,
+            config: config.clone(),
+            store: store.clone(),
+            master: master.clone(),
+            registry: registry.clone(),
+            directory: directory.clone(),
+            conversations: HashMap::new(),
+        };
+        threads.push(std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || shard.run(rx))?);
+        mailboxes.push(tx);
+    }
+    Ok((Shards { mailboxes }, ShardThreads { threads }))
+}
+
+/// Most recent client message ids kept in memory per conversation; older retries are
+/// answered from the store's index.
+const RECENT_CLIENT_IDS: usize = 4_096;
+
+/// A conversation's state while it lives in a shard.
+struct Conversation {
+    id: ConversationKey,
+    meta: StoredConversation,
+    dek: DataKey,
+    last_seq: u64,
+    last_message: Option<pb::Message>,
+    reads: HashMap<String, StoredReadState>,
+    recent: HashMap<String, pb::MessageAccepted>,
+}
+
+impl Conversation {
+    fn kind(&self) -> ConversationType {
+        ConversationType::try_from(self.meta.kind).unwrap_or(ConversationType::Unspecified)
+    }
+
+    fn role_of(&self, user: &str) -> Option<ParticipantRole> {
+        self.meta.participants.iter().find(|p| p.user_id == user).map(|p| ParticipantRole::try_from(p.role).unwrap_or(ParticipantRole::Member))
+    }
+
+    fn member_ids(&self) -> impl Iterator<Item = &str> {
+        self.meta.participants.iter().map(|p| p.user_id.as_str())
+    }
+
+    fn require_participant(&self, user: &str) -> Result<(), RequestError> {
+        match self.role_of(user) {
+            Some(_) => Ok(()),
+            None => Err(RequestError::forbidden(format!("you are not a participant of conversation {}", format_id(&self.id)))),
+        }
+    }
+
+    fn to_pb(&self, for_user: &str) -> pb::Conversation {
+        let read = self.reads.get(for_user).map_or(0, |r| r.read_seq);
+        let last_ts = self.last_message.as_ref().map_or(0, |m| m.timestamp_ms);
+        pb::Conversation {
+            id: format_id(&self.id),
+            r#type: self.meta.kind,
+            participants: self
+                .meta
+                .participants
+                .iter()
+                .map(|p| pb::Participant { user_id: p.user_id.clone(), role: p.role, joined_at_ms: p.joined_at_ms })
+                .collect(),
+            case_id: self.meta.case_id.clone(),
+            title: self.meta.title.clone(),
+            description: self.meta.description.clone(),
+            created_at_ms: self.meta.created_at_ms,
+            updated_at_ms: self.meta.updated_at_ms.max(last_ts),
+            last_seq: self.last_seq,
+            last_message: self.last_message.clone(),
+            unread_count: self.last_seq.saturating_sub(read),
+        }
+    }
+}
+
+/// What a batch accumulates until its commit.
+#[derive(Default)]
+struct Pending {
+    writes: Vec<Write>,
+    /// Run after the commit with its outcome: replies to callers.
+    replies: Vec<Box<dyn FnOnce(Result<(), &RequestError>) + Send>>,
+    /// Frames to fan out after a successful commit: (recipients, origin, bytes).
+    fanout: Vec<(Vec<String>, Option<SessionId>, Bytes)>,
+    touched: HashSet<ConversationKey>,
+    messages: u64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.writes.is_empty()
+    }
+
+    /// Answers `reply` with `result` once the batch has committed (or with the commit's
+    /// error if it failed).
+    fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, RequestError>) {
+        self.replies.push(Box::new(move |commit: Result<(), &RequestError>| {
+            let _ = reply.send(match commit {
+                Ok(()) => result,
+                Err(e) => Err(e.clone()),
+            });
+        }));
+    }
+}
+
+struct Shard {
+    index: usize,
+    config: ShardConfig,
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    registry: Arc<Registry>,
+    directory: Arc<Directory>,
+    conversations: HashMap<ConversationKey, Conversation>,
+}
+
+fn store_err(e: StoreError) -> RequestError {
+    tracing::error!(error = %e, "storage failure");
+    RequestError::internal("storage failure; nothing was changed")
+}
+
+fn encode_event(event: pb::server_frame::Event) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(event) })
+}
+
+impl Shard {
+    fn run(mut self, mut mailbox: mpsc::Receiver<Command>) {
+        tracing::debug!(shard = self.index, "shard started");
+        while let Some(first) = mailbox.blocking_recv() {
+            let mut pending = Pending::default();
+            let mut taken = 1;
+            self.handle(first, &mut pending);
+            // Group commit: fold whatever else is already waiting into the same batch,
+            // up to the bound, so one fsync covers many messages under load and a lone
+            // message is not held back waiting for company.
+            while taken < self.config.max_batch {
+                match mailbox.try_recv() {
+                    Ok(cmd) => {
+                        if cmd.is_read() && !pending.is_empty() {
+                            self.flush(&mut pending);
+                        }
+                        self.handle(cmd, &mut pending);
+                        taken += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.flush(&mut pending);
+        }
+        tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    fn flush(&mut self, pending: &mut Pending) {
+        let batch = std::mem::take(pending);
+        if batch.is_empty() {
+            return;
+        }
+        let outcome = if batch.writes.is_empty() {
+            Ok(())
+        } else {
+            let started = Instant::now();
+            let n = batch.writes.len();
+            let r = self.store.commit(batch.writes, self.config.sync).map_err(store_err);
+            metrics::histogram!("legalchat_write_batch_seconds").record(started.elapsed().as_secs_f64());
+            #[allow(clippy::cast_precision_loss)]
+            metrics::histogram!("legalchat_write_batch_writes").record(n as f64);
+            #[allow(clippy::cast_precision_loss)]
+            metrics::histogram!("legalchat_write_batch_messages").record(batch.messages as f64);
+            r
+        };
+        if outcome.is_err() {
+            // What is in memory may now be ahead of the disk: forget it and reload.
+            for id in &batch.touched {
+                self.conversations.remove(id);
+            }
+        }
+        for reply in batch.replies {
+            reply(outcome.as_ref().map(|_| ()));
+        }
+        if outcome.is_ok() {
+            metrics::counter!("legalchat_messages_stored_total").increment(batch.messages);
+            let mut delivered = 0u64;
+            for (recipients, origin, frame) in &batch.fanout {
+                for user in recipients {
+                    delivered += self.registry.deliver(user, frame, *origin) as u64;
+                }
+            }
+            metrics::counter!("legalchat_frames_delivered_total").increment(delivered);
+        }
+    }
+
+    fn handle(&mut self, cmd: Command, p: &mut Pending) {
+        match cmd {
+            Command::Create { id, caller, origin, spec, reply } => {
+                let r = self.create(id, &caller, origin, spec, p);
+                p.reply(reply, r);
+            }
+            Command::Get { id, caller, reply } => {
+                let r = self.load(&id).and_then(|c| {
+                    c.require_participant(&caller.user_id)?;
+                    Ok(c.to_pb(&caller.user_id))
+                });
+                p.reply(reply, r);
+            }
+            Command::Summaries { ids, user, reply } => {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Ok(c) = self.load(&id)
+                        && c.role_of(&user).is_some()
+                    {
+                        out.push(c.to_pb(&user));
+                    }
+                }
+                let _ = reply.send(out);
+            }
+            Command::Add { id, caller, origin, users, role, reply } => {
+                let r = self.add(id, &caller, origin, users, role, p);
+                p.reply(reply, r);
+            }
+            Command::Remove { id, caller, origin, user, reply } => {
+                let r = self.remove(id, &caller, origin, &user, p);
+                p.reply(reply, r);
+            }
+            Command::Send { id, caller, origin, client_message_id, content, reply } => {
+                let r = self.send(id, &caller, origin, client_message_id, content, p);
+                p.reply(reply, r);
+            }
+            Command::History { id, caller, cursor, limit, reply } => {
+                let r = self.history(&id, &caller, cursor, limit);
+                p.reply(reply, r);
+            }
+        }
+    }
+
+    /// The conversation, from memory or the store.
+    fn load(&mut self, id: &ConversationKey) -> Result<&mut Conversation, RequestError> {
+        if !self.conversations.contains_key(id) {
+            let c = self.read_conversation(id)?;
+            self.conversations.insert(*id, c);
+        }
+        self.conversations.get_mut(id).ok_or_else(|| RequestError::internal("conversation vanished"))
+    }
+
+    fn read_conversation(&self, id: &ConversationKey) -> Result<Conversation, RequestError> {
+        let not_found = || RequestError::not_found(format!("conversation {} does not exist", format_id(id)));
+        let meta = self.store.conversation(id).map_err(store_err)?.ok_or_else(not_found)?;
+        let wrapped = self.store.data_key(id).map_err(store_err)?.ok_or_else(|| RequestError::internal("conversation has no data key"))?;
+        let dek = self.master.unwrap_data_key(id, &wrapped).map_err(|e| {
+            tracing::error!(conversation = %format_id(id), error = %e, "cannot unwrap data key; wrong master key?");
+            RequestError::internal("conversation key cannot be opened")
+        })?;
+        let last_seq = self.store.last_seq(id).map_err(store_err)?;
+        let mut c = Conversation { id: *id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
+        if last_seq > 0 {
+            let msgs = self.store.messages(id, last_seq, last_seq, 1).map_err(store_err)?;
+            c.last_message = msgs.into_iter().next().map(|(seq, sealed)| open_message(&c, seq, &sealed)).transpose()?;
+        }
+        c.reads = self.store.read_states(id).map_err(store_err)?.into_iter().collect();
+        Ok(c)
+    }
+
+    fn create(&mut self, id: ConversationKey, caller: &Identity, origin: SessionId, spec: CreateSpec, p: &mut Pending) -> Result<pb::Conversation, RequestError> {
+        if spec.kind == ConversationType::Private {
+            // Exactly one per pair: an existing one is the answer.
+            match self.load(&id) {
+                Ok(c) => {
+                    c.require_participant(&caller.user_id)?;
+                    return Ok(c.to_pb(&caller.user_id));
+                }
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        } else if self.conversations.contains_key(&id) || self.store.conversation(&id).map_err(store_err)?.is_some() {
+            return Err(RequestError::new(ErrorCode::Conflict, "conversation id collision; retry"));
+        }
+        let roles: Vec<(String, Option<Role>)> = spec.others.iter().map(|u| (u.clone(), self.directory.role_of(u))).collect();
+        let borrowed: Vec<(&str, Option<Role>)> = roles.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+        policy::may_create(caller.role, spec.kind, &borrowed)?;
+
+        let now = ids::now_ms();
+        let creator_role = if spec.kind == ConversationType::Private { ParticipantRole::Member } else { ParticipantRole::AdminRole };
+        let mut participants = vec![StoredParticipant { user_id: caller.user_id.clone(), role: creator_role as i32, joined_at_ms: now }];
+        participants.extend(spec.others.iter().map(|u| StoredParticipant { user_id: u.clone(), role: ParticipantRole::Member as i32, joined_at_ms: now }));
+        let meta = StoredConversation {
+            id: id.to_vec(),
+            kind: spec.kind as i32,
+            title: spec.title,
+            description: spec.description,
+            case_id: spec.case_id,
+            participants,
+            created_at_ms: now,
+            updated_at_ms: now,
+            created_by: caller.user_id.clone(),
+        };
+        let (dek, wrapped) = self.master.new_data_key(&id);
+        p.writes.push(Write::DataKey { conversation: id, wrapped });
+        p.writes.push(Write::Conversation(meta.clone()));
+        for part in &meta.participants {
+            p.writes.push(Write::Membership { user: part.user_id.clone(), conversation: id });
+        }
+        p.touched.insert(id);
+        let c = Conversation { id, meta, dek, last_seq: 0, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
+        let view = c.to_pb(&caller.user_id);
+        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        p.fanout.push((recipients, Some(origin), encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) }))));
+        self.conversations.insert(id, c);
+        metrics::counter!("legalchat_conversations_created_total").increment(1);
+        Ok(view)
+    }
+
+    fn add(&mut self, id: ConversationKey, caller: &Identity, origin: SessionId, users: Vec<String>, role: ParticipantRole, p: &mut Pending) -> Result<pb::Conversation, RequestError> {
+        let directory = self.directory.clone();
+        let c = self.load(&id)?;
+        let new: Vec<String> = {
+            let mut seen = HashSet::new();
+            users.into_iter().filter(|u| c.role_of(u).is_none() && seen.insert(u.clone())).collect()
+        };
+        let roles: Vec<(String, Option<Role>)> = new.iter().map(|u| (u.clone(), directory.role_of(u))).collect();
+        let borrowed: Vec<(&str, Option<Role>)> = roles.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+        policy::may_add(caller.role, c.role_of(&caller.user_id), c.kind(), role, &borrowed)?;
+        if c.meta.participants.len() + new.len() > policy::MAX_PARTICIPANTS {
+            return Err(RequestError::invalid(format!("user_ids: a conversation has at most {} participants", policy::MAX_PARTICIPANTS)));
+        }
+        if new.is_empty() {
+            return Ok(c.to_pb(&caller.user_id));
+        }
+        let role = if role == ParticipantRole::Unspecified { ParticipantRole::Member } else { role };
+        let now = ids::now_ms();
+        for u in &new {
+            c.meta.participants.push(StoredParticipant { user_id: u.clone(), role: role as i32, joined_at_ms: now });
+            p.writes.push(Write::Membership { user: u.clone(), conversation: id });
+        }
+        c.meta.updated_at_ms = now;
+        p.writes.push(Write::Conversation(c.meta.clone()));
+        p.touched.insert(id);
+        let view = c.to_pb(&caller.user_id);
+        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        p.fanout.push((recipients, Some(origin), encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) }))));
+        Ok(view)
+    }
+
+    fn remove(&mut self, id: ConversationKey, caller: &Identity, origin: SessionId, user: &str, p: &mut Pending) -> Result<pb::Conversation, RequestError> {
+        let c = self.load(&id)?;
+        policy::may_remove(caller.role, &caller.user_id, c.role_of(&caller.user_id), c.kind(), user)?;
+        if c.role_of(user).is_none() {
+            return Err(RequestError::not_found(format!("user {user} is not a participant of this conversation")));
+        }
+        let mut recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        c.meta.participants.retain(|part| part.user_id != user);
+        c.meta.updated_at_ms = ids::now_ms();
+        p.writes.push(Write::Conversation(c.meta.clone()));
+        p.writes.push(Write::RemoveMembership { user: user.to_owned(), conversation: id });
+        p.touched.insert(id);
+        let view = c.to_pb(&caller.user_id);
+        recipients.dedup();
+        p.fanout.push((recipients, Some(origin), encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) }))));
+        Ok(view)
+    }
+
+    fn send(
+        &mut self,
+        id: ConversationKey,
+        caller: &Identity,
+        origin: SessionId,
+        client_message_id: String,
+        content: pb::MessageContent,
+        p: &mut Pending,
+    ) -> Result<pb::MessageAccepted, RequestError> {
+        let store = self.store.clone();
+        let c = self.load(&id)?;
+        c.require_participant(&caller.user_id)?;
+
+        // A retry: answer with the original, store nothing.
+        if let Some(prev) = c.recent.get(&client_message_id) {
+            return Ok(pb::MessageAccepted { duplicate: true, ..prev.clone() });
+        }
+        if let Some(seq) = store.client_message_seq(&id, &client_message_id).map_err(store_err)? {
+            let sealed = store.messages(&id, seq, seq, 1).map_err(store_err)?;
+            let original = sealed.into_iter().next().map(|(s, b)| open_message(c, s, &b)).transpose()?;
+            let original = original.ok_or_else(|| RequestError::internal("de-duplication index points at a missing message"))?;
+            if original.sender_id != caller.user_id {
+                return Err(RequestError::new(ErrorCode::Conflict, "client_message_id: already used by another sender in this conversation"));
+            }
+            return Ok(pb::MessageAccepted {
+                conversation_id: original.conversation_id,
+                message_id: original.message_id,
+                seq,
+                timestamp_ms: original.timestamp_ms,
+                duplicate: true,
+            });
+        }
+
+        let seq = c.last_seq + 1;
+        let message_id = ids::random_id();
+        // Timestamps never go backwards within a conversation, even if the clock does.
+        let timestamp_ms = ids::now_ms().max(c.last_message.as_ref().map_or(0, |m| m.timestamp_ms));
+        let record = StoredMessage {
+            message_id: message_id.to_vec(),
+            client_message_id: client_message_id.clone(),
+            sender_id: caller.user_id.clone(),
+            text: content.text.clone(),
+            content_type: content.r#type,
+            format: content.format,
+            timestamp_ms,
+        };
+        let sealed = c.dek.seal_message(&id, seq, &record.encode_to_vec());
+        p.writes.push(Write::Message { conversation: id, seq, sealed });
+        p.writes.push(Write::ClientMessageId { conversation: id, client_message_id: client_message_id.clone(), seq });
+        // Sending implies having read everything before: the sender's unread count is 0.
+        let read = StoredReadState { read_seq: seq, delivered_seq: seq };
+        p.writes.push(Write::ReadState { conversation: id, user: caller.user_id.clone(), state: read });
+        p.touched.insert(id);
+        p.messages += 1;
+
+        let message = pb::Message {
+            conversation_id: format_id(&id),
+            seq,
+            message_id: format_id(&message_id),
+            client_message_id: client_message_id.clone(),
+            sender_id: caller.user_id.clone(),
+            content: Some(content),
+            timestamp_ms,
+        };
+        let accepted = pb::MessageAccepted { conversation_id: message.conversation_id.clone(), message_id: message.message_id.clone(), seq, timestamp_ms, duplicate: false };
+        c.last_seq = seq;
+        c.reads.insert(caller.user_id.clone(), read);
+        if c.recent.len() >= RECENT_CLIENT_IDS {
+            c.recent.clear();
+        }
+        c.recent.insert(client_message_id, accepted.clone());
+        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        // Encoded once; every recipient's queue gets a clone of the same bytes.
+        let frame = encode_event(pb::server_frame::Event::ReceiveMessage(pb::ReceiveMessage { message: Some(message.clone()) }));
+        c.last_message = Some(message);
+        p.fanout.push((recipients, Some(origin), frame));
+        Ok(accepted)
+    }
+
+    fn history(&mut self, id: &ConversationKey, caller: &Identity, cursor: Cursor, limit: u32) -> Result<pb::HistoryPage, RequestError> {
+        let store = self.store.clone();
+        let c = self.load(id)?;
+        c.require_participant(&caller.user_id)?;
+        let last = c.last_seq;
+        let limit = u64::from(limit.max(1));
+        // Sequence numbers are gap-free, so a page is a computed range, not a scan.
+        let (from, to, has_more) = match cursor {
+            Cursor::Latest | Cursor::Before(_) => {
+                let end = match cursor {
+                    Cursor::Before(b) => b.saturating_sub(1).min(last),
+                    _ => last,
+                };
+                let start = end.saturating_sub(limit - 1).max(1);
+                (start, end, start > 1)
+            }
+            Cursor::After(a) => {
+                let start = a.saturating_add(1);
+                let end = a.saturating_add(limit).min(last);
+                (start, end, end < last)
+            }
+        };
+        let mut messages = Vec::new();
+        if from <= to && to > 0 {
+            let sealed = store.messages(id, from, to, usize::try_from(limit).unwrap_or(100)).map_err(store_err)?;
+            messages.reserve(sealed.len());
+            for (seq, bytes) in sealed {
+                messages.push(open_message(c, seq, &bytes)?);
+            }
+        }
+        Ok(pb::HistoryPage { conversation_id: format_id(id), messages, has_more, last_seq: last })
+    }
+}
+
+fn open_message(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<pb::Message, RequestError> {
+    let plain = c.dek.open_message(&c.id, seq, sealed).map_err(|e| {
+        tracing::error!(conversation = %format_id(&c.id), seq, error = %e, "stored message failed authentication");
+        RequestError::internal("a stored message failed its integrity check")
+    })?;
+    let r = StoredMessage::decode(plain.as_slice()).map_err(|e| RequestError::internal(format!("corrupt message record: {e}")))?;
+    let message_id: [u8; 16] = r.message_id.as_slice().try_into().unwrap_or([0; 16]);
+    Ok(pb::Message {
+        conversation_id: format_id(&c.id),
+        seq,
+        message_id: format_id(&message_id),
+        client_message_id: r.client_message_id,
+        sender_id: r.sender_id,
+        content: Some(pb::MessageContent { text: r.text, r#type: r.content_type, format: r.format }),
+        timestamp_ms: r.timestamp_ms,
+    })
+}

@@ -1,0 +1,301 @@
+//! The embedded RocksDB store.
+//!
+//! Column families and keys (all integers big-endian, so byte order is numeric order):
+//!
+//! | family          | key                              | value                           |
+//! |-----------------|----------------------------------|---------------------------------|
+//! | `conversations` | conversation (16)                | `StoredConversation`            |
+//! | `messages`      | conversation (16) ‖ seq (8)      | sealed `StoredMessage`          |
+//! | `client_ids`    | conversation (16) ‖ client id    | seq (8)                         |
+//! | `memberships`   | user ‖ 0x00 ‖ conversation (16)  | empty                           |
+//! | `data_keys`     | conversation (16)                | data key wrapped by master key  |
+//! | `read_states`   | conversation (16) ‖ user         | `StoredReadState`               |
+//! | `users`         | user                             | `StoredUser`                    |
+//!
+//! User ids never contain 0x00 (see `validate::user_id`), so the separator is unambiguous.
+
+use std::path::Path;
+
+use prost::Message as _;
+use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+
+use super::{ConversationKey, Store, StoreError, StoredConversation, StoredReadState, StoredUser, Write};
+
+const CF_CONVERSATIONS: &str = "conversations";
+const CF_MESSAGES: &str = "messages";
+const CF_CLIENT_IDS: &str = "client_ids";
+const CF_MEMBERSHIPS: &str = "memberships";
+const CF_DATA_KEYS: &str = "data_keys";
+const CF_READ_STATES: &str = "read_states";
+const CF_USERS: &str = "users";
+const FAMILIES: [&str; 7] = [CF_CONVERSATIONS, CF_MESSAGES, CF_CLIENT_IDS, CF_MEMBERSHIPS, CF_DATA_KEYS, CF_READ_STATES, CF_USERS];
+
+/// RocksDB on local disk.
+pub struct RocksStore {
+    db: DB,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore").field("path", &self.db.path()).finish()
+    }
+}
+
+fn engine(e: rocksdb::Error) -> StoreError {
+    StoreError::Engine(e.into_string())
+}
+
+fn msg_key(conv: &ConversationKey, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(conv);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(a.len() + b.len());
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    v
+}
+
+fn membership_key(user: &str, conv: &ConversationKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 17);
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k.extend_from_slice(conv);
+    k
+}
+
+fn decode<M: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt { what, reason: e.to_string() })
+}
+
+fn seq_from(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt { what, reason: format!("{} bytes where 8 were expected", bytes.len()) })
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database in `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        // Many shards write concurrently; pipelining lets the WAL write of one batch
+        // overlap the memtable insert of the previous one.
+        opts.set_enable_pipelined_write(true);
+        opts.set_keep_log_file_num(5);
+        let families = FAMILIES.iter().map(|name| {
+            let mut cf = Options::default();
+            // Message records are ciphertext: compressing them only burns CPU.
+            if *name == CF_MESSAGES {
+                cf.set_compression_type(DBCompressionType::None);
+            } else {
+                cf.set_compression_type(DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, families).map_err(engine)?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Engine(format!("column family {name} is missing")))
+    }
+
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(cf)?, key).map_err(engine)
+    }
+}
+
+impl Store for RocksStore {
+    fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for w in writes {
+            match w {
+                Write::Conversation(c) => {
+                    let key = c.id.clone();
+                    batch.put_cf(self.cf(CF_CONVERSATIONS)?, key, c.encode_to_vec());
+                }
+                Write::Message { conversation, seq, sealed } => batch.put_cf(self.cf(CF_MESSAGES)?, msg_key(&conversation, seq), sealed),
+                Write::ClientMessageId { conversation, client_message_id, seq } => {
+                    batch.put_cf(self.cf(CF_CLIENT_IDS)?, concat(&conversation, client_message_id.as_bytes()), seq.to_be_bytes());
+                }
+                Write::Membership { user, conversation } => batch.put_cf(self.cf(CF_MEMBERSHIPS)?, membership_key(&user, &conversation), []),
+                Write::RemoveMembership { user, conversation } => batch.delete_cf(self.cf(CF_MEMBERSHIPS)?, membership_key(&user, &conversation)),
+                Write::DataKey { conversation, wrapped } => batch.put_cf(self.cf(CF_DATA_KEYS)?, conversation, wrapped),
+                Write::ReadState { conversation, user, state } => {
+                    batch.put_cf(self.cf(CF_READ_STATES)?, concat(&conversation, user.as_bytes()), state.encode_to_vec());
+                }
+                Write::User(u) => {
+                    let key = u.user_id.clone();
+                    batch.put_cf(self.cf(CF_USERS)?, key, u.encode_to_vec());
+                }
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(batch, &opts).map_err(engine)
+    }
+
+    fn conversation(&self, id: &ConversationKey) -> Result<Option<StoredConversation>, StoreError> {
+        self.get(CF_CONVERSATIONS, id)?.map(|v| decode("conversations", &v)).transpose()
+    }
+
+    fn data_key(&self, id: &ConversationKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_DATA_KEYS, id)
+    }
+
+    fn last_seq(&self, id: &ConversationKey) -> Result<u64, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MESSAGES)?);
+        it.seek_for_prev(msg_key(id, u64::MAX));
+        match it.key() {
+            Some(k) if k.len() == 24 && &k[..16] == id => seq_from("messages key", &k[16..]),
+            Some(_) | None => {
+                it.status().map_err(engine)?;
+                Ok(0)
+            }
+        }
+    }
+
+    fn client_message_seq(&self, id: &ConversationKey, client_message_id: &str) -> Result<Option<u64>, StoreError> {
+        self.get(CF_CLIENT_IDS, &concat(id, client_message_id.as_bytes()))?.map(|v| seq_from("client_ids", &v)).transpose()
+    }
+
+    fn messages(&self, id: &ConversationKey, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if from > to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(msg_key(id, to).iter().copied().chain(std::iter::once(0)).collect::<Vec<u8>>());
+        let start = msg_key(id, from);
+        let mut out = Vec::with_capacity(limit.min(128));
+        for item in self.db.iterator_cf_opt(self.cf(CF_MESSAGES)?, ro, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(engine)?;
+            if k.len() != 24 || &k[..16] != id {
+                break;
+            }
+            let seq = seq_from("messages key", &k[16..])?;
+            if seq > to {
+                break;
+            }
+            out.push((seq, v.into_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
+        let mut prefix = user.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_MEMBERSHIPS)?, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, _) = item.map_err(engine)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let conv: ConversationKey = k[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt { what: "memberships key", reason: "bad conversation id length".into() })?;
+            out.push(conv);
+        }
+        Ok(out)
+    }
+
+    fn read_states(&self, id: &ConversationKey) -> Result<Vec<(String, StoredReadState)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_READ_STATES)?, IteratorMode::From(id, Direction::Forward)) {
+            let (k, v) = item.map_err(engine)?;
+            if !k.starts_with(id) {
+                break;
+            }
+            let user = String::from_utf8(k[16..].to_vec()).map_err(|_| StoreError::Corrupt { what: "read_states key", reason: "user id is not UTF-8".into() })?;
+            out.push((user, decode("read_states", &v)?));
+        }
+        Ok(out)
+    }
+
+    fn user(&self, user: &str) -> Result<Option<StoredUser>, StoreError> {
+        self.get(CF_USERS, user.as_bytes())?.map(|v| decode("users", &v)).transpose()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(engine)?;
+        for name in FAMILIES {
+            self.db.flush_cf(self.cf(name)?).map_err(engine)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredParticipant;
+
+    #[test]
+    fn messages_scan_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = [9u8; 16];
+        let other = [10u8; 16];
+        {
+            let store = RocksStore::open(dir.path()).unwrap();
+            let mut writes = Vec::new();
+            for seq in 1..=300u64 {
+                writes.push(Write::Message { conversation: conv, seq, sealed: seq.to_be_bytes().to_vec() });
+            }
+            writes.push(Write::Message { conversation: other, seq: 1, sealed: vec![1] });
+            writes.push(Write::ClientMessageId { conversation: conv, client_message_id: "abc".into(), seq: 42 });
+            store.commit(writes, true).unwrap();
+            assert_eq!(store.last_seq(&conv).unwrap(), 300);
+            assert_eq!(store.last_seq(&[0u8; 16]).unwrap(), 0);
+        }
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.last_seq(&conv).unwrap(), 300);
+        let page = store.messages(&conv, 255, 1_000, 100).unwrap();
+        assert_eq!(page.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (255..=300).collect::<Vec<_>>());
+        let page = store.messages(&conv, 10, 19, 100).unwrap();
+        assert_eq!(page.len(), 10);
+        assert_eq!(page[0].1, 10u64.to_be_bytes());
+        assert_eq!(store.messages(&conv, 1, 300, 7).unwrap().len(), 7);
+        assert_eq!(store.client_message_seq(&conv, "abc").unwrap(), Some(42));
+        assert_eq!(store.client_message_seq(&conv, "abd").unwrap(), None);
+    }
+
+    #[test]
+    fn memberships_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let c1 = [1u8; 16];
+        let c2 = [2u8; 16];
+        let conv = StoredConversation {
+            id: c1.to_vec(),
+            kind: 2,
+            title: "Case team".into(),
+            participants: vec![StoredParticipant { user_id: "al".into(), role: 3, joined_at_ms: 1 }],
+            ..Default::default()
+        };
+        store
+            .commit(
+                vec![
+                    Write::Conversation(conv.clone()),
+                    Write::Membership { user: "al".into(), conversation: c1 },
+                    Write::Membership { user: "al".into(), conversation: c2 },
+                    // "al" is a prefix of "alice": the separator keeps them apart.
+                    Write::Membership { user: "alice".into(), conversation: c2 },
+                    Write::ReadState { conversation: c1, user: "al".into(), state: StoredReadState { read_seq: 5, delivered_seq: 6 } },
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(store.user_conversations("al").unwrap(), vec![c1, c2]);
+        assert_eq!(store.user_conversations("alice").unwrap(), vec![c2]);
+        assert_eq!(store.conversation(&c1).unwrap(), Some(conv));
+        store.commit(vec![Write::RemoveMembership { user: "al".into(), conversation: c1 }], true).unwrap();
+        assert_eq!(store.user_conversations("al").unwrap(), vec![c2]);
+        assert_eq!(store.read_states(&c1).unwrap(), vec![("al".to_string(), StoredReadState { read_seq: 5, delivered_seq: 6 })]);
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building LegalChat needs beyond the Rust toolchain: libclang (RocksDB's
+# bindings) and, when asked, the tools the test suite uses. Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+have_libclang() {
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1
+}
+have_libclang || need+=(libclang-dev)
+command -v ccache >/dev/null 2>&1 || need+=(ccache)
+
+if ((${#need[@]})); then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${need[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: please install: ${need[*]} (libclang is required to build RocksDB)" >&2
+    have_libclang || exit 1
+  fi
+fi
+
+# Rebuilding RocksDB's C++ takes minutes; ccache brings it to seconds.
+if command -v ccache >/dev/null 2>&1; then
+  export CC="ccache gcc" CXX="ccache g++"
+  export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/legalchat/ccache}"
+fi
