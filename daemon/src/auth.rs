@@ -289,4 +289,49 @@ mod tests {
         c.sub = "../../etc".into();
         assert_eq!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::BadClaim("sub".into())));
     }
+
+    fn public_key_config(algorithm: JwtAlgorithm, dir: &std::path::Path, public_pem: &str) -> JwtConfig {
+        let path = dir.join("jwt-public.pem");
+        std::fs::write(&path, public_pem).unwrap();
+        JwtConfig { algorithm, secret: None, public_key_file: Some(path), issuer: None, audience: None, leeway_secs: 0 }
+    }
+
+    #[test]
+    fn public_key_algorithms_verify_and_are_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        for (alg, rc_alg, jwt_alg) in [
+            (JwtAlgorithm::EdDsa, &rcgen::PKCS_ED25519, Algorithm::EdDSA),
+            (JwtAlgorithm::Es256, &rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256),
+        ] {
+            let pair = rcgen::KeyPair::generate_for(rc_alg).unwrap();
+            let auth = Authenticator::new(&public_key_config(alg, dir.path(), &pair.public_key_pem()), None).unwrap();
+            let private = pair.serialize_pem();
+            let key = match alg {
+                JwtAlgorithm::EdDsa => EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+            };
+            let token = jsonwebtoken::encode(&Header::new(jwt_alg), &claims("admin", 60), &key).unwrap();
+            assert_eq!(auth.verify(&token).unwrap().role, Role::Admin, "{alg:?}");
+
+            // A token signed by another key of the same kind is refused.
+            let stranger = rcgen::KeyPair::generate_for(rc_alg).unwrap().serialize_pem();
+            let key = match alg {
+                JwtAlgorithm::EdDsa => EncodingKey::from_ed_pem(stranger.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(stranger.as_bytes()).unwrap(),
+            };
+            let forged = jsonwebtoken::encode(&Header::new(jwt_alg), &claims("admin", 60), &key).unwrap();
+            assert_eq!(auth.verify(&forged), Err(AuthError::BadSignature), "{alg:?}");
+
+            // An HS256 token is refused however it was made: the algorithm is pinned.
+            let hs = mint_hs256(pair.public_key_pem().as_bytes(), &claims("admin", 60)).unwrap();
+            assert_eq!(auth.verify(&hs), Err(AuthError::WrongAlgorithm), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_public_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Authenticator::new(&public_key_config(JwtAlgorithm::Rs256, dir.path(), "not a key"), None).unwrap_err();
+        assert!(matches!(e, AuthError::Key(ref m) if m.contains("jwt-public.pem")), "{e}");
+    }
 }
