@@ -239,7 +239,7 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
             }
             drop(out);
             // In-flight reply tasks hold queue senders; the writer ends when they finish.
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
             conn.close(code.into(), reason.as_bytes());
         }
         Ending::Abort { code, reason } => {
@@ -286,6 +286,9 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) 
         chunks.clear();
     }
     let _ = send.finish();
+    // Closing the connection discards stream data the peer has not acknowledged yet, so
+    // a last frame (a goodbye, an error) would be lost: wait until it is acknowledged.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
 }
 
 struct Session {

@@ -1,0 +1,692 @@
+//! `legalchat`: the LegalChat command-line client.
+//!
+//! A thin shell over [`legalchat_sdk`]: parse arguments, run one command, print lines a
+//! human can read (or, with `--json`, one JSON object per line for scripts). Errors go to
+//! stderr as `legalchat: <what happened>` with exit status 1.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use legalchat_sdk::{Client, ClientConfig, Event, HistoryCursor, NewConversation, Sent, pb};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+/// Messages shown by `tail` and `chat` before live ones.
+const BACKLOG: u32 = 20;
+
+#[derive(Debug, Parser)]
+#[command(name = "legalchat", version, about = "LegalChat command-line client")]
+struct Cli {
+    /// Server address, HOST:PORT.
+    #[arg(long, global = true, env = "LEGALCHAT_SERVER", default_value = "127.0.0.1:7443")]
+    server: String,
+    /// PEM file with the certificate(s) to trust: the firm's CA, or the server's own
+    /// self-signed certificate.
+    #[arg(long, global = true, env = "LEGALCHAT_CA", default_value = "./legalchat-data/tls/cert.pem")]
+    ca: PathBuf,
+    /// Name the server's certificate must carry [default: the host of --server when it is
+    /// a name, else localhost].
+    #[arg(long, global = true, env = "LEGALCHAT_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Bearer token (JWT). Prefer the environment variable: arguments are visible to
+    /// other users of this machine.
+    #[arg(long, global = true, env = "LEGALCHAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show who the token belongs to.
+    Whoami,
+    /// List your conversations, most recently active first.
+    List {
+        /// How many, 1..=500.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Create a conversation (for private ones, returns the existing one if any).
+    Create {
+        /// Kind of conversation.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Display title (required except for private conversations).
+        #[arg(long)]
+        title: Option<String>,
+        /// Other participants, comma-separated user ids (private: exactly one).
+        #[arg(long, value_delimiter = ',', required = true)]
+        with: Vec<String>,
+        /// Legal case id (case conversations only, and required there).
+        #[arg(long)]
+        case_id: Option<String>,
+        /// Longer description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Send a message; the words are joined with spaces.
+    Send {
+        /// Conversation id.
+        conv: String,
+        /// The message text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Print a page of a conversation's history, oldest first.
+    History {
+        /// Conversation id.
+        conv: String,
+        /// Only messages before this seq (scroll back).
+        #[arg(long, conflicts_with = "after")]
+        before: Option<u64>,
+        /// Only messages after this seq (catch up).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Page size, 1..=100.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Print the last messages of a conversation, then new ones as they arrive (Ctrl-C ends).
+    Tail {
+        /// Conversation id.
+        conv: String,
+    },
+    /// Interactive chat: each line typed is sent, incoming messages are printed. Ctrl-D
+    /// or Ctrl-C ends.
+    Chat {
+        /// Conversation id.
+        conv: String,
+    },
+    /// Measure the round trip to the server.
+    Ping,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Group,
+    Case,
+    Support,
+    Private,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("legalchat: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `legalchat history ... | head` closing the pipe early is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("legalchat: {}", sanitize_line(&explain(&e)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// The error message, with a hint for the mistakes people actually make.
+fn explain(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<legalchat_sdk::Error>() {
+        Some(legalchat_sdk::Error::Unauthorized(reason)) => {
+            format!("the server refused the token ({reason}); get a new one, e.g. `legalchatd token --user ID --role advocate`")
+        }
+        Some(legalchat_sdk::Error::Tls(_)) => {
+            format!("{e:#} (check that --ca is the server's certificate or CA and --server-name matches it)")
+        }
+        _ => format!("{e:#}"),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = connect(&cli).await?;
+    let out = Output { json: cli.json };
+    let result = run_command(&client, &out, cli.command).await;
+    client.close().await;
+    result
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let token = cli.token.clone().filter(|t| !t.is_empty()).ok_or_else(|| anyhow!("no token: set LEGALCHAT_TOKEN (or pass --token)"))?;
+    let addr = tokio::net::lookup_host(&cli.server)
+        .await
+        .with_context(|| format!("cannot resolve server address {:?} (expected HOST:PORT)", cli.server))?
+        .next()
+        .ok_or_else(|| anyhow!("server address {:?} resolves to nothing", cli.server))?;
+    let server_name = cli.server_name.clone().unwrap_or_else(|| default_server_name(&cli.server));
+    let config = ClientConfig::new(addr, token)
+        .with_ca_file(&cli.ca)?
+        .with_server_name(server_name)
+        .with_client_info(format!("legalchat-cli/{}", env!("CARGO_PKG_VERSION")));
+    Ok(Client::connect(config).await?)
+}
+
+/// `localhost` for an IP address, the host itself for a name.
+fn default_server_name(server: &str) -> String {
+    let host = server.rsplit_once(':').map_or(server, |(host, _port)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() { "localhost".into() } else { host.into() }
+}
+
+async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Whoami => out.whoami(client)?,
+        Command::List { limit } => {
+            for conversation in client.list_conversations(limit).await? {
+                out.conversation(&conversation, client.user_id())?;
+            }
+        }
+        Command::Create { kind, title, with, case_id, description } => {
+            let conversation = client.create_conversation(new_conversation(kind, title, with, case_id, description)?).await?;
+            out.conversation(&conversation, client.user_id())?;
+        }
+        Command::Send { conv, text } => {
+            let sent = client.send_text(&conv, &text.join(" ")).await?;
+            out.sent(&conv, &sent)?;
+        }
+        Command::History { conv, before, after, limit } => {
+            let cursor = match (before, after) {
+                (Some(seq), _) => HistoryCursor::Before(seq),
+                (None, Some(seq)) => HistoryCursor::After(seq),
+                (None, None) => HistoryCursor::Latest,
+            };
+            let page = client.history(&conv, cursor, limit).await?;
+            for message in &page.messages {
+                out.message(message)?;
+            }
+            if page.has_more && !out.json {
+                eprintln!("(more messages; page with --before/--after)");
+            }
+        }
+        Command::Tail { conv } => follow(client, out, &conv, false).await?,
+        Command::Chat { conv } => follow(client, out, &conv, true).await?,
+        Command::Ping => {
+            let rtt = client.ping().await?;
+            if out.json {
+                out.line(&json!({"type": "pong", "rtt_us": u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)}))?;
+            } else {
+                out.text(&format!("pong in {:.1} ms", rtt.as_secs_f64() * 1000.0))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn new_conversation(
+    kind: Kind,
+    title: Option<String>,
+    with: Vec<String>,
+    case_id: Option<String>,
+    description: Option<String>,
+) -> anyhow::Result<NewConversation> {
+    let with: Vec<String> = with.into_iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+    if case_id.is_some() && !matches!(kind, Kind::Case) {
+        bail!("--case-id is only for --kind case");
+    }
+    let title_for = |what: &str| title.clone().ok_or_else(|| anyhow!("--title is required for {what} conversations"));
+    let new = match kind {
+        Kind::Private => {
+            let [other] = <[String; 1]>::try_from(with)
+                .map_err(|with| anyhow!("a private conversation takes exactly one --with user, got {}", with.len()))?;
+            let mut new = NewConversation::private(other);
+            new.title = title.clone().unwrap_or_default();
+            new
+        }
+        Kind::Group => NewConversation::group(title_for("group")?, with),
+        Kind::Support => NewConversation::support(title_for("support")?, with),
+        Kind::Case => {
+            let case_id = case_id.ok_or_else(|| anyhow!("--case-id is required for case conversations"))?;
+            NewConversation::case(case_id, title_for("case")?, with)
+        }
+    };
+    Ok(match description {
+        Some(d) => new.with_description(d),
+        None => new,
+    })
+}
+
+/// `tail` and `chat`: the recent backlog, then live messages of one conversation.
+async fn follow(client: &Client, out: &Output, conv: &str, interactive: bool) -> anyhow::Result<()> {
+    let page = client.history(conv, HistoryCursor::Latest, BACKLOG).await?;
+    for message in &page.messages {
+        out.message(message)?;
+    }
+    // Messages that arrive as events while the backlog was fetched are in the page already.
+    let mut seen = SeenSeqs::up_to(page.last_seq);
+    if interactive && !out.json {
+        eprintln!("(connected as {}; type a message and press Enter, Ctrl-D to leave)", client.user_id());
+    }
+    let mut stdin = interactive.then(|| tokio::io::BufReader::new(tokio::io::stdin()).lines());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            event = client.next_event() => match event {
+                Some(Event::Message(m)) if m.conversation_id == conv => {
+                    if seen.insert(m.seq) {
+                        out.message(&m)?;
+                    }
+                }
+                Some(Event::Goodbye { code, reason }) => {
+                    eprintln!("legalchat: the server is ending the session ({}): {}", code.as_str_name(), sanitize_line(&reason));
+                }
+                Some(Event::Closed { reason }) => bail!("session closed: {reason}"),
+                None => bail!("session closed"),
+                Some(_) => {}
+            },
+            line = next_line(&mut stdin) => match line? {
+                None => return Ok(()),
+                Some(line) if line.trim().is_empty() => {}
+                Some(line) => match client.send_text(conv, line.trim_end_matches('\r')).await {
+                    Ok(sent) => {
+                        if seen.insert(sent.seq) {
+                            out.message(&own_message(client, conv, line.trim_end_matches('\r'), &sent))?;
+                        }
+                    }
+                    // The session is gone; nothing more can be sent or received.
+                    Err(e @ legalchat_sdk::Error::Closed(_)) => return Err(e.into()),
+                    Err(e) => eprintln!("legalchat: not sent: {}", sanitize_line(&e.to_string())),
+                },
+            },
+        }
+    }
+}
+
+/// The next line of stdin, or never when not reading stdin.
+async fn next_line(stdin: &mut Option<tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>>) -> io::Result<Option<String>> {
+    match stdin {
+        Some(lines) => lines.next_line().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The message as the server stored it, for printing our own sends (the server echoes
+/// messages to the sender's *other* sessions only).
+fn own_message(client: &Client, conv: &str, text: &str, sent: &Sent) -> pb::Message {
+    pb::Message {
+        conversation_id: conv.to_owned(),
+        seq: sent.seq,
+        message_id: sent.message_id.clone(),
+        client_message_id: String::new(),
+        sender_id: client.user_id().to_owned(),
+        content: Some(pb::MessageContent { text: text.to_owned(), ..Default::default() }),
+        timestamp_ms: sent.timestamp_ms,
+    }
+}
+
+/// Which seqs of one conversation were printed: everything up to a watermark, plus a
+/// bounded set above it (messages may arrive out of order around our own sends).
+#[derive(Debug)]
+struct SeenSeqs {
+    up_to: u64,
+    above: BTreeSet<u64>,
+}
+
+impl SeenSeqs {
+    /// Bound on remembered seqs above the watermark; beyond it the oldest gap is given up.
+    const MAX_ABOVE: usize = 4_096;
+
+    fn up_to(seq: u64) -> Self {
+        Self { up_to: seq, above: BTreeSet::new() }
+    }
+
+    /// Records `seq`; false if it was seen before.
+    fn insert(&mut self, seq: u64) -> bool {
+        if seq <= self.up_to || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.first() == Some(&(self.up_to + 1)) {
+            self.above.pop_first();
+            self.up_to += 1;
+        }
+        if self.above.len() > Self::MAX_ABOVE
+            && let Some(lowest) = self.above.pop_first()
+        {
+            self.up_to = lowest;
+        }
+        true
+    }
+}
+
+/// Where results go: human-readable lines, or JSON lines with `--json`.
+#[derive(Debug)]
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn text(&self, line: &str) -> io::Result<()> {
+        writeln!(io::stdout().lock(), "{line}")
+    }
+
+    fn line(&self, value: &Value) -> io::Result<()> {
+        writeln!(io::stdout().lock(), "{value}")
+    }
+
+    fn whoami(&self, client: &Client) -> io::Result<()> {
+        let session = client.session();
+        if self.json {
+            self.line(&json!({
+                "type": "whoami",
+                "user_id": session.user_id,
+                "role": user_role_name(session.role),
+                "session_id": session.session_id,
+                "max_message_bytes": session.max_message_bytes,
+            }))
+        } else {
+            self.text(&sanitize_line(&format!("{} ({}), session {}", session.user_id, user_role_name(session.role), session.session_id)))
+        }
+    }
+
+    fn message(&self, m: &pb::Message) -> io::Result<()> {
+        if self.json { self.line(&message_json(m)) } else { self.text(&message_line(m)) }
+    }
+
+    fn conversation(&self, c: &pb::Conversation, me: &str) -> io::Result<()> {
+        if self.json {
+            return self.line(&conversation_json(c));
+        }
+        self.text(&conversation_line(c, me))?;
+        if let Some(last) = &c.last_message {
+            self.text(&format!("    last: {}", message_line(last).replace('\n', "\n    ")))?;
+        }
+        Ok(())
+    }
+
+    fn sent(&self, conv: &str, sent: &Sent) -> io::Result<()> {
+        if self.json {
+            self.line(&json!({
+                "type": "sent",
+                "conversation_id": conv,
+                "message_id": sent.message_id,
+                "seq": sent.seq,
+                "timestamp_ms": sent.timestamp_ms,
+                "time": iso_time(sent.timestamp_ms),
+                "duplicate": sent.duplicate,
+            }))
+        } else {
+            let what = if sent.duplicate { "already stored" } else { "sent" };
+            self.text(&sanitize_line(&format!("{what} #{} at {} (message {})", sent.seq, clock_time(sent.timestamp_ms), sent.message_id)))
+        }
+    }
+}
+
+/// `[#12 10:31:05] alice: hello`, continuation lines indented so that no message can
+/// pass off a line of its text as another message.
+fn message_line(m: &pb::Message) -> String {
+    let text = m.content.as_ref().map_or("", |c| c.text.as_str());
+    let body = sanitize_text(text).replace('\n', "\n    ");
+    format!("[#{} {}] {}: {}", m.seq, clock_time(m.timestamp_ms), sanitize_line(&m.sender_id), body)
+}
+
+fn conversation_line(c: &pb::Conversation, me: &str) -> String {
+    let others: Vec<&str> = c.participants.iter().map(|p| p.user_id.as_str()).filter(|u| *u != me).collect();
+    let title = if c.title.is_empty() { format!("with {}", others.join(", ")) } else { c.title.clone() };
+    let mut line = format!("{}  {}  {}", c.id, conversation_kind_name(c.r#type()), title);
+    if !c.case_id.is_empty() {
+        line.push_str(&format!("  [case {}]", c.case_id));
+    }
+    line.push_str(&format!("  ({} participants", c.participants.len()));
+    if c.unread_count > 0 {
+        line.push_str(&format!(", {} unread", c.unread_count));
+    }
+    line.push(')');
+    sanitize_line(&line)
+}
+
+fn message_json(m: &pb::Message) -> Value {
+    let content = m.content.clone().unwrap_or_default();
+    json!({
+        "type": "message",
+        "conversation_id": m.conversation_id,
+        "seq": m.seq,
+        "message_id": m.message_id,
+        "client_message_id": m.client_message_id,
+        "sender_id": m.sender_id,
+        "text": content.text,
+        "content_type": lower_name(content.r#type().as_str_name()),
+        "format": lower_name(content.format().as_str_name()),
+        "timestamp_ms": m.timestamp_ms,
+        "time": iso_time(m.timestamp_ms),
+    })
+}
+
+fn conversation_json(c: &pb::Conversation) -> Value {
+    let participants: Vec<Value> = c
+        .participants
+        .iter()
+        .map(|p| json!({"user_id": p.user_id, "role": participant_role_name(p.role()), "joined_at_ms": p.joined_at_ms}))
+        .collect();
+    json!({
+        "type": "conversation",
+        "id": c.id,
+        "kind": conversation_kind_name(c.r#type()),
+        "title": c.title,
+        "description": c.description,
+        "case_id": c.case_id,
+        "participants": participants,
+        "created_at_ms": c.created_at_ms,
+        "updated_at_ms": c.updated_at_ms,
+        "last_seq": c.last_seq,
+        "unread_count": c.unread_count,
+        "last_message": c.last_message.as_ref().map(message_json),
+    })
+}
+
+fn lower_name(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn user_role_name(role: pb::UserRole) -> String {
+    lower_name(role.as_str_name())
+}
+
+fn conversation_kind_name(kind: pb::ConversationType) -> String {
+    lower_name(kind.as_str_name())
+}
+
+fn participant_role_name(role: pb::ParticipantRole) -> &'static str {
+    match role {
+        pb::ParticipantRole::Unspecified | pb::ParticipantRole::Member => "member",
+        pb::ParticipantRole::Moderator => "moderator",
+        pb::ParticipantRole::AdminRole => "admin",
+    }
+}
+
+/// Replaces what a terminal would interpret rather than show: control characters (a
+/// carriage return rewrites the line, an escape sequence recolours or retitles the
+/// terminal) and bidirectional overrides (which reorder what the reader sees). Newlines
+/// and tabs are kept.
+fn sanitize_text(text: &str) -> String {
+    text.chars().map(|c| if c == '\n' || c == '\t' || !is_deceptive(c) { c } else { '\u{FFFD}' }).collect()
+}
+
+/// [`sanitize_text`] for text that must stay on one line.
+fn sanitize_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '\n' {
+                ' '
+            } else if c != '\t' && is_deceptive(c) {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn is_deceptive(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `HH:MM:SS` of a Unix time in milliseconds, UTC.
+fn clock_time(ms: i64) -> String {
+    let secs_of_day = ms.div_euclid(1_000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", secs_of_day / 3_600, secs_of_day % 3_600 / 60, secs_of_day % 60)
+}
+
+/// RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T10:31:05.123Z`.
+fn iso_time(ms: i64) -> String {
+    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock_time(ms), ms.rem_euclid(1_000))
+}
+
+/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, sender: &str, text: &str, timestamp_ms: i64) -> pb::Message {
+        pb::Message {
+            conversation_id: "c".into(),
+            seq,
+            sender_id: sender.into(),
+            content: Some(pb::MessageContent { text: text.into(), ..Default::default() }),
+            timestamp_ms,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn message_lines_match_the_documented_format() {
+        // 2023-11-14T22:13:20Z
+        let m = message(12, "alice", "hello", 1_700_000_000_000);
+        assert_eq!(message_line(&m), "[#12 22:13:20] alice: hello");
+    }
+
+    #[test]
+    fn multi_line_messages_cannot_fake_another_message() {
+        let m = message(3, "mallory", "ok\n[#4 10:00:00] judge: approved\r", 0);
+        assert_eq!(message_line(&m), "[#3 00:00:00] mallory: ok\n    [#4 10:00:00] judge: approved\u{FFFD}");
+    }
+
+    #[test]
+    fn terminal_tricks_are_neutralised() {
+        assert_eq!(sanitize_text("a\u{1b}[2Jb"), "a\u{FFFD}[2Jb");
+        assert_eq!(sanitize_text("pay \u{202E}0001$"), "pay \u{FFFD}0001$");
+        assert_eq!(sanitize_line("two\nlines"), "two lines");
+        assert_eq!(sanitize_text("tab\tok"), "tab\tok");
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(clock_time(0), "00:00:00");
+        assert_eq!(clock_time(86_399_999), "23:59:59");
+        assert_eq!(clock_time(-1_000), "23:59:59");
+        assert_eq!(iso_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn json_messages_carry_every_field() {
+        let v = message_json(&message(7, "bob", "hi", 1_700_000_000_000));
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["sender_id"], "bob");
+        assert_eq!(v["text"], "hi");
+        assert_eq!(v["content_type"], "content_type_unspecified");
+        assert_eq!(v["time"], "2023-11-14T22:13:20.000Z");
+    }
+
+    #[test]
+    fn conversation_lines_name_the_other_side() {
+        let c = pb::Conversation {
+            id: "ab".repeat(16),
+            r#type: pb::ConversationType::Private as i32,
+            participants: vec![
+                pb::Participant { user_id: "alice".into(), ..Default::default() },
+                pb::Participant { user_id: "bob".into(), ..Default::default() },
+            ],
+            unread_count: 2,
+            ..Default::default()
+        };
+        assert_eq!(conversation_line(&c, "alice"), format!("{}  private  with bob  (2 participants, 2 unread)", c.id));
+    }
+
+    #[test]
+    fn seen_seqs_deduplicate_out_of_order_arrivals() {
+        let mut seen = SeenSeqs::up_to(10);
+        assert!(!seen.insert(10));
+        assert!(seen.insert(12));
+        assert!(seen.insert(11));
+        assert!(!seen.insert(12));
+        assert_eq!(seen.up_to, 12);
+        assert!(seen.above.is_empty());
+    }
+
+    #[test]
+    fn seen_seqs_stay_bounded() {
+        let mut seen = SeenSeqs::up_to(0);
+        for seq in 2..=(SeenSeqs::MAX_ABOVE as u64 + 10) {
+            seen.insert(seq);
+        }
+        assert!(seen.above.len() <= SeenSeqs::MAX_ABOVE);
+    }
+
+    #[test]
+    fn server_names_default_sensibly() {
+        assert_eq!(default_server_name("127.0.0.1:7443"), "localhost");
+        assert_eq!(default_server_name("[::1]:7443"), "localhost");
+        assert_eq!(default_server_name("chat.firm.example:7443"), "chat.firm.example");
+    }
+
+    #[test]
+    fn create_arguments_are_checked() {
+        let private = new_conversation(Kind::Private, None, vec!["bob".into()], None, None).expect("valid");
+        assert_eq!(private.kind, pb::ConversationType::Private);
+        assert!(new_conversation(Kind::Private, None, vec!["bob".into(), "carol".into()], None, None).is_err());
+        assert!(new_conversation(Kind::Group, None, vec!["bob".into()], None, None).is_err());
+        assert!(new_conversation(Kind::Case, Some("Estate".into()), vec![], None, None).is_err());
+        assert!(new_conversation(Kind::Group, Some("T".into()), vec![], Some("C-1".into()), None).is_err());
+        let case =
+            new_conversation(Kind::Case, Some("Estate".into()), vec!["bob".into()], Some("C-1".into()), Some("d".into())).expect("valid");
+        assert_eq!((case.case_id.as_str(), case.description.as_str()), ("C-1", "d"));
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["legalchat", "--token", "t", "history", "abc", "--before", "5", "--limit", "10"]).expect("parses");
+        assert!(matches!(cli.command, Command::History { before: Some(5), after: None, limit: 10, .. }));
+        assert!(Cli::try_parse_from(["legalchat", "history", "abc", "--before", "5", "--after", "2"]).is_err());
+        let cli = Cli::try_parse_from(["legalchat", "create", "--kind", "group", "--title", "T", "--with", "bob,carol"]).expect("parses");
+        assert!(matches!(cli.command, Command::Create { ref with, .. } if with == &["bob", "carol"]));
+    }
+}

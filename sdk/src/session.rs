@@ -1,0 +1,241 @@
+//! The session's logic without IO: what an incoming frame means, which waiting request
+//! it answers, and how requests learn that the session is over.
+//!
+//! [`crate::client`] is the driver: it reads frames off the QUIC stream, hands them to
+//! [`route`], and does what the result says. Everything here is tested with plain
+//! values.
+
+use std::collections::HashMap;
+
+use legalchat_protocol::codec::DEFAULT_MAX_FRAME_LEN;
+use legalchat_protocol::pb;
+use legalchat_protocol::validate::DEFAULT_MAX_MESSAGE_BYTES;
+use tokio::sync::oneshot;
+
+use crate::{Error, Event};
+
+/// What the server said about this session when it accepted the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The user (the token's `sub`).
+    pub user_id: String,
+    /// The user's global role.
+    pub role: pb::UserRole,
+    /// Server-assigned id of this session, for support and the audit trail.
+    pub session_id: String,
+    /// Largest frame the server accepts, in bytes after the length prefix.
+    pub max_frame_size: usize,
+    /// Largest message text the server accepts, in bytes of UTF-8.
+    pub max_message_bytes: usize,
+    /// Server time when the session was authenticated, milliseconds since the epoch.
+    pub server_time_ms: i64,
+}
+
+impl SessionInfo {
+    fn from_pb(a: pb::Authenticated) -> Self {
+        // 0 means "not announced" (an older server); fall back to the protocol defaults.
+        let or_default = |announced: u32, default: usize| match usize::try_from(announced) {
+            Ok(0) | Err(_) => default,
+            Ok(n) => n,
+        };
+        Self {
+            role: a.role(),
+            max_frame_size: or_default(a.max_frame_size, DEFAULT_MAX_FRAME_LEN),
+            max_message_bytes: or_default(a.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES),
+            server_time_ms: a.server_time_ms,
+            user_id: a.user_id,
+            session_id: a.session_id,
+        }
+    }
+}
+
+/// Reads the server's answer to `Authenticate`. `None` means the frame is of a kind this
+/// client does not know and must be ignored (a newer server); keep reading.
+pub(crate) fn authentication_outcome(frame: pb::ServerFrame, request_id: u64) -> Option<Result<SessionInfo, Error>> {
+    use pb::server_frame::Event as E;
+    let outcome = match frame.event? {
+        E::Ack(pb::Ack { request_id: id, result: Some(pb::ack::Result::Authenticated(a)) }) if id == request_id => {
+            Ok(SessionInfo::from_pb(a))
+        }
+        E::Ack(ack) => Err(Error::Protocol(format!(
+            "expected the answer to Authenticate, got an Ack of request {} carrying {}",
+            ack.request_id,
+            ack.result.as_ref().map_or("nothing", answer_name)
+        ))),
+        E::Error(e) => Err(Error::from_server(&e)),
+        E::Unauthorized(u) => Err(Error::Unauthorized(u.reason)),
+        E::Goodbye(g) => Err(Error::Server { code: g.code(), message: g.reason }),
+        E::ReceiveMessage(_) | E::ConversationUpdated(_) => {
+            Err(Error::Protocol("the server sent an event before accepting the token".into()))
+        }
+    };
+    Some(outcome)
+}
+
+/// The answer to one request: what the `Ack` carried, or why it failed.
+pub(crate) type Reply = Result<pb::ack::Result, Error>;
+
+/// What an incoming frame means for the session.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// The answer to request `request_id`.
+    Reply { request_id: u64, reply: Reply },
+    /// An event for the application.
+    Event(Event),
+    /// A session-level error: the server is about to close the session, and this is the
+    /// reason to report when it does.
+    SessionError(String),
+    /// Nothing to do; the string says why, for the debug log.
+    Ignore(&'static str),
+}
+
+/// Decides what a frame received after authentication means.
+pub(crate) fn route(frame: pb::ServerFrame) -> Routed {
+    use pb::server_frame::Event as E;
+    let Some(event) = frame.event else {
+        return Routed::Ignore("frame of an unknown kind");
+    };
+    match event {
+        E::Ack(pb::Ack { request_id: 0, .. }) => Routed::Ignore("Ack without a request id"),
+        E::Ack(pb::Ack { request_id, result: Some(result) }) => Routed::Reply { request_id, reply: Ok(result) },
+        E::Ack(pb::Ack { request_id, result: None }) => Routed::Reply {
+            request_id,
+            reply: Err(Error::Protocol(format!("the answer to request {request_id} carries no result this client knows"))),
+        },
+        E::Error(e) if e.request_id == 0 => Routed::SessionError(format!("server error {}: {}", e.code().as_str_name(), e.message)),
+        E::Error(e) => Routed::Reply { request_id: e.request_id, reply: Err(Error::from_server(&e)) },
+        E::ReceiveMessage(pb::ReceiveMessage { message: Some(m) }) => Routed::Event(Event::Message(m)),
+        E::ReceiveMessage(pb::ReceiveMessage { message: None }) => Routed::Ignore("ReceiveMessage without a message"),
+        E::ConversationUpdated(pb::ConversationUpdated { conversation: Some(c) }) => Routed::Event(Event::ConversationUpdated(c)),
+        E::ConversationUpdated(pb::ConversationUpdated { conversation: None }) => {
+            Routed::Ignore("ConversationUpdated without a conversation")
+        }
+        E::Goodbye(g) => Routed::Event(Event::Goodbye { code: g.code(), reason: g.reason }),
+        E::Unauthorized(u) => Routed::SessionError(format!("unauthorized: {}", u.reason)),
+    }
+}
+
+/// The close reason a `Goodbye` implies.
+pub(crate) fn goodbye_reason(code: pb::ErrorCode, reason: &str) -> String {
+    format!("the server said goodbye ({}): {reason}", code.as_str_name())
+}
+
+/// Requests waiting for their answers, and whether the session can still answer any.
+///
+/// Once [`close`](Self::close)d, every waiting request has failed with
+/// [`Error::Closed`] and every later [`register`](Self::register) fails at once, so no
+/// request can wait for an answer that cannot come.
+#[derive(Debug, Default)]
+pub(crate) struct PendingRequests {
+    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    closed: Option<String>,
+}
+
+impl PendingRequests {
+    /// Starts waiting for the answer to `request_id`.
+    pub(crate) fn register(&mut self, request_id: u64) -> Result<oneshot::Receiver<Reply>, Error> {
+        if let Some(reason) = &self.closed {
+            return Err(Error::Closed(reason.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(request_id, tx);
+        Ok(rx)
+    }
+
+    /// Delivers the answer to `request_id`. Returns false when nobody waits for it (the
+    /// request timed out or was cancelled).
+    pub(crate) fn complete(&mut self, request_id: u64, reply: Reply) -> bool {
+        match self.waiting.remove(&request_id) {
+            Some(tx) => tx.send(reply).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Stops waiting for `request_id` (timeout or cancellation).
+    pub(crate) fn forget(&mut self, request_id: u64) {
+        self.waiting.remove(&request_id);
+    }
+
+    /// Fails every waiting request and every later one with `Error::Closed(reason)`.
+    /// The first reason wins.
+    pub(crate) fn close(&mut self, reason: &str) {
+        let reason = self.closed.get_or_insert_with(|| reason.to_owned()).clone();
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(Err(Error::Closed(reason.clone())));
+        }
+    }
+
+    /// Why the session closed, once it has.
+    pub(crate) fn closed_reason(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    /// Number of requests waiting.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// Short name of an answer kind, for error messages.
+pub(crate) fn answer_name(result: &pb::ack::Result) -> &'static str {
+    use pb::ack::Result as R;
+    match result {
+        R::Authenticated(_) => "Authenticated",
+        R::Conversation(_) => "Conversation",
+        R::Conversations(_) => "ConversationList",
+        R::MessageAccepted(_) => "MessageAccepted",
+        R::History(_) => "HistoryPage",
+        R::Pong(_) => "Pong",
+    }
+}
+
+fn unexpected(request: &str, expected: &str, got: &pb::ack::Result) -> Error {
+    Error::Protocol(format!("{request} was answered with {} instead of {expected}", answer_name(got)))
+}
+
+/// Typed views of an answer; each names the request when the server answered with the
+/// wrong kind.
+pub(crate) mod answer {
+    use super::*;
+    use pb::ack::Result as R;
+
+    pub(crate) fn conversation(request: &str, r: R) -> Result<pb::Conversation, Error> {
+        match r {
+            R::Conversation(c) => Ok(c),
+            other => Err(unexpected(request, "Conversation", &other)),
+        }
+    }
+
+    pub(crate) fn conversations(r: R) -> Result<Vec<pb::Conversation>, Error> {
+        match r {
+            R::Conversations(list) => Ok(list.conversations),
+            other => Err(unexpected("ListConversations", "ConversationList", &other)),
+        }
+    }
+
+    pub(crate) fn message_accepted(r: R) -> Result<pb::MessageAccepted, Error> {
+        match r {
+            R::MessageAccepted(m) => Ok(m),
+            other => Err(unexpected("SendMessage", "MessageAccepted", &other)),
+        }
+    }
+
+    pub(crate) fn history(r: R) -> Result<pb::HistoryPage, Error> {
+        match r {
+            R::History(page) => Ok(page),
+            other => Err(unexpected("GetHistory", "HistoryPage", &other)),
+        }
+    }
+
+    pub(crate) fn pong(r: R) -> Result<pb::Pong, Error> {
+        match r {
+            R::Pong(p) => Ok(p),
+            other => Err(unexpected("Ping", "Pong", &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

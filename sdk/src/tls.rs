@@ -1,0 +1,103 @@
+//! TLS and QUIC transport settings for a LegalChat connection.
+//!
+//! The client trusts exactly the certificates it is given, never the operating
+//! system's store: a law firm's chat server is reached through the firm's own CA (or,
+//! in development, the daemon's self-signed certificate), and a public CA vouching for
+//! some other "chat.firm.example" must not be enough.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::Error;
+
+/// Interval of QUIC keep-alive packets. Well under the idle timeout, and short enough
+/// to keep NAT bindings of home routers and mobile networks open.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A connection that hears nothing from the server for this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds a QUIC client configuration that trusts only the certificates in `ca_pem`
+/// (a PEM bundle: a CA certificate, or a self-signed server certificate, or several),
+/// speaks TLS 1.3 with ALPN `legalchat/1`, and sends keep-alives every
+/// [`KEEP_ALIVE_INTERVAL`] with an idle timeout of [`IDLE_TIMEOUT`].
+///
+/// Sections of the bundle that are not certificates (e.g. a private key that was
+/// concatenated into the same file) are skipped; a bundle without a single certificate is
+/// an error.
+pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for (index, cert) in CertificateDer::pem_slice_iter(ca_pem).enumerate() {
+        let cert = cert.map_err(|e| Error::Tls(format!("CA bundle: PEM section {}: {e}", index + 1)))?;
+        roots.add(cert).map_err(|e| Error::Tls(format!("CA bundle: certificate {} is unusable as a root: {e}", index + 1)))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("CA bundle contains no PEM certificate".into()));
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        // QUIC is defined over TLS 1.3 only.
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![legalchat_protocol::ALPN.to_vec()];
+
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(format!("QUIC TLS setup: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    // `IdleTimeout` rejects only values beyond 2^62 µs; 30 s always fits.
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    // The protocol has exactly one stream, opened by the client. Streams the server might
+    // open would only be buffered and never read, so refuse them outright.
+    transport.max_concurrent_bidi_streams(0u8.into());
+    transport.max_concurrent_uni_streams(0u8.into());
+    transport
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed_pem() -> String {
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.self_signed(&key).expect("self-signed certificate").pem()
+    }
+
+    #[test]
+    fn accepts_a_self_signed_certificate_as_root() {
+        assert!(client_config(self_signed_pem().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn accepts_a_bundle_with_a_key_in_it() {
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let bundle = format!("{}{}", self_signed_pem(), key.serialize_pem());
+        assert!(client_config(bundle.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn rejects_an_empty_bundle() {
+        let err = client_config(b"").unwrap_err();
+        assert!(matches!(&err, Error::Tls(m) if m.contains("no PEM certificate")), "{err}");
+        let err = client_config(b"not a pem file at all").unwrap_err();
+        assert!(matches!(err, Error::Tls(_)));
+    }
+
+    #[test]
+    fn rejects_a_garbled_certificate() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(client_config(pem.as_bytes()), Err(Error::Tls(_))));
+    }
+}

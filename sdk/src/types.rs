@@ -1,0 +1,236 @@
+//! Plain values the client API takes and returns.
+
+use legalchat_protocol::pb;
+use legalchat_protocol::validate::{self, ValidationError};
+
+/// A conversation to create; build it with [`NewConversation::group`],
+/// [`NewConversation::case`] or [`NewConversation::support`] (private conversations are
+/// made with [`Client::private_chat`](crate::Client::private_chat)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConversation {
+    /// Which kind of conversation.
+    pub kind: pb::ConversationType,
+    /// The other participants; the caller is added by the server.
+    pub participants: Vec<String>,
+    /// Display title, at most 200 bytes.
+    pub title: String,
+    /// Longer description, at most 2,000 bytes.
+    pub description: String,
+    /// The legal case; required for [`pb::ConversationType::Case`], empty otherwise.
+    pub case_id: String,
+}
+
+impl NewConversation {
+    /// A group conversation, e.g. a case team.
+    pub fn group(title: impl Into<String>, participants: Vec<String>) -> Self {
+        Self::of_kind(pb::ConversationType::Group, title, participants)
+    }
+
+    /// A conversation linked to the legal case `case_id`.
+    pub fn case(case_id: impl Into<String>, title: impl Into<String>, participants: Vec<String>) -> Self {
+        Self { case_id: case_id.into(), ..Self::of_kind(pb::ConversationType::Case, title, participants) }
+    }
+
+    /// A client support (help desk) conversation.
+    pub fn support(title: impl Into<String>, participants: Vec<String>) -> Self {
+        Self::of_kind(pb::ConversationType::Support, title, participants)
+    }
+
+    /// A private (one-on-one) conversation with `other_user`. The server returns the
+    /// existing one if the pair already has one.
+    pub fn private(other_user: impl Into<String>) -> Self {
+        Self::of_kind(pb::ConversationType::Private, String::new(), vec![other_user.into()])
+    }
+
+    fn of_kind(kind: pb::ConversationType, title: impl Into<String>, participants: Vec<String>) -> Self {
+        Self { kind, participants, title: title.into(), description: String::new(), case_id: String::new() }
+    }
+
+    /// Sets the description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Checks the request against the protocol's rules, as the server will.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::participant_ids("participant_ids", &self.participants)?;
+        validate::title(&self.title)?;
+        validate::description(&self.description)?;
+        match self.kind {
+            pb::ConversationType::Unspecified => {
+                return Err(ValidationError::new("type", "must be PRIVATE, GROUP, CASE or SUPPORT"));
+            }
+            pb::ConversationType::Private if self.participants.len() != 1 => {
+                return Err(ValidationError::new(
+                    "participant_ids",
+                    format!("a private conversation takes exactly one other user, got {}", self.participants.len()),
+                ));
+            }
+            pb::ConversationType::Case => validate::case_id(&self.case_id)?,
+            _ if !self.case_id.is_empty() => {
+                return Err(ValidationError::new("case_id", "is only allowed for CASE conversations"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn into_request(self) -> pb::CreateConversation {
+        pb::CreateConversation {
+            r#type: self.kind as i32,
+            participant_ids: self.participants,
+            title: self.title,
+            description: self.description,
+            case_id: self.case_id,
+        }
+    }
+}
+
+/// The server's receipt for a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Server-assigned message id.
+    pub message_id: String,
+    /// The message's position in its conversation.
+    pub seq: u64,
+    /// Server time of the message, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// True when this was a retry of an earlier send with the same client message id:
+    /// nothing new was stored and the fields describe the original message.
+    pub duplicate: bool,
+}
+
+impl From<pb::MessageAccepted> for Sent {
+    fn from(m: pb::MessageAccepted) -> Self {
+        Self { message_id: m.message_id, seq: m.seq, timestamp_ms: m.timestamp_ms, duplicate: m.duplicate }
+    }
+}
+
+/// Where a history page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryCursor {
+    /// The newest messages.
+    #[default]
+    Latest,
+    /// Messages with a seq below this one (scrolling back).
+    Before(u64),
+    /// Messages with a seq above this one (catching up after a reconnect).
+    After(u64),
+}
+
+impl HistoryCursor {
+    pub(crate) fn into_pb(self) -> Option<pb::get_history::Cursor> {
+        match self {
+            HistoryCursor::Latest => None,
+            HistoryCursor::Before(seq) => Some(pb::get_history::Cursor::BeforeSeq(seq)),
+            HistoryCursor::After(seq) => Some(pb::get_history::Cursor::AfterSeq(seq)),
+        }
+    }
+}
+
+/// Something the server told this session without being asked.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new message in one of the user's conversations (also the user's own messages
+    /// sent from other devices).
+    Message(pb::Message),
+    /// A conversation's participants or settings changed, or the user was added to (or
+    /// removed from) a conversation.
+    ConversationUpdated(pb::Conversation),
+    /// The server is ending the session. With [`pb::ErrorCode::Overloaded`] this client
+    /// fell behind: reconnect and catch up with [`HistoryCursor::After`].
+    Goodbye {
+        /// Machine-readable reason.
+        code: pb::ErrorCode,
+        /// The server's explanation.
+        reason: String,
+    },
+    /// The session is over; it is the last event. Reconnect to continue.
+    Closed {
+        /// Why the session ended.
+        reason: String,
+    },
+}
+
+/// A fresh client message id: a random (version 4) UUID, e.g.
+/// `"3f2b8c1e-9a4d-4f6b-8e2a-1c7d5b9e0f3a"`.
+///
+/// 122 random bits make a collision between two sends of one user practically
+/// impossible, which is what de-duplication by client message id relies on. Keep the id
+/// of a send and reuse it when retrying that send.
+pub fn new_client_message_id() -> String {
+    uuid_v4(rand::random())
+}
+
+fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex = validate::format_id(&bytes);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_message_ids_are_valid_and_distinct() {
+        let a = new_client_message_id();
+        let b = new_client_message_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(validate::client_message_id(&a), Ok(()));
+    }
+
+    #[test]
+    fn uuid_layout() {
+        let id = uuid_v4([0xff; 16]);
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let id = uuid_v4([0; 16]);
+        assert_eq!(id, "00000000-0000-4000-8000-000000000000");
+    }
+
+    #[test]
+    fn conversation_builders_validate() {
+        assert_eq!(NewConversation::group("Team", vec!["bob".into()]).validate(), Ok(()));
+        assert_eq!(NewConversation::case("C-2024-17", "Estate", vec!["bob".into()]).validate(), Ok(()));
+        assert_eq!(NewConversation::support("Help", vec![]).validate(), Ok(()));
+        assert_eq!(NewConversation::private("bob").validate(), Ok(()));
+    }
+
+    #[test]
+    fn conversation_rules_name_the_field() {
+        let err = NewConversation::case("", "Estate", vec![]).validate().unwrap_err();
+        assert_eq!(err.field, "case_id");
+        let mut group = NewConversation::group("Team", vec![]);
+        group.case_id = "C-1".into();
+        assert_eq!(group.validate().unwrap_err().field, "case_id");
+        let mut private = NewConversation::private("bob");
+        private.participants.push("carol".into());
+        assert_eq!(private.validate().unwrap_err().field, "participant_ids");
+        let err = NewConversation::group("Team", vec!["not a user".into()]).validate().unwrap_err();
+        assert_eq!(err.field, "participant_ids");
+        let err = NewConversation::group("x".repeat(201), vec![]).validate().unwrap_err();
+        assert_eq!(err.field, "title");
+        let mut unspecified = NewConversation::group("Team", vec![]);
+        unspecified.kind = pb::ConversationType::Unspecified;
+        assert_eq!(unspecified.validate().unwrap_err().field, "type");
+    }
+
+    #[test]
+    fn create_request_carries_every_field() {
+        let req = NewConversation::case("C-1", "Estate", vec!["bob".into()]).with_description("Probate").into_request();
+        assert_eq!(req.r#type, pb::ConversationType::Case as i32);
+        assert_eq!(req.participant_ids, vec!["bob".to_string()]);
+        assert_eq!((req.title.as_str(), req.description.as_str(), req.case_id.as_str()), ("Estate", "Probate", "C-1"));
+    }
+
+    #[test]
+    fn history_cursor_maps_to_the_oneof() {
+        assert_eq!(HistoryCursor::Latest.into_pb(), None);
+        assert_eq!(HistoryCursor::Before(7).into_pb(), Some(pb::get_history::Cursor::BeforeSeq(7)));
+        assert_eq!(HistoryCursor::After(9).into_pb(), Some(pb::get_history::Cursor::AfterSeq(9)));
+    }
+}
