@@ -1,1 +1,27 @@
-//! placeholder
+//! # legalchat-benches
+//!
+//! Measurement tools for LegalChat, and the small harness they share with the end-to-end
+//! tests (`legalchat-tests`):
+//!
+//! ```text
+//!  legalchat-load ──┐                       ┌──► legalchatd (child process, temp data dir)
+//!  e2e tests ───────┼─► DaemonProcess ──────┤      stdout: "legalchatd ready quic=… ops=…"
+//!                   │                       └──► stderr → <data dir>/../legalchatd.stderr.log
+//!                   └─► TokenMinter ── HS256 JWTs {sub, role, iat, exp} for any user
+//! ```
+//!
+//! - [`daemon_process`]: start `legalchatd` on loopback ports chosen by the OS, wait for its
+//!   ready line, stop it gracefully (SIGTERM) or brutally (SIGKILL) and start it again on the
+//!   same data dir.
+//! - [`tokens`]: mint the HS256 tokens the daemon accepts, given its shared secret.
+//! - [`load`]: the open-loop load generator; `src/bin/legalchat-load.rs` is its command
+//!   line (see `benches/README.md`), and an end-to-end test runs it in-process.
+//! - `benches/codec.rs`: criterion benchmarks of the frame codec.
+//!
+//! What is not here: assertions about timings. Benchmarks measure; `BENCHMARKS.md` records.
+//! The harness lives here rather than in `legalchat-tests` so that the load generator does
+//! not have to build the daemon (and RocksDB) to link against it.
+
+pub mod daemon_process;
+pub mod load;
+pub mod tokens;
