@@ -77,8 +77,21 @@ mod tests {
     fn every_required_event_is_mapped_once() {
         // SOCKET_EVENTS of the requirements, verbatim.
         let required = [
-            "connection", "disconnect", "authenticate", "send_message", "receive_message", "message_delivered", "message_read",
-            "typing_start", "typing_stop", "join_room", "leave_room", "room_users", "user_online", "user_offline", "error",
+            "connection",
+            "disconnect",
+            "authenticate",
+            "send_message",
+            "receive_message",
+            "message_delivered",
+            "message_read",
+            "typing_start",
+            "typing_stop",
+            "join_room",
+            "leave_room",
+            "room_users",
+            "user_online",
+            "user_offline",
+            "error",
             "unauthorized",
         ];
         for name in required {

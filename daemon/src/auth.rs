@@ -222,7 +222,8 @@ impl Authenticator {
 /// Signs HS256 tokens with the configured secret. For development and demos only: in
 /// production the firm's identity provider issues tokens.
 pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).map_err(|e| AuthError::Key(e.to_string()))
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+        .map_err(|e| AuthError::Key(e.to_string()))
 }
 
 /// Seconds since the Unix epoch.

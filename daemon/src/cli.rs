@@ -115,8 +115,11 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEGALCHAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LEGALCHAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn run(args: ConfigArgs, demo: bool) -> anyhow::Result<()> {
@@ -165,7 +168,9 @@ async fn wait_for_signal() {
 fn token(args: &ConfigArgs, user: &str, role: &str, name: Option<String>, ttl_secs: u64) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     let secrets = server::resolve_secrets(&config)?;
-    let secret = secrets.jwt_secret.ok_or_else(|| anyhow::anyhow!("`token` signs with an HS256 secret; none is configured (set --jwt-secret or use --dev)"))?;
+    let secret = secrets
+        .jwt_secret
+        .ok_or_else(|| anyhow::anyhow!("`token` signs with an HS256 secret; none is configured (set --jwt-secret or use --dev)"))?;
     println!("{}", mint(&config, secret.as_bytes(), user, role, name, ttl_secs)?);
     Ok(())
 }
@@ -191,7 +196,8 @@ fn mint(config: &Config, secret: &[u8], user: &str, role: &str, name: Option<Str
 
 /// Creates the demo accounts and conversations once (guarded by a marker file).
 async fn seed_demo(internal: &Arc<Internal>) -> anyhow::Result<()> {
-    let ids: Vec<Identity> = DEMO_USERS.iter().map(|(u, r, n)| Identity { user_id: (*u).into(), role: *r, name: Some((*n).into()) }).collect();
+    let ids: Vec<Identity> =
+        DEMO_USERS.iter().map(|(u, r, n)| Identity { user_id: (*u).into(), role: *r, name: Some((*n).into()) }).collect();
     for id in &ids {
         internal.directory.observe(id)?;
     }
@@ -209,7 +215,14 @@ async fn seed_demo(internal: &Arc<Internal>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create(internal: &Arc<Internal>, caller: &Identity, kind: ConversationType, others: &[&str], title: &str, case_id: &str) -> anyhow::Result<pb::Conversation> {
+async fn create(
+    internal: &Arc<Internal>,
+    caller: &Identity,
+    kind: ConversationType,
+    others: &[&str],
+    title: &str,
+    case_id: &str,
+) -> anyhow::Result<pb::Conversation> {
     let id = if kind == ConversationType::Private {
         crate::ids::private_conversation_id(&caller.user_id, others.first().copied().unwrap_or_default())
     } else {
@@ -244,7 +257,11 @@ fn print_demo(config: &Config, daemon: &Daemon) -> anyhow::Result<()> {
     writeln!(err)?;
     writeln!(err, "Try it (in another terminal):")?;
     writeln!(err, "  export LEGALCHAT_SERVER={} LEGALCHAT_CA={}", daemon.quic_addr(), display(&cert))?;
-    writeln!(err, "  export LEGALCHAT_TOKEN=$(cargo run -q -p legalchat-daemon -- token --dev --data-dir {} --user alice --role advocate)", display(&config.data_dir))?;
+    writeln!(
+        err,
+        "  export LEGALCHAT_TOKEN=$(cargo run -q -p legalchat-daemon -- token --dev --data-dir {} --user alice --role advocate)",
+        display(&config.data_dir)
+    )?;
     writeln!(err, "  cargo run -q -p legalchat-sdk --bin legalchat -- list")?;
     writeln!(err, "Metrics: http://{}/metrics", daemon.ops_addr())?;
     writeln!(err)?;

@@ -308,7 +308,10 @@ impl Config {
         range("max_connections (LEGALCHAT_MAX_CONNECTIONS, --max-connections)", self.max_connections, 1, 10_000_000)?;
         let ms = u64::try_from(self.auth_timeout.as_millis()).unwrap_or(u64::MAX);
         if !(100..=120_000).contains(&ms) {
-            return Err(invalid("auth_timeout_ms (LEGALCHAT_AUTH_TIMEOUT_MS, --auth-timeout-ms)", format!("{ms} ms is outside 100..=120000")));
+            return Err(invalid(
+                "auth_timeout_ms (LEGALCHAT_AUTH_TIMEOUT_MS, --auth-timeout-ms)",
+                format!("{ms} ms is outside 100..=120000"),
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls.cert / tls.key (--tls-cert, --tls-key)", "give both the certificate and the key, or neither"));
@@ -319,7 +322,10 @@ impl Config {
         match self.jwt.algorithm {
             JwtAlgorithm::Hs256 => match &self.jwt.secret {
                 Some(s) if s.len() < 32 => {
-                    return Err(invalid("jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)", format!("is {} bytes; HS256 needs at least 32", s.len())));
+                    return Err(invalid(
+                        "jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)",
+                        format!("is {} bytes; HS256 needs at least 32", s.len()),
+                    ));
                 }
                 None if !self.dev => {
                     return Err(invalid("jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)", "required for HS256 outside --dev mode"));
@@ -328,7 +334,10 @@ impl Config {
             },
             _ => {
                 if self.jwt.public_key_file.is_none() {
-                    return Err(invalid("jwt.public_key_file (LEGALCHAT_JWT_PUBLIC_KEY, --jwt-public-key)", "required for RS256, ES256 and EdDSA"));
+                    return Err(invalid(
+                        "jwt.public_key_file (LEGALCHAT_JWT_PUBLIC_KEY, --jwt-public-key)",
+                        "required for RS256, ES256 and EdDSA",
+                    ));
                 }
             }
         }

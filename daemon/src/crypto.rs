@@ -80,7 +80,9 @@ fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Crypto
 impl MasterKey {
     /// From 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        Aes256Gcm::new_from_slice(bytes).map(Self).map_err(|_| CryptoError::BadKey(format!("master key must be 32 bytes, got {}", bytes.len())))
+        Aes256Gcm::new_from_slice(bytes)
+            .map(Self)
+            .map_err(|_| CryptoError::BadKey(format!("master key must be 32 bytes, got {}", bytes.len())))
     }
 
     /// From text: 64 hex characters or base64 of 32 bytes (surrounding whitespace ignored).

@@ -117,7 +117,13 @@ pub fn may_add(
 }
 
 /// May `caller` remove `target` from a conversation?
-pub fn may_remove(caller: Role, caller_id: &str, caller_role_here: Option<ParticipantRole>, kind: ConversationType, target: &str) -> Result<(), RequestError> {
+pub fn may_remove(
+    caller: Role,
+    caller_id: &str,
+    caller_role_here: Option<ParticipantRole>,
+    kind: ConversationType,
+    target: &str,
+) -> Result<(), RequestError> {
     if kind == ConversationType::Private {
         return Err(RequestError::forbidden("participants cannot be removed from a private conversation"));
     }

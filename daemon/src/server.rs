@@ -76,14 +76,16 @@ pub fn resolve_secrets(config: &Config) -> Result<Secrets, StartError> {
     let jwt_secret = match (&config.jwt.secret, config.jwt.algorithm) {
         (Some(s), _) => Some(s.clone()),
         (None, JwtAlgorithm::Hs256) if config.dev => {
-            Some(fsutil::read_or_create(&dev_dir.join("jwt-secret"), || MasterKey::generate_text()).map_err(io("development JWT secret"))?)
+            Some(fsutil::read_or_create(&dev_dir.join("jwt-secret"), MasterKey::generate_text).map_err(io("development JWT secret"))?)
         }
         (None, _) => None,
     };
     let master_text = match (&config.master_key, &config.master_key_file) {
         (Some(k), _) => k.clone(),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(io(format!("reading master key file {}", path.display())))?,
-        (None, None) => fsutil::read_or_create(&dev_dir.join("master.key"), MasterKey::generate_text).map_err(io("development master key"))?,
+        (None, None) => {
+            fsutil::read_or_create(&dev_dir.join("master.key"), MasterKey::generate_text).map_err(io("development master key"))?
+        }
     };
     let master_key = MasterKey::from_text(&master_text).map_err(|e| StartError::MasterKey(e.to_string()))?;
     Ok(Secrets { jwt_secret, master_key })
@@ -128,12 +130,15 @@ impl Daemon {
         let auth = Authenticator::new(&config.jwt, secrets.jwt_secret.as_deref().map(str::as_bytes))?;
 
         let db_dir = config.db_dir();
-        let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&db_dir)).await.map_err(|e| StoreError::Engine(e.to_string()))??);
+        let store: Arc<dyn Store> =
+            Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&db_dir)).await.map_err(|e| StoreError::Engine(e.to_string()))??);
         let registry = Arc::new(Registry::default());
         let directory = Arc::new(Directory::new(store.clone()));
-        let shard_config = ShardConfig { mailbox: config.shard_mailbox, max_batch: config.max_batch, sync: config.fsync == FsyncPolicy::Always };
-        let (shards, threads) = shard::start(config.shards, shard_config, store.clone(), secrets.master_key.clone(), registry.clone(), directory.clone())
-            .map_err(io("starting shard threads"))?;
+        let shard_config =
+            ShardConfig { mailbox: config.shard_mailbox, max_batch: config.max_batch, sync: config.fsync == FsyncPolicy::Always };
+        let (shards, threads) =
+            shard::start(config.shards, shard_config, store.clone(), secrets.master_key.clone(), registry.clone(), directory.clone())
+                .map_err(io("starting shard threads"))?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let limits = SessionLimits {
@@ -143,7 +148,15 @@ impl Daemon {
             outbound: config.session_outbound,
             inflight: config.session_inflight,
         };
-        let ctx = Arc::new(SessionContext::new(shards.clone(), registry.clone(), store.clone(), directory.clone(), auth, limits, shutdown_rx.clone()));
+        let ctx = Arc::new(SessionContext::new(
+            shards.clone(),
+            registry.clone(),
+            store.clone(),
+            directory.clone(),
+            auth,
+            limits,
+            shutdown_rx.clone(),
+        ));
 
         let server_crypto = tls::server_config(material)?;
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto).map_err(|e| TlsError::Config(e.to_string()))?;
@@ -152,10 +165,13 @@ impl Daemon {
         // One session stream per connection today; headroom for bulk-transfer streams.
         transport.max_concurrent_bidi_streams(4u32.into());
         transport.max_concurrent_uni_streams(0u32.into());
-        transport.max_idle_timeout(Some(config.idle_timeout.try_into().map_err(|_| ConfigError::Invalid { key: "idle_timeout_ms", reason: "too large".into() })?));
+        transport.max_idle_timeout(Some(
+            config.idle_timeout.try_into().map_err(|_| ConfigError::Invalid { key: "idle_timeout_ms", reason: "too large".into() })?,
+        ));
         transport.keep_alive_interval(None);
         server_config.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(io(format!("binding QUIC listener {}", config.listen)))?;
+        let endpoint =
+            quinn::Endpoint::server(server_config, config.listen).map_err(io(format!("binding QUIC listener {}", config.listen)))?;
         let quic_addr = endpoint.local_addr().map_err(io("reading QUIC address"))?;
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -225,7 +241,12 @@ impl Daemon {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<SessionContext>, max_connections: usize, mut shutdown: watch::Receiver<bool>) -> JoinSet<()> {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    ctx: Arc<SessionContext>,
+    max_connections: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
     let limit = Arc::new(Semaphore::new(max_connections));
     let mut sessions = JoinSet::new();
     loop {

@@ -171,7 +171,14 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     let (request_id, token) = match first {
         Err(_) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
-            return refuse(&conn, send, unauthorized_frame("authentication timed out"), close_code::UNAUTHORIZED, "authentication timed out").await;
+            return refuse(
+                &conn,
+                send,
+                unauthorized_frame("authentication timed out"),
+                close_code::UNAUTHORIZED,
+                "authentication timed out",
+            )
+            .await;
         }
         Ok(Ok(Some(pb::ClientFrame { request_id, request: Some(Request::Authenticate(a)) }))) => (request_id, a.token),
         Ok(Ok(Some(_))) => {
@@ -228,7 +235,9 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     match ending {
         Ending::ClientDone => {
             // Let answers still in flight reach the client, bounded.
-            let _ = tokio::time::timeout(Duration::from_secs(5), inflight.acquire_many(u32::try_from(ctx.limits.inflight).unwrap_or(u32::MAX))).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), inflight.acquire_many(u32::try_from(ctx.limits.inflight).unwrap_or(u32::MAX)))
+                    .await;
             drop(out);
             let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
             conn.close(close_code::NORMAL.into(), b"bye");
@@ -394,8 +403,9 @@ impl Session {
         let _ = self.out.send(error_frame(request_id, e.code, e.message)).await;
     }
 
-    fn create(&self, c: pb::CreateConversation) -> Result<(usize, Command, oneshot::Receiver<Result<pb::Conversation, RequestError>>), RequestError> {
-        let kind = pb::ConversationType::try_from(c.r#type).map_err(|_| RequestError::invalid(format!("type: unknown conversation type {}", c.r#type)))?;
+    fn create(&self, c: pb::CreateConversation) -> Result<Routed<pb::Conversation>, RequestError> {
+        let kind = pb::ConversationType::try_from(c.r#type)
+            .map_err(|_| RequestError::invalid(format!("type: unknown conversation type {}", c.r#type)))?;
         validate::participant_ids("participant_ids", &c.participant_ids).map_err(invalid)?;
         validate::title(&c.title).map_err(invalid)?;
         validate::description(&c.description).map_err(invalid)?;
@@ -421,42 +431,55 @@ impl Session {
             _ => ids::random_id(),
         };
         if others.len() + 1 > crate::policy::MAX_PARTICIPANTS {
-            return Err(RequestError::invalid(format!("participant_ids: a conversation has at most {} participants", crate::policy::MAX_PARTICIPANTS)));
+            return Err(RequestError::invalid(format!(
+                "participant_ids: a conversation has at most {} participants",
+                crate::policy::MAX_PARTICIPANTS
+            )));
         }
         let (reply, rx) = oneshot::channel();
         let spec = CreateSpec { kind, others, title: c.title, description: c.description, case_id: c.case_id };
         Ok((self.ctx.shards.shard_of(&id), Command::Create { id, caller: self.identity.clone(), origin: self.id, spec, reply }, rx))
     }
 
-    fn add(&self, a: pb::AddParticipants) -> Result<(usize, Command, oneshot::Receiver<Result<pb::Conversation, RequestError>>), RequestError> {
+    fn add(&self, a: pb::AddParticipants) -> Result<Routed<pb::Conversation>, RequestError> {
         let id = parse_conv(&a.conversation_id)?;
         validate::participant_ids("user_ids", &a.user_ids).map_err(invalid)?;
         if a.user_ids.is_empty() {
             return Err(RequestError::invalid("user_ids: name at least one user"));
         }
-        let role = pb::ParticipantRole::try_from(a.role).map_err(|_| RequestError::invalid(format!("role: unknown participant role {}", a.role)))?;
+        let role = pb::ParticipantRole::try_from(a.role)
+            .map_err(|_| RequestError::invalid(format!("role: unknown participant role {}", a.role)))?;
         let (reply, rx) = oneshot::channel();
-        Ok((self.ctx.shards.shard_of(&id), Command::Add { id, caller: self.identity.clone(), origin: self.id, users: a.user_ids, role, reply }, rx))
+        Ok((
+            self.ctx.shards.shard_of(&id),
+            Command::Add { id, caller: self.identity.clone(), origin: self.id, users: a.user_ids, role, reply },
+            rx,
+        ))
     }
 
-    fn remove(&self, r: pb::RemoveParticipant) -> Result<(usize, Command, oneshot::Receiver<Result<pb::Conversation, RequestError>>), RequestError> {
+    fn remove(&self, r: pb::RemoveParticipant) -> Result<Routed<pb::Conversation>, RequestError> {
         let id = parse_conv(&r.conversation_id)?;
         validate::user_id("user_id", &r.user_id).map_err(invalid)?;
         let (reply, rx) = oneshot::channel();
-        Ok((self.ctx.shards.shard_of(&id), Command::Remove { id, caller: self.identity.clone(), origin: self.id, user: r.user_id, reply }, rx))
+        Ok((
+            self.ctx.shards.shard_of(&id),
+            Command::Remove { id, caller: self.identity.clone(), origin: self.id, user: r.user_id, reply },
+            rx,
+        ))
     }
 
-    fn send(&self, m: pb::SendMessage) -> Result<(usize, Command, oneshot::Receiver<Result<pb::MessageAccepted, RequestError>>), RequestError> {
+    fn send(&self, m: pb::SendMessage) -> Result<Routed<pb::MessageAccepted>, RequestError> {
         let id = parse_conv(&m.conversation_id)?;
         validate::client_message_id(&m.client_message_id).map_err(invalid)?;
         validate::message_content(m.content.as_ref(), self.ctx.limits.max_message_size).map_err(invalid)?;
         let content = m.content.unwrap_or_default();
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Send { id, caller: self.identity.clone(), origin: self.id, client_message_id: m.client_message_id, content, reply };
+        let cmd =
+            Command::Send { id, caller: self.identity.clone(), origin: self.id, client_message_id: m.client_message_id, content, reply };
         Ok((self.ctx.shards.shard_of(&id), cmd, rx))
     }
 
-    fn history(&self, h: pb::GetHistory) -> Result<(usize, Command, oneshot::Receiver<Result<pb::HistoryPage, RequestError>>), RequestError> {
+    fn history(&self, h: pb::GetHistory) -> Result<Routed<pb::HistoryPage>, RequestError> {
         let id = parse_conv(&h.conversation_id)?;
         let limit = validate::history_limit(h.limit).map_err(invalid)?;
         let cursor = match h.cursor {
@@ -518,11 +541,17 @@ async fn list_conversations(ctx: &Arc<SessionContext>, user: String, limit: u32)
     Ok(all)
 }
 
+/// The answer to come from a shard.
+type ReplyRx<T> = oneshot::Receiver<Result<T, RequestError>>;
+
+/// A request ready for its shard: (shard index, command, where its answer will arrive).
+type Routed<T> = (usize, Command, ReplyRx<T>);
+
 /// A reply still to come from a shard.
 enum Pending {
-    Conversation(oneshot::Receiver<Result<pb::Conversation, RequestError>>),
-    Accepted(oneshot::Receiver<Result<pb::MessageAccepted, RequestError>>),
-    History(oneshot::Receiver<Result<pb::HistoryPage, RequestError>>),
+    Conversation(ReplyRx<pb::Conversation>),
+    Accepted(ReplyRx<pb::MessageAccepted>),
+    History(ReplyRx<pb::HistoryPage>),
 }
 
 impl Pending {

@@ -80,11 +80,25 @@ pub enum Command {
     /// Summaries of several conversations of this shard for `user` (for listing).
     Summaries { ids: Vec<ConversationKey>, user: String, reply: oneshot::Sender<Vec<pb::Conversation>> },
     /// Add participants.
-    Add { id: ConversationKey, caller: Identity, origin: SessionId, users: Vec<String>, role: ParticipantRole, reply: Reply<pb::Conversation> },
+    Add {
+        id: ConversationKey,
+        caller: Identity,
+        origin: SessionId,
+        users: Vec<String>,
+        role: ParticipantRole,
+        reply: Reply<pb::Conversation>,
+    },
     /// Remove one participant.
     Remove { id: ConversationKey, caller: Identity, origin: SessionId, user: String, reply: Reply<pb::Conversation> },
     /// Store and fan out a message.
-    Send { id: ConversationKey, caller: Identity, origin: SessionId, client_message_id: String, content: pb::MessageContent, reply: Reply<pb::MessageAccepted> },
+    Send {
+        id: ConversationKey,
+        caller: Identity,
+        origin: SessionId,
+        client_message_id: String,
+        content: pb::MessageContent,
+        reply: Reply<pb::MessageAccepted>,
+    },
     /// Read a page of history.
     History { id: ConversationKey, caller: Identity, cursor: Cursor, limit: u32, reply: Reply<pb::HistoryPage> },
 }
@@ -228,7 +242,11 @@ impl Conversation {
     }
 
     fn role_of(&self, user: &str) -> Option<ParticipantRole> {
-        self.meta.participants.iter().find(|p| p.user_id == user).map(|p| ParticipantRole::try_from(p.role).unwrap_or(ParticipantRole::Member))
+        self.meta
+            .participants
+            .iter()
+            .find(|p| p.user_id == user)
+            .map(|p| ParticipantRole::try_from(p.role).unwrap_or(ParticipantRole::Member))
     }
 
     fn member_ids(&self) -> impl Iterator<Item = &str> {
@@ -266,12 +284,15 @@ impl Conversation {
     }
 }
 
+/// Runs after a batch's commit with its outcome.
+type AfterCommit = Box<dyn FnOnce(Result<(), &RequestError>) + Send>;
+
 /// What a batch accumulates until its commit.
 #[derive(Default)]
 struct Pending {
     writes: Vec<Write>,
     /// Run after the commit with its outcome: replies to callers.
-    replies: Vec<Box<dyn FnOnce(Result<(), &RequestError>) + Send>>,
+    replies: Vec<AfterCommit>,
     /// Frames to fan out after a successful commit: (recipients, origin, bytes).
     fanout: Vec<(Vec<String>, Option<SessionId>, Bytes)>,
     touched: HashSet<ConversationKey>,
@@ -450,7 +471,14 @@ impl Shard {
         Ok(c)
     }
 
-    fn create(&mut self, id: ConversationKey, caller: &Identity, origin: SessionId, spec: CreateSpec, p: &mut Pending) -> Result<pb::Conversation, RequestError> {
+    fn create(
+        &mut self,
+        id: ConversationKey,
+        caller: &Identity,
+        origin: SessionId,
+        spec: CreateSpec,
+        p: &mut Pending,
+    ) -> Result<pb::Conversation, RequestError> {
         if spec.kind == ConversationType::Private {
             // Exactly one per pair: an existing one is the answer.
             match self.load(&id) {
@@ -471,7 +499,11 @@ impl Shard {
         let now = ids::now_ms();
         let creator_role = if spec.kind == ConversationType::Private { ParticipantRole::Member } else { ParticipantRole::AdminRole };
         let mut participants = vec![StoredParticipant { user_id: caller.user_id.clone(), role: creator_role as i32, joined_at_ms: now }];
-        participants.extend(spec.others.iter().map(|u| StoredParticipant { user_id: u.clone(), role: ParticipantRole::Member as i32, joined_at_ms: now }));
+        participants.extend(spec.others.iter().map(|u| StoredParticipant {
+            user_id: u.clone(),
+            role: ParticipantRole::Member as i32,
+            joined_at_ms: now,
+        }));
         let meta = StoredConversation {
             id: id.to_vec(),
             kind: spec.kind as i32,
@@ -493,13 +525,25 @@ impl Shard {
         let c = Conversation { id, meta, dek, last_seq: 0, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
         let view = c.to_pb(&caller.user_id);
         let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
-        p.fanout.push((recipients, Some(origin), encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) }))));
+        p.fanout.push((
+            recipients,
+            Some(origin),
+            encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) })),
+        ));
         self.conversations.insert(id, c);
         metrics::counter!("legalchat_conversations_created_total").increment(1);
         Ok(view)
     }
 
-    fn add(&mut self, id: ConversationKey, caller: &Identity, origin: SessionId, users: Vec<String>, role: ParticipantRole, p: &mut Pending) -> Result<pb::Conversation, RequestError> {
+    fn add(
+        &mut self,
+        id: ConversationKey,
+        caller: &Identity,
+        origin: SessionId,
+        users: Vec<String>,
+        role: ParticipantRole,
+        p: &mut Pending,
+    ) -> Result<pb::Conversation, RequestError> {
         let directory = self.directory.clone();
         let c = self.load(&id)?;
         let new: Vec<String> = {
@@ -526,11 +570,22 @@ impl Shard {
         p.touched.insert(id);
         let view = c.to_pb(&caller.user_id);
         let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
-        p.fanout.push((recipients, Some(origin), encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) }))));
+        p.fanout.push((
+            recipients,
+            Some(origin),
+            encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) })),
+        ));
         Ok(view)
     }
 
-    fn remove(&mut self, id: ConversationKey, caller: &Identity, origin: SessionId, user: &str, p: &mut Pending) -> Result<pb::Conversation, RequestError> {
+    fn remove(
+        &mut self,
+        id: ConversationKey,
+        caller: &Identity,
+        origin: SessionId,
+        user: &str,
+        p: &mut Pending,
+    ) -> Result<pb::Conversation, RequestError> {
         let c = self.load(&id)?;
         policy::may_remove(caller.role, &caller.user_id, c.role_of(&caller.user_id), c.kind(), user)?;
         if c.role_of(user).is_none() {
@@ -544,7 +599,11 @@ impl Shard {
         p.touched.insert(id);
         let view = c.to_pb(&caller.user_id);
         recipients.dedup();
-        p.fanout.push((recipients, Some(origin), encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) }))));
+        p.fanout.push((
+            recipients,
+            Some(origin),
+            encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) })),
+        ));
         Ok(view)
     }
 
@@ -570,7 +629,10 @@ impl Shard {
             let original = sealed.into_iter().next().map(|(s, b)| open_message(c, s, &b)).transpose()?;
             let original = original.ok_or_else(|| RequestError::internal("de-duplication index points at a missing message"))?;
             if original.sender_id != caller.user_id {
-                return Err(RequestError::new(ErrorCode::Conflict, "client_message_id: already used by another sender in this conversation"));
+                return Err(RequestError::new(
+                    ErrorCode::Conflict,
+                    "client_message_id: already used by another sender in this conversation",
+                ));
             }
             return Ok(pb::MessageAccepted {
                 conversation_id: original.conversation_id,
@@ -612,7 +674,13 @@ impl Shard {
             content: Some(content),
             timestamp_ms,
         };
-        let accepted = pb::MessageAccepted { conversation_id: message.conversation_id.clone(), message_id: message.message_id.clone(), seq, timestamp_ms, duplicate: false };
+        let accepted = pb::MessageAccepted {
+            conversation_id: message.conversation_id.clone(),
+            message_id: message.message_id.clone(),
+            seq,
+            timestamp_ms,
+            duplicate: false,
+        };
         c.last_seq = seq;
         c.reads.insert(caller.user_id.clone(), read);
         if c.recent.len() >= RECENT_CLIENT_IDS {

@@ -109,9 +109,7 @@ impl FrameDecoder {
         };
         let mut frame = buf.split_to(total);
         frame.advance(LENGTH_PREFIX_LEN);
-        M::decode(frame.freeze())
-            .map(Some)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))
+        M::decode(frame.freeze()).map(Some).map_err(|e| DecodeError::Malformed(e.to_string()))
     }
 }
 

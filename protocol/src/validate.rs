@@ -53,7 +53,10 @@ type Result<T = ()> = std::result::Result<T, ValidationError>;
 
 fn check_len(field: &'static str, value: &str, min: usize, max: usize) -> Result {
     if value.len() < min {
-        return Err(ValidationError::new(field, if min == 1 { "must not be empty".into() } else { format!("must be at least {min} bytes") }));
+        return Err(ValidationError::new(
+            field,
+            if min == 1 { "must not be empty".into() } else { format!("must be at least {min} bytes") },
+        ));
     }
     if value.len() > max {
         return Err(ValidationError::new(field, format!("is {} bytes; the maximum is {max}", value.len())));
@@ -156,10 +159,7 @@ pub fn message_content(content: Option<&pb::MessageContent>, max_bytes: usize) -
         return Err(ValidationError::new("content.text", "must not be empty"));
     }
     if content.text.len() > max_bytes {
-        return Err(ValidationError::new(
-            "content.text",
-            format!("is {} bytes; the maximum is {max_bytes}", content.text.len()),
-        ));
+        return Err(ValidationError::new("content.text", format!("is {} bytes; the maximum is {max_bytes}", content.text.len())));
     }
     match content.text.chars().find(|&c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
         None => Ok(()),

@@ -17,7 +17,10 @@
 use std::path::Path;
 
 use prost::Message as _;
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions,
+};
 
 use super::{ConversationKey, Store, StoreError, StoredConversation, StoredReadState, StoredUser, Write};
 
@@ -72,7 +75,9 @@ fn decode<M: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Resu
 }
 
 fn seq_from(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
-    <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt { what, reason: format!("{} bytes where 8 were expected", bytes.len()) })
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt { what, reason: format!("{} bytes where 8 were expected", bytes.len()) })
 }
 
 impl RocksStore {
@@ -129,8 +134,12 @@ impl Store for RocksStore {
                 Write::ClientMessageId { conversation, client_message_id, seq } => {
                     batch.put_cf(self.cf(CF_CLIENT_IDS)?, concat(&conversation, client_message_id.as_bytes()), seq.to_be_bytes());
                 }
-                Write::Membership { user, conversation } => batch.put_cf(self.cf(CF_MEMBERSHIPS)?, membership_key(&user, &conversation), []),
-                Write::RemoveMembership { user, conversation } => batch.delete_cf(self.cf(CF_MEMBERSHIPS)?, membership_key(&user, &conversation)),
+                Write::Membership { user, conversation } => {
+                    batch.put_cf(self.cf(CF_MEMBERSHIPS)?, membership_key(&user, &conversation), [])
+                }
+                Write::RemoveMembership { user, conversation } => {
+                    batch.delete_cf(self.cf(CF_MEMBERSHIPS)?, membership_key(&user, &conversation))
+                }
                 Write::DataKey { conversation, wrapped } => batch.put_cf(self.cf(CF_DATA_KEYS)?, conversation, wrapped),
                 Write::ReadState { conversation, user, state } => {
                     batch.put_cf(self.cf(CF_READ_STATES)?, concat(&conversation, user.as_bytes()), state.encode_to_vec());
@@ -219,7 +228,8 @@ impl Store for RocksStore {
             if !k.starts_with(id) {
                 break;
             }
-            let user = String::from_utf8(k[16..].to_vec()).map_err(|_| StoreError::Corrupt { what: "read_states key", reason: "user id is not UTF-8".into() })?;
+            let user = String::from_utf8(k[16..].to_vec())
+                .map_err(|_| StoreError::Corrupt { what: "read_states key", reason: "user id is not UTF-8".into() })?;
             out.push((user, decode("read_states", &v)?));
         }
         Ok(out)
