@@ -8,9 +8,11 @@
 mod access;
 mod auth;
 mod bad_frames;
+mod conversations;
 mod dedup;
 mod durability;
 mod encryption;
+mod lifecycle;
 mod load;
 mod messaging;
 mod ops;

@@ -1,0 +1,86 @@
+//! Starting and stopping: bad configuration fails at start naming the setting, and a
+//! graceful shutdown tells connected clients goodbye without losing what was acknowledged.
+
+use std::process::Command;
+
+use legalchat_sdk::Event;
+use legalchat_sdk::pb::ErrorCode;
+use legalchat_tests::{EVENT_TIMEOUT, bounded, full_history, next_event};
+use tokio::time::Instant;
+
+use crate::{DAEMON_BIN, daemon};
+
+/// Runs the daemon with `args` (it must fail at start) and returns its stderr.
+fn start_fails(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let out = Command::new(DAEMON_BIN)
+        .args(["--dev", "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "the daemon should refuse {args:?}; stderr: {stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "it must not report ready");
+    stderr
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_setting() {
+    let e = start_fails(&["--jwt-secret", "too-short"]);
+    assert!(e.contains("jwt.secret") && e.contains("at least 32"), "{e}");
+    let e = start_fails(&["--jwt-algorithm", "RS256"]);
+    assert!(e.contains("LEGALCHAT_JWT_PUBLIC_KEY"), "{e}");
+    let e = start_fails(&["--max-message-size", "0"]);
+    assert!(e.contains("MAX_MESSAGE_SIZE"), "{e}");
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let toml = dir.path().join("legalchatd.toml");
+    std::fs::write(&toml, "dev = true\nmax_batchh = 10\n").expect("write config");
+    let e = start_fails(&["--config", toml.to_str().expect("utf-8 path")]);
+    assert!(e.contains("max_batchh") && e.contains("legalchatd.toml"), "{e}");
+
+    // A master key that is not 32 bytes is refused rather than silently replaced.
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "abcd").expect("write key");
+    let e = start_fails(&["--master-key-file", key.to_str().expect("utf-8 path")]);
+    assert!(e.contains("master key"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_says_goodbye_and_keeps_every_ack() {
+    bounded("shutdown", async {
+        let mut d = daemon().await;
+        let alice = d.client("alice", "advocate").await;
+        let bob = d.client("bob", "advocate").await;
+        let conv = alice.private_chat("bob").await.expect("private chat");
+        let mut acked = Vec::new();
+        for n in 0..20 {
+            acked.push(alice.send_text(&conv.id, &format!("before shutdown {n}")).await.expect("send").message_id);
+        }
+
+        d.restart().await;
+
+        // Bob was told why the session ended, in band, before the connection closed.
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let (code, reason) = loop {
+            match next_event(&bob, deadline, "the goodbye").await {
+                Event::Goodbye { code, reason } => break (code, reason),
+                Event::Closed { reason } => panic!("closed without a goodbye: {reason}"),
+                _ => {}
+            }
+        };
+        assert_eq!(code, ErrorCode::Unavailable);
+        assert!(reason.contains("shutting down"), "{reason}");
+        assert!(alice.send_text(&conv.id, "after shutdown").await.is_err(), "the old session is gone");
+
+        let alice = d.client("alice", "advocate").await;
+        let stored: Vec<String> = full_history(&alice, &conv.id).await.into_iter().map(|m| m.message_id).collect();
+        assert_eq!(stored, acked);
+        let ready = d.http_get("/readyz").await;
+        assert_eq!(ready.status, 200);
+    })
+    .await;
+}
