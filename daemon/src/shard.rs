@@ -492,9 +492,8 @@ impl Shard {
         } else if self.conversations.contains_key(&id) || self.store.conversation(&id).map_err(store_err)?.is_some() {
             return Err(RequestError::new(ErrorCode::Conflict, "conversation id collision; retry"));
         }
-        let roles: Vec<(String, Option<Role>)> = spec.others.iter().map(|u| (u.clone(), self.directory.role_of(u))).collect();
-        let borrowed: Vec<(&str, Option<Role>)> = roles.iter().map(|(u, r)| (u.as_str(), *r)).collect();
-        policy::may_create(caller.role, spec.kind, &borrowed)?;
+        let roles = known_roles(&self.directory, &spec.others);
+        policy::may_create(caller.role, spec.kind, &borrowed(&roles))?;
 
         let now = ids::now_ms();
         let creator_role = if spec.kind == ConversationType::Private { ParticipantRole::Member } else { ParticipantRole::AdminRole };
@@ -524,12 +523,7 @@ impl Shard {
         p.touched.insert(id);
         let c = Conversation { id, meta, dek, last_seq: 0, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
         let view = c.to_pb(&caller.user_id);
-        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
-        p.fanout.push((
-            recipients,
-            Some(origin),
-            encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) })),
-        ));
+        announce(&c, p, origin, None);
         self.conversations.insert(id, c);
         metrics::counter!("legalchat_conversations_created_total").increment(1);
         Ok(view)
@@ -550,9 +544,8 @@ impl Shard {
             let mut seen = HashSet::new();
             users.into_iter().filter(|u| c.role_of(u).is_none() && seen.insert(u.clone())).collect()
         };
-        let roles: Vec<(String, Option<Role>)> = new.iter().map(|u| (u.clone(), directory.role_of(u))).collect();
-        let borrowed: Vec<(&str, Option<Role>)> = roles.iter().map(|(u, r)| (u.as_str(), *r)).collect();
-        policy::may_add(caller.role, c.role_of(&caller.user_id), c.kind(), role, &borrowed)?;
+        let roles = known_roles(&directory, &new);
+        policy::may_add(caller.role, c.role_of(&caller.user_id), c.kind(), role, &borrowed(&roles))?;
         if c.meta.participants.len() + new.len() > policy::MAX_PARTICIPANTS {
             return Err(RequestError::invalid(format!("user_ids: a conversation has at most {} participants", policy::MAX_PARTICIPANTS)));
         }
@@ -568,14 +561,8 @@ impl Shard {
         c.meta.updated_at_ms = now;
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.touched.insert(id);
-        let view = c.to_pb(&caller.user_id);
-        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
-        p.fanout.push((
-            recipients,
-            Some(origin),
-            encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) })),
-        ));
-        Ok(view)
+        announce(c, p, origin, None);
+        Ok(c.to_pb(&caller.user_id))
     }
 
     fn remove(
@@ -591,20 +578,14 @@ impl Shard {
         if c.role_of(user).is_none() {
             return Err(RequestError::not_found(format!("user {user} is not a participant of this conversation")));
         }
-        let mut recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
         c.meta.participants.retain(|part| part.user_id != user);
         c.meta.updated_at_ms = ids::now_ms();
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.writes.push(Write::RemoveMembership { user: user.to_owned(), conversation: id });
         p.touched.insert(id);
-        let view = c.to_pb(&caller.user_id);
-        recipients.dedup();
-        p.fanout.push((
-            recipients,
-            Some(origin),
-            encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view.clone()) })),
-        ));
-        Ok(view)
+        // The removed user hears of it too: their view no longer lists them.
+        announce(c, p, origin, Some(user));
+        Ok(c.to_pb(&caller.user_id))
     }
 
     fn send(
@@ -727,6 +708,26 @@ impl Shard {
         }
         Ok(pb::HistoryPage { conversation_id: format_id(id), messages, has_more, last_seq: last })
     }
+}
+
+/// Each participant (and `also`, e.g. a user just removed) gets a `ConversationUpdated`
+/// with their own view of the conversation: unread counts differ per user. Conversation
+/// changes are rare, so encoding per recipient costs nothing that matters.
+fn announce(c: &Conversation, p: &mut Pending, origin: SessionId, also: Option<&str>) {
+    for user in c.member_ids().chain(also) {
+        let view = c.to_pb(user);
+        let frame = encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view) }));
+        p.fanout.push((vec![user.to_owned()], Some(origin), frame));
+    }
+}
+
+/// The directory's roles of `users`, for the policy checks.
+fn known_roles(directory: &Directory, users: &[String]) -> Vec<(String, Option<Role>)> {
+    users.iter().map(|u| (u.clone(), directory.role_of(u))).collect()
+}
+
+fn borrowed(roles: &[(String, Option<Role>)]) -> Vec<(&str, Option<Role>)> {
+    roles.iter().map(|(u, r)| (u.as_str(), *r)).collect()
 }
 
 fn open_message(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<pb::Message, RequestError> {
