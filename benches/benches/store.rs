@@ -49,7 +49,7 @@ fn append(c: &mut Criterion) {
                     writes.push(Write::ReadState {
                         conversation,
                         user: "advocate.jane".into(),
-                        state: StoredReadState { read_seq: seq, delivered_seq: seq },
+                        state: StoredReadState { read_seq: seq, delivered_seq: seq, ..Default::default() },
                     });
                 }
                 store.commit(black_box(writes), sync).expect("commit");

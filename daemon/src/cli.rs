@@ -111,6 +111,7 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         max_message_size: inner.max_message_size.or(outer.max_message_size),
         auth_timeout_ms: inner.auth_timeout_ms.or(outer.auth_timeout_ms),
         max_connections: inner.max_connections.or(outer.max_connections),
+        typing_timeout_ms: inner.typing_timeout_ms.or(outer.typing_timeout_ms),
     }
 }
 
@@ -259,10 +260,10 @@ fn print_demo(config: &Config, daemon: &Daemon) -> anyhow::Result<()> {
     writeln!(err, "  export LEGALCHAT_SERVER={} LEGALCHAT_CA={}", daemon.quic_addr(), display(&cert))?;
     writeln!(
         err,
-        "  export LEGALCHAT_TOKEN=$(cargo run -q -p legalchat-daemon -- token --dev --data-dir {} --user alice --role advocate)",
+        "  export LEGALCHAT_TOKEN=$(cargo run -q --release -p legalchat-daemon -- token --dev --data-dir {} --user alice --role advocate)",
         display(&config.data_dir)
     )?;
-    writeln!(err, "  cargo run -q -p legalchat-sdk --bin legalchat -- list")?;
+    writeln!(err, "  cargo run -q --release -p legalchat-sdk --bin legalchat -- list")?;
     writeln!(err, "Metrics: http://{}/metrics", daemon.ops_addr())?;
     writeln!(err)?;
     Ok(())

@@ -114,6 +114,8 @@ pub struct Config {
     pub max_connections: usize,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
+    /// A typing state ends by itself when not refreshed within this time.
+    pub typing_timeout: Duration,
 }
 
 /// Token verification settings.
@@ -153,6 +155,7 @@ struct FileConfig {
     session_inflight: Option<usize>,
     max_connections: Option<usize>,
     idle_timeout_ms: Option<u64>,
+    typing_timeout_ms: Option<u64>,
     master_key_file: Option<PathBuf>,
     #[serde(default)]
     tls: FileTls,
@@ -242,6 +245,9 @@ pub struct ConfigArgs {
     /// Most concurrent QUIC connections. Default 100000.
     #[arg(long, env = "LEGALCHAT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Milliseconds after which a typing indicator that was not refreshed stops. Default 3000.
+    #[arg(long, env = "TYPING_TIMEOUT")]
+    pub typing_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -286,6 +292,7 @@ impl Config {
             session_inflight: file.session_inflight.unwrap_or(1_024),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(30_000)),
+            typing_timeout: Duration::from_millis(args.typing_timeout_ms.or(file.typing_timeout_ms).unwrap_or(3_000)),
         };
         config.check()?;
         Ok(config)
@@ -312,6 +319,10 @@ impl Config {
                 "auth_timeout_ms (LEGALCHAT_AUTH_TIMEOUT_MS, --auth-timeout-ms)",
                 format!("{ms} ms is outside 100..=120000"),
             ));
+        }
+        let typing = u64::try_from(self.typing_timeout.as_millis()).unwrap_or(u64::MAX);
+        if !(100..=60_000).contains(&typing) {
+            return Err(invalid("typing_timeout_ms (TYPING_TIMEOUT, --typing-timeout-ms)", format!("{typing} ms is outside 100..=60000")));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls.cert / tls.key (--tls-cert, --tls-key)", "give both the certificate and the key, or neither"));

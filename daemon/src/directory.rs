@@ -17,12 +17,13 @@ use crate::store::{Store, StoreError, StoredUser, Write};
 pub struct Directory {
     store: Arc<dyn Store>,
     cache: RwLock<HashMap<String, Role>>,
+    last_seen: RwLock<HashMap<String, i64>>,
 }
 
 impl Directory {
     /// A directory over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, cache: RwLock::new(HashMap::new()) }
+        Self { store, cache: RwLock::new(HashMap::new()), last_seen: RwLock::new(HashMap::new()) }
     }
 
     /// The role of `user`, if they have ever signed in (or were provisioned).
@@ -51,5 +52,26 @@ impl Directory {
         self.store.commit(vec![Write::User(user)], false)?;
         self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone(), id.role);
         Ok(())
+    }
+
+    /// Records that `user` was last connected at `ms` (their last session ended).
+    pub fn seen(&self, user: &str, ms: i64) {
+        self.last_seen.write().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), ms);
+        let Some(role) = self.role_of(user) else { return };
+        let name = self.store.user(user).ok().flatten().map(|u| u.name).unwrap_or_default();
+        let record = StoredUser { user_id: user.to_owned(), role: role.to_pb() as i32, name, last_seen_ms: ms };
+        // Last-seen is informative, not a promise: a lost update after a crash is fine,
+        // so it does not wait for fsync.
+        if let Err(e) = self.store.commit(vec![Write::User(record)], false) {
+            tracing::warn!(%user, error = %e, "last-seen not stored");
+        }
+    }
+
+    /// When `user` was last connected (0 if never seen).
+    pub fn last_seen(&self, user: &str) -> i64 {
+        if let Some(ms) = self.last_seen.read().unwrap_or_else(|e| e.into_inner()).get(user) {
+            return *ms;
+        }
+        self.store.user(user).ok().flatten().map_or(0, |u| u.last_seen_ms)
     }
 }

@@ -16,10 +16,13 @@
 //!                      (bodies sealed with AES-256-GCM)                   [crypto.rs]
 //! ```
 //!
-//! What it does not do (yet): typing indicators, presence, receipts and resume; edits,
-//! reactions and search; attachments; the Socket.IO bridge; multi-node operation. The
-//! seams for them are the [`shard::Command`] enum, the [`store::Write`] enum and the
-//! `read_states` family.
+//! Around the message path: receipts (delivery and read positions, durable), catch-up
+//! after a disconnect, rooms with typing and online lists ([`realtime`]), presence, and
+//! push notifications for users with no connected device ([`push`]).
+//!
+//! What it does not do (yet): edits, reactions and search; attachments; the Socket.IO
+//! bridge; multi-node operation. The seams for them are the [`shard::Command`] enum and
+//! the [`store::Write`] enum.
 //!
 //! The binary is a thin shell over [`cli::main`]; [`server::Daemon`] can also be started
 //! in-process (the load generator does).
@@ -33,6 +36,8 @@ mod fsutil;
 pub mod ids;
 pub mod ops;
 pub mod policy;
+pub mod push;
+pub mod realtime;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -64,21 +64,31 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Adds a session of `user`.
-    pub fn register(&self, user: &str, handle: SessionHandle) {
+    /// Adds a session of `user`. Returns true when it is the user's first (they came online).
+    pub fn register(&self, user: &str, handle: SessionHandle) -> bool {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        users.entry(user.to_owned()).or_default().push(handle);
+        let list = users.entry(user.to_owned()).or_default();
+        list.push(handle);
+        list.len() == 1
     }
 
-    /// Removes a session of `user`.
-    pub fn unregister(&self, user: &str, id: SessionId) {
+    /// Removes a session of `user`. Returns true when it was the user's last (they went offline).
+    pub fn unregister(&self, user: &str, id: SessionId) -> bool {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = users.get_mut(user) {
+            let before = list.len();
             list.retain(|h| h.id != id);
             if list.is_empty() {
                 users.remove(user);
+                return before > 0;
             }
         }
+        false
+    }
+
+    /// Whether `user` has a connected session.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).contains_key(user)
     }
 
     /// Queues `frame` for every session of `user` except `except`. Returns how many
@@ -125,13 +135,14 @@ mod tests {
         let reg = Registry::default();
         let (a, mut ra) = handle(1, 4);
         let (b, mut rb) = handle(2, 4);
-        reg.register("alice", a);
-        reg.register("alice", b);
+        assert!(reg.register("alice", a), "first device: online");
+        assert!(!reg.register("alice", b), "second device: already online");
         assert_eq!(reg.deliver("alice", &Bytes::from_static(b"x"), Some(1)), 1);
         assert_eq!(rb.recv().await.unwrap(), Bytes::from_static(b"x"));
         assert!(ra.try_recv().is_err());
-        reg.unregister("alice", 2);
-        reg.unregister("alice", 1);
+        assert!(!reg.unregister("alice", 2), "one device left: still online");
+        assert!(reg.is_online("alice"));
+        assert!(reg.unregister("alice", 1), "last device: offline");
         assert_eq!(reg.online_users(), 0);
     }
 

@@ -20,9 +20,11 @@ use crate::config::{Config, ConfigError, FsyncPolicy, JwtAlgorithm};
 use crate::crypto::MasterKey;
 use crate::directory::Directory;
 use crate::fsutil;
+use crate::push;
+use crate::realtime::Hub;
 use crate::registry::Registry;
 use crate::session::{self, SessionContext, SessionLimits};
-use crate::shard::{self, ShardConfig, ShardThreads, Shards};
+use crate::shard::{self, ShardConfig, ShardDeps, ShardThreads, Shards};
 use crate::store::{RocksStore, Store, StoreError};
 use crate::tls::{self, TlsError};
 
@@ -45,6 +47,9 @@ pub enum StartError {
     /// The token key is unusable.
     #[error("JWT: {0}")]
     Auth(#[from] AuthError),
+    /// Push notifications are misconfigured.
+    #[error("push: {0}")]
+    Push(String),
     /// A file or socket operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -101,6 +106,7 @@ pub struct Daemon {
     endpoint: quinn::Endpoint,
     accept: tokio::task::JoinHandle<JoinSet<()>>,
     ops: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
     shards: Shards,
     threads: ShardThreads,
     store: Arc<dyn Store>,
@@ -134,13 +140,25 @@ impl Daemon {
             Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&db_dir)).await.map_err(|e| StoreError::Engine(e.to_string()))??);
         let registry = Arc::new(Registry::default());
         let directory = Arc::new(Directory::new(store.clone()));
+        let hub = Arc::new(Hub::new(registry.clone(), config.typing_timeout));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (push, push_task) = push::start(&config, store.clone(), shutdown_rx.clone()).map_err(|e| StartError::Push(e.to_string()))?;
         let shard_config =
             ShardConfig { mailbox: config.shard_mailbox, max_batch: config.max_batch, sync: config.fsync == FsyncPolicy::Always };
-        let (shards, threads) =
-            shard::start(config.shards, shard_config, store.clone(), secrets.master_key.clone(), registry.clone(), directory.clone())
-                .map_err(io("starting shard threads"))?;
+        let deps = ShardDeps {
+            store: store.clone(),
+            master: secrets.master_key.clone(),
+            registry: registry.clone(),
+            directory: directory.clone(),
+            hub: hub.clone(),
+            push: push.clone(),
+        };
+        let (shards, threads) = shard::start(config.shards, shard_config, deps).map_err(io("starting shard threads"))?;
+        let mut typing_stop = shutdown_rx.clone();
+        let typing = tokio::spawn(hub.clone().drive_typing(async move {
+            let _ = typing_stop.wait_for(|s| *s).await;
+        }));
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let limits = SessionLimits {
             max_frame_size: config.max_frame_size,
             max_message_size: config.max_message_size,
@@ -156,6 +174,8 @@ impl Daemon {
             auth,
             limits,
             shutdown_rx.clone(),
+            hub,
+            push,
         ));
 
         let server_crypto = tls::server_config(material)?;
@@ -187,7 +207,8 @@ impl Daemon {
         ready.store(true, Ordering::Release);
         tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
         let internal = Arc::new(Internal { shards: shards.clone(), directory });
-        Ok(Self { quic_addr, ops_addr, shutdown_tx, ready, endpoint, accept, ops, shards, threads, store, registry, internal })
+        let background = vec![typing, push_task];
+        Ok(Self { quic_addr, ops_addr, shutdown_tx, ready, endpoint, accept, ops, background, shards, threads, store, registry, internal })
     }
 
     /// The QUIC address sessions connect to.
@@ -220,6 +241,9 @@ impl Daemon {
             }
         }
         let _ = self.ops.await;
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         // Every session is gone; dropping the last mailbox handles lets each shard finish
         // its queue, commit, and stop.
         drop(self.internal);

@@ -13,6 +13,7 @@
 //! client's stream rather than growing memory. Requests about the same conversation go to
 //! the same shard mailbox in the order they were read, so their effects keep that order.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,14 +23,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
 use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request, server_frame::Event};
-use legalchat_protocol::validate::{self, ValidationError};
+use legalchat_protocol::validate::{self, ValidationError, format_id};
 
 use crate::auth::{Authenticator, Identity};
 use crate::directory::Directory;
 use crate::ids;
 use crate::policy::RequestError;
+use crate::push::PushHandle;
+use crate::realtime::Hub;
 use crate::registry::{Kick, Registry, SessionHandle, SessionId};
-use crate::shard::{Command, CreateSpec, Cursor, Shards};
+use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, Shards};
 use crate::store::{ConversationKey, Store};
 
 /// QUIC application close codes.
@@ -78,11 +81,16 @@ pub struct SessionContext {
     pub limits: SessionLimits,
     /// Flips to true at shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Rooms, typing, room presence.
+    pub hub: Arc<Hub>,
+    /// Push registration.
+    pub push: PushHandle,
     next_id: AtomicU64,
 }
 
 impl SessionContext {
     /// A context.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shards: Shards,
         registry: Arc<Registry>,
@@ -91,8 +99,10 @@ impl SessionContext {
         auth: Authenticator,
         limits: SessionLimits,
         shutdown: watch::Receiver<bool>,
+        hub: Arc<Hub>,
+        push: PushHandle,
     ) -> Self {
-        Self { shards, registry, store, directory, auth, limits, shutdown, next_id: AtomicU64::new(1) }
+        Self { shards, registry, store, directory, auth, limits, shutdown, hub, push, next_id: AtomicU64::new(1) }
     }
 }
 
@@ -220,18 +230,36 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     };
     // The ack goes first into the queue, so nothing can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
-    ctx.registry.register(&identity.user_id, SessionHandle { id, outbound: out_tx.clone(), kick: kick.clone() });
+    let handle = SessionHandle { id, outbound: out_tx.clone(), kick: kick.clone() };
+    if ctx.registry.register(&identity.user_id, handle.clone()) {
+        tokio::spawn(announce_presence(ctx.clone(), identity.user_id.clone()));
+    }
     metrics::gauge!("legalchat_sessions_active").increment(1.0);
     metrics::counter!("legalchat_sessions_total").increment(1);
     tracing::debug!(session = id, user = %identity.user_id, role = identity.role.as_str(), "session authenticated");
 
     let writer = tokio::spawn(write_loop(send, out_rx));
-    let session = Session { ctx: ctx.clone(), identity, id, out: out_tx, inflight: Arc::new(Semaphore::new(ctx.limits.inflight)) };
+    let session = Session {
+        ctx: ctx.clone(),
+        identity,
+        id,
+        out: out_tx,
+        handle,
+        rooms: std::sync::Mutex::new(HashSet::new()),
+        inflight: Arc::new(Semaphore::new(ctx.limits.inflight)),
+    };
     let ending = session.read_loop(&mut reader, &kick).await;
 
-    ctx.registry.unregister(&session.identity.user_id, id);
+    for room in session.rooms.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        ctx.hub.leave(&room, id);
+    }
+    if ctx.registry.unregister(&session.identity.user_id, id) {
+        ctx.directory.seen(&session.identity.user_id, ids::now_ms());
+        tokio::spawn(announce_presence(ctx.clone(), session.identity.user_id.clone()));
+    }
     metrics::gauge!("legalchat_sessions_active").decrement(1.0);
-    let Session { out, inflight, .. } = session;
+    let Session { out, inflight, handle, .. } = session;
+    drop(handle);
     match ending {
         Ending::ClientDone => {
             // Let answers still in flight reach the client, bounded.
@@ -305,6 +333,10 @@ struct Session {
     identity: Identity,
     id: SessionId,
     out: mpsc::Sender<Bytes>,
+    /// This session as the registry and rooms see it.
+    handle: SessionHandle,
+    /// Rooms this session joined, to leave when it ends.
+    rooms: std::sync::Mutex<HashSet<ConversationKey>>,
     inflight: Arc<Semaphore>,
 }
 
@@ -346,12 +378,20 @@ impl Session {
     async fn dispatch(&self, frame: pb::ClientFrame) {
         let request_id = frame.request_id;
         let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
-        if request_id == 0 {
+        if request_id == 0 && !matches!(frame.request, Some(Request::Typing(_))) {
             return self.answer_now(RequestError::invalid("request_id: must be non-zero"), 0).await;
         }
         let Some(request) = frame.request else {
             return self.answer_now(RequestError::invalid("the frame carries no request (unknown to this server?)"), request_id).await;
         };
+        // Typing is a signal: never answered, whatever its request_id.
+        if let Request::Typing(t) = request {
+            if let Ok(id) = parse_conv(&t.conversation_id) {
+                self.ctx.hub.typing(id, &self.identity.user_id, t.active, tokio::time::Instant::now());
+            }
+            drop(permit);
+            return;
+        }
         let started = Instant::now();
         let result = match request {
             Request::Authenticate(_) => Err(RequestError::invalid("this session is already authenticated")),
@@ -375,6 +415,39 @@ impl Session {
             Request::ListConversations(l) => {
                 return self.list(l, request_id, permit).await;
             }
+            Request::Typing(_) => return,
+            Request::MarkRead(m) => {
+                self.receipt(&m.conversation_id, pb::ReceiptKind::Read, m.seq).map(|(s, c, rx)| (s, c, Pending::Done(rx)))
+            }
+            Request::MarkDelivered(m) => {
+                self.receipt(&m.conversation_id, pb::ReceiptKind::Delivered, m.seq).map(|(s, c, rx)| (s, c, Pending::Done(rx)))
+            }
+            Request::GetReceipts(g) => parse_conv(&g.conversation_id).map(|id| {
+                let (reply, rx) = oneshot::channel();
+                (self.ctx.shards.shard_of(&id), Command::Receipts { id, caller: self.identity.clone(), reply }, Pending::Receipts(rx))
+            }),
+            Request::JoinRoom(j) => return self.join_room(&j.conversation_id, request_id, permit).await,
+            Request::LeaveRoom(l) => {
+                let result = parse_conv(&l.conversation_id).map(|id| {
+                    self.rooms.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    self.ctx.hub.leave(&id, self.id);
+                    pb::ack::Result::Done(pb::Done {})
+                });
+                return self.answer(request_id, result).await;
+            }
+            Request::RegisterPush(r) => {
+                let result = match r.target {
+                    Some(pb::register_push::Target::WebPush(w)) => self.ctx.push.register(&self.identity.user_id, &w),
+                    None => Err(RequestError::invalid("target: name a push target (web_push)")),
+                };
+                return self.answer(request_id, result.map(|()| pb::ack::Result::Done(pb::Done {}))).await;
+            }
+            Request::UnregisterPush(u) => {
+                let result = self.ctx.push.unregister(&self.identity.user_id, &u.endpoint);
+                return self.answer(request_id, result.map(|()| pb::ack::Result::Done(pb::Done {}))).await;
+            }
+            Request::GetPresence(g) => return self.presence(g, request_id, permit).await,
+            Request::CatchUp(c) => return self.catch_up(c, request_id, permit).await,
         };
         let (shard, cmd, pending) = match result {
             Ok(x) => x,
@@ -401,6 +474,95 @@ impl Session {
 
     async fn answer_now(&self, e: RequestError, request_id: u64) {
         let _ = self.out.send(error_frame(request_id, e.code, e.message)).await;
+    }
+
+    async fn answer(&self, request_id: u64, result: Result<pb::ack::Result, RequestError>) {
+        let frame = match result {
+            Ok(r) => ack_frame(request_id, r),
+            Err(e) => error_frame(request_id, e.code, e.message),
+        };
+        let _ = self.out.send(frame).await;
+    }
+
+    fn receipt(&self, conversation_id: &str, kind: pb::ReceiptKind, seq: u64) -> Result<Routed<()>, RequestError> {
+        let id = parse_conv(conversation_id)?;
+        let (reply, rx) = oneshot::channel();
+        Ok((self.ctx.shards.shard_of(&id), Command::Receipt { id, caller: self.identity.clone(), origin: self.id, kind, seq, reply }, rx))
+    }
+
+    /// Joining needs the participant list (from the shard) before the room can answer.
+    async fn join_room(&self, conversation_id: &str, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
+        let id = match parse_conv(conversation_id) {
+            Ok(id) => id,
+            Err(e) => return self.answer_now(e, request_id).await,
+        };
+        let (reply, rx) = oneshot::channel();
+        if let Err(e) =
+            self.ctx.shards.submit_to(self.ctx.shards.shard_of(&id), Command::Members { id, caller: self.identity.clone(), reply })
+        {
+            return self.answer_now(e.into(), request_id).await;
+        }
+        let members = match rx.await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return self.answer_now(e, request_id).await,
+            Err(_) => return self.answer_now(RequestError::new(ErrorCode::Unavailable, "the server is shutting down"), request_id).await,
+        };
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        let users = self.ctx.hub.join(id, members, &self.identity.user_id, self.handle.clone());
+        self.answer(request_id, Ok(pb::ack::Result::RoomUsers(users))).await;
+        drop(permit);
+    }
+
+    async fn presence(&self, g: pb::GetPresence, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
+        if let Err(e) = validate::participant_ids("user_ids", &g.user_ids) {
+            return self.answer_now(invalid(e), request_id).await;
+        }
+        let ctx = self.ctx.clone();
+        let me = self.identity.user_id.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let frame = match contacts_of(&ctx, &me).await {
+                Ok(contacts) => {
+                    let mut seen = HashSet::new();
+                    let users = g
+                        .user_ids
+                        .into_iter()
+                        .filter(|u| (u == &me || contacts.contains(u)) && seen.insert(u.clone()))
+                        .map(|u| presence_of(&ctx, &u))
+                        .collect();
+                    ack_frame(request_id, pb::ack::Result::Presence(pb::PresenceList { users }))
+                }
+                Err(e) => error_frame(request_id, e.code, e.message),
+            };
+            let _ = out.send(frame).await;
+            drop(permit);
+        });
+    }
+
+    async fn catch_up(&self, c: pb::CatchUp, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
+        let max_messages = match c.max_messages {
+            0 => 1_000,
+            n if n > 5_000 => return self.answer_now(RequestError::invalid(format!("max_messages: {n} exceeds 5000")), request_id).await,
+            n => n as usize,
+        };
+        let mut cursors = Vec::with_capacity(c.cursors.len());
+        for cur in &c.cursors {
+            match parse_conv(&cur.conversation_id) {
+                Ok(id) => cursors.push((id, cur.after_seq)),
+                Err(e) => return self.answer_now(e, request_id).await,
+            }
+        }
+        let ctx = self.ctx.clone();
+        let user = self.identity.user_id.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let frame = match catch_up(&ctx, &user, cursors, c.include_unlisted, max_messages).await {
+                Ok(page) => ack_frame(request_id, pb::ack::Result::CatchUp(page)),
+                Err(e) => error_frame(request_id, e.code, e.message),
+            };
+            let _ = out.send(frame).await;
+            drop(permit);
+        });
     }
 
     fn create(&self, c: pb::CreateConversation) -> Result<Routed<pb::Conversation>, RequestError> {
@@ -541,6 +703,119 @@ async fn list_conversations(ctx: &Arc<SessionContext>, user: String, limit: u32)
     Ok(all)
 }
 
+/// Most text bytes in one catch-up page (frames stay well below the SDK's 16 MiB).
+const CATCH_UP_MAX_BYTES: usize = 4 << 20;
+
+async fn user_conversations(ctx: &Arc<SessionContext>, user: &str) -> Result<Vec<ConversationKey>, RequestError> {
+    let store = ctx.store.clone();
+    let u = user.to_owned();
+    tokio::task::spawn_blocking(move || store.user_conversations(&u))
+        .await
+        .map_err(|_| RequestError::internal("membership scan failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "membership scan failed");
+            RequestError::internal("storage failure while reading conversations")
+        })
+}
+
+/// Everyone who shares a conversation with `user`.
+async fn contacts_of(ctx: &Arc<SessionContext>, user: &str) -> Result<HashSet<String>, RequestError> {
+    let ids = user_conversations(ctx, user).await?;
+    let mut by_shard: Vec<Vec<ConversationKey>> = vec![Vec::new(); ctx.shards.len()];
+    for id in ids {
+        by_shard[ctx.shards.shard_of(&id)].push(id);
+    }
+    let mut waits = Vec::new();
+    for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
+        let (reply, rx) = oneshot::channel();
+        ctx.shards.submit_to(shard, Command::Participants { ids, reply })?;
+        waits.push(rx);
+    }
+    let mut contacts = HashSet::new();
+    for rx in waits {
+        for list in rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))? {
+            contacts.extend(list);
+        }
+    }
+    contacts.remove(user);
+    Ok(contacts)
+}
+
+fn presence_of(ctx: &SessionContext, user: &str) -> pb::Presence {
+    let online = ctx.registry.is_online(user);
+    let last_seen_ms = if online { ids::now_ms() } else { ctx.directory.last_seen(user) };
+    pb::Presence { user_id: user.to_owned(), online, last_seen_ms }
+}
+
+/// Tells everyone who shares a conversation with `user` whether they are online now.
+/// The state is read when the event is built, so a quick disconnect and reconnect can
+/// only produce an extra event, never a wrong final state.
+async fn announce_presence(ctx: Arc<SessionContext>, user: String) {
+    let contacts = match contacts_of(&ctx, &user).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "presence not announced");
+            return;
+        }
+    };
+    let presence = presence_of(&ctx, &user);
+    let online = presence.online;
+    let frame = codec::encode(&pb::ServerFrame { event: Some(Event::Presence(pb::PresenceEvent { presence: Some(presence) })) });
+    for contact in &contacts {
+        ctx.registry.deliver(contact, &frame, None);
+    }
+    ctx.hub.presence_changed(&user, online);
+    metrics::counter!("legalchat_presence_events_total", "online" => if online { "true" } else { "false" }).increment(1);
+}
+
+/// One page of catching up across shards, within the message and byte budget.
+async fn catch_up(
+    ctx: &Arc<SessionContext>,
+    user: &str,
+    cursors: Vec<(ConversationKey, u64)>,
+    include_unlisted: bool,
+    max_messages: usize,
+) -> Result<pb::CatchUpPage, RequestError> {
+    let mine: HashSet<ConversationKey> = user_conversations(ctx, user).await?.into_iter().collect();
+    let listed: HashSet<ConversationKey> = cursors.iter().map(|(id, _)| *id).collect();
+    let mut unknown: Vec<ConversationKey> = mine.iter().filter(|id| !listed.contains(*id)).copied().collect();
+    unknown.sort_unstable();
+    // Only the caller's conversations; the order given is the order served.
+    let mut wanted: Vec<(ConversationKey, u64)> = cursors.into_iter().filter(|(id, _)| mine.contains(id)).collect();
+    if include_unlisted {
+        wanted.extend(unknown.drain(..).map(|id| (id, 0)));
+    }
+    let mut by_shard: Vec<Vec<(ConversationKey, u64)>> = vec![Vec::new(); ctx.shards.len()];
+    for (id, after) in wanted {
+        by_shard[ctx.shards.shard_of(&id)].push((id, after));
+    }
+    let mut page = pb::CatchUpPage::default();
+    let mut bytes = 0usize;
+    for (shard, cursors) in by_shard.into_iter().enumerate().filter(|(_, c)| !c.is_empty()) {
+        let room = max_messages.saturating_sub(page.messages.len());
+        if room == 0 || bytes >= CATCH_UP_MAX_BYTES {
+            // Budget spent: the rest is for the next page.
+            page.next.extend(
+                cursors.into_iter().map(|(id, after)| pb::ConversationCursor { conversation_id: format_id(&id), after_seq: after }),
+            );
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::CatchUp { cursors, user: user.to_owned(), max_messages: room, max_bytes: CATCH_UP_MAX_BYTES - bytes, reply };
+        ctx.shards.submit_to(shard, cmd)?;
+        let part: CatchUpPart = rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))?;
+        bytes += part.bytes;
+        page.messages.extend(part.messages);
+        page.next
+            .extend(part.next.into_iter().map(|(id, after)| pb::ConversationCursor { conversation_id: format_id(&id), after_seq: after }));
+        page.receipts.extend(part.receipts);
+    }
+    page.has_more = !page.next.is_empty();
+    page.unknown = unknown.iter().map(format_id).collect();
+    metrics::counter!("legalchat_catch_up_messages_total").increment(page.messages.len() as u64);
+    Ok(page)
+}
+
 /// The answer to come from a shard.
 type ReplyRx<T> = oneshot::Receiver<Result<T, RequestError>>;
 
@@ -552,6 +827,8 @@ enum Pending {
     Conversation(ReplyRx<pb::Conversation>),
     Accepted(ReplyRx<pb::MessageAccepted>),
     History(ReplyRx<pb::HistoryPage>),
+    Done(ReplyRx<()>),
+    Receipts(ReplyRx<pb::ReceiptList>),
 }
 
 impl Pending {
@@ -563,6 +840,8 @@ impl Pending {
             Pending::Conversation(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Conversation),
             Pending::Accepted(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::MessageAccepted),
             Pending::History(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::History),
+            Pending::Done(rx) => rx.await.map_err(|_| gone())?.map(|()| pb::ack::Result::Done(pb::Done {})),
+            Pending::Receipts(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Receipts),
         }
     }
 }

@@ -37,6 +37,8 @@ use crate::crypto::{DataKey, MasterKey};
 use crate::directory::Directory;
 use crate::ids;
 use crate::policy::{self, RequestError};
+use crate::push::{Notification, PushHandle};
+use crate::realtime::Hub;
 use crate::registry::{Registry, SessionId};
 use crate::store::{ConversationKey, Store, StoreError, StoredConversation, StoredMessage, StoredParticipant, StoredReadState, Write};
 
@@ -101,13 +103,51 @@ pub enum Command {
     },
     /// Read a page of history.
     History { id: ConversationKey, caller: Identity, cursor: Cursor, limit: u32, reply: Reply<pb::HistoryPage> },
+    /// Move a participant's delivery or read position.
+    Receipt { id: ConversationKey, caller: Identity, origin: SessionId, kind: pb::ReceiptKind, seq: u64, reply: Reply<()> },
+    /// Every participant's positions.
+    Receipts { id: ConversationKey, caller: Identity, reply: Reply<pb::ReceiptList> },
+    /// The participants of a conversation, for a participant (joining a room).
+    Members { id: ConversationKey, caller: Identity, reply: Reply<Vec<String>> },
+    /// The participants of several conversations of this shard (presence fan-out).
+    Participants { ids: Vec<ConversationKey>, reply: oneshot::Sender<Vec<Vec<String>>> },
+    /// Missed messages after cursors, within a budget (catching up).
+    CatchUp {
+        cursors: Vec<(ConversationKey, u64)>,
+        user: String,
+        max_messages: usize,
+        max_bytes: usize,
+        reply: oneshot::Sender<CatchUpPart>,
+    },
+}
+
+/// One shard's share of a catch-up page.
+#[derive(Debug, Default)]
+pub struct CatchUpPart {
+    /// Missed messages, grouped by conversation, ascending.
+    pub messages: Vec<pb::Message>,
+    /// Cursors of conversations that have more than fitted.
+    pub next: Vec<(ConversationKey, u64)>,
+    /// Positions in the conversations that had news.
+    pub receipts: Vec<pb::ReceiptList>,
+    /// Text bytes used (so the next shard gets the rest of the budget).
+    pub bytes: usize,
 }
 
 impl Command {
     /// Reads must see only committed state, so a read that arrives behind uncommitted
     /// writes in a batch forces the commit first.
     fn is_read(&self) -> bool {
-        matches!(self, Command::Get { .. } | Command::Summaries { .. } | Command::History { .. })
+        matches!(
+            self,
+            Command::Get { .. }
+                | Command::Summaries { .. }
+                | Command::History { .. }
+                | Command::Receipts { .. }
+                | Command::Members { .. }
+                | Command::Participants { .. }
+                | Command::CatchUp { .. }
+        )
     }
 }
 
@@ -193,15 +233,26 @@ impl ShardThreads {
     }
 }
 
+/// What every shard shares.
+#[derive(Debug, Clone)]
+pub struct ShardDeps {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Wraps the conversations' data keys.
+    pub master: MasterKey,
+    /// Connected sessions, for fan-out.
+    pub registry: Arc<Registry>,
+    /// Known users, for the role policy.
+    pub directory: Arc<Directory>,
+    /// Rooms, told of membership changes.
+    pub hub: Arc<Hub>,
+    /// Notifications for users with no connected device.
+    pub push: PushHandle,
+}
+
 /// Starts `n` shard threads.
-pub fn start(
-    n: usize,
-    config: ShardConfig,
-    store: Arc<dyn Store>,
-    master: MasterKey,
-    registry: Arc<Registry>,
-    directory: Arc<Directory>,
-) -> std::io::Result<(Shards, ShardThreads)> {
+pub fn start(n: usize, config: ShardConfig, deps: ShardDeps) -> std::io::Result<(Shards, ShardThreads)> {
+    let ShardDeps { store, master, registry, directory, hub, push } = deps;
     let mut mailboxes = Vec::with_capacity(n);
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {
@@ -213,6 +264,8 @@ pub fn start(
             master: master.clone(),
             registry: registry.clone(),
             directory: directory.clone(),
+            hub: hub.clone(),
+            push: push.clone(),
             conversations: HashMap::new(),
         };
         threads.push(std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || shard.run(rx))?);
@@ -284,6 +337,16 @@ impl Conversation {
     }
 }
 
+/// One frame for some recipients, sent after the commit.
+struct Fanout {
+    recipients: Vec<String>,
+    /// The session that caused it, which already knows.
+    origin: Option<SessionId>,
+    frame: Bytes,
+    /// For a new message: recipients with no connected device get a push notification.
+    push: Option<(String, Arc<Notification>)>,
+}
+
 /// Runs after a batch's commit with its outcome.
 type AfterCommit = Box<dyn FnOnce(Result<(), &RequestError>) + Send>;
 
@@ -293,8 +356,10 @@ struct Pending {
     writes: Vec<Write>,
     /// Run after the commit with its outcome: replies to callers.
     replies: Vec<AfterCommit>,
-    /// Frames to fan out after a successful commit: (recipients, origin, bytes).
-    fanout: Vec<(Vec<String>, Option<SessionId>, Bytes)>,
+    /// Frames to fan out after a successful commit.
+    fanout: Vec<Fanout>,
+    /// Participant lists that changed, for the rooms of the real-time hub.
+    membership: Vec<(ConversationKey, Vec<String>)>,
     touched: HashSet<ConversationKey>,
     messages: u64,
 }
@@ -323,6 +388,8 @@ struct Shard {
     master: MasterKey,
     registry: Arc<Registry>,
     directory: Arc<Directory>,
+    hub: Arc<Hub>,
+    push: PushHandle,
     conversations: HashMap<ConversationKey, Conversation>,
 }
 
@@ -392,10 +459,21 @@ impl Shard {
         if outcome.is_ok() {
             metrics::counter!("legalchat_messages_stored_total").increment(batch.messages);
             let mut delivered = 0u64;
-            for (recipients, origin, frame) in &batch.fanout {
-                for user in recipients {
-                    delivered += self.registry.deliver(user, frame, *origin) as u64;
+            for f in &batch.fanout {
+                for user in &f.recipients {
+                    let n = self.registry.deliver(user, &f.frame, f.origin);
+                    delivered += n as u64;
+                    if let Some((sender, notification)) = &f.push
+                        && n == 0
+                        && user != sender
+                        && !self.registry.is_online(user)
+                    {
+                        self.push.notify(user, notification);
+                    }
                 }
+            }
+            for (id, participants) in &batch.membership {
+                self.hub.participants_changed(id, participants);
             }
             metrics::counter!("legalchat_frames_delivered_total").increment(delivered);
         }
@@ -440,6 +518,31 @@ impl Shard {
             Command::History { id, caller, cursor, limit, reply } => {
                 let r = self.history(&id, &caller, cursor, limit);
                 p.reply(reply, r);
+            }
+            Command::Receipt { id, caller, origin, kind, seq, reply } => {
+                let r = self.receipt(id, &caller, origin, kind, seq, p);
+                p.reply(reply, r);
+            }
+            Command::Receipts { id, caller, reply } => {
+                let r = self.load(&id).and_then(|c| {
+                    c.require_participant(&caller.user_id)?;
+                    Ok(receipt_list(c))
+                });
+                p.reply(reply, r);
+            }
+            Command::Members { id, caller, reply } => {
+                let r = self.load(&id).and_then(|c| {
+                    c.require_participant(&caller.user_id)?;
+                    Ok(c.member_ids().map(str::to_owned).collect())
+                });
+                p.reply(reply, r);
+            }
+            Command::Participants { ids, reply } => {
+                let lists = ids.iter().filter_map(|id| self.load(id).ok().map(|c| c.member_ids().map(str::to_owned).collect())).collect();
+                let _ = reply.send(lists);
+            }
+            Command::CatchUp { cursors, user, max_messages, max_bytes, reply } => {
+                let _ = reply.send(self.catch_up(cursors, &user, max_messages, max_bytes));
             }
         }
     }
@@ -562,6 +665,7 @@ impl Shard {
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.touched.insert(id);
         announce(c, p, origin, None);
+        p.membership.push((id, c.member_ids().map(str::to_owned).collect()));
         Ok(c.to_pb(&caller.user_id))
     }
 
@@ -585,6 +689,7 @@ impl Shard {
         p.touched.insert(id);
         // The removed user hears of it too: their view no longer lists them.
         announce(c, p, origin, Some(user));
+        p.membership.push((id, c.member_ids().map(str::to_owned).collect()));
         Ok(c.to_pb(&caller.user_id))
     }
 
@@ -641,7 +746,7 @@ impl Shard {
         p.writes.push(Write::Message { conversation: id, seq, sealed });
         p.writes.push(Write::ClientMessageId { conversation: id, client_message_id: client_message_id.clone(), seq });
         // Sending implies having read everything before: the sender's unread count is 0.
-        let read = StoredReadState { read_seq: seq, delivered_seq: seq };
+        let read = StoredReadState { read_seq: seq, delivered_seq: seq, read_at_ms: timestamp_ms, delivered_at_ms: timestamp_ms };
         p.writes.push(Write::ReadState { conversation: id, user: caller.user_id.clone(), state: read });
         p.touched.insert(id);
         p.messages += 1;
@@ -671,9 +776,122 @@ impl Shard {
         let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
         // Encoded once; every recipient's queue gets a clone of the same bytes.
         let frame = encode_event(pb::server_frame::Event::ReceiveMessage(pb::ReceiveMessage { message: Some(message.clone()) }));
+        let notification = Arc::new(Notification {
+            conversation_id: message.conversation_id.clone(),
+            conversation_type: c.meta.kind,
+            conversation_title: c.meta.title.clone(),
+            case_id: c.meta.case_id.clone(),
+            sender_id: caller.user_id.clone(),
+            seq,
+            message_id: message.message_id.clone(),
+            text: message.content.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
+            timestamp_ms,
+        });
         c.last_message = Some(message);
-        p.fanout.push((recipients, Some(origin), frame));
+        p.fanout.push(Fanout { recipients, origin: Some(origin), frame, push: Some((caller.user_id.clone(), notification)) });
         Ok(accepted)
+    }
+
+    fn receipt(
+        &mut self,
+        id: ConversationKey,
+        caller: &Identity,
+        origin: SessionId,
+        kind: pb::ReceiptKind,
+        seq: u64,
+        p: &mut Pending,
+    ) -> Result<(), RequestError> {
+        let c = self.load(&id)?;
+        c.require_participant(&caller.user_id)?;
+        if seq > c.last_seq {
+            return Err(RequestError::invalid(format!("seq: {seq} is beyond the newest message ({})", c.last_seq)));
+        }
+        let now = ids::now_ms();
+        let state = c.reads.entry(caller.user_id.clone()).or_default();
+        let moved = match kind {
+            pb::ReceiptKind::Read if seq > state.read_seq => {
+                state.read_seq = seq;
+                state.read_at_ms = now;
+                // Reading implies having received.
+                if seq > state.delivered_seq {
+                    state.delivered_seq = seq;
+                    state.delivered_at_ms = now;
+                }
+                true
+            }
+            pb::ReceiptKind::Delivered if seq > state.delivered_seq => {
+                state.delivered_seq = seq;
+                state.delivered_at_ms = now;
+                true
+            }
+            pb::ReceiptKind::Unspecified => return Err(RequestError::invalid("kind: must be DELIVERED or READ")),
+            // Positions only move forward; an older report changes nothing.
+            _ => false,
+        };
+        if !moved {
+            return Ok(());
+        }
+        let state = *state;
+        p.writes.push(Write::ReadState { conversation: id, user: caller.user_id.clone(), state });
+        p.touched.insert(id);
+        let event = pb::ReceiptEvent {
+            conversation_id: format_id(&id),
+            user_id: caller.user_id.clone(),
+            kind: kind as i32,
+            seq,
+            timestamp_ms: now,
+        };
+        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        p.fanout.push(Fanout {
+            recipients,
+            origin: Some(origin),
+            frame: encode_event(pb::server_frame::Event::Receipt(event)),
+            push: None,
+        });
+        metrics::counter!("legalchat_receipts_total", "kind" => kind.as_str_name()).increment(1);
+        Ok(())
+    }
+
+    /// Fills a catch-up page from this shard's conversations, in the order given, until
+    /// the message or byte budget is spent.
+    fn catch_up(&mut self, cursors: Vec<(ConversationKey, u64)>, user: &str, max_messages: usize, max_bytes: usize) -> CatchUpPart {
+        let store = self.store.clone();
+        let mut part = CatchUpPart::default();
+        for (id, after) in cursors {
+            let room = max_messages.saturating_sub(part.messages.len());
+            let Ok(c) = self.load(&id) else { continue };
+            if c.role_of(user).is_none() || c.last_seq <= after {
+                continue;
+            }
+            if room == 0 || part.bytes >= max_bytes {
+                part.next.push((id, after));
+                continue;
+            }
+            let to = c.last_seq.min(after.saturating_add(room as u64));
+            let sealed = match store.messages(&id, after + 1, to, room) {
+                Ok(s) => s,
+                Err(e) => {
+                    store_err(e);
+                    part.next.push((id, after));
+                    continue;
+                }
+            };
+            let mut cursor = after;
+            for (seq, bytes) in sealed {
+                let Ok(m) = open_message(c, seq, &bytes) else { break };
+                part.bytes += m.content.as_ref().map_or(0, |x| x.text.len()) + 128;
+                part.messages.push(m);
+                cursor = seq;
+                if part.bytes >= max_bytes {
+                    break;
+                }
+            }
+            if cursor < c.last_seq {
+                part.next.push((id, cursor));
+            }
+            part.receipts.push(receipt_list(c));
+        }
+        part
     }
 
     fn history(&mut self, id: &ConversationKey, caller: &Identity, cursor: Cursor, limit: u32) -> Result<pb::HistoryPage, RequestError> {
@@ -717,8 +935,26 @@ fn announce(c: &Conversation, p: &mut Pending, origin: SessionId, also: Option<&
     for user in c.member_ids().chain(also) {
         let view = c.to_pb(user);
         let frame = encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view) }));
-        p.fanout.push((vec![user.to_owned()], Some(origin), frame));
+        p.fanout.push(Fanout { recipients: vec![user.to_owned()], origin: Some(origin), frame, push: None });
     }
+}
+
+/// Every participant's positions in `c`.
+fn receipt_list(c: &Conversation) -> pb::ReceiptList {
+    let mut states: Vec<pb::ReceiptState> = c
+        .reads
+        .iter()
+        .filter(|(u, _)| c.role_of(u).is_some())
+        .map(|(u, r)| pb::ReceiptState {
+            user_id: u.clone(),
+            delivered_seq: r.delivered_seq,
+            delivered_at_ms: r.delivered_at_ms,
+            read_seq: r.read_seq,
+            read_at_ms: r.read_at_ms,
+        })
+        .collect();
+    states.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    pb::ReceiptList { conversation_id: format_id(&c.id), states }
 }
 
 /// The directory's roles of `users`, for the policy checks.

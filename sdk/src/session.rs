@@ -66,7 +66,7 @@ pub(crate) fn authentication_outcome(frame: pb::ServerFrame, request_id: u64) ->
         E::Error(e) => Err(Error::from_server(&e)),
         E::Unauthorized(u) => Err(Error::Unauthorized(u.reason)),
         E::Goodbye(g) => Err(Error::Server { code: g.code(), message: g.reason }),
-        E::ReceiveMessage(_) | E::ConversationUpdated(_) => {
+        E::ReceiveMessage(_) | E::ConversationUpdated(_) | E::Typing(_) | E::RoomUsers(_) | E::Presence(_) | E::Receipt(_) => {
             Err(Error::Protocol("the server sent an event before accepting the token".into()))
         }
     };
@@ -113,6 +113,11 @@ pub(crate) fn route(frame: pb::ServerFrame) -> Routed {
         }
         E::Goodbye(g) => Routed::Event(Event::Goodbye { code: g.code(), reason: g.reason }),
         E::Unauthorized(u) => Routed::SessionError(format!("unauthorized: {}", u.reason)),
+        E::Typing(t) => Routed::Event(Event::Typing(t)),
+        E::RoomUsers(r) => Routed::Event(Event::RoomUsers(r)),
+        E::Presence(pb::PresenceEvent { presence: Some(p) }) => Routed::Event(Event::Presence(p)),
+        E::Presence(pb::PresenceEvent { presence: None }) => Routed::Ignore("PresenceEvent without a presence"),
+        E::Receipt(r) => Routed::Event(Event::Receipt(r)),
     }
 }
 
@@ -188,6 +193,11 @@ pub(crate) fn answer_name(result: &pb::ack::Result) -> &'static str {
         R::MessageAccepted(_) => "MessageAccepted",
         R::History(_) => "HistoryPage",
         R::Pong(_) => "Pong",
+        R::RoomUsers(_) => "RoomUsers",
+        R::Presence(_) => "PresenceList",
+        R::CatchUp(_) => "CatchUpPage",
+        R::Receipts(_) => "ReceiptList",
+        R::Done(_) => "Done",
     }
 }
 

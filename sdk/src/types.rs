@@ -152,6 +152,14 @@ pub enum Event {
         /// Why the session ended.
         reason: String,
     },
+    /// Someone started or stopped typing in a joined room.
+    Typing(pb::TypingEvent),
+    /// The online participants of a joined room (on join and on every change).
+    RoomUsers(pb::RoomUsers),
+    /// A user who shares a conversation came online or went offline.
+    Presence(pb::Presence),
+    /// A participant's delivery or read position moved.
+    Receipt(pb::ReceiptEvent),
 }
 
 /// A fresh client message id: a random (version 4) UUID, e.g.

@@ -11,7 +11,7 @@
 mod records;
 mod rocks;
 
-pub use records::{StoredConversation, StoredMessage, StoredParticipant, StoredReadState, StoredUser};
+pub use records::{StoredConversation, StoredMessage, StoredParticipant, StoredPushSubscription, StoredReadState, StoredUser};
 pub use rocks::RocksStore;
 
 /// A conversation id: 128 bits.
@@ -90,6 +90,15 @@ pub enum Write {
     },
     /// A user's directory entry.
     User(StoredUser),
+    /// Add or replace a push subscription (keyed by user and endpoint).
+    PushSubscription(StoredPushSubscription),
+    /// Remove a push subscription.
+    RemovePushSubscription {
+        /// The user.
+        user: String,
+        /// The subscription's endpoint.
+        endpoint: String,
+    },
 }
 
 /// Durable storage of conversations, messages and users.
@@ -113,6 +122,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn read_states(&self, id: &ConversationKey) -> Result<Vec<(String, StoredReadState)>, StoreError>;
     /// A user's directory entry.
     fn user(&self, user: &str) -> Result<Option<StoredUser>, StoreError>;
+    /// Every push subscription of `user`.
+    fn push_subscriptions(&self, user: &str) -> Result<Vec<StoredPushSubscription>, StoreError>;
     /// Makes everything committed so far durable (used at shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 }

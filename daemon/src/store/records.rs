@@ -82,6 +82,12 @@ pub struct StoredReadState {
     /// Everything up to this seq has been delivered to a device.
     #[prost(uint64, tag = "2")]
     pub delivered_seq: u64,
+    /// When `read_seq` last moved.
+    #[prost(int64, tag = "3")]
+    pub read_at_ms: i64,
+    /// When `delivered_seq` last moved.
+    #[prost(int64, tag = "4")]
+    pub delivered_at_ms: i64,
 }
 
 /// A user the server has seen, with the role their last token claimed.
@@ -99,4 +105,24 @@ pub struct StoredUser {
     /// Last authentication.
     #[prost(int64, tag = "4")]
     pub last_seen_ms: i64,
+}
+
+/// A Web Push subscription of a user (RFC 8030 / RFC 8291).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredPushSubscription {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// Push service URL.
+    #[prost(string, tag = "2")]
+    pub endpoint: String,
+    /// Subscription public key (P-256, uncompressed, 65 bytes).
+    #[prost(bytes = "vec", tag = "3")]
+    pub p256dh: Vec<u8>,
+    /// Authentication secret (16 bytes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub auth: Vec<u8>,
+    /// When it was registered.
+    #[prost(int64, tag = "5")]
+    pub created_at_ms: i64,
 }

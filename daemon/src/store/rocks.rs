@@ -11,6 +11,7 @@
 //! | `data_keys`     | conversation (16)                | data key wrapped by master key  |
 //! | `read_states`   | conversation (16) ‖ user         | `StoredReadState`               |
 //! | `users`         | user                             | `StoredUser`                    |
+//! | `push`          | user ‖ 0x00 ‖ endpoint           | `StoredPushSubscription`        |
 //!
 //! User ids never contain 0x00 (see `validate::user_id`), so the separator is unambiguous.
 
@@ -22,7 +23,7 @@ use rocksdb::{
     WriteOptions,
 };
 
-use super::{ConversationKey, Store, StoreError, StoredConversation, StoredReadState, StoredUser, Write};
+use super::{ConversationKey, Store, StoreError, StoredConversation, StoredPushSubscription, StoredReadState, StoredUser, Write};
 
 const CF_CONVERSATIONS: &str = "conversations";
 const CF_MESSAGES: &str = "messages";
@@ -31,7 +32,8 @@ const CF_MEMBERSHIPS: &str = "memberships";
 const CF_DATA_KEYS: &str = "data_keys";
 const CF_READ_STATES: &str = "read_states";
 const CF_USERS: &str = "users";
-const FAMILIES: [&str; 7] = [CF_CONVERSATIONS, CF_MESSAGES, CF_CLIENT_IDS, CF_MEMBERSHIPS, CF_DATA_KEYS, CF_READ_STATES, CF_USERS];
+const CF_PUSH: &str = "push";
+const FAMILIES: [&str; 8] = [CF_CONVERSATIONS, CF_MESSAGES, CF_CLIENT_IDS, CF_MEMBERSHIPS, CF_DATA_KEYS, CF_READ_STATES, CF_USERS, CF_PUSH];
 
 /// RocksDB on local disk.
 pub struct RocksStore {
@@ -63,10 +65,15 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 fn membership_key(user: &str, conv: &ConversationKey) -> Vec<u8> {
-    let mut k = Vec::with_capacity(user.len() + 17);
+    user_key(user, conv)
+}
+
+/// `user ‖ 0x00 ‖ rest`: all of a user's entries form one prefix.
+fn user_key(user: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 1 + rest.len());
     k.extend_from_slice(user.as_bytes());
     k.push(0);
-    k.extend_from_slice(conv);
+    k.extend_from_slice(rest);
     k
 }
 
@@ -147,6 +154,12 @@ impl Store for RocksStore {
                 Write::User(u) => {
                     let key = u.user_id.clone();
                     batch.put_cf(self.cf(CF_USERS)?, key, u.encode_to_vec());
+                }
+                Write::PushSubscription(p) => {
+                    batch.put_cf(self.cf(CF_PUSH)?, user_key(&p.user_id, p.endpoint.as_bytes()), p.encode_to_vec());
+                }
+                Write::RemovePushSubscription { user, endpoint } => {
+                    batch.delete_cf(self.cf(CF_PUSH)?, user_key(&user, endpoint.as_bytes()))
                 }
             }
         }
@@ -239,6 +252,19 @@ impl Store for RocksStore {
         self.get(CF_USERS, user.as_bytes())?.map(|v| decode("users", &v)).transpose()
     }
 
+    fn push_subscriptions(&self, user: &str) -> Result<Vec<StoredPushSubscription>, StoreError> {
+        let prefix = user_key(user, &[]);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PUSH)?, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(engine)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode("push", &v)?);
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true).map_err(engine)?;
         for name in FAMILIES {
@@ -303,7 +329,21 @@ mod tests {
                     Write::Membership { user: "al".into(), conversation: c2 },
                     // "al" is a prefix of "alice": the separator keeps them apart.
                     Write::Membership { user: "alice".into(), conversation: c2 },
-                    Write::ReadState { conversation: c1, user: "al".into(), state: StoredReadState { read_seq: 5, delivered_seq: 6 } },
+                    Write::ReadState {
+                        conversation: c1,
+                        user: "al".into(),
+                        state: StoredReadState { read_seq: 5, delivered_seq: 6, ..Default::default() },
+                    },
+                    Write::PushSubscription(StoredPushSubscription {
+                        user_id: "al".into(),
+                        endpoint: "https://push.example/1".into(),
+                        ..Default::default()
+                    }),
+                    Write::PushSubscription(StoredPushSubscription {
+                        user_id: "alice".into(),
+                        endpoint: "https://push.example/2".into(),
+                        ..Default::default()
+                    }),
                 ],
                 false,
             )
@@ -313,6 +353,14 @@ mod tests {
         assert_eq!(store.conversation(&c1).unwrap(), Some(conv));
         store.commit(vec![Write::RemoveMembership { user: "al".into(), conversation: c1 }], true).unwrap();
         assert_eq!(store.user_conversations("al").unwrap(), vec![c2]);
-        assert_eq!(store.read_states(&c1).unwrap(), vec![("al".to_string(), StoredReadState { read_seq: 5, delivered_seq: 6 })]);
+        assert_eq!(
+            store.read_states(&c1).unwrap(),
+            vec![("al".to_string(), StoredReadState { read_seq: 5, delivered_seq: 6, ..Default::default() })]
+        );
+        let subs = store.push_subscriptions("al").unwrap();
+        assert_eq!(subs.iter().map(|s| s.endpoint.as_str()).collect::<Vec<_>>(), ["https://push.example/1"]);
+        store.commit(vec![Write::RemovePushSubscription { user: "al".into(), endpoint: "https://push.example/1".into() }], true).unwrap();
+        assert!(store.push_subscriptions("al").unwrap().is_empty());
+        assert_eq!(store.push_subscriptions("alice").unwrap().len(), 1);
     }
 }

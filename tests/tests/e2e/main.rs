@@ -16,6 +16,9 @@ mod lifecycle;
 mod load;
 mod messaging;
 mod ops;
+mod push;
+mod realtime;
+mod resume;
 
 use legalchat_tests::TestDaemon;
 
