@@ -19,6 +19,7 @@ mod ops;
 mod push;
 mod realtime;
 mod resume;
+mod wire;
 
 use legalchat_tests::TestDaemon;
 
