@@ -37,23 +37,21 @@ pub struct EventMapping {
 }
 
 /// Every event of the requirements' `SOCKET_EVENTS`, with its protocol counterpart.
-/// Events whose protocol messages come with later capabilities (typing, rooms, presence,
-/// receipts) name the message that will carry them.
 pub const EVENTS: &[EventMapping] = &[
     EventMapping { event: "connection", direction: Direction::Lifecycle, protocol: "(QUIC connection + session stream)" },
     EventMapping { event: "disconnect", direction: Direction::Lifecycle, protocol: "Goodbye / connection close" },
     EventMapping { event: "authenticate", direction: Direction::FromClient, protocol: "Authenticate" },
     EventMapping { event: "send_message", direction: Direction::FromClient, protocol: "SendMessage" },
     EventMapping { event: "receive_message", direction: Direction::ToClient, protocol: "ReceiveMessage" },
-    EventMapping { event: "message_delivered", direction: Direction::ToClient, protocol: "Ack.message_accepted" },
-    EventMapping { event: "message_read", direction: Direction::FromClient, protocol: "MarkRead (real-time issue)" },
-    EventMapping { event: "typing_start", direction: Direction::FromClient, protocol: "Typing (real-time issue)" },
-    EventMapping { event: "typing_stop", direction: Direction::FromClient, protocol: "Typing (real-time issue)" },
-    EventMapping { event: "join_room", direction: Direction::FromClient, protocol: "JoinRoom (real-time issue)" },
-    EventMapping { event: "leave_room", direction: Direction::FromClient, protocol: "LeaveRoom (real-time issue)" },
-    EventMapping { event: "room_users", direction: Direction::ToClient, protocol: "RoomUsers (real-time issue)" },
-    EventMapping { event: "user_online", direction: Direction::ToClient, protocol: "Presence (real-time issue)" },
-    EventMapping { event: "user_offline", direction: Direction::ToClient, protocol: "Presence (real-time issue)" },
+    EventMapping { event: "message_delivered", direction: Direction::ToClient, protocol: "Ack.message_accepted / ReceiptEvent{DELIVERED}" },
+    EventMapping { event: "message_read", direction: Direction::FromClient, protocol: "MarkRead / ReceiptEvent{READ}" },
+    EventMapping { event: "typing_start", direction: Direction::FromClient, protocol: "Typing{active: true} / TypingEvent" },
+    EventMapping { event: "typing_stop", direction: Direction::FromClient, protocol: "Typing{active: false} / TypingEvent" },
+    EventMapping { event: "join_room", direction: Direction::FromClient, protocol: "JoinRoom" },
+    EventMapping { event: "leave_room", direction: Direction::FromClient, protocol: "LeaveRoom" },
+    EventMapping { event: "room_users", direction: Direction::ToClient, protocol: "RoomUsers" },
+    EventMapping { event: "user_online", direction: Direction::ToClient, protocol: "PresenceEvent{online: true}" },
+    EventMapping { event: "user_offline", direction: Direction::ToClient, protocol: "PresenceEvent{online: false}" },
     EventMapping { event: "error", direction: Direction::ToClient, protocol: "Error" },
     EventMapping { event: "unauthorized", direction: Direction::ToClient, protocol: "Unauthorized" },
 ];
