@@ -239,6 +239,7 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     tracing::debug!(session = id, user = %identity.user_id, role = identity.role.as_str(), "session authenticated");
 
     let writer = tokio::spawn(write_loop(send, out_rx));
+    let datagrams = tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), identity.user_id.clone()));
     let session = Session {
         ctx: ctx.clone(),
         identity,
@@ -250,6 +251,7 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     };
     let ending = session.read_loop(&mut reader, &kick).await;
 
+    datagrams.abort();
     for room in session.rooms.lock().unwrap_or_else(|e| e.into_inner()).drain() {
         ctx.hub.leave(&room, id);
     }
@@ -300,6 +302,22 @@ fn decode_code(e: &DecodeError) -> ErrorCode {
     match e {
         DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
         _ => ErrorCode::MalformedFrame,
+    }
+}
+
+/// Typing signals may come as QUIC datagrams, each holding one whole frame: they are
+/// ephemeral, and a lost one is replaced by the next refresh. Anything else in a datagram
+/// is ignored (and counted), never an error that could end the session.
+async fn read_datagrams(conn: quinn::Connection, ctx: Arc<SessionContext>, user: String) {
+    while let Ok(bytes) = conn.read_datagram().await {
+        match codec::decode_exact::<pb::ClientFrame>(&bytes, ctx.limits.max_frame_size) {
+            Ok(pb::ClientFrame { request: Some(Request::Typing(t)), .. }) => {
+                if let Ok(id) = parse_conv(&t.conversation_id) {
+                    ctx.hub.typing(id, &user, t.active, tokio::time::Instant::now());
+                }
+            }
+            _ => metrics::counter!("legalchat_frames_rejected_total", "reason" => "datagram").increment(1),
+        }
     }
 }
 

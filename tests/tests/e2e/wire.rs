@@ -147,3 +147,33 @@ async fn catch_up_pages_across_conversations_with_continuation() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_may_arrive_as_a_datagram() {
+    bounded("wire_datagram", async {
+        let d = daemon().await;
+        let alice = d.client("alice", "advocate").await;
+        let conv = alice.private_chat("bob").await.expect("private chat");
+        let mut bob = d.raw_session_as("bob", "advocate").await;
+        let join = Request::JoinRoom(pb::JoinRoom { conversation_id: conv.id.clone() });
+        match ack(bob.request(2, join).await.expect("join"), "join") {
+            pb::ack::Result::RoomUsers(r) => assert_eq!(r.online_user_ids, ["alice", "bob"]),
+            other => panic!("expected RoomUsers, got {other:?}"),
+        }
+
+        let mut typist = d.raw_session_as("alice", "advocate").await;
+        let signal = pb::ClientFrame {
+            request_id: 0,
+            request: Some(Request::Typing(pb::Typing { conversation_id: conv.id.clone(), active: true })),
+        };
+        typist.connection.send_datagram(legalchat_protocol::codec::encode(&signal)).expect("datagram");
+        loop {
+            let frame = bob.next_frame(std::time::Duration::from_secs(30)).await.expect("a frame for bob");
+            if let Some(Ev::Typing(t)) = frame.event {
+                assert_eq!((t.user_id.as_str(), t.active, t.conversation_id.as_str()), ("alice", true, conv.id.as_str()));
+                break;
+            }
+        }
+    })
+    .await;
+}
