@@ -471,6 +471,9 @@ impl Session {
             Ok(x) => x,
             Err(e) => return self.answer_now(e, request_id).await,
         };
+        if matches!(cmd, Command::Send { .. }) {
+            crate::shard::stage("receive", started.elapsed());
+        }
         if let Err(e) = self.ctx.shards.submit_to(shard, cmd) {
             return self.answer_now(e.into(), request_id).await;
         }
@@ -654,8 +657,15 @@ impl Session {
         validate::message_content(m.content.as_ref(), self.ctx.limits.max_message_size).map_err(invalid)?;
         let content = m.content.unwrap_or_default();
         let (reply, rx) = oneshot::channel();
-        let cmd =
-            Command::Send { id, caller: self.identity.clone(), origin: self.id, client_message_id: m.client_message_id, content, reply };
+        let cmd = Command::Send {
+            id,
+            caller: self.identity.clone(),
+            origin: self.id,
+            client_message_id: m.client_message_id,
+            content,
+            submitted: Instant::now(),
+            reply,
+        };
         Ok((self.ctx.shards.shard_of(&id), cmd, rx))
     }
 

@@ -99,6 +99,8 @@ pub enum Command {
         origin: SessionId,
         client_message_id: String,
         content: pb::MessageContent,
+        /// When the session handed it over, for the queue-wait stage metric.
+        submitted: Instant,
         reply: Reply<pb::MessageAccepted>,
     },
     /// Read a page of history.
@@ -393,6 +395,13 @@ struct Shard {
     conversations: HashMap<ConversationKey, Conversation>,
 }
 
+/// Records how long a message spent in one stage of its path: `receive` (frame decoded →
+/// handed to the shard), `queue` (waiting in the mailbox), `sequence` (checks, seq,
+/// sealing), `commit` (the batch's write and fsync), `fanout` (queuing to recipients).
+pub fn stage(name: &'static str, took: std::time::Duration) {
+    metrics::histogram!("legalchat_stage_seconds", "stage" => name).record(took.as_secs_f64());
+}
+
 fn store_err(e: StoreError) -> RequestError {
     tracing::error!(error = %e, "storage failure");
     RequestError::internal("storage failure; nothing was changed")
@@ -441,6 +450,7 @@ impl Shard {
             let n = batch.writes.len();
             let r = self.store.commit(batch.writes, self.config.sync).map_err(store_err);
             metrics::histogram!("legalchat_write_batch_seconds").record(started.elapsed().as_secs_f64());
+            stage("commit", started.elapsed());
             #[allow(clippy::cast_precision_loss)]
             metrics::histogram!("legalchat_write_batch_writes").record(n as f64);
             #[allow(clippy::cast_precision_loss)]
@@ -458,6 +468,7 @@ impl Shard {
         }
         if outcome.is_ok() {
             metrics::counter!("legalchat_messages_stored_total").increment(batch.messages);
+            let fanout_started = Instant::now();
             let mut delivered = 0u64;
             for f in &batch.fanout {
                 for user in &f.recipients {
@@ -476,6 +487,9 @@ impl Shard {
                 self.hub.participants_changed(id, participants);
             }
             metrics::counter!("legalchat_frames_delivered_total").increment(delivered);
+            if batch.messages > 0 {
+                stage("fanout", fanout_started.elapsed());
+            }
         }
     }
 
@@ -511,8 +525,11 @@ impl Shard {
                 let r = self.remove(id, &caller, origin, &user, p);
                 p.reply(reply, r);
             }
-            Command::Send { id, caller, origin, client_message_id, content, reply } => {
+            Command::Send { id, caller, origin, client_message_id, content, submitted, reply } => {
+                let started = Instant::now();
+                stage("queue", started.duration_since(submitted));
                 let r = self.send(id, &caller, origin, client_message_id, content, p);
+                stage("sequence", started.elapsed());
                 p.reply(reply, r);
             }
             Command::History { id, caller, cursor, limit, reply } => {

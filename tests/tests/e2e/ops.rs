@@ -28,6 +28,17 @@ async fn metrics_and_health_endpoints() {
         let total: f64 = received.iter().filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
         assert!(total >= 3.0, "legalchat_messages_received_total is {total} after 3 sends:\n{}", received.join("\n"));
 
+        // Every stage of the message path is measured, and acknowledgments are timed.
+        for stage in ["receive", "queue", "sequence", "commit", "fanout"] {
+            let count = format!("legalchat_stage_seconds_count{{stage=\"{stage}\"}}");
+            let n: f64 =
+                metrics.body.lines().filter(|l| l.starts_with(&count)).filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok()).sum();
+            assert!(n >= 1.0, "no {count} samples in:\n{}", metrics.body);
+        }
+        for histogram in ["legalchat_send_ack_seconds_bucket", "legalchat_write_batch_messages_bucket"] {
+            assert!(metrics.body.contains(histogram), "no {histogram} in:\n{}", metrics.body);
+        }
+
         let missing = d.http_get("/no-such-page").await;
         assert_eq!(missing.status, 404);
     })

@@ -161,7 +161,7 @@ async fn typing_may_arrive_as_a_datagram() {
             other => panic!("expected RoomUsers, got {other:?}"),
         }
 
-        let mut typist = d.raw_session_as("alice", "advocate").await;
+        let typist = d.raw_session_as("alice", "advocate").await;
         let signal = pb::ClientFrame {
             request_id: 0,
             request: Some(Request::Typing(pb::Typing { conversation_id: conv.id.clone(), active: true })),
