@@ -363,12 +363,43 @@ struct Pending {
     /// Participant lists that changed, for the rooms of the real-time hub.
     membership: Vec<(ConversationKey, Vec<String>)>,
     touched: HashSet<ConversationKey>,
+    /// Where this batch already writes a (conversation, user) read state, so a later move
+    /// in the same batch replaces that write instead of adding one.
+    read_state_writes: HashMap<(ConversationKey, String), usize>,
+    /// Where this batch already carries a receipt event per (conversation, user, kind).
+    receipt_events: HashMap<(ConversationKey, String, i32), usize>,
     messages: u64,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.writes.is_empty()
+    }
+
+    /// Writes a participant's read state; within one batch only the newest is kept.
+    fn write_read_state(&mut self, conversation: ConversationKey, user: &str, state: StoredReadState) {
+        let write = Write::ReadState { conversation, user: user.to_owned(), state };
+        match self.read_state_writes.get(&(conversation, user.to_owned())) {
+            Some(&i) => self.writes[i] = write,
+            None => {
+                self.read_state_writes.insert((conversation, user.to_owned()), self.writes.len());
+                self.writes.push(write);
+            }
+        }
+        self.touched.insert(conversation);
+    }
+
+    /// Queues a receipt event; within one batch a newer move of the same participant and
+    /// kind replaces the older event (positions only grow, so the newest says it all).
+    fn receipt_event(&mut self, conversation: ConversationKey, event: &pb::ReceiptEvent, fanout: Fanout) {
+        let key = (conversation, event.user_id.clone(), event.kind);
+        match self.receipt_events.get(&key) {
+            Some(&i) => self.fanout[i] = fanout,
+            None => {
+                self.receipt_events.insert(key, self.fanout.len());
+                self.fanout.push(fanout);
+            }
+        }
     }
 
     /// Answers `reply` with `result` once the batch has committed (or with the commit's
@@ -764,7 +795,7 @@ impl Shard {
         p.writes.push(Write::ClientMessageId { conversation: id, client_message_id: client_message_id.clone(), seq });
         // Sending implies having read everything before: the sender's unread count is 0.
         let read = StoredReadState { read_seq: seq, delivered_seq: seq, read_at_ms: timestamp_ms, delivered_at_ms: timestamp_ms };
-        p.writes.push(Write::ReadState { conversation: id, user: caller.user_id.clone(), state: read });
+        p.write_read_state(id, &caller.user_id, read);
         p.touched.insert(id);
         p.messages += 1;
 
@@ -849,8 +880,7 @@ impl Shard {
             return Ok(());
         }
         let state = *state;
-        p.writes.push(Write::ReadState { conversation: id, user: caller.user_id.clone(), state });
-        p.touched.insert(id);
+        p.write_read_state(id, &caller.user_id, state);
         let event = pb::ReceiptEvent {
             conversation_id: format_id(&id),
             user_id: caller.user_id.clone(),
@@ -859,12 +889,8 @@ impl Shard {
             timestamp_ms: now,
         };
         let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
-        p.fanout.push(Fanout {
-            recipients,
-            origin: Some(origin),
-            frame: encode_event(pb::server_frame::Event::Receipt(event)),
-            push: None,
-        });
+        let frame = encode_event(pb::server_frame::Event::Receipt(event.clone()));
+        p.receipt_event(id, &event, Fanout { recipients, origin: Some(origin), frame, push: None });
         metrics::counter!("legalchat_receipts_total", "kind" => kind.as_str_name()).increment(1);
         Ok(())
     }
