@@ -112,6 +112,14 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         auth_timeout_ms: inner.auth_timeout_ms.or(outer.auth_timeout_ms),
         max_connections: inner.max_connections.or(outer.max_connections),
         typing_timeout_ms: inner.typing_timeout_ms.or(outer.typing_timeout_ms),
+        push_enabled: inner.push_enabled.or(outer.push_enabled),
+        push_webhook_url: inner.push_webhook_url.or(outer.push_webhook_url),
+        push_webhook_secret: inner.push_webhook_secret.or(outer.push_webhook_secret),
+        push_vapid_private_key: inner.push_vapid_private_key.or(outer.push_vapid_private_key),
+        push_vapid_subject: inner.push_vapid_subject.or(outer.push_vapid_subject),
+        push_include_text: inner.push_include_text.or(outer.push_include_text),
+        push_ttl_secs: inner.push_ttl_secs.or(outer.push_ttl_secs),
+        push_max_attempts: inner.push_max_attempts.or(outer.push_max_attempts),
     }
 }
 

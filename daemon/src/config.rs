@@ -116,6 +116,33 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A typing state ends by itself when not refreshed within this time.
     pub typing_timeout: Duration,
+    /// Push notifications for users with no connected device.
+    pub push: PushConfig,
+}
+
+/// Push notification settings (`[push]`; see `docs/push.md`).
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Master switch; off means no notification leaves the server (subscriptions are still
+    /// accepted and kept).
+    pub enabled: bool,
+    /// The firm's notification service: every notification is POSTed there as signed JSON.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the webhook's `X-LegalChat-Signature` (at least 32 bytes).
+    pub webhook_secret: Option<String>,
+    /// VAPID key (RFC 8292): P-256 private key, PEM (PKCS#8 or SEC1). Without one, Web Push
+    /// is off, except in development mode, which generates one in the data directory.
+    pub vapid_private_key_file: Option<PathBuf>,
+    /// VAPID contact (`mailto:` or `https:` URI) the push services may use to reach the
+    /// operator; required with a VAPID key outside development mode.
+    pub vapid_subject: Option<String>,
+    /// Whether the message text goes out in notifications. Off by default: a notification
+    /// then names only the sender and the conversation.
+    pub include_text: bool,
+    /// How long a push service keeps an undelivered Web Push message (its `TTL`), seconds.
+    pub ttl_secs: u32,
+    /// Attempts per delivery (the first one included) before giving up.
+    pub max_attempts: u32,
 }
 
 /// Token verification settings.
@@ -161,6 +188,8 @@ struct FileConfig {
     tls: FileTls,
     #[serde(default)]
     jwt: FileJwt,
+    #[serde(default)]
+    push: FilePush,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +208,19 @@ struct FileJwt {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePush {
+    enabled: Option<bool>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    vapid_private_key_file: Option<PathBuf>,
+    vapid_subject: Option<String>,
+    include_text: Option<bool>,
+    ttl_secs: Option<u32>,
+    max_attempts: Option<u32>,
 }
 
 /// Command-line flags; each also reads an environment variable (clap's `env`), so the
@@ -248,6 +290,32 @@ pub struct ConfigArgs {
     /// Milliseconds after which a typing indicator that was not refreshed stops. Default 3000.
     #[arg(long, env = "TYPING_TIMEOUT")]
     pub typing_timeout_ms: Option<u64>,
+    /// Push notifications on or off (true/false). Default true.
+    #[arg(long, env = "LEGALCHAT_PUSH_ENABLED", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub push_enabled: Option<bool>,
+    /// URL of the firm's notification service; each notification is POSTed there as JSON
+    /// signed with --push-webhook-secret. https, or http on loopback only.
+    #[arg(long, env = "LEGALCHAT_PUSH_WEBHOOK_URL", value_name = "URL")]
+    pub push_webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the webhook signature (at least 32 bytes).
+    #[arg(long, env = "LEGALCHAT_PUSH_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub push_webhook_secret: Option<String>,
+    /// VAPID private key for Web Push: P-256, PEM. Generated in the data directory in --dev mode.
+    #[arg(long, env = "LEGALCHAT_PUSH_VAPID_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub push_vapid_private_key: Option<PathBuf>,
+    /// VAPID contact, a mailto: or https: URI. Required with a VAPID key outside --dev mode.
+    #[arg(long, env = "LEGALCHAT_PUSH_VAPID_SUBJECT", value_name = "URI")]
+    pub push_vapid_subject: Option<String>,
+    /// Include the message text in notifications (true/false). Default false: sender and
+    /// conversation only.
+    #[arg(long, env = "LEGALCHAT_PUSH_INCLUDE_TEXT", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub push_include_text: Option<bool>,
+    /// Seconds a push service keeps an undelivered Web Push message (TTL). Default 86400.
+    #[arg(long, env = "LEGALCHAT_PUSH_TTL_SECS")]
+    pub push_ttl_secs: Option<u32>,
+    /// Attempts per notification delivery before giving up. Default 5.
+    #[arg(long, env = "LEGALCHAT_PUSH_MAX_ATTEMPTS")]
+    pub push_max_attempts: Option<u32>,
 }
 
 impl Config {
@@ -293,6 +361,16 @@ impl Config {
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(30_000)),
             typing_timeout: Duration::from_millis(args.typing_timeout_ms.or(file.typing_timeout_ms).unwrap_or(3_000)),
+            push: PushConfig {
+                enabled: args.push_enabled.or(file.push.enabled).unwrap_or(true),
+                webhook_url: args.push_webhook_url.clone().or(file.push.webhook_url).filter(|s| !s.is_empty()),
+                webhook_secret: args.push_webhook_secret.clone().or(file.push.webhook_secret).filter(|s| !s.is_empty()),
+                vapid_private_key_file: args.push_vapid_private_key.clone().or(file.push.vapid_private_key_file),
+                vapid_subject: args.push_vapid_subject.clone().or(file.push.vapid_subject).filter(|s| !s.is_empty()),
+                include_text: args.push_include_text.or(file.push.include_text).unwrap_or(false),
+                ttl_secs: args.push_ttl_secs.or(file.push.ttl_secs).unwrap_or(86_400),
+                max_attempts: args.push_max_attempts.or(file.push.max_attempts).unwrap_or(5),
+            },
         };
         config.check()?;
         Ok(config)
@@ -358,7 +436,7 @@ impl Config {
                 "a master key is required outside --dev mode",
             ));
         }
-        Ok(())
+        self.push.check(self.dev)
     }
 
     /// Where the development certificate, key and secrets are kept.
@@ -375,6 +453,69 @@ impl Config {
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
     }
+}
+
+impl PushConfig {
+    fn check(&self, dev: bool) -> Result<(), ConfigError> {
+        const URL: &str = "push.webhook_url (LEGALCHAT_PUSH_WEBHOOK_URL, --push-webhook-url)";
+        const SECRET: &str = "push.webhook_secret (LEGALCHAT_PUSH_WEBHOOK_SECRET, --push-webhook-secret)";
+        const SUBJECT: &str = "push.vapid_subject (LEGALCHAT_PUSH_VAPID_SUBJECT, --push-vapid-subject)";
+        if let Some(url) = &self.webhook_url {
+            check_push_url(URL, url)?;
+            match &self.webhook_secret {
+                None => return Err(invalid(SECRET, "required when push.webhook_url is set")),
+                Some(s) if s.len() < 32 => return Err(invalid(SECRET, format!("is {} bytes; at least 32 are needed", s.len()))),
+                Some(_) => {}
+            }
+        }
+        if let Some(subject) = &self.vapid_subject {
+            let ok = subject.strip_prefix("mailto:").or_else(|| subject.strip_prefix("https://")).is_some_and(|rest| !rest.is_empty())
+                && !subject.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(invalid(SUBJECT, format!("{subject:?} is not a mailto: or https: URI")));
+            }
+        } else if self.enabled && self.vapid_private_key_file.is_some() && !dev {
+            return Err(invalid(SUBJECT, "required with a VAPID key outside --dev mode (e.g. mailto:it@firm.example)"));
+        }
+        if self.ttl_secs > 2_419_200 {
+            return Err(invalid(
+                "push.ttl_secs (LEGALCHAT_PUSH_TTL_SECS, --push-ttl-secs)",
+                format!("{} is outside 0..=2419200 (28 days)", self.ttl_secs),
+            ));
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            return Err(invalid(
+                "push.max_attempts (LEGALCHAT_PUSH_MAX_ATTEMPTS, --push-max-attempts)",
+                format!("{} is outside 1..=20", self.max_attempts),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An https URL, or http to a loopback address (tests, a local relay): notifications carry
+/// names of clients and cases, which must not cross a network in the clear.
+fn check_push_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.len() > 2_048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(key, "must be a URL of at most 2048 characters, without spaces"));
+    }
+    let host = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let loopback = ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .any(|h| rest.strip_prefix(h).is_some_and(|after| after.is_empty() || after.starts_with(':') || after.starts_with('/')));
+        if !loopback {
+            return Err(invalid(key, format!("{url:?}: plain http is allowed to loopback addresses only; use https")));
+        }
+        rest
+    } else {
+        return Err(invalid(key, format!("{url:?} is not an https URL")));
+    };
+    if host.is_empty() || host.starts_with('/') {
+        return Err(invalid(key, format!("{url:?} has no host")));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -429,6 +570,68 @@ mod tests {
     fn production_requires_secrets() {
         let e = Config::load(&ConfigArgs::default()).unwrap_err().to_string();
         assert!(e.contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn push_defaults_and_checks() {
+        let c = Config::load(&dev_args()).unwrap();
+        assert!(c.push.enabled && !c.push.include_text);
+        assert_eq!((c.push.ttl_secs, c.push.max_attempts), (86_400, 5));
+        assert!(c.push.webhook_url.is_none() && c.push.vapid_private_key_file.is_none());
+
+        let mut a = dev_args();
+        a.push_webhook_url = Some("https://notify.firm.example/hook".into());
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("push.webhook_secret") && e.contains("required"), "{e}");
+        a.push_webhook_secret = Some("too short".into());
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("LEGALCHAT_PUSH_WEBHOOK_SECRET") && e.contains("32"), "{e}");
+        a.push_webhook_secret = Some("0123456789abcdef0123456789abcdef".into());
+        assert!(Config::load(&a).is_ok());
+
+        for bad in ["http://notify.firm.example/hook", "ftp://x", "https://", "http://127.0.0.1.evil.example/", "https://a b"] {
+            let mut a = a.clone();
+            a.push_webhook_url = Some(bad.into());
+            let e = Config::load(&a).unwrap_err().to_string();
+            assert!(e.contains("push.webhook_url"), "{bad}: {e}");
+        }
+        for good in ["http://127.0.0.1:9000/hook", "http://localhost/hook", "http://[::1]:80"] {
+            let mut a = a.clone();
+            a.push_webhook_url = Some(good.into());
+            assert!(Config::load(&a).is_ok(), "{good}");
+        }
+
+        let mut a = dev_args();
+        a.push_vapid_subject = Some("admin@firm.example".into());
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("push.vapid_subject"), "{e}");
+        a.push_max_attempts = Some(0);
+        a.push_vapid_subject = Some("mailto:it@firm.example".into());
+        let e = Config::load(&a).unwrap_err().to_string();
+        assert!(e.contains("push.max_attempts"), "{e}");
+    }
+
+    #[test]
+    fn vapid_key_needs_a_subject_outside_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let base = "fsync = \"never\"\nmaster_key_file = \"k\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n[jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+        std::fs::write(&path, format!("{base}[push]\nvapid_private_key_file = \"vapid.pem\"\n")).unwrap();
+        let e = Config::load(&ConfigArgs { config: Some(path.clone()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("push.vapid_subject"), "{e}");
+        std::fs::write(
+            &path,
+            format!(
+                "{base}[push]\nvapid_private_key_file = \"vapid.pem\"\nvapid_subject = \"mailto:it@firm.example\"\ninclude_text = true\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(&ConfigArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
+        assert!(c.push.include_text);
+        assert_eq!(c.push.vapid_subject.as_deref(), Some("mailto:it@firm.example"));
+        std::fs::write(&path, format!("{base}[push]\nincludetext = true\n")).unwrap();
+        let e = Config::load(&ConfigArgs { config: Some(path), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("includetext"), "{e}");
     }
 
     #[test]

@@ -10,8 +10,31 @@
 //! ```
 //!
 //! By default no message text leaves the server: a notification names the sender and the
-//! conversation (or case) only.
+//! conversation (or case) only. `docs/push.md` is the operator's and app developer's guide:
+//! settings, payload formats, verifying the webhook signature, the VAPID key, retries.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`payload`] | the JSON a notification carries (Web Push payload, webhook body) |
+//! | [`encryption`] | RFC 8291 message encryption (`aes128gcm`, RFC 8188) |
+//! | [`vapid`] | RFC 8292 VAPID key and `Authorization` header |
+//! | [`webhook`] | the webhook's HMAC-SHA256 signature |
+//! | [`retry`] | the retry policy as a pure function |
+//! | [`http`] | the HTTPS client (hyper, rustls with ring) |
+//! | [`dispatcher`] | the task that turns queued jobs into deliveries |
+//!
+//! Not done here: native push (APNs, FCM's own API; a firm's notification service can
+//! bridge to them from the webhook), per-device preferences, collapsing notifications.
 
+pub mod dispatcher;
+pub mod encryption;
+pub mod http;
+pub mod payload;
+pub mod retry;
+pub mod vapid;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -136,7 +159,8 @@ pub fn parse_subscription(user: &str, sub: &pb::WebPushSubscription) -> Result<S
         return Err(RequestError::invalid("web_push.endpoint: must be an https URL"));
     }
     let p256dh = b64url("web_push.p256dh", &sub.p256dh, 65)?;
-    if p256dh.first() != Some(&4) {
+    // Checked here, not at the first push, so the app hears of a bad key at once.
+    if p256dh.first() != Some(&4) || p256::PublicKey::from_sec1_bytes(&p256dh).is_err() {
         return Err(RequestError::invalid("web_push.p256dh: must be an uncompressed P-256 point"));
     }
     let auth = b64url("web_push.auth", &sub.auth, 16)?;
@@ -147,18 +171,253 @@ pub fn parse_subscription(user: &str, sub: &pb::WebPushSubscription) -> Result<S
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
-    /// A push setting is unusable.
+    /// A push setting is unusable; the message names it.
     #[error("{0}")]
     Config(String),
+    /// A file could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The HTTPS client could not be built.
+    #[error(transparent)]
+    Client(#[from] http::ClientError),
+}
+
+const VAPID_KEY_SETTING: &str = "push.vapid_private_key_file (LEGALCHAT_PUSH_VAPID_PRIVATE_KEY_FILE, --push-vapid-private-key)";
+
+/// The VAPID contact used in development mode when none is configured.
+pub const DEV_VAPID_SUBJECT: &str = "mailto:admin@localhost";
+
+/// Where the VAPID public key is published for app developers: `DATA_DIR/vapid-public-key.txt`.
+pub fn public_key_path(config: &crate::config::Config) -> PathBuf {
+    config.data_dir.join("vapid-public-key.txt")
+}
+
+/// Where development mode keeps its generated VAPID key: `DATA_DIR/dev/vapid.pem`.
+pub fn dev_key_path(config: &crate::config::Config) -> PathBuf {
+    config.dev_dir().join("vapid.pem")
 }
 
 /// Starts the dispatcher for `config`'s push settings; returns the handle shards and
 /// sessions use, and the dispatcher task (which ends when `shutdown` flips to true).
+/// Must be called inside a Tokio runtime.
+///
+/// Web Push is on when a VAPID key is configured (or generated, in development mode); its
+/// public key is then written to [`public_key_path`]. The webhook is on when its URL is
+/// set. With neither, or with `push.enabled = false`, notifications are not queued at all,
+/// while registrations are still accepted and kept.
 pub fn start(
     config: &crate::config::Config,
     store: Arc<dyn Store>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(PushHandle, tokio::task::JoinHandle<()>), PushError> {
-    let _ = (config, shutdown);
-    Ok((PushHandle::new(store, None), tokio::spawn(async {})))
+    let push = &config.push;
+    let off = |store| (PushHandle::new(store, None), tokio::spawn(async {}));
+    if !push.enabled {
+        tracing::info!("push notifications are off (push.enabled = false)");
+        unpublish(&public_key_path(config))?;
+        return Ok(off(store));
+    }
+    let web_push = web_push_sender(config)?;
+    match &web_push {
+        Some(sender) => {
+            let path = public_key_path(config);
+            publish(&path, sender.vapid.public_key_b64())?;
+            tracing::info!(public_key = sender.vapid.public_key_b64(), file = %path.display(), subject = %sender.subject, "Web Push on");
+        }
+        None => {
+            unpublish(&public_key_path(config))?;
+            tracing::info!("Web Push is off: no VAPID key (set push.vapid_private_key_file)");
+        }
+    }
+    let webhook = match (&push.webhook_url, &push.webhook_secret) {
+        (Some(url), Some(secret)) => {
+            http::checked_uri(url).map_err(|e| {
+                PushError::Config(format!("invalid setting push.webhook_url (LEGALCHAT_PUSH_WEBHOOK_URL, --push-webhook-url): {e}"))
+            })?;
+            Some(dispatcher::WebhookTarget { url: url.clone(), secret: secret.as_bytes().to_vec() })
+        }
+        _ => None,
+    };
+    if let Some(w) = &webhook {
+        tracing::info!(origin = %vapid::origin(&w.url).unwrap_or_default(), "push webhook on");
+    }
+    if web_push.is_none() && webhook.is_none() {
+        tracing::info!("no push channel configured; notifications are not sent");
+        return Ok(off(store));
+    }
+    if push.include_text {
+        tracing::warn!("push.include_text is on: message text leaves the server in notifications");
+    }
+    let settings = dispatcher::Settings {
+        webhook,
+        web_push,
+        include_text: push.include_text,
+        ttl_secs: push.ttl_secs,
+        max_attempts: push.max_attempts,
+    };
+    let client = http::HttpClient::new()?;
+    let (tx, rx) = mpsc::channel(QUEUE_BOUND);
+    let task = tokio::spawn(dispatcher::run(settings, store.clone(), client, rx, shutdown));
+    Ok((PushHandle::new(store, Some(tx)), task))
+}
+
+/// The VAPID key and subject, or `None` when Web Push is off for want of a key.
+fn web_push_sender(config: &crate::config::Config) -> Result<Option<dispatcher::WebPushSender>, PushError> {
+    let bad = |reason: String| PushError::Config(format!("invalid setting {VAPID_KEY_SETTING}: {reason}"));
+    let text = match &config.push.vapid_private_key_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| bad(format!("reading {}: {e}", path.display())))?,
+        None if config.dev => {
+            let fresh = vapid::VapidKey::generate_pem().map_err(|e| bad(e.to_string()))?;
+            let path = dev_key_path(config);
+            crate::fsutil::read_or_create(&path, || fresh)
+                .map_err(|source| PushError::Io { what: format!("development VAPID key {}", path.display()), source })?
+        }
+        None => return Ok(None),
+    };
+    let vapid = vapid::VapidKey::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let subject = match (&config.push.vapid_subject, config.dev) {
+        (Some(s), _) => s.clone(),
+        (None, true) => DEV_VAPID_SUBJECT.to_owned(),
+        (None, false) => {
+            return Err(PushError::Config(
+                "invalid setting push.vapid_subject (LEGALCHAT_PUSH_VAPID_SUBJECT, --push-vapid-subject): required with a VAPID key".into(),
+            ));
+        }
+    };
+    Ok(Some(dispatcher::WebPushSender { vapid, subject }))
+}
+
+/// Writes the public key for app developers (atomically; it is not a secret).
+fn publish(path: &Path, public_key: &str) -> Result<(), PushError> {
+    let io = |source| PushError::Io { what: format!("writing {}", path.display()), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{public_key}\n")).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Removes a published key that no longer applies, so nobody subscribes with it.
+fn unpublish(path: &Path) -> Result<(), PushError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(PushError::Io { what: format!("removing {}", path.display()), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+
+    use super::*;
+    use crate::store::RocksStore;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn browser_subscription(endpoint: &str) -> pb::WebPushSubscription {
+        let key = encryption::random_secret_key();
+        pb::WebPushSubscription {
+            endpoint: endpoint.into(),
+            p256dh: b64(key.public_key().to_encoded_point(false).as_bytes()),
+            auth: b64(&rand::random::<[u8; 16]>()),
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_parsed_as_browsers_report_them() {
+        let sub = browser_subscription("https://fcm.googleapis.com/fcm/send/abc:APA91b");
+        let stored = parse_subscription("bob", &sub).unwrap();
+        assert_eq!((stored.user_id.as_str(), stored.endpoint.as_str()), ("bob", sub.endpoint.as_str()));
+        assert_eq!((stored.p256dh.len(), stored.auth.len()), (65, 16));
+        // Some browsers pad their base64url.
+        let padded = pb::WebPushSubscription { auth: format!("{}==", sub.auth), ..sub.clone() };
+        assert_eq!(parse_subscription("bob", &padded).unwrap().auth, stored.auth);
+        assert!(parse_subscription("bob", &browser_subscription("http://127.0.0.1:8080/wp")).is_ok());
+
+        let field = |s: &pb::WebPushSubscription| parse_subscription("bob", s).unwrap_err().message;
+        for endpoint in ["", "http://push.example/x", "ftp://x", "https://push.example/a b"] {
+            assert!(field(&pb::WebPushSubscription { endpoint: endpoint.into(), ..sub.clone() }).contains("endpoint"), "{endpoint:?}");
+        }
+        let long = format!("https://push.example/{}", "a".repeat(MAX_ENDPOINT_LEN));
+        assert!(field(&pb::WebPushSubscription { endpoint: long, ..sub.clone() }).contains("endpoint"));
+        assert!(field(&pb::WebPushSubscription { p256dh: b64(&[4; 33]), ..sub.clone() }).contains("p256dh"));
+        assert!(field(&pb::WebPushSubscription { p256dh: b64(&[2; 65]), ..sub.clone() }).contains("p256dh"));
+        let mut off_curve = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&sub.p256dh).unwrap();
+        off_curve[64] ^= 1;
+        assert!(field(&pb::WebPushSubscription { p256dh: b64(&off_curve), ..sub.clone() }).contains("p256dh"));
+        assert!(field(&pb::WebPushSubscription { p256dh: "not base64!".into(), ..sub.clone() }).contains("p256dh"));
+        assert!(field(&pb::WebPushSubscription { auth: b64(&[0; 12]), ..sub.clone() }).contains("auth"));
+    }
+
+    #[test]
+    fn registration_replaces_by_endpoint_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+        let handle = PushHandle::new(store.clone(), None);
+        handle.register("bob", &browser_subscription("https://push.example/1")).unwrap();
+        handle.register("bob", &browser_subscription("https://push.example/1")).unwrap();
+        assert_eq!(store.push_subscriptions("bob").unwrap().len(), 1, "same endpoint: replaced");
+        for i in 2..=MAX_SUBSCRIPTIONS_PER_USER + 3 {
+            handle.register("bob", &browser_subscription(&format!("https://push.example/{i}"))).unwrap();
+        }
+        assert_eq!(store.push_subscriptions("bob").unwrap().len(), MAX_SUBSCRIPTIONS_PER_USER);
+        handle.unregister("bob", "https://push.example/23").unwrap();
+        assert_eq!(store.push_subscriptions("bob").unwrap().len(), MAX_SUBSCRIPTIONS_PER_USER - 1);
+        assert!(handle.unregister("bob", "").is_err());
+        // Off (no dispatcher): notify is a no-op, not a panic.
+        let n = Notification {
+            conversation_id: "c".into(),
+            conversation_type: pb::ConversationType::Private as i32,
+            conversation_title: String::new(),
+            case_id: String::new(),
+            sender_id: "alice".into(),
+            seq: 1,
+            message_id: "m".into(),
+            text: "t".into(),
+            timestamp_ms: 0,
+        };
+        handle.notify("bob", &Arc::new(n));
+    }
+
+    #[tokio::test]
+    async fn start_in_dev_mode_generates_and_publishes_the_vapid_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::config::ConfigArgs { dev: true, data_dir: Some(dir.path().to_owned()), ..Default::default() };
+        let config = crate::config::Config::load(&args).unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&dir.path().join("db")).unwrap());
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (_handle, task) = start(&config, store.clone(), stop.clone()).unwrap();
+        let published = std::fs::read_to_string(public_key_path(&config)).unwrap();
+        let pem = std::fs::read_to_string(dev_key_path(&config)).unwrap();
+        assert_eq!(published.trim(), vapid::VapidKey::parse(&pem).unwrap().public_key_b64());
+        // The same key on the next start.
+        let (_again, task2) = start(&config, store.clone(), stop.clone()).unwrap();
+        assert_eq!(std::fs::read_to_string(public_key_path(&config)).unwrap(), published);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        task2.await.unwrap();
+
+        // Off: the stale public key is withdrawn.
+        let off = crate::config::Config::load(&crate::config::ConfigArgs { push_enabled: Some(false), ..args.clone() }).unwrap();
+        let (_h, t) = start(&off, store.clone(), stop.clone()).unwrap();
+        t.await.unwrap();
+        assert!(!public_key_path(&config).exists());
+
+        // A key file that is not a key names the setting.
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(&bad, "hello").unwrap();
+        let cfg = crate::config::Config::load(&crate::config::ConfigArgs { push_vapid_private_key: Some(bad), ..args }).unwrap();
+        let e = start(&cfg, store, stop).unwrap_err().to_string();
+        assert!(e.contains("push.vapid_private_key_file"), "{e}");
+    }
 }
