@@ -120,6 +120,7 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         push_include_text: inner.push_include_text.or(outer.push_include_text),
         push_ttl_secs: inner.push_ttl_secs.or(outer.push_ttl_secs),
         push_max_attempts: inner.push_max_attempts.or(outer.push_max_attempts),
+        push_allowed_hosts: inner.push_allowed_hosts.or(outer.push_allowed_hosts),
     }
 }
 

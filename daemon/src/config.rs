@@ -143,7 +143,15 @@ pub struct PushConfig {
     pub ttl_secs: u32,
     /// Attempts per delivery (the first one included) before giving up.
     pub max_attempts: u32,
+    /// Hosts Web Push endpoints may point at: an exact host, or `.suffix` for its
+    /// subdomains. Endpoints come from clients, so without this list a client could make
+    /// the server POST to any host, internal ones included.
+    pub allowed_hosts: Vec<String>,
 }
+
+/// The public push services of today's browsers (Chrome/Android, Firefox, Safari, Edge).
+pub const DEFAULT_PUSH_HOSTS: [&str; 5] =
+    ["fcm.googleapis.com", "updates.push.services.mozilla.com", ".push.apple.com", ".notify.windows.com", ".push.services.mozilla.com"];
 
 /// Token verification settings.
 #[derive(Debug, Clone)]
@@ -221,6 +229,7 @@ struct FilePush {
     include_text: Option<bool>,
     ttl_secs: Option<u32>,
     max_attempts: Option<u32>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 /// Command-line flags; each also reads an environment variable (clap's `env`), so the
@@ -316,6 +325,10 @@ pub struct ConfigArgs {
     /// Attempts per notification delivery before giving up. Default 5.
     #[arg(long, env = "LEGALCHAT_PUSH_MAX_ATTEMPTS")]
     pub push_max_attempts: Option<u32>,
+    /// Comma-separated hosts Web Push endpoints may use (`host` or `.suffix`). Default: the
+    /// browsers' public push services.
+    #[arg(long, env = "LEGALCHAT_PUSH_ALLOWED_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
+    pub push_allowed_hosts: Option<Vec<String>>,
 }
 
 impl Config {
@@ -370,6 +383,15 @@ impl Config {
                 include_text: args.push_include_text.or(file.push.include_text).unwrap_or(false),
                 ttl_secs: args.push_ttl_secs.or(file.push.ttl_secs).unwrap_or(86_400),
                 max_attempts: args.push_max_attempts.or(file.push.max_attempts).unwrap_or(5),
+                allowed_hosts: args
+                    .push_allowed_hosts
+                    .clone()
+                    .or(file.push.allowed_hosts)
+                    .unwrap_or_else(|| DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect())
+                    .into_iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
             },
         };
         config.check()?;

@@ -93,12 +93,21 @@ pub const MAX_SUBSCRIPTIONS_PER_USER: usize = 20;
 pub struct PushHandle {
     tx: Option<mpsc::Sender<Job>>,
     store: Arc<dyn Store>,
+    allowed_hosts: Arc<Vec<String>>,
 }
 
 impl PushHandle {
-    /// A handle over `store` whose notifications go to `tx` (none: notifications are off).
+    /// A handle over `store` whose notifications go to `tx` (none: notifications are off),
+    /// accepting Web Push endpoints on the default push-service hosts.
     pub fn new(store: Arc<dyn Store>, tx: Option<mpsc::Sender<Job>>) -> Self {
-        Self { tx, store }
+        let hosts = crate::config::DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        Self { tx, store, allowed_hosts: Arc::new(hosts) }
+    }
+
+    /// The same handle accepting endpoints on `hosts` only (`host` or `.suffix`).
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.allowed_hosts = Arc::new(hosts);
+        self
     }
 
     /// Queues a notification for `user`; never blocks.
@@ -113,6 +122,7 @@ impl PushHandle {
     /// Registers a Web Push subscription of `user` after checking it.
     pub fn register(&self, user: &str, sub: &pb::WebPushSubscription) -> Result<(), RequestError> {
         let stored = parse_subscription(user, sub)?;
+        check_host(&stored.endpoint, &self.allowed_hosts)?;
         let mut existing = self.store.push_subscriptions(user).map_err(|_| RequestError::internal("storage failure"))?;
         existing.retain(|s| s.endpoint != stored.endpoint);
         existing.sort_by_key(|s| s.created_at_ms);
@@ -133,6 +143,34 @@ impl PushHandle {
         self.store
             .commit(vec![Write::RemovePushSubscription { user: user.to_owned(), endpoint: endpoint.to_owned() }], true)
             .map_err(|_| RequestError::internal("storage failure"))
+    }
+}
+
+/// The host of an `http(s)://host[:port]/...` URL, lowercased.
+fn endpoint_host(endpoint: &str) -> Option<String> {
+    let rest = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.contains('@') {
+        return None;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Refuses endpoints outside the allowed push-service hosts.
+pub fn check_host(endpoint: &str, allowed: &[String]) -> Result<(), RequestError> {
+    let host = endpoint_host(endpoint).ok_or_else(|| RequestError::invalid("web_push.endpoint: no host in the URL"))?;
+    let ok = allowed.iter().any(|a| match a.strip_prefix('.') {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => &host == a,
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(RequestError::forbidden(format!("web_push.endpoint: host {host} is not an allowed push service (push.allowed_hosts)")))
     }
 }
 
@@ -216,7 +254,8 @@ pub fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(PushHandle, tokio::task::JoinHandle<()>), PushError> {
     let push = &config.push;
-    let off = |store| (PushHandle::new(store, None), tokio::spawn(async {}));
+    let hosts = config.push.allowed_hosts.clone();
+    let off = |store| (PushHandle::new(store, None).with_allowed_hosts(hosts), tokio::spawn(async {}));
     if !push.enabled {
         tracing::info!("push notifications are off (push.enabled = false)");
         unpublish(&public_key_path(config))?;
@@ -263,7 +302,7 @@ pub fn start(
     let client = http::HttpClient::new()?;
     let (tx, rx) = mpsc::channel(QUEUE_BOUND);
     let task = tokio::spawn(dispatcher::run(settings, store.clone(), client, rx, shutdown));
-    Ok((PushHandle::new(store, Some(tx)), task))
+    Ok((PushHandle::new(store, Some(tx)).with_allowed_hosts(config.push.allowed_hosts.clone()), task))
 }
 
 /// The VAPID key and subject, or `None` when Web Push is off for want of a key.
@@ -318,6 +357,29 @@ mod tests {
     use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 
     use super::*;
+
+    #[test]
+    fn endpoints_must_be_on_allowed_push_hosts() {
+        let allowed: Vec<String> = crate::config::DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        assert!(check_host("https://fcm.googleapis.com/fcm/send/abc", &allowed).is_ok());
+        assert!(check_host("https://web.push.apple.com/QGx", &allowed).is_ok());
+        assert!(check_host("https://wns2-par02p.notify.windows.com/w/?token=1", &allowed).is_ok());
+        for hostile in [
+            "https://169.254.169.254/latest/meta-data",
+            "http://127.0.0.1:6379/",
+            "https://fcm.googleapis.com.evil.example/x",
+            "https://evilpush.apple.com.example/x",
+            "https://notapple.com/x",
+        ] {
+            let e = check_host(hostile, &allowed).unwrap_err();
+            assert_eq!(e.code, pb::ErrorCode::Forbidden, "{hostile}: {e:?}");
+        }
+        // Credentials in the URL are a classic way to disguise the real host.
+        assert_eq!(check_host("https://fcm.googleapis.com@10.0.0.1/x", &allowed).unwrap_err().code, pb::ErrorCode::InvalidArgument);
+        let loopback = vec!["127.0.0.1".to_owned()];
+        assert!(check_host("http://127.0.0.1:8080/wp/bob", &loopback).is_ok());
+        assert!(check_host("http://[::1]:8080/wp", &loopback).is_err());
+    }
     use crate::store::RocksStore;
 
     fn b64(bytes: &[u8]) -> String {
@@ -363,7 +425,7 @@ mod tests {
     fn registration_replaces_by_endpoint_and_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-        let handle = PushHandle::new(store.clone(), None);
+        let handle = PushHandle::new(store.clone(), None).with_allowed_hosts(vec!["push.example".into()]);
         handle.register("bob", &browser_subscription("https://push.example/1")).unwrap();
         handle.register("bob", &browser_subscription("https://push.example/1")).unwrap();
         assert_eq!(store.push_subscriptions("bob").unwrap().len(), 1, "same endpoint: replaced");

@@ -332,7 +332,8 @@ async fn offline_participant_gets_a_signed_webhook_and_an_encrypted_web_push() {
         let mut receiver = Receiver::start(&[("/hook", 200), ("/wp/bob", 201), ("/wp/gone", 410)]).await;
         let secret = random_hex(32);
         let hook = receiver.url("/hook");
-        let mut d = daemon_with(&["--push-webhook-url", &hook, "--push-webhook-secret", &secret]).await;
+        let mut d =
+            daemon_with(&["--push-webhook-url", &hook, "--push-webhook-secret", &secret, "--push-allowed-hosts", "127.0.0.1"]).await;
         let vapid_public = vapid_public_key(&d);
         let origin = format!("http://{}", receiver.addr);
 
@@ -412,7 +413,17 @@ async fn include_text_puts_the_message_in_the_notification() {
         let mut receiver = Receiver::start(&[]).await;
         let secret = random_hex(32);
         let hook = receiver.url("/hook");
-        let d = daemon_with(&["--push-webhook-url", &hook, "--push-webhook-secret", &secret, "--push-include-text", "true"]).await;
+        let d = daemon_with(&[
+            "--push-webhook-url",
+            &hook,
+            "--push-webhook-secret",
+            &secret,
+            "--push-include-text",
+            "true",
+            "--push-allowed-hosts",
+            "127.0.0.1",
+        ])
+        .await;
         let vapid_public = vapid_public_key(&d);
 
         let mut bob = d.raw_session_as("bob", "client").await;
