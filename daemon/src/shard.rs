@@ -903,7 +903,15 @@ impl Shard {
         for (id, after) in cursors {
             let room = max_messages.saturating_sub(part.messages.len());
             let Ok(c) = self.load(&id) else { continue };
-            if c.role_of(user).is_none() || c.last_seq <= after {
+            if c.role_of(user).is_none() {
+                continue;
+            }
+            if c.last_seq <= after {
+                // No new messages, but positions may have moved while the client was away
+                // (someone read what it sent): those are caught up too.
+                if c.reads.iter().any(|(u, r)| u != user && (r.read_seq > 0 || r.delivered_seq > 0)) {
+                    part.receipts.push(receipt_list(c));
+                }
                 continue;
             }
             if room == 0 || part.bytes >= max_bytes {
