@@ -1,170 +1,138 @@
-//! The async driver: one QUIC connection, one session stream, a reader task and a
-//! writer task around the IO-free logic of [`crate::session`].
+//! The public face of the SDK: [`Client`]. The work happens in [`crate::driver`] (tasks)
+//! and [`crate::state`] (decisions); this file validates arguments, makes requests, and
+//! turns answers into return values.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use legalchat_protocol::codec::{self, DecodeError, FrameDecoder, LENGTH_PREFIX_LEN};
 use legalchat_protocol::pb;
 use legalchat_protocol::validate::{self, ValidationError};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::{debug, warn};
 
-use crate::session::{self, PendingRequests, Routed, SessionInfo, answer};
-use crate::{ClientConfig, Error, Event, HistoryCursor, NewConversation, Result, Sent, tls};
+use crate::driver::{self, Shared, lock};
+use crate::outbox::{Attempt, EntryId};
+use crate::session::{SessionInfo, answer};
+use crate::{ClientConfig, ConnectionState, Error, Event, HistoryCursor, NewConversation, Result, Sent};
 
-/// Request id of `Authenticate`, the first request of every session.
-const AUTH_REQUEST_ID: u64 = 1;
-/// Frames queued for the writer task. Each is at most one server frame size, so the
-/// queue holds at most a few MiB; callers beyond it wait.
-const OUTBOUND_QUEUE: usize = 256;
-/// Most bytes taken off the stream per read.
-const READ_CHUNK: usize = 64 * 1024;
-/// How long each step of a graceful close may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// Application close code for "goodbye, all is well".
-const CLOSE_NORMAL: u32 = 0;
-/// Application close code when the server sent bytes this client cannot frame. The
-/// same table as the daemon's close codes (0 normal, 1 unauthorized, 2 protocol).
-const CLOSE_PROTOCOL: u32 = 2;
+/// Most user ids per presence query (the protocol's limit).
+const MAX_PRESENCE_QUERY: usize = 1_000;
+/// Longest Web Push endpoint URL the protocol accepts.
+const MAX_PUSH_ENDPOINT: usize = 1_024;
+/// Longest base64url key material of a Web Push subscription worth sending (the real
+/// ones are 87 and 22 characters).
+const MAX_PUSH_KEY: usize = 256;
+/// How long [`Client::close`] waits for the supervisor to wind down.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
-/// A connected, authenticated LegalChat session.
+/// A LegalChat client: one user's session with the server, kept alive across network
+/// trouble.
 ///
 /// Cheap to clone: clones share one connection, and may be used from many tasks at once;
-/// requests are multiplexed on the session stream and answered independently. The
-/// connection is closed when [`close`](Client::close) is called or the last clone is
-/// dropped.
+/// requests are multiplexed on the session stream and answered independently. The client
+/// ends when [`close`](Client::close) is called or the last clone is dropped.
 ///
-/// Events (new messages, conversation changes) queue up for
-/// [`next_event`](Client::next_event). **Drain them**: when the queue is full the client
-/// stops reading from the server, so answers to requests stall too, and the server
-/// eventually ends a session that lags too far behind.
+/// When the connection drops, the client reconnects by itself (see
+/// [`ReconnectPolicy`](crate::ReconnectPolicy)), catches up on what it missed, and carries
+/// on; [`Event::State`] tells the app. Sends made meanwhile wait in the outbox.
+///
+/// Events (new messages, receipts, typing, presence, conversation and connection
+/// changes) queue up for [`next_event`](Client::next_event). **Drain them**: when the
+/// queue is full the client stops reading from the server, so answers to requests stall
+/// too, and the server eventually ends a session that lags too far behind (the client
+/// then reconnects and catches up).
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
 }
 
-struct Inner {
-    session: SessionInfo,
-    connection: quinn::Connection,
-    endpoint: quinn::Endpoint,
-    outbound: mpsc::Sender<Outbound>,
-    pending: Arc<Mutex<PendingRequests>>,
-    in_flight: Semaphore,
-    next_request_id: AtomicU64,
-    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
-    request_timeout: Duration,
-    writer: Mutex<Option<JoinHandle<()>>>,
+/// Owned by the app's clones; the client ends when the last one is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Drop for Inner {
+impl Drop for Handle {
     fn drop(&mut self) {
-        // Without this, keep-alives would hold the connection open for as long as the
-        // reader task lives, i.e. forever.
-        self.connection.close(CLOSE_NORMAL.into(), b"client dropped");
+        // The supervisor closes the connection; without it keep-alives would hold it open
+        // for as long as the tasks live, i.e. forever.
+        self.shared.request_shutdown("client dropped");
     }
-}
-
-/// What the writer task sends.
-#[derive(Debug)]
-enum Outbound {
-    /// One encoded frame.
-    Frame(Bytes),
-    /// Finish the stream after everything queued before.
-    Finish,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.inner.shared;
         f.debug_struct("Client")
-            .field("server", &self.inner.connection.remote_address())
-            .field("user_id", &self.inner.session.user_id)
-            .field("session_id", &self.inner.session.session_id)
+            .field("server", &shared.config.server_addr)
+            .field("user_id", &shared.user_id)
+            .field("session_id", &shared.session().session_id)
+            .field("state", shared.state().state())
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// Connects to the server, authenticates with the configured token, and starts the
-    /// session.
+    /// Connects to the server, authenticates with the configured token, sets the
+    /// conversation cursors, and starts the session.
     ///
-    /// Fails with [`Error::Unauthorized`] when the server refuses the token,
-    /// [`Error::Tls`] when its certificate is not trusted, [`Error::Connect`] when it
-    /// cannot be reached within [`ClientConfig::connect_timeout`].
+    /// Cursors start at each conversation's newest message (the app is live from now and
+    /// loads history itself), or at [`ClientConfig::resume_cursors`] when given: then
+    /// everything after them is delivered as events first, followed by
+    /// [`ConnectionState::Resumed`].
+    ///
+    /// Fails fast, without retrying: [`Error::Unauthorized`] when the server refuses the
+    /// token, [`Error::Tls`] when its certificate is not trusted, [`Error::Connect`] when
+    /// it cannot be reached within [`ClientConfig::connect_timeout`]. Reconnecting starts
+    /// only once a first connection has succeeded.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
-        config.validate()?;
-        let quic_config = tls::client_config(&config.ca_cert_pem)?;
-        let bind: SocketAddr =
-            if config.server_addr.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?;
-        let deadline = Instant::now() + config.connect_timeout;
-        match establish(&endpoint, quic_config, &config, deadline).await {
-            Ok((connection, session, reader, send)) => Ok(Client::start(config, endpoint, connection, session, reader, send)),
-            Err(e) => {
-                endpoint.close(CLOSE_NORMAL.into(), b"");
-                Err(e)
-            }
-        }
+        let started = driver::start(config).await?;
+        Ok(Client { inner: Arc::new(Handle { shared: started.shared, supervisor: Mutex::new(Some(started.supervisor)) }) })
     }
 
-    fn start(
-        config: ClientConfig,
-        endpoint: quinn::Endpoint,
-        connection: quinn::Connection,
-        session: SessionInfo,
-        reader: FrameReader,
-        send: quinn::SendStream,
-    ) -> Client {
-        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let (events_tx, events_rx) = mpsc::channel(config.event_buffer);
-        let pending = Arc::new(Mutex::new(PendingRequests::default()));
-        tokio::spawn(read_loop(reader, Arc::clone(&pending), events_tx, connection.clone()));
-        let writer = tokio::spawn(write_loop(send, outbound_rx));
-        debug!(user_id = %session.user_id, session_id = %session.session_id, "session established");
-        Client {
-            inner: Arc::new(Inner {
-                session,
-                connection,
-                endpoint,
-                outbound: outbound_tx,
-                pending,
-                in_flight: Semaphore::new(config.max_in_flight),
-                next_request_id: AtomicU64::new(AUTH_REQUEST_ID + 1),
-                events: tokio::sync::Mutex::new(events_rx),
-                request_timeout: config.request_timeout,
-                writer: Mutex::new(Some(writer)),
-            }),
-        }
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     /// The authenticated user's id.
     pub fn user_id(&self) -> &str {
-        &self.inner.session.user_id
+        &self.shared().user_id
     }
 
     /// The authenticated user's global role.
     pub fn role(&self) -> pb::UserRole {
-        self.inner.session.role
+        self.shared().role
     }
 
-    /// The server-assigned session id (quote it to support).
-    pub fn session_id(&self) -> &str {
-        &self.inner.session.session_id
+    /// The server-assigned id of the current (or last) session; it changes on every
+    /// reconnect. Quote it to support.
+    pub fn session_id(&self) -> String {
+        self.shared().session().session_id
     }
 
-    /// Everything the server announced when it accepted the token, limits included.
-    pub fn session(&self) -> &SessionInfo {
-        &self.inner.session
+    /// Everything the server announced when it accepted the token on the current (or
+    /// last) connection, limits included.
+    pub fn session(&self) -> SessionInfo {
+        self.shared().session()
     }
 
-    /// Why the session ended, once it has; `None` while it is open.
+    /// Where the connection stands now.
+    pub fn state(&self) -> ConnectionState {
+        self.shared().state().state().clone()
+    }
+
+    /// Why the client ended, once it has; `None` while it is running (connected or
+    /// reconnecting).
     pub fn closed_reason(&self) -> Option<String> {
-        lock(&self.inner.pending).closed_reason().map(str::to_owned)
+        self.shared().state().closed_reason().map(str::to_owned)
+    }
+
+    /// For every conversation the client follows, the newest seq delivered to the app
+    /// (sorted by conversation id). Save them to resume from in a later run with
+    /// [`ClientConfig::resume_cursors`].
+    pub fn cursors(&self) -> Vec<(String, u64)> {
+        self.shared().state().cursors()
     }
 
     /// Creates a group, case or support conversation (or a private one; see also
@@ -172,7 +140,10 @@ impl Client {
     pub async fn create_conversation(&self, new: NewConversation) -> Result<pb::Conversation> {
         new.validate()?;
         let reply = self.request(pb::client_frame::Request::CreateConversation(new.into_request())).await?;
-        answer::conversation("CreateConversation", reply)
+        let conversation = answer::conversation("CreateConversation", reply)?;
+        // The creator knows what is in it: follow it from its newest message.
+        self.shared().state().opened(&conversation);
+        Ok(conversation)
     }
 
     /// The private conversation between the caller and `other_user`, created if the
@@ -218,15 +189,16 @@ impl Client {
         validate::user_id("user_id", user)?;
         let request = pb::RemoveParticipant { conversation_id: conv.to_owned(), user_id: user.to_owned() };
         let reply = self.request(pb::client_frame::Request::RemoveParticipant(request)).await?;
-        answer::conversation("RemoveParticipant", reply)
+        let conversation = answer::conversation("RemoveParticipant", reply)?;
+        if user == self.user_id() {
+            self.shared().state().no_longer_participant(conv);
+        }
+        Ok(conversation)
     }
 
     /// Sends a plain-text message with a fresh client message id. Returns once the
-    /// message is durably stored.
-    ///
-    /// To retry safely after [`Error::Timeout`] or a lost connection, use
-    /// [`send`](Self::send) with an id from [`new_client_message_id`](crate::new_client_message_id)
-    /// kept across attempts.
+    /// message is durably stored; see [`send`](Self::send) for what happens while the
+    /// connection is down.
     pub async fn send_text(&self, conv: &str, text: &str) -> Result<Sent> {
         let content =
             pb::MessageContent { text: text.to_owned(), r#type: pb::ContentType::Text as i32, format: pb::TextFormat::Plain as i32 };
@@ -236,21 +208,71 @@ impl Client {
     /// Sends a message with a caller-chosen client message id. Sending again with the
     /// same id stores nothing new and returns the first send's receipt with
     /// [`Sent::duplicate`] set.
+    ///
+    /// Every send goes through the outbox (at most
+    /// [`ClientConfig::outbox_capacity`] at once; beyond it [`Error::OutboxFull`]). While
+    /// disconnected, the send waits there; a send whose answer was lost with a connection
+    /// is sent again on the next one, with the same client message id, so it is stored
+    /// once (and resolves with `duplicate: true` and the original seq). Sends are
+    /// (re)sent in the order they were made.
+    ///
+    /// The call waits at most [`ClientConfig::send_timeout`]. When that runs out, the
+    /// send is taken out of the outbox and fails: with [`Error::Disconnected`] when it was
+    /// never sent (nothing was stored), with [`Error::Timeout`] when it was (it may have
+    /// been stored; retry with the same id to find out). Nothing is sent after the call
+    /// has failed, or after it was cancelled.
     pub async fn send(&self, conv: &str, client_message_id: &str, content: pb::MessageContent) -> Result<Sent> {
         validate::parse_id("conversation_id", conv)?;
         validate::client_message_id(client_message_id)?;
-        validate::message_content(Some(&content), self.inner.session.max_message_bytes)?;
-        let request =
-            pb::SendMessage { conversation_id: conv.to_owned(), client_message_id: client_message_id.to_owned(), content: Some(content) };
-        let reply = self.request(pb::client_frame::Request::SendMessage(request)).await?;
-        let accepted = answer::message_accepted(reply)?;
-        if !accepted.conversation_id.is_empty() && accepted.conversation_id != conv {
-            return Err(Error::Protocol(format!(
-                "a message sent to {conv} was acknowledged for conversation {}",
-                accepted.conversation_id
-            )));
+        let shared = self.shared();
+        let session = shared.session();
+        validate::message_content(Some(&content), session.max_message_bytes)?;
+        let frame_len = prost::Message::encoded_len(&pb::ClientFrame {
+            request_id: u64::MAX,
+            request: Some(pb::client_frame::Request::SendMessage(pb::SendMessage {
+                conversation_id: conv.to_owned(),
+                client_message_id: client_message_id.to_owned(),
+                content: Some(content.clone()),
+            })),
+        });
+        if frame_len > session.max_frame_size {
+            return Err(ValidationError::new(
+                "frame",
+                format!("the request is {frame_len} bytes; the server accepts at most {}", session.max_frame_size),
+            )
+            .into());
         }
-        Ok(accepted.into())
+
+        let deadline = Instant::now() + shared.config.send_timeout;
+        let (tx, rx) = oneshot::channel();
+        let entry = shared.state().queue_send(conv, client_message_id, content, tx)?;
+        let mut guard = GiveUpOnDrop { shared, entry: Some(entry) };
+        shared.write_send(entry).await;
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(outcome)) => {
+                guard.entry = None;
+                outcome
+            }
+            // The waiter went without an answer: the client ended.
+            Ok(Err(_)) => {
+                guard.entry = None;
+                Err(Error::Closed(self.closed_reason().unwrap_or_else(|| "the client ended".into())))
+            }
+            Err(_) => {
+                guard.entry = None;
+                let taken = shared.state().outbox_mut().take(entry);
+                match taken {
+                    Some(p) if matches!(p.attempt, Attempt::Sent { .. }) => Err(Error::Timeout),
+                    Some(_) => Err(Error::Disconnected(format!(
+                        "not sent: no connection to the server within {} s ({})",
+                        shared.config.send_timeout.as_secs(),
+                        self.state()
+                    ))),
+                    // Answered in the meantime after all.
+                    None => Err(Error::Timeout),
+                }
+            }
+        }
     }
 
     /// A page of a conversation's history, in ascending seq order. `limit` is 1..=100;
@@ -275,337 +297,187 @@ impl Client {
         Ok(started.elapsed())
     }
 
-    /// The next event, waiting for one if none is queued. `None` once the session has
-    /// closed and every event, the final [`Event::Closed`] included, has been taken.
+    /// Marks everything up to and including `seq` in a conversation as read by the user
+    /// (the spec's `message_read`). The other participants receive an
+    /// [`Event::Receipt`] of kind [`pb::ReceiptKind::Read`]; the conversation's
+    /// `unread_count` follows. Read positions only move forward.
+    pub async fn mark_read(&self, conv: &str, seq: u64) -> Result<()> {
+        validate::parse_id("conversation_id", conv)?;
+        let reply = self.request(pb::client_frame::Request::MarkRead(pb::MarkRead { conversation_id: conv.to_owned(), seq })).await?;
+        answer::done("MarkRead", reply)
+    }
+
+    /// Tells the members of a conversation's room that the user started (`true`) or
+    /// stopped typing. A signal: nothing is answered, and it is not queued while
+    /// disconnected ([`Error::Disconnected`]). While typing, call it again at least every
+    /// 3 s (the server's `TYPING_TIMEOUT`), or the server ends the typing state by itself.
+    pub async fn typing(&self, conv: &str, active: bool) -> Result<()> {
+        validate::parse_id("conversation_id", conv)?;
+        self.shared().signal(pb::client_frame::Request::Typing(pb::Typing { conversation_id: conv.to_owned(), active })).await
+    }
+
+    /// `typing(conv, true)`: the spec's `typing_start`.
+    pub async fn start_typing(&self, conv: &str) -> Result<()> {
+        self.typing(conv, true).await
+    }
+
+    /// `typing(conv, false)`: the spec's `typing_stop`.
+    pub async fn stop_typing(&self, conv: &str) -> Result<()> {
+        self.typing(conv, false).await
+    }
+
+    /// Subscribes to a conversation's live signals (typing, and who of its participants
+    /// is online: [`Event::RoomUsers`]) — the spec's `join_room`. Returns who is online
+    /// now. Rooms are joined again after every reconnect, each answered with a fresh
+    /// [`Event::RoomUsers`]. Messages and receipts arrive without joining.
+    pub async fn join_room(&self, conv: &str) -> Result<pb::RoomUsers> {
+        validate::parse_id("conversation_id", conv)?;
+        let reply = self.request(pb::client_frame::Request::JoinRoom(pb::JoinRoom { conversation_id: conv.to_owned() })).await?;
+        let users = answer::room_users(reply)?;
+        self.shared().state().joined(conv);
+        Ok(users)
+    }
+
+    /// Unsubscribes from a conversation's live signals (the spec's `leave_room`). It stays
+    /// a conversation of the user's.
+    pub async fn leave_room(&self, conv: &str) -> Result<()> {
+        validate::parse_id("conversation_id", conv)?;
+        // Forget it first: a reconnect in between must not join it again.
+        self.shared().state().left(conv);
+        let reply = self.request(pb::client_frame::Request::LeaveRoom(pb::LeaveRoom { conversation_id: conv.to_owned() })).await?;
+        answer::done("LeaveRoom", reply)
+    }
+
+    /// Whether `users` are online, and when they were last seen. Users who share no
+    /// conversation with the caller are left out of the answer. At most 1,000 at once.
+    pub async fn presence(&self, users: &[&str]) -> Result<Vec<pb::Presence>> {
+        if users.len() > MAX_PRESENCE_QUERY {
+            return Err(ValidationError::new("user_ids", format!("{} users; at most {MAX_PRESENCE_QUERY} at once", users.len())).into());
+        }
+        for u in users {
+            validate::user_id("user_ids", u)?;
+        }
+        let request = pb::GetPresence { user_ids: users.iter().map(|u| (*u).to_owned()).collect() };
+        let reply = self.request(pb::client_frame::Request::GetPresence(request)).await?;
+        Ok(answer::presence(reply)?.users)
+    }
+
+    /// Every participant's delivery and read position in a conversation (message seq N
+    /// reached / was read by a user when N is at most their `delivered_seq` / `read_seq`).
+    pub async fn receipts(&self, conv: &str) -> Result<pb::ReceiptList> {
+        validate::parse_id("conversation_id", conv)?;
+        let reply = self.request(pb::client_frame::Request::GetReceipts(pb::GetReceipts { conversation_id: conv.to_owned() })).await?;
+        answer::receipts(reply)
+    }
+
+    /// Registers a browser's Web Push subscription for the user: when none of the user's
+    /// devices is connected, new messages are announced there. The arguments are the
+    /// fields of the browser's `PushSubscription` JSON: `endpoint`, `keys.p256dh` and
+    /// `keys.auth` (base64url).
+    pub async fn register_web_push(&self, endpoint: &str, p256dh_b64url: &str, auth_b64url: &str) -> Result<()> {
+        check_push_endpoint(endpoint)?;
+        check_base64url("p256dh", p256dh_b64url)?;
+        check_base64url("auth", auth_b64url)?;
+        let subscription =
+            pb::WebPushSubscription { endpoint: endpoint.to_owned(), p256dh: p256dh_b64url.to_owned(), auth: auth_b64url.to_owned() };
+        let request = pb::RegisterPush { target: Some(pb::register_push::Target::WebPush(subscription)) };
+        let reply = self.request(pb::client_frame::Request::RegisterPush(request)).await?;
+        answer::done("RegisterPush", reply)
+    }
+
+    /// Removes a Web Push subscription registered with
+    /// [`register_web_push`](Self::register_web_push).
+    pub async fn unregister_web_push(&self, endpoint: &str) -> Result<()> {
+        check_push_endpoint(endpoint)?;
+        let request = pb::UnregisterPush { endpoint: endpoint.to_owned() };
+        let reply = self.request(pb::client_frame::Request::UnregisterPush(request)).await?;
+        answer::done("UnregisterPush", reply)
+    }
+
+    /// The next event, waiting for one if none is queued. `None` once the client has
+    /// ended and every event, the final [`Event::Closed`] included, has been taken.
     ///
-    /// Events are delivered in the order the server sent them. When several tasks call
-    /// this at once, each event goes to one of them.
+    /// Events are delivered in the order the client settled them: per conversation,
+    /// messages in seq order, exactly once. When several tasks call this at once, each
+    /// event goes to one of them.
     pub async fn next_event(&self) -> Option<Event> {
-        self.inner.events.lock().await.recv().await
+        self.shared().next_event().await
     }
 
-    /// Ends the session gracefully: sends what is queued, finishes the session stream,
-    /// closes the connection with code 0, and waits briefly (about two seconds at most)
-    /// for the close to reach the server. Requests still waiting fail with
-    /// [`Error::Closed`]; [`next_event`](Self::next_event) yields the remaining events,
-    /// then [`Event::Closed`], then `None`.
+    /// Drops the current connection and reconnects at once, catching up as after any
+    /// outage — e.g. when the device switched networks and the old path is dead. Does
+    /// nothing while already disconnected.
+    pub fn reconnect_now(&self) {
+        if let Some(link) = self.shared().link() {
+            link.connection.close(0u32.into(), b"client reconnects");
+        }
+    }
+
+    /// Ends the client gracefully: sends what is queued, finishes the session stream,
+    /// closes the connection with code 0, and waits briefly (a few seconds at most) for
+    /// the close to reach the server. Requests still waiting, and sends in the outbox,
+    /// fail with [`Error::Closed`]; [`next_event`](Self::next_event) yields the remaining
+    /// events, then [`Event::Closed`], then `None`.
     pub async fn close(&self) {
-        let inner = &*self.inner;
-        let writer = lock(&inner.writer).take();
-        if let Some(writer) = writer {
-            // The writer flushes, finishes the stream and waits (bounded) for the server to
-            // acknowledge it; only then is closing the connection free of data loss.
-            if timeout(CLOSE_GRACE, inner.outbound.send(Outbound::Finish)).await.is_ok() {
-                let _ = timeout(CLOSE_GRACE, writer).await;
-            }
+        self.shared().request_shutdown("client closed the session");
+        let supervisor = lock(&self.inner.supervisor).take();
+        if let Some(supervisor) = supervisor {
+            let _ = timeout(CLOSE_WAIT, supervisor).await;
         }
-        inner.connection.close(CLOSE_NORMAL.into(), b"client closed the session");
-        let _ = timeout(CLOSE_GRACE, inner.endpoint.wait_idle()).await;
     }
 
-    /// Sends one request and waits for its answer, within the request timeout.
+    /// Sends one request on the current connection (waiting for one, while reconnecting)
+    /// and waits for its answer, all within the request timeout.
     async fn request(&self, request: pb::client_frame::Request) -> Result<pb::ack::Result> {
-        let inner = &*self.inner;
-        let deadline = Instant::now() + inner.request_timeout;
-        let request_id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let frame = codec::encode(&pb::ClientFrame { request_id, request: Some(request) });
-        let body_len = frame.len().saturating_sub(LENGTH_PREFIX_LEN);
-        if body_len > inner.session.max_frame_size {
-            // The server would end the whole session over it; refuse it here instead.
-            return Err(ValidationError::new(
-                "frame",
-                format!("the request is {body_len} bytes; the server accepts at most {}", inner.session.max_frame_size),
-            )
-            .into());
-        }
-
-        let _slot = match timeout_at(deadline, inner.in_flight.acquire()).await {
+        let shared = self.shared();
+        let deadline = Instant::now() + shared.config.request_timeout;
+        let _slot = match timeout_at(deadline, shared.in_flight.acquire()).await {
             Ok(Ok(permit)) => permit,
-            // The semaphore is never closed; treat it as a closed session if it ever is.
-            Ok(Err(_)) => return Err(self.closed_error()),
+            // The semaphore is never closed; treat it as an ended client if it ever is.
+            Ok(Err(_)) => return Err(Error::Closed("the client ended".into())),
             Err(_) => return Err(Error::Timeout),
         };
-        let answer = lock(&inner.pending).register(request_id)?;
-        let _forget = ForgetOnDrop { pending: &inner.pending, request_id };
-        let exchange = async {
-            inner.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.closed_error())?;
-            answer.await.map_err(|_| self.closed_error())?
-        };
-        timeout_at(deadline, exchange).await.map_err(|_| Error::Timeout)?
-    }
-
-    fn closed_error(&self) -> Error {
-        let pending = lock(&self.inner.pending);
-        Error::Closed(pending.closed_reason().unwrap_or("the session stream is closed").to_owned())
+        let link = shared.current_link(deadline).await?;
+        shared.exchange(&link, request, deadline).await
     }
 }
 
-/// Removes a request's entry from the pending table when its caller stops waiting, be
-/// it by answer, timeout or cancellation, so that abandoned requests do not accumulate.
-struct ForgetOnDrop<'a> {
-    pending: &'a Mutex<PendingRequests>,
-    request_id: u64,
+/// Takes a send out of the outbox when its caller stops waiting (cancellation), so that
+/// nothing is sent on behalf of a caller who no longer expects it.
+struct GiveUpOnDrop<'a> {
+    shared: &'a Shared,
+    entry: Option<EntryId>,
 }
 
-impl Drop for ForgetOnDrop<'_> {
+impl Drop for GiveUpOnDrop<'_> {
     fn drop(&mut self) {
-        lock(self.pending).forget(self.request_id);
-    }
-}
-
-/// Locks a mutex that guards plain data; a panic elsewhere while holding it cannot
-/// leave that data half-updated in a way that matters, so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Handshake, session stream, `Authenticate`, and its answer, all before `deadline`.
-async fn establish(
-    endpoint: &quinn::Endpoint,
-    quic_config: quinn::ClientConfig,
-    config: &ClientConfig,
-    deadline: Instant,
-) -> Result<(quinn::Connection, SessionInfo, FrameReader, quinn::SendStream)> {
-    let addr = config.server_addr;
-    let connecting = endpoint.connect_with(quic_config, addr, &config.server_name).map_err(|e| Error::Connect(format!("{addr}: {e}")))?;
-    let connection = match timeout_at(deadline, connecting).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(handshake_error(addr, &e)),
-        Err(_) => return Err(Error::Connect(format!("no answer from {addr}; is the server running and reachable?"))),
-    };
-
-    let authenticated = async {
-        let (mut send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e))))?;
-        let hello = pb::ClientFrame {
-            request_id: AUTH_REQUEST_ID,
-            request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
-                token: config.token.clone(),
-                client_info: config.client_info.clone(),
-            })),
-        };
-        send.write_all(&codec::encode(&hello))
-            .await
-            .map_err(|e| refused_during_auth(&connection, &format!("cannot send Authenticate: {e}")))?;
-
-        let mut reader = FrameReader::new(recv, config.max_inbound_frame);
-        loop {
-            match reader.read_frame().await {
-                Ok(Some(frame)) => match session::authentication_outcome(frame, AUTH_REQUEST_ID) {
-                    Some(Ok(session)) => return Ok((session, reader, send)),
-                    Some(Err(e)) => return Err(e),
-                    None => debug!("ignored a frame of an unknown kind before authentication"),
-                },
-                Ok(None) => {
-                    return Err(refused_during_auth(&connection, "the server ended the session without answering Authenticate"));
-                }
-                Err(failure) => return Err(refused_during_auth(&connection, &failure.describe())),
-            }
-        }
-    };
-    match timeout_at(deadline, authenticated).await {
-        Ok(Ok((session, reader, send))) => Ok((connection, session, reader, send)),
-        Ok(Err(e)) => {
-            connection.close(CLOSE_NORMAL.into(), b"");
-            Err(e)
-        }
-        Err(_) => {
-            connection.close(CLOSE_NORMAL.into(), b"");
-            Err(Error::Connect(format!("{addr} accepted the connection but did not answer Authenticate in time")))
+        if let Some(entry) = self.entry.take() {
+            self.shared.state().outbox_mut().take(entry);
         }
     }
 }
 
-/// The error for a session that ended while authenticating. A server that closes the
-/// connection with application code `UNAUTHORIZED` (1) refused the token, whether or not
-/// its `Unauthorized` frame made it through before the close.
-fn refused_during_auth(connection: &quinn::Connection, what: &str) -> Error {
-    match connection.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(close)) if close.error_code.into_inner() == pb::ErrorCode::Unauthorized as u64 => {
-            let reason = String::from_utf8_lossy(&close.reason);
-            Error::Unauthorized(if reason.is_empty() { "the server refused the token".into() } else { reason.into_owned() })
-        }
-        Some(e) => Error::Connect(format!("{what}: {}", describe_connection_error(&e))),
-        None => Error::Connect(what.to_owned()),
+fn check_push_endpoint(endpoint: &str) -> Result<(), ValidationError> {
+    if endpoint.is_empty() || endpoint.len() > MAX_PUSH_ENDPOINT {
+        return Err(ValidationError::new("endpoint", format!("must be 1..={MAX_PUSH_ENDPOINT} bytes, is {}", endpoint.len())));
     }
+    if !endpoint.starts_with("https://") {
+        return Err(ValidationError::new("endpoint", "must be an https:// URL"));
+    }
+    if endpoint.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ValidationError::new("endpoint", "must not contain spaces or control characters"));
+    }
+    Ok(())
 }
 
-/// Maps a failed QUIC handshake to the error that tells the user what to fix.
-fn handshake_error(addr: SocketAddr, e: &quinn::ConnectionError) -> Error {
-    // QUIC carries TLS alerts as transport error codes 0x100..=0x1ff.
-    let is_tls = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
-    match e {
-        quinn::ConnectionError::TransportError(t) if is_tls(t.code) => {
-            Error::Tls(format!("the certificate of {addr} is not trusted or does not match: {t}"))
-        }
-        quinn::ConnectionError::ConnectionClosed(c) if is_tls(c.error_code) => Error::Tls(format!("{addr} refused the TLS handshake: {c}")),
-        quinn::ConnectionError::TimedOut => Error::Connect(format!("no answer from {addr}; is the server running and reachable?")),
-        other => Error::Connect(format!("{addr}: {}", describe_connection_error(other))),
+fn check_base64url(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() || value.len() > MAX_PUSH_KEY {
+        return Err(ValidationError::new(field, format!("must be 1..={MAX_PUSH_KEY} characters of base64url")));
     }
-}
-
-/// A sentence saying why a connection ended.
-fn describe_connection_error(e: &quinn::ConnectionError) -> String {
-    use quinn::ConnectionError as C;
-    match e {
-        C::LocallyClosed => "closed by this client".into(),
-        C::ApplicationClosed(close) => {
-            let reason = String::from_utf8_lossy(&close.reason);
-            if reason.is_empty() {
-                format!("the server closed the connection (code {})", close.error_code)
-            } else {
-                format!("the server closed the connection: {reason}")
-            }
-        }
-        C::TimedOut => format!("nothing heard from the server for {} s", tls::IDLE_TIMEOUT.as_secs()),
-        C::Reset => "the server reset the connection (it may have restarted)".into(),
-        C::ConnectionClosed(close) => format!("the server's QUIC stack aborted the connection: {close}"),
-        C::TransportError(t) => format!("QUIC transport error: {t}"),
-        other => other.to_string(),
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=') {
+        return Err(ValidationError::new(field, "must be base64url (A-Z, a-z, 0-9, '-', '_')"));
     }
-}
-
-/// Why reading frames stopped.
-#[derive(Debug)]
-enum ReadFailure {
-    /// The server sent bytes that are not a valid frame.
-    Decode(DecodeError),
-    /// The stream ended inside a frame.
-    Truncated(usize),
-    /// The stream or connection failed.
-    Stream(quinn::ReadError),
-}
-
-impl ReadFailure {
-    fn describe(&self) -> String {
-        match self {
-            ReadFailure::Decode(e) => format!("the server sent an invalid frame: {e}"),
-            ReadFailure::Truncated(n) => format!("the server ended the session stream inside a frame ({n} bytes left over)"),
-            ReadFailure::Stream(quinn::ReadError::ConnectionLost(e)) => describe_connection_error(e),
-            ReadFailure::Stream(quinn::ReadError::Reset(code)) => format!("the server reset the session stream (code {code})"),
-            ReadFailure::Stream(e) => format!("session stream: {e}"),
-        }
-    }
-
-    /// Whether the byte stream itself is broken (as opposed to the connection ending).
-    fn is_malformed(&self) -> bool {
-        matches!(self, ReadFailure::Decode(_) | ReadFailure::Truncated(_))
-    }
-}
-
-/// Frames off the session stream (mini-redis' `Connection::read_frame`).
-struct FrameReader {
-    recv: quinn::RecvStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
-}
-
-impl FrameReader {
-    fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
-        Self { recv, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
-    }
-
-    /// The next frame; `Ok(None)` when the server finished the stream cleanly between
-    /// frames. The buffer never holds more than one maximal frame plus one read, because
-    /// the decoder rejects an oversized length before its body is read.
-    async fn read_frame(&mut self) -> Result<Option<pb::ServerFrame>, ReadFailure> {
-        loop {
-            if let Some(frame) = self.decoder.decode::<pb::ServerFrame>(&mut self.buf).map_err(ReadFailure::Decode)? {
-                return Ok(Some(frame));
-            }
-            match self.recv.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
-                Ok(None) if self.buf.is_empty() => return Ok(None),
-                Ok(None) => return Err(ReadFailure::Truncated(self.buf.len())),
-                Err(e) => return Err(ReadFailure::Stream(e)),
-            }
-        }
-    }
-}
-
-/// The reader task: routes answers to their requests and events to the queue until the
-/// session ends, then fails what still waits and queues [`Event::Closed`].
-async fn read_loop(
-    mut reader: FrameReader,
-    pending: Arc<Mutex<PendingRequests>>,
-    events: mpsc::Sender<Event>,
-    connection: quinn::Connection,
-) {
-    // A Goodbye or session-level error names the real reason better than the connection
-    // close that follows it.
-    let mut announced_end: Option<String> = None;
-    let reason = loop {
-        let frame = match reader.read_frame().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break announced_end.take().unwrap_or_else(|| "the server ended the session".into()),
-            Err(failure) => {
-                if failure.is_malformed() {
-                    warn!(error = %failure.describe(), "closing the session");
-                    connection.close(CLOSE_PROTOCOL.into(), b"malformed frame");
-                }
-                break announced_end.take().unwrap_or_else(|| failure.describe());
-            }
-        };
-        match session::route(frame) {
-            Routed::Reply { request_id, reply } => {
-                if !lock(&pending).complete(request_id, reply) {
-                    debug!(request_id, "answer arrived after its caller stopped waiting");
-                }
-            }
-            Routed::Event(event) => {
-                if let Event::Goodbye { code, reason } = &event {
-                    announced_end.get_or_insert_with(|| session::goodbye_reason(*code, reason));
-                }
-                // Wait for room in the queue (back-pressure on the server) but notice a
-                // dead connection meanwhile, so waiting requests fail now rather than at
-                // their timeout.
-                let permit = tokio::select! {
-                    permit = events.reserve() => permit,
-                    e = connection.closed() => {
-                        let reason = announced_end.clone().unwrap_or_else(|| describe_connection_error(&e));
-                        lock(&pending).close(&reason);
-                        events.reserve().await
-                    }
-                };
-                match permit {
-                    Ok(permit) => permit.send(event),
-                    Err(_) => break "the client was dropped".into(),
-                }
-            }
-            Routed::SessionError(reason) => {
-                warn!(%reason, "session-level error from the server");
-                announced_end.get_or_insert(reason);
-            }
-            Routed::Ignore(why) => debug!(why, "ignored a frame"),
-        }
-    };
-    debug!(%reason, "session ended");
-    lock(&pending).close(&reason);
-    let final_reason = lock(&pending).closed_reason().unwrap_or(&reason).to_owned();
-    let _ = events.send(Event::Closed { reason: final_reason }).await;
-}
-
-/// The writer task: the only owner of the send half of the session stream.
-async fn write_loop(mut send: quinn::SendStream, mut outbound: mpsc::Receiver<Outbound>) {
-    while let Some(item) = outbound.recv().await {
-        match item {
-            Outbound::Frame(frame) => {
-                if let Err(e) = send.write_chunk(frame).await {
-                    debug!(error = %e, "session stream closed for writing");
-                    return;
-                }
-            }
-            Outbound::Finish => break,
-        }
-    }
-    // Finish after the last frame (on `close`, or when every `Client` is gone), and wait
-    // until the server has acknowledged everything, so that closing the connection next
-    // cannot drop a frame in flight.
-    if send.finish().is_ok() {
-        let _ = timeout(CLOSE_GRACE, send.stopped()).await;
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -613,30 +485,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_errors_read_as_sentences() {
-        let closed = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
-            error_code: 0u32.into(),
-            reason: Bytes::from_static(b"server shutting down"),
-        });
-        assert_eq!(describe_connection_error(&closed), "the server closed the connection: server shutting down");
-        assert_eq!(describe_connection_error(&quinn::ConnectionError::LocallyClosed), "closed by this client");
-        assert!(describe_connection_error(&quinn::ConnectionError::TimedOut).contains("30 s"));
-    }
-
-    #[test]
-    fn handshake_timeouts_say_where() {
-        let addr: SocketAddr = ([127, 0, 0, 1], 7443).into();
-        let err = handshake_error(addr, &quinn::ConnectionError::TimedOut);
-        assert!(matches!(&err, Error::Connect(m) if m.contains("127.0.0.1:7443")), "{err}");
-    }
-
-    #[test]
-    fn read_failures_describe_themselves() {
-        let f = ReadFailure::Decode(DecodeError::TooLarge { len: 99, max: 10 });
-        assert!(f.is_malformed());
-        assert!(f.describe().contains("invalid frame"));
-        let f = ReadFailure::Stream(quinn::ReadError::Reset(3u32.into()));
-        assert!(!f.is_malformed());
-        assert_eq!(f.describe(), "the server reset the session stream (code 3)");
+    fn push_subscriptions_are_checked_before_sending() {
+        assert_eq!(check_push_endpoint("https://push.example/abc"), Ok(()));
+        assert_eq!(check_push_endpoint("http://push.example/abc").unwrap_err().field, "endpoint");
+        assert_eq!(check_push_endpoint("").unwrap_err().field, "endpoint");
+        assert_eq!(check_push_endpoint(&format!("https://{}", "a".repeat(1_100))).unwrap_err().field, "endpoint");
+        assert_eq!(check_push_endpoint("https://push.example/a b").unwrap_err().field, "endpoint");
+        assert_eq!(check_base64url("auth", "q1w2e3r4-_"), Ok(()));
+        assert_eq!(check_base64url("auth", "").unwrap_err().field, "auth");
+        assert_eq!(check_base64url("p256dh", "a+b/c").unwrap_err().field, "p256dh");
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use legalchat_protocol::validate::{self, ValidationError};
 
 use crate::Error;
+use crate::outbox::DEFAULT_OUTBOX_CAPACITY;
+use crate::reconnect::ReconnectPolicy;
 
 /// Default time a request may wait for its answer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +24,19 @@ pub const DEFAULT_EVENT_BUFFER: usize = 10_000;
 pub const DEFAULT_MAX_INBOUND_FRAME: usize = 16 * 1024 * 1024;
 /// Default most requests in flight at once on one session; further requests wait.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
+/// Default time a send may wait for its acknowledgment, including time spent in the
+/// outbox while the client reconnects.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default QUIC idle timeout: a connection that hears nothing from the server for this
+/// long is dead, and the client reconnects.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval of QUIC keep-alive packets. Well under the idle timeout, and short
+/// enough to keep NAT bindings of home routers and mobile networks open.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default most messages per `CatchUp` page after a reconnect.
+pub const DEFAULT_CATCH_UP_PAGE: u32 = 1_000;
+/// Largest `CatchUp` page the protocol allows.
+pub const MAX_CATCH_UP_PAGE: u32 = 5_000;
 
 /// Settings for one connection to a LegalChat server.
 ///
@@ -57,6 +72,26 @@ pub struct ClientConfig {
     pub max_inbound_frame: usize,
     /// Most requests in flight at once; further requests wait for a free slot.
     pub max_in_flight: usize,
+    /// When and how often to reconnect after the connection dropped.
+    pub reconnect: ReconnectPolicy,
+    /// Most sends waiting for their acknowledgment at once (queued while disconnected, or
+    /// in flight). A send beyond it fails with [`Error::OutboxFull`].
+    pub outbox_capacity: usize,
+    /// How long a send may wait for its acknowledgment, including time spent queued in
+    /// the outbox while the client reconnects (see [`Client::send`](crate::Client::send)).
+    pub send_timeout: Duration,
+    /// Where to resume: `(conversation id, newest seq the app has)` pairs that an app
+    /// saved from [`Client::cursors`](crate::Client::cursors) in an earlier run. When
+    /// given, the first connection catches up on everything after them (and on whole
+    /// conversations not listed) instead of starting live from now.
+    pub resume_cursors: Vec<(String, u64)>,
+    /// A connection that hears nothing from the server for this long is dead (QUIC idle
+    /// timeout); the client then reconnects.
+    pub idle_timeout: Duration,
+    /// Interval of QUIC keep-alive packets; must be shorter than `idle_timeout`.
+    pub keep_alive_interval: Duration,
+    /// Most messages per page when catching up after a reconnect, 1..=5,000.
+    pub catch_up_page: u32,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -73,6 +108,13 @@ impl std::fmt::Debug for ClientConfig {
             .field("event_buffer", &self.event_buffer)
             .field("max_inbound_frame", &self.max_inbound_frame)
             .field("max_in_flight", &self.max_in_flight)
+            .field("reconnect", &self.reconnect)
+            .field("outbox_capacity", &self.outbox_capacity)
+            .field("send_timeout", &self.send_timeout)
+            .field("resume_cursors", &format_args!("<{} conversations>", self.resume_cursors.len()))
+            .field("idle_timeout", &self.idle_timeout)
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("catch_up_page", &self.catch_up_page)
             .finish()
     }
 }
@@ -80,7 +122,8 @@ impl std::fmt::Debug for ClientConfig {
 impl ClientConfig {
     /// A configuration with defaults: server name `localhost`, no trusted CA yet (set
     /// one with [`with_ca_pem`](Self::with_ca_pem) or [`with_ca_file`](Self::with_ca_file)),
-    /// 10 s request timeout, 10,000 queued events.
+    /// 10 s request timeout, 10,000 queued events, reconnecting forever with the default
+    /// [`ReconnectPolicy`], an outbox of 1,000 sends that may wait 30 s each.
     pub fn new(server_addr: SocketAddr, token: impl Into<String>) -> Self {
         Self {
             server_addr,
@@ -93,6 +136,13 @@ impl ClientConfig {
             event_buffer: DEFAULT_EVENT_BUFFER,
             max_inbound_frame: DEFAULT_MAX_INBOUND_FRAME,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            reconnect: ReconnectPolicy::default(),
+            outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            resume_cursors: Vec::new(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keep_alive_interval: DEFAULT_KEEP_ALIVE_INTERVAL,
+            catch_up_page: DEFAULT_CATCH_UP_PAGE,
         }
     }
 
@@ -139,6 +189,44 @@ impl ClientConfig {
         self
     }
 
+    /// When and how often to reconnect ([`ReconnectPolicy::never`] turns it off).
+    pub fn with_reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Most unacknowledged sends at once.
+    pub fn with_outbox_capacity(mut self, capacity: usize) -> Self {
+        self.outbox_capacity = capacity;
+        self
+    }
+
+    /// How long a send may wait for its acknowledgment, outbox time included.
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Resume from cursors saved in an earlier run (see [`resume_cursors`](Self::resume_cursors)).
+    pub fn with_resume_cursors(mut self, cursors: Vec<(String, u64)>) -> Self {
+        self.resume_cursors = cursors;
+        self
+    }
+
+    /// The QUIC idle timeout and keep-alive interval: how fast a silent connection is
+    /// declared dead (and replaced).
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration, keep_alive_interval: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self.keep_alive_interval = keep_alive_interval;
+        self
+    }
+
+    /// Most messages per catch-up page.
+    pub fn with_catch_up_page(mut self, max_messages: u32) -> Self {
+        self.catch_up_page = max_messages;
+        self
+    }
+
     /// Checks the settings without touching the network.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.token.is_empty() {
@@ -161,6 +249,10 @@ impl ClientConfig {
             ("connect_timeout", self.connect_timeout.is_zero()),
             ("event_buffer", self.event_buffer == 0),
             ("max_in_flight", self.max_in_flight == 0),
+            ("outbox_capacity", self.outbox_capacity == 0),
+            ("send_timeout", self.send_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_zero()),
+            ("keep_alive_interval", self.keep_alive_interval.is_zero()),
         ];
         if let Some((field, _)) = positive.into_iter().find(|(_, zero)| *zero) {
             return Err(ValidationError::new(field, "must be greater than zero"));
@@ -171,6 +263,22 @@ impl ClientConfig {
             if value > MAX {
                 return Err(ValidationError::new(field, format!("is {value}; the maximum is {MAX}")));
             }
+        }
+        if self.keep_alive_interval >= self.idle_timeout {
+            return Err(ValidationError::new(
+                "keep_alive_interval",
+                format!("is {:?}; it must be shorter than idle_timeout ({:?})", self.keep_alive_interval, self.idle_timeout),
+            ));
+        }
+        if quinn::IdleTimeout::try_from(self.idle_timeout).is_err() {
+            return Err(ValidationError::new("idle_timeout", format!("{:?} is too long for QUIC", self.idle_timeout)));
+        }
+        if !(1..=MAX_CATCH_UP_PAGE).contains(&self.catch_up_page) {
+            return Err(ValidationError::new("catch_up_page", format!("is {}; it must be 1..={MAX_CATCH_UP_PAGE}", self.catch_up_page)));
+        }
+        self.reconnect.validate()?;
+        for (conversation, _) in &self.resume_cursors {
+            validate::parse_id("resume_cursors", conversation)?;
         }
         if self.max_inbound_frame < legalchat_protocol::codec::DEFAULT_MAX_FRAME_LEN {
             return Err(ValidationError::new(
@@ -215,6 +323,24 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "token");
         assert_eq!(config().with_client_info("x".repeat(257)).validate().unwrap_err().field, "client_info");
         assert_eq!(config().with_client_info("a\u{1b}[31m").validate().unwrap_err().field, "client_info");
+    }
+
+    #[test]
+    fn reconnect_and_outbox_settings_are_checked() {
+        let c = config();
+        assert_eq!(c.outbox_capacity, 1_000);
+        assert_eq!(c.reconnect.max_attempts, None);
+        assert_eq!(config().with_outbox_capacity(0).validate().unwrap_err().field, "outbox_capacity");
+        let err = config().with_idle_timeout(Duration::from_secs(1), Duration::from_secs(2)).validate().unwrap_err();
+        assert_eq!(err.field, "keep_alive_interval");
+        assert_eq!(config().with_idle_timeout(Duration::from_millis(800), Duration::from_millis(200)).validate(), Ok(()));
+        assert_eq!(config().with_catch_up_page(0).validate().unwrap_err().field, "catch_up_page");
+        assert_eq!(config().with_catch_up_page(5_001).validate().unwrap_err().field, "catch_up_page");
+        let bad = ReconnectPolicy { multiplier: 0.0, ..ReconnectPolicy::default() };
+        assert_eq!(config().with_reconnect_policy(bad).validate().unwrap_err().field, "reconnect.multiplier");
+        let err = config().with_resume_cursors(vec![("not-an-id".into(), 3)]).validate().unwrap_err();
+        assert_eq!(err.field, "resume_cursors");
+        assert_eq!(config().with_resume_cursors(vec![("ab".repeat(16), 3)]).validate(), Ok(()));
     }
 
     #[test]

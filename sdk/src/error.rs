@@ -6,10 +6,11 @@ use legalchat_protocol::validate::ValidationError;
 /// Why a call failed.
 ///
 /// Match on the variant to decide what to do: [`Error::Unauthorized`] means "get a new
-/// token", [`Error::Closed`] means "reconnect", [`Error::Server`] with
-/// [`pb::ErrorCode::Overloaded`] or [`pb::ErrorCode::RateLimited`] means "retry later
-/// (with the same client message id)", [`Error::Invalid`] means the caller's input is
-/// wrong and retrying cannot help.
+/// token", [`Error::Closed`] means "this client has ended; connect a new one",
+/// [`Error::Disconnected`] means "the connection is down; the client is reconnecting by
+/// itself, try again shortly", [`Error::Server`] with [`pb::ErrorCode::Overloaded`] or
+/// [`pb::ErrorCode::RateLimited`] means "retry later (with the same client message id)",
+/// [`Error::Invalid`] means the caller's input is wrong and retrying cannot help.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -35,9 +36,21 @@ pub enum Error {
     // printing an error chain would otherwise say it twice.
     #[error("invalid argument: {0}")]
     Invalid(ValidationError),
-    /// The session is over; the string says why. Reconnect to continue.
+    /// The client has ended (closed by the app, refused by the server, or the reconnect
+    /// policy gave up); the string says why. Connect a new client to continue.
     #[error("session closed: {0}")]
     Closed(String),
+    /// The connection is down: it dropped while the request was in flight (which may or
+    /// may not have been applied), or it did not come back within the request's timeout.
+    /// The client reconnects by itself. Sends are not failed this way while the outbox
+    /// holds them; see [`Client::send`](crate::Client::send).
+    #[error("not connected: {0}")]
+    Disconnected(String),
+    /// The outbox already holds its capacity of unacknowledged sends (see
+    /// [`ClientConfig::outbox_capacity`](crate::ClientConfig::outbox_capacity)); this
+    /// send was refused and nothing was sent.
+    #[error("the outbox is full: {0} sends are waiting for the server")]
+    OutboxFull(usize),
     /// No answer arrived in time. The request may or may not have been applied; a
     /// message send is safe to retry with the same client message id.
     #[error("no answer from the server in time")]
@@ -63,7 +76,7 @@ impl Error {
     /// the id of the first attempt.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connect(_) | Error::Closed(_) | Error::Timeout => true,
+            Error::Connect(_) | Error::Closed(_) | Error::Disconnected(_) | Error::OutboxFull(_) | Error::Timeout => true,
             Error::Server { code, .. } => matches!(
                 code,
                 pb::ErrorCode::Overloaded | pb::ErrorCode::RateLimited | pb::ErrorCode::Unavailable | pb::ErrorCode::Internal
@@ -130,5 +143,8 @@ mod tests {
         assert!(e.is_retryable());
         assert!(Error::Timeout.is_retryable());
         assert_eq!(Error::Timeout.code(), None);
+        assert!(Error::Disconnected("connection lost".into()).is_retryable());
+        assert!(Error::OutboxFull(1_000).is_retryable());
+        assert_eq!(Error::OutboxFull(1_000).to_string(), "the outbox is full: 1000 sends are waiting for the server");
     }
 }

@@ -4,34 +4,74 @@
 //! it to talk to `legalchatd`; the `legalchat` command-line client is built on it.
 //!
 //! ```text
-//!   your app                       legalchat-sdk                          legalchatd
-//!  ──────────                ─────────────────────────                    ──────────
-//!  client.send_text() ──► validate ─► encode ─► [writer task] ══ QUIC ══►
-//!        ▲                   pending requests           (one bidi stream,
-//!        │ Sent / Error ◄── (by request id) ◄┐           TLS 1.3, ALPN legalchat/1)
-//!        │                                   ├── [reader task] ◄═════════
-//!  client.next_event() ◄── bounded event queue ◄┘   Ack/Error → request
-//!                                                   ReceiveMessage, ... → event
+//!   your app                        legalchat-sdk                                   legalchatd
+//!  ──────────        ─────────────────────────────────────────────                  ──────────
+//!  send_text() ──► outbox (bounded) ──► [writer task] ═══════ QUIC, TLS 1.3, ══════►
+//!      ▲ Sent ◄──── answered by request id ◄┐                  ALPN legalchat/1
+//!      │                                    ├── [reader task] ◄═══════════════════════
+//!  next_event() ◄── event queue ◄── inbox ◄─┘   per conversation: seq order, no gaps,
+//!                   (bounded)      (cursors)    no duplicates; gaps fetched
+//!                      ▲
+//!                      └── [supervisor] connection lost ─► backoff ─► reconnect ─►
+//!                          resend outbox ─► CatchUp pages ─► receipts ─► Resumed ─► live
 //! ```
 //!
 //! What it does:
 //! - connects over QUIC, trusting only the CA certificates you give it, and authenticates
-//!   with a bearer token ([`Client::connect`]);
-//! - sends requests concurrently on one session stream and matches each answer to its
-//!   request, with a timeout per request ([`Client::send_text`], [`Client::history`], ...);
+//!   with a bearer token ([`Client::connect`], which fails fast: a bad token is
+//!   [`Error::Unauthorized`] at once);
+//! - **stays connected**: when the connection drops (network change, idle timeout, server
+//!   restart, a `Goodbye`), it reconnects by itself with exponential backoff and jitter
+//!   ([`ReconnectPolicy`]: 200 ms doubling up to 30 s, full jitter, forever by default) and
+//!   reports each step as [`Event::State`] ([`ConnectionState`]). Only a token the server
+//!   refuses on reconnecting, or a policy that gives up, ends the client
+//!   ([`Event::Closed`]);
+//! - **resumes without gaps or duplicates**: it keeps a cursor per conversation — the
+//!   newest seq delivered to the app ([`Client::cursors`]). Messages reach the app only in
+//!   seq order: an older seq is a duplicate and dropped, a seq beyond `cursor + 1` is held
+//!   while the gap is fetched (`GetHistory{after_seq: cursor}`). After a reconnect it
+//!   re-authenticates and catches up on *every* conversation in one chain of bounded
+//!   `CatchUp` pages, delivers what was missed in order, then the delivery and read
+//!   receipts that moved meanwhile, then [`ConnectionState::Resumed`], and only then the
+//!   live events that arrived during the catch-up, through the same filter. Rooms the app
+//!   joined are joined again. Apps that persist [`Client::cursors`] can resume a later run
+//!   from them ([`ClientConfig::resume_cursors`]);
+//! - **queues sends** in a bounded outbox ([`ClientConfig::outbox_capacity`], 1,000): a send
+//!   made while disconnected, or in flight when the connection dropped, is (re)sent after
+//!   reconnecting with the *same* client message id, in the original order, so the server
+//!   stores it once; the call resolves with the server's acknowledgment (a retried one
+//!   with `duplicate: true` and the original seq), or fails after
+//!   [`ClientConfig::send_timeout`] — and is then never sent. The user's own messages
+//!   from this client are reported by the send, never echoed back as events;
+//! - **acknowledges delivery** automatically: after messages of others went to the app, it
+//!   reports `MarkDelivered` for their conversation, at most one report in flight per
+//!   conversation (newer positions replace the next one), so the senders get
+//!   [`Event::Receipt`]s. [`Client::mark_read`] sets the read position;
+//! - real-time signals: typing ([`Client::typing`]), rooms and who is in them
+//!   ([`Client::join_room`], [`Event::RoomUsers`]), presence ([`Event::Presence`],
+//!   [`Client::presence`]), receipts ([`Client::receipts`]), Web Push registration;
 //! - checks arguments against the protocol's rules before sending, so a mistake is an
 //!   [`Error::Invalid`] naming the field rather than a round trip;
-//! - queues events (new messages, conversation changes) in a bounded queue for
-//!   [`Client::next_event`]; a slow reader slows the server down instead of growing memory.
+//! - queues events in a bounded queue for [`Client::next_event`]; a slow reader slows the
+//!   server down instead of growing memory (and a server that gives up on a slow reader
+//!   is simply reconnected to and caught up with).
 //!
 //! What it does not do:
-//! - reconnect: when the session ends, [`Event::Closed`] says why; connect again and
-//!   catch up with [`HistoryCursor::After`] from the last seq you saw per conversation;
-//! - store anything: no cache, no offline queue, no keys on disk;
-//! - retry: a send that timed out may or may not have been stored. Retry it with
-//!   [`Client::send`] and the *same* client message id; the server stores it once;
+//! - store anything: no cache, no keys on disk, and the outbox and cursors live in memory
+//!   (save [`Client::cursors`] yourself to resume across runs; a send not acknowledged
+//!   when the app exits is lost to the app, though the server may have stored it);
+//! - retry anything but sends: other requests in flight when the connection drops fail
+//!   with [`Error::Disconnected`]; requests made while disconnected wait for the
+//!   connection within their timeout;
+//! - deliver history on its own: on a first connection it follows each conversation from
+//!   its newest message (load older pages with [`Client::history`]); only conversations
+//!   the user is added to later are delivered from their first message;
 //! - render: message text is UTF-8 as the sender typed it (Markdown when
 //!   [`pb::TextFormat::Markdown`]), and must be displayed without interpreting raw HTML.
+//!
+//! The logic that decides — cursors and gap filling (`inbox`), the outbox, receipts,
+//! the backoff schedule ([`ReconnectPolicy::delay`]) and the client state that composes
+//! them — does no IO and reads no clock; the async driver around it only moves bytes.
 //!
 //! ## Quick start
 //!
@@ -58,7 +98,13 @@
 //!
 //! while let Some(event) = client.next_event().await {
 //!     match event {
-//!         Event::Message(m) => println!("{} in {}", m.sender_id, m.conversation_id),
+//!         // Per conversation in seq order, exactly once, across reconnects.
+//!         Event::Message(m) => {
+//!             println!("{} in {}", m.sender_id, m.conversation_id);
+//!             client.mark_read(&m.conversation_id, m.seq).await?;
+//!         }
+//!         Event::Receipt(r) => println!("{} {:?} up to #{}", r.user_id, r.kind(), r.seq),
+//!         Event::State(state) => println!("connection: {state}"),
 //!         Event::Closed { reason } => println!("session over: {reason}"),
 //!         _ => {}
 //!     }
@@ -72,8 +118,15 @@
 
 mod client;
 mod config;
+mod connection;
+mod driver;
 mod error;
+mod inbox;
+mod outbox;
+mod receipts;
+mod reconnect;
 mod session;
+mod state;
 pub mod tls;
 mod types;
 
@@ -82,8 +135,11 @@ pub use legalchat_protocol::validate::ValidationError;
 
 pub use client::Client;
 pub use config::{
-    ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INBOUND_FRAME, DEFAULT_REQUEST_TIMEOUT,
+    ClientConfig, DEFAULT_CATCH_UP_PAGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INBOUND_FRAME, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, MAX_CATCH_UP_PAGE,
 };
 pub use error::{Error, Result};
+pub use outbox::DEFAULT_OUTBOX_CAPACITY;
+pub use reconnect::{DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, Jitter, ReconnectPolicy};
 pub use session::SessionInfo;
-pub use types::{Event, HistoryCursor, NewConversation, Sent, new_client_message_id};
+pub use types::{ConnectionState, Event, HistoryCursor, NewConversation, Sent, new_client_message_id};

@@ -12,6 +12,7 @@ use legalchat_protocol::pb;
 use legalchat_protocol::validate::DEFAULT_MAX_MESSAGE_BYTES;
 use tokio::sync::oneshot;
 
+use crate::outbox::EntryId;
 use crate::{Error, Event};
 
 /// What the server said about this session when it accepted the token.
@@ -126,34 +127,76 @@ pub(crate) fn goodbye_reason(code: pb::ErrorCode, reason: &str) -> String {
     format!("the server said goodbye ({}): {reason}", code.as_str_name())
 }
 
-/// Requests waiting for their answers, and whether the session can still answer any.
+/// Who waits for the answer to a request.
+#[derive(Debug)]
+enum Waiter {
+    /// A caller, through a channel.
+    Caller(oneshot::Sender<Reply>),
+    /// A send of the outbox; the answer is the outbox's to settle.
+    Send(EntryId),
+}
+
+/// What became of an answer.
+#[derive(Debug)]
+pub(crate) enum Completed {
+    /// Handed to the caller waiting for it.
+    Answered,
+    /// Nobody waits for it (the request timed out or was cancelled).
+    Nobody,
+    /// The answer to an outbox entry's send (boxed: answers are large next to the other
+    /// variants).
+    Send { entry: EntryId, reply: Box<Reply> },
+}
+
+/// Requests waiting for their answers on one connection, and whether that connection can
+/// still answer any.
 ///
-/// Once [`close`](Self::close)d, every waiting request has failed with
-/// [`Error::Closed`] and every later [`register`](Self::register) fails at once, so no
-/// request can wait for an answer that cannot come.
+/// Once [`close`](Self::close)d, every waiting caller has failed (with
+/// [`Error::Disconnected`], or [`Error::Closed`] when the client itself ended) and every
+/// later [`register`](Self::register) fails at once, so no request can wait for an answer
+/// that cannot come. Outbox sends waiting on the connection are simply let go: the
+/// outbox still holds them and sends them again on the next connection.
 #[derive(Debug, Default)]
 pub(crate) struct PendingRequests {
-    waiting: HashMap<u64, oneshot::Sender<Reply>>,
-    closed: Option<String>,
+    waiting: HashMap<u64, Waiter>,
+    closed: Option<(String, bool)>,
 }
 
 impl PendingRequests {
     /// Starts waiting for the answer to `request_id`.
     pub(crate) fn register(&mut self, request_id: u64) -> Result<oneshot::Receiver<Reply>, Error> {
-        if let Some(reason) = &self.closed {
-            return Err(Error::Closed(reason.clone()));
-        }
+        self.check_open()?;
         let (tx, rx) = oneshot::channel();
-        self.waiting.insert(request_id, tx);
+        self.waiting.insert(request_id, Waiter::Caller(tx));
         Ok(rx)
     }
 
-    /// Delivers the answer to `request_id`. Returns false when nobody waits for it (the
-    /// request timed out or was cancelled).
-    pub(crate) fn complete(&mut self, request_id: u64, reply: Reply) -> bool {
+    /// Starts waiting for the answer to `request_id`, the send of outbox entry `entry`.
+    pub(crate) fn register_send(&mut self, request_id: u64, entry: EntryId) -> Result<(), Error> {
+        self.check_open()?;
+        self.waiting.insert(request_id, Waiter::Send(entry));
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        match &self.closed {
+            Some((reason, ended)) => Err(closed_error(reason, *ended)),
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers the answer to `request_id`.
+    pub(crate) fn complete(&mut self, request_id: u64, reply: Reply) -> Completed {
         match self.waiting.remove(&request_id) {
-            Some(tx) => tx.send(reply).is_ok(),
-            None => false,
+            Some(Waiter::Caller(tx)) => {
+                if tx.send(reply).is_ok() {
+                    Completed::Answered
+                } else {
+                    Completed::Nobody
+                }
+            }
+            Some(Waiter::Send(entry)) => Completed::Send { entry, reply: Box::new(reply) },
+            None => Completed::Nobody,
         }
     }
 
@@ -162,18 +205,20 @@ impl PendingRequests {
         self.waiting.remove(&request_id);
     }
 
-    /// Fails every waiting request and every later one with `Error::Closed(reason)`.
-    /// The first reason wins.
-    pub(crate) fn close(&mut self, reason: &str) {
-        let reason = self.closed.get_or_insert_with(|| reason.to_owned()).clone();
-        for (_, tx) in self.waiting.drain() {
-            let _ = tx.send(Err(Error::Closed(reason.clone())));
+    /// Fails every waiting caller and every later request: with [`Error::Closed`] when
+    /// the client has `ended`, else with [`Error::Disconnected`]. The first reason wins.
+    pub(crate) fn close(&mut self, reason: &str, ended: bool) {
+        let (reason, ended) = self.closed.get_or_insert_with(|| (reason.to_owned(), ended)).clone();
+        for (_, waiter) in self.waiting.drain() {
+            if let Waiter::Caller(tx) = waiter {
+                let _ = tx.send(Err(closed_error(&reason, ended)));
+            }
         }
     }
 
-    /// Why the session closed, once it has.
+    /// Why the connection closed, once it has.
     pub(crate) fn closed_reason(&self) -> Option<&str> {
-        self.closed.as_deref()
+        self.closed.as_ref().map(|(r, _)| r.as_str())
     }
 
     /// Number of requests waiting.
@@ -181,6 +226,10 @@ impl PendingRequests {
     pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
+}
+
+fn closed_error(reason: &str, ended: bool) -> Error {
+    if ended { Error::Closed(reason.to_owned()) } else { Error::Disconnected(reason.to_owned()) }
 }
 
 /// Short name of an answer kind, for error messages.
@@ -243,6 +292,42 @@ pub(crate) mod answer {
         match r {
             R::Pong(p) => Ok(p),
             other => Err(unexpected("Ping", "Pong", &other)),
+        }
+    }
+
+    pub(crate) fn room_users(r: R) -> Result<pb::RoomUsers, Error> {
+        match r {
+            R::RoomUsers(u) => Ok(u),
+            other => Err(unexpected("JoinRoom", "RoomUsers", &other)),
+        }
+    }
+
+    pub(crate) fn presence(r: R) -> Result<pb::PresenceList, Error> {
+        match r {
+            R::Presence(p) => Ok(p),
+            other => Err(unexpected("GetPresence", "PresenceList", &other)),
+        }
+    }
+
+    pub(crate) fn catch_up(r: R) -> Result<pb::CatchUpPage, Error> {
+        match r {
+            R::CatchUp(p) => Ok(p),
+            other => Err(unexpected("CatchUp", "CatchUpPage", &other)),
+        }
+    }
+
+    pub(crate) fn receipts(r: R) -> Result<pb::ReceiptList, Error> {
+        match r {
+            R::Receipts(l) => Ok(l),
+            other => Err(unexpected("GetReceipts", "ReceiptList", &other)),
+        }
+    }
+
+    /// The answer to a request that only succeeds (`MarkRead`, `LeaveRoom`, ...).
+    pub(crate) fn done(request: &str, r: R) -> Result<(), Error> {
+        match r {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(request, "Done", &other)),
         }
     }
 }

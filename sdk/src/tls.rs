@@ -14,11 +14,12 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::Error;
 
-/// Interval of QUIC keep-alive packets. Well under the idle timeout, and short enough
-/// to keep NAT bindings of home routers and mobile networks open.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// A connection that hears nothing from the server for this long is dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval of QUIC keep-alive packets (see
+/// [`ClientConfig::keep_alive_interval`](crate::ClientConfig::keep_alive_interval)).
+pub const KEEP_ALIVE_INTERVAL: Duration = crate::config::DEFAULT_KEEP_ALIVE_INTERVAL;
+/// Default idle timeout: a connection that hears nothing from the server for this long is
+/// dead (see [`ClientConfig::idle_timeout`](crate::ClientConfig::idle_timeout)).
+pub const IDLE_TIMEOUT: Duration = crate::config::DEFAULT_IDLE_TIMEOUT;
 
 /// Builds a QUIC client configuration that trusts only the certificates in `ca_pem`
 /// (a PEM bundle: a CA certificate, or a self-signed server certificate, or several),
@@ -29,6 +30,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// concatenated into the same file) are skipped; a bundle without a single certificate is
 /// an error.
 pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
+    client_config_with(ca_pem, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL)
+}
+
+/// [`client_config`] with the given idle timeout and keep-alive interval (the
+/// keep-alive must be shorter than the idle timeout for a quiet connection to live).
+pub fn client_config_with(ca_pem: &[u8], idle_timeout: Duration, keep_alive_interval: Duration) -> Result<quinn::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for (index, cert) in CertificateDer::pem_slice_iter(ca_pem).enumerate() {
         let cert = cert.map_err(|e| Error::Tls(format!("CA bundle: PEM section {}: {e}", index + 1)))?;
@@ -49,15 +56,16 @@ pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
 
     let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(format!("QUIC TLS setup: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(idle_timeout, keep_alive_interval)));
     Ok(config)
 }
 
-fn transport_config() -> quinn::TransportConfig {
+fn transport_config(idle_timeout: Duration, keep_alive_interval: Duration) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
-    // `IdleTimeout` rejects only values beyond 2^62 µs; 30 s always fits.
-    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    transport.keep_alive_interval(Some(keep_alive_interval));
+    // `IdleTimeout` rejects only values beyond 2^62 µs, which `ClientConfig::validate`
+    // refuses; should one get here anyway, fall back to the default rather than to none.
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).or_else(|_| quinn::IdleTimeout::try_from(IDLE_TIMEOUT)).ok());
     // The protocol has exactly one stream, opened by the client. Streams the server might
     // open would only be buffered and never read, so refuse them outright.
     transport.max_concurrent_bidi_streams(0u8.into());

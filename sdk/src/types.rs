@@ -134,20 +134,25 @@ impl HistoryCursor {
 #[non_exhaustive]
 pub enum Event {
     /// A new message in one of the user's conversations (also the user's own messages
-    /// sent from other devices).
+    /// sent from other devices; never those sent through this client, which
+    /// [`Client::send`](crate::Client::send) reports). Per conversation, messages come
+    /// exactly once and in seq order without gaps, across reconnects.
     Message(pb::Message),
     /// A conversation's participants or settings changed, or the user was added to (or
     /// removed from) a conversation.
     ConversationUpdated(pb::Conversation),
-    /// The server is ending the session. With [`pb::ErrorCode::Overloaded`] this client
-    /// fell behind: reconnect and catch up with [`HistoryCursor::After`].
+    /// The server is ending the session (shutdown, or with [`pb::ErrorCode::Overloaded`]
+    /// because this client fell behind). The client reconnects and catches up by itself;
+    /// [`Event::State`] follows.
     Goodbye {
         /// Machine-readable reason.
         code: pb::ErrorCode,
         /// The server's explanation.
         reason: String,
     },
-    /// The session is over; it is the last event. Reconnect to continue.
+    /// The client has ended: [`Client::close`](crate::Client::close) was called, the
+    /// server refused the token on a reconnect, or the reconnect policy gave up. It is the
+    /// last event.
     Closed {
         /// Why the session ended.
         reason: String,
@@ -158,8 +163,75 @@ pub enum Event {
     RoomUsers(pb::RoomUsers),
     /// A user who shares a conversation came online or went offline.
     Presence(pb::Presence),
-    /// A participant's delivery or read position moved.
+    /// A participant's delivery or read position moved. After a reconnect, receipts that
+    /// moved while the client was away are reported this way too (before
+    /// [`ConnectionState::Resumed`]), each position at most once and never backwards.
     Receipt(pb::ReceiptEvent),
+    /// The connection changed state: it dropped, the client is about to try again, or it
+    /// is back and has caught up. See [`ConnectionState`].
+    State(ConnectionState),
+}
+
+/// Where the client's connection stands. [`Client::state`](crate::Client::state) tells the
+/// current one; [`Event::State`] reports each change, in this order around an outage:
+///
+/// ```text
+///  Connected ─► Disconnected ─► Reconnecting{1} ─► Reconnecting{2} ─► … ─► (missed messages) ─► Resumed
+///                                                                                  └─ or, when the server refuses the token: Event::Closed
+/// ```
+///
+/// The first connection is reported by [`Client::connect`](crate::Client::connect)
+/// returning, not by an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Connected, authenticated and live.
+    Connected,
+    /// The connection dropped; `reason` says why. Sends are queued in the outbox until
+    /// the client is back.
+    Disconnected {
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// The client waits `delay` (exponential backoff with jitter), then makes reconnect
+    /// attempt number `attempt` (from 1).
+    Reconnecting {
+        /// The attempt about to be made, from 1.
+        attempt: u32,
+        /// How long the client waits before making it.
+        delay: std::time::Duration,
+    },
+    /// Reconnected, and every message and receipt missed meanwhile has been delivered
+    /// (`missed` messages); what follows is live. Counts as connected.
+    Resumed {
+        /// Messages delivered by the catch-up.
+        missed: u64,
+    },
+    /// The client has ended for good (see [`Event::Closed`]).
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConnectionState {
+    /// Whether requests are answered now ([`Connected`](Self::Connected) or
+    /// [`Resumed`](Self::Resumed)).
+    pub fn is_connected(&self) -> bool {
+        matches!(self, ConnectionState::Connected | ConnectionState::Resumed { .. })
+    }
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionState::Connected => f.write_str("connected"),
+            ConnectionState::Disconnected { reason } => write!(f, "disconnected: {reason}"),
+            ConnectionState::Reconnecting { attempt, delay } => write!(f, "reconnecting (attempt {attempt} in {} ms)", delay.as_millis()),
+            ConnectionState::Resumed { missed } => write!(f, "reconnected; caught up on {missed} missed message(s)"),
+            ConnectionState::Closed { reason } => write!(f, "closed: {reason}"),
+        }
+    }
 }
 
 /// A fresh client message id: a random (version 4) UUID, e.g.

@@ -10,6 +10,7 @@
 //!     │            │  client(user, role): SDK Client trusting <data>/tls/cert.pem
 //!     │            │  restart() (SIGTERM) · kill9_and_restart() (SIGKILL) on the same data dir
 //!     ├─► RawSession: quinn + the codec, for frames the SDK would never send
+//!     ├─► UdpRelay: a loopback UDP relay that can be cut or made lossy, between a client and the daemon
 //!     └─► http_get: plain HTTP/1.1 on the ops listener (/metrics, /healthz, /readyz)
 //! ```
 //!
@@ -399,6 +400,129 @@ impl RawSession {
         tokio::time::timeout(timeout, self.connection.closed())
             .await
             .with_context(|| format!("the connection was not closed within {timeout:?}"))
+    }
+}
+
+// ───────────────────────────── a relay that can fail ─────────────────────────────
+
+/// A UDP relay on loopback that forwards QUIC datagrams between one client and a server,
+/// and can be told to lose some of them or all of them.
+///
+/// ```text
+///  SDK client ──udp──► relay.addr() ─┬─ cut? drop : random loss? drop : forward ─► server
+///             ◄──────────────────────┘                      (and the same way back)
+/// ```
+///
+/// Point [`ClientConfig::server_addr`] at [`addr`](Self::addr). While [`cut`](Self::cut),
+/// nothing passes either way: a client whose QUIC idle timeout runs out meanwhile loses
+/// its connection and reconnects once [`heal`](Self::heal)ed — exactly what a dead Wi-Fi
+/// or a tunnel does to a phone. The relay follows the client's newest address, so a
+/// client on a new UDP port is served too.
+#[derive(Debug)]
+pub struct UdpRelay {
+    addr: SocketAddr,
+    control: std::sync::Arc<RelayControl>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct RelayControl {
+    cut: std::sync::atomic::AtomicBool,
+    loss_per_mille: std::sync::atomic::AtomicU32,
+    forwarded: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl RelayControl {
+    /// Whether the next datagram passes.
+    fn passes(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let loss = self.loss_per_mille.load(Relaxed);
+        let pass = !self.cut.load(Relaxed) && (loss == 0 || rand::random_range(0..1_000) >= loss);
+        if pass {
+            self.forwarded.fetch_add(1, Relaxed)
+        } else {
+            self.dropped.fetch_add(1, Relaxed)
+        };
+        pass
+    }
+}
+
+impl UdpRelay {
+    /// Starts relaying between a new loopback port and `upstream`.
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let front = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the relay's client side")?;
+        let back = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the relay's server side")?;
+        back.connect(upstream).await.with_context(|| format!("connecting the relay to {upstream}"))?;
+        let addr = front.local_addr()?;
+        let control = std::sync::Arc::new(RelayControl::default());
+        let task = tokio::spawn(relay(front, back, std::sync::Arc::clone(&control)));
+        Ok(Self { addr, control, task })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drops every datagram, both ways, until [`heal`](Self::heal).
+    pub fn cut(&self) {
+        self.control.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forwards datagrams again.
+    pub fn heal(&self) {
+        self.control.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the relay is cut.
+    pub fn is_cut(&self) -> bool {
+        self.control.cut.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Drops each datagram with probability `per_mille` / 1000 (both ways), as a lossy
+    /// network does; QUIC retransmits.
+    pub fn set_loss(&self, per_mille: u32) {
+        self.control.loss_per_mille.store(per_mille.min(1_000), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Datagrams forwarded and dropped so far.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.control.forwarded.load(Relaxed), self.control.dropped.load(Relaxed))
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(front: tokio::net::UdpSocket, back: tokio::net::UdpSocket, control: std::sync::Arc<RelayControl>) {
+    // Larger than any QUIC datagram.
+    let mut from_client = vec![0u8; 65_536];
+    let mut from_server = vec![0u8; 65_536];
+    let mut client: Option<SocketAddr> = None;
+    loop {
+        tokio::select! {
+            r = front.recv_from(&mut from_client) => {
+                let Ok((n, peer)) = r else { continue };
+                client = Some(peer);
+                if control.passes() {
+                    let _ = back.send(&from_client[..n]).await;
+                }
+            }
+            r = back.recv(&mut from_server) => {
+                // An ICMP "port unreachable" surfaces as an error here; keep going.
+                let Ok(n) = r else { continue };
+                if let Some(peer) = client
+                    && control.passes()
+                {
+                    let _ = front.send_to(&from_server[..n], peer).await;
+                }
+            }
+        }
     }
 }
 

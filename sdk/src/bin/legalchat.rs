@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use legalchat_sdk::{Client, ClientConfig, Event, HistoryCursor, NewConversation, Sent, pb};
+use legalchat_sdk::{Client, ClientConfig, ConnectionState, Event, HistoryCursor, NewConversation, Sent, pb};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -93,7 +93,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Print the last messages of a conversation, then new ones as they arrive (Ctrl-C ends).
+    /// Print the last messages of a conversation, then new ones as they arrive, with
+    /// typing, presence and receipts; survives reconnects (Ctrl-C ends).
     Tail {
         /// Conversation id.
         conv: String,
@@ -103,6 +104,24 @@ enum Command {
     Chat {
         /// Conversation id.
         conv: String,
+    },
+    /// Mark a conversation as read up to (and including) a message.
+    Read {
+        /// Conversation id.
+        conv: String,
+        /// The newest seq read.
+        seq: u64,
+    },
+    /// Show every participant's delivery and read position in a conversation.
+    Receipts {
+        /// Conversation id.
+        conv: String,
+    },
+    /// Show whether users are online (users you share no conversation with are left out).
+    Presence {
+        /// User ids.
+        #[arg(required = true, num_args = 1..)]
+        users: Vec<String>,
     },
     /// Measure the round trip to the server.
     Ping,
@@ -221,6 +240,45 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
         }
         Command::Tail { conv } => follow(client, out, &conv, false).await?,
         Command::Chat { conv } => follow(client, out, &conv, true).await?,
+        Command::Read { conv, seq } => {
+            client.mark_read(&conv, seq).await?;
+            if out.json {
+                out.line(&json!({"type": "read", "conversation_id": conv, "seq": seq}))?;
+            } else {
+                out.text(&format!("read up to #{seq}"))?;
+            }
+        }
+        Command::Receipts { conv } => {
+            let list = client.receipts(&conv).await?;
+            for s in &list.states {
+                if out.json {
+                    out.line(&json!({
+                        "type": "receipt_state",
+                        "conversation_id": list.conversation_id,
+                        "user_id": s.user_id,
+                        "delivered_seq": s.delivered_seq,
+                        "delivered_at_ms": s.delivered_at_ms,
+                        "read_seq": s.read_seq,
+                        "read_at_ms": s.read_at_ms,
+                    }))?;
+                } else {
+                    out.text(&sanitize_line(&format!(
+                        "{}: received up to #{} ({}), read up to #{} ({})",
+                        s.user_id,
+                        s.delivered_seq,
+                        clock_time(s.delivered_at_ms),
+                        s.read_seq,
+                        clock_time(s.read_at_ms)
+                    )))?;
+                }
+            }
+        }
+        Command::Presence { users } => {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            for p in client.presence(&users).await? {
+                out.presence(&p)?;
+            }
+        }
         Command::Ping => {
             let rtt = client.ping().await?;
             if out.json {
@@ -266,7 +324,9 @@ fn new_conversation(
     })
 }
 
-/// `tail` and `chat`: the recent backlog, then live messages of one conversation.
+/// `tail` and `chat`: the recent backlog, then live messages of one conversation, with
+/// its typing, presence and receipt events. The SDK reconnects and catches up by itself;
+/// state changes are reported on stderr.
 async fn follow(client: &Client, out: &Output, conv: &str, interactive: bool) -> anyhow::Result<()> {
     let page = client.history(conv, HistoryCursor::Latest, BACKLOG).await?;
     for message in &page.messages {
@@ -274,6 +334,9 @@ async fn follow(client: &Client, out: &Output, conv: &str, interactive: bool) ->
     }
     // Messages that arrive as events while the backlog was fetched are in the page already.
     let mut seen = SeenSeqs::up_to(page.last_seq);
+    // Typing and who is online arrive only for joined rooms.
+    let room = client.join_room(conv).await?;
+    out.room_users(&room, client.user_id())?;
     if interactive && !out.json {
         eprintln!("(connected as {}; type a message and press Enter, Ctrl-D to leave)", client.user_id());
     }
@@ -289,6 +352,11 @@ async fn follow(client: &Client, out: &Output, conv: &str, interactive: bool) ->
                         out.message(&m)?;
                     }
                 }
+                Some(Event::Typing(t)) if t.conversation_id == conv && t.user_id != client.user_id() => out.typing(&t)?,
+                Some(Event::Receipt(r)) if r.conversation_id == conv && r.user_id != client.user_id() => out.receipt(&r)?,
+                Some(Event::RoomUsers(r)) if r.conversation_id == conv => out.room_users(&r, client.user_id())?,
+                Some(Event::Presence(p)) if p.user_id != client.user_id() => out.presence(&p)?,
+                Some(Event::State(state)) => out.state(&state)?,
                 Some(Event::Goodbye { code, reason }) => {
                     eprintln!("legalchat: the server is ending the session ({}): {}", code.as_str_name(), sanitize_line(&reason));
                 }
@@ -299,13 +367,14 @@ async fn follow(client: &Client, out: &Output, conv: &str, interactive: bool) ->
             line = next_line(&mut stdin) => match line? {
                 None => return Ok(()),
                 Some(line) if line.trim().is_empty() => {}
+                // While reconnecting the message waits in the SDK's outbox.
                 Some(line) => match client.send_text(conv, line.trim_end_matches('\r')).await {
                     Ok(sent) => {
                         if seen.insert(sent.seq) {
                             out.message(&own_message(client, conv, line.trim_end_matches('\r'), &sent))?;
                         }
                     }
-                    // The session is gone; nothing more can be sent or received.
+                    // The client has ended; nothing more can be sent or received.
                     Err(e @ legalchat_sdk::Error::Closed(_)) => return Err(e.into()),
                     Err(e) => eprintln!("legalchat: not sent: {}", sanitize_line(&e.to_string())),
                 },
@@ -322,8 +391,8 @@ async fn next_line(stdin: &mut Option<tokio::io::Lines<tokio::io::BufReader<toki
     }
 }
 
-/// The message as the server stored it, for printing our own sends (the server echoes
-/// messages to the sender's *other* sessions only).
+/// The message as the server stored it, for printing our own sends (the SDK reports a
+/// send through its result, not as an event).
 fn own_message(client: &Client, conv: &str, text: &str, sent: &Sent) -> pb::Message {
     pb::Message {
         conversation_id: conv.to_owned(),
@@ -415,6 +484,65 @@ impl Output {
         Ok(())
     }
 
+    fn typing(&self, t: &pb::TypingEvent) -> io::Result<()> {
+        if self.json {
+            return self.line(&json!({"type": "typing", "conversation_id": t.conversation_id, "user_id": t.user_id, "active": t.active}));
+        }
+        let what = if t.active { "is typing…" } else { "stopped typing" };
+        self.text(&sanitize_line(&format!("· {} {what}", t.user_id)))
+    }
+
+    fn receipt(&self, r: &pb::ReceiptEvent) -> io::Result<()> {
+        let kind = r.kind();
+        if self.json {
+            return self.line(&json!({
+                "type": "receipt",
+                "conversation_id": r.conversation_id,
+                "user_id": r.user_id,
+                "kind": lower_name(kind.as_str_name()),
+                "seq": r.seq,
+                "timestamp_ms": r.timestamp_ms,
+                "time": iso_time(r.timestamp_ms),
+            }));
+        }
+        self.text(&receipt_line(r))
+    }
+
+    fn presence(&self, p: &pb::Presence) -> io::Result<()> {
+        if self.json {
+            return self.line(&json!({"type": "presence", "user_id": p.user_id, "online": p.online, "last_seen_ms": p.last_seen_ms}));
+        }
+        self.text(&presence_line(p))
+    }
+
+    fn room_users(&self, r: &pb::RoomUsers, me: &str) -> io::Result<()> {
+        if self.json {
+            return self.line(&json!({"type": "room_users", "conversation_id": r.conversation_id, "online": r.online_user_ids}));
+        }
+        let others: Vec<&str> = r.online_user_ids.iter().map(String::as_str).filter(|u| *u != me).collect();
+        let who = if others.is_empty() { "nobody else".to_owned() } else { others.join(", ") };
+        self.text(&sanitize_line(&format!("· online here: {who}")))
+    }
+
+    /// Connection changes go to stderr: they are about this program, not the chat.
+    fn state(&self, state: &ConnectionState) -> io::Result<()> {
+        if self.json {
+            let (name, detail) = match state {
+                ConnectionState::Connected => ("connected", json!({})),
+                ConnectionState::Disconnected { reason } => ("disconnected", json!({"reason": reason})),
+                ConnectionState::Reconnecting { attempt, delay } => {
+                    ("reconnecting", json!({"attempt": attempt, "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)}))
+                }
+                ConnectionState::Resumed { missed } => ("resumed", json!({"missed": missed})),
+                ConnectionState::Closed { reason } => ("closed", json!({"reason": reason})),
+                _ => ("other", json!({})),
+            };
+            return self.line(&json!({"type": "state", "state": name, "detail": detail}));
+        }
+        eprintln!("legalchat: {}", sanitize_line(&state.to_string()));
+        Ok(())
+    }
+
     fn sent(&self, conv: &str, sent: &Sent) -> io::Result<()> {
         if self.json {
             self.line(&json!({
@@ -439,6 +567,27 @@ fn message_line(m: &pb::Message) -> String {
     let text = m.content.as_ref().map_or("", |c| c.text.as_str());
     let body = sanitize_text(text).replace('\n', "\n    ");
     format!("[#{} {}] {}: {}", m.seq, clock_time(m.timestamp_ms), sanitize_line(&m.sender_id), body)
+}
+
+/// `✓ bob received up to #12` / `✓✓ bob read up to #12`.
+fn receipt_line(r: &pb::ReceiptEvent) -> String {
+    let line = match r.kind() {
+        pb::ReceiptKind::Read => format!("✓✓ {} read up to #{}", r.user_id, r.seq),
+        _ => format!("✓ {} received up to #{}", r.user_id, r.seq),
+    };
+    sanitize_line(&line)
+}
+
+/// `· bob is online` / `· bob went offline (last seen 10:31:05)`.
+fn presence_line(p: &pb::Presence) -> String {
+    let line = if p.online {
+        format!("· {} is online", p.user_id)
+    } else if p.last_seen_ms > 0 {
+        format!("· {} is offline (last seen {})", p.user_id, clock_time(p.last_seen_ms))
+    } else {
+        format!("· {} is offline", p.user_id)
+    };
+    sanitize_line(&line)
 }
 
 fn conversation_line(c: &pb::Conversation, me: &str) -> String {
@@ -660,6 +809,25 @@ mod tests {
     }
 
     #[test]
+    fn receipts_and_presence_read_naturally() {
+        let r = pb::ReceiptEvent {
+            conversation_id: "c".into(),
+            user_id: "bob".into(),
+            kind: pb::ReceiptKind::Read as i32,
+            seq: 12,
+            timestamp_ms: 0,
+        };
+        assert_eq!(receipt_line(&r), "✓✓ bob read up to #12");
+        let r = pb::ReceiptEvent { kind: pb::ReceiptKind::Delivered as i32, ..r };
+        assert_eq!(receipt_line(&r), "✓ bob received up to #12");
+        let p = pb::Presence { user_id: "bob".into(), online: false, last_seen_ms: 1_700_000_000_000 };
+        assert_eq!(presence_line(&p), "· bob is offline (last seen 22:13:20)");
+        assert_eq!(presence_line(&pb::Presence { online: true, ..p }), "· bob is online");
+        let sneaky = pb::Presence { user_id: "bob\u{1b}[2J".into(), online: true, last_seen_ms: 0 };
+        assert_eq!(presence_line(&sneaky), "· bob\u{FFFD}[2J is online");
+    }
+
+    #[test]
     fn server_names_default_sensibly() {
         assert_eq!(default_server_name("127.0.0.1:7443"), "localhost");
         assert_eq!(default_server_name("[::1]:7443"), "localhost");
@@ -686,6 +854,8 @@ mod tests {
         let cli = Cli::try_parse_from(["legalchat", "--token", "t", "history", "abc", "--before", "5", "--limit", "10"]).expect("parses");
         assert!(matches!(cli.command, Command::History { before: Some(5), after: None, limit: 10, .. }));
         assert!(Cli::try_parse_from(["legalchat", "history", "abc", "--before", "5", "--after", "2"]).is_err());
+        let cli = Cli::try_parse_from(["legalchat", "read", "abc", "12"]).expect("parses");
+        assert!(matches!(cli.command, Command::Read { seq: 12, .. }));
         let cli = Cli::try_parse_from(["legalchat", "create", "--kind", "group", "--title", "T", "--with", "bob,carol"]).expect("parses");
         assert!(matches!(cli.command, Command::Create { ref with, .. } if with == &["bob", "carol"]));
     }

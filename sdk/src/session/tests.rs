@@ -126,10 +126,20 @@ fn pending_requests_get_their_own_answer() {
     let mut pending = PendingRequests::default();
     let mut a = pending.register(2).expect("open");
     let mut b = pending.register(3).expect("open");
-    assert!(pending.complete(3, Err(Error::Timeout)));
+    assert!(matches!(pending.complete(3, Err(Error::Timeout)), Completed::Answered));
     assert!(matches!(b.try_recv(), Ok(Err(Error::Timeout))));
     assert!(a.try_recv().is_err(), "request 2 has no answer yet");
     assert_eq!(pending.len(), 1);
+}
+
+#[test]
+fn answers_to_sends_go_back_to_the_outbox() {
+    let mut pending = PendingRequests::default();
+    pending.register_send(5, 42).expect("open");
+    match pending.complete(5, Err(Error::Timeout)) {
+        Completed::Send { entry: 42, reply } => assert!(matches!(*reply, Err(Error::Timeout))),
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[test]
@@ -137,21 +147,32 @@ fn late_answers_find_nobody() {
     let mut pending = PendingRequests::default();
     let _rx = pending.register(2).expect("open");
     pending.forget(2);
-    assert!(!pending.complete(2, Err(Error::Timeout)));
-    assert!(!pending.complete(99, Err(Error::Timeout)));
+    assert!(matches!(pending.complete(2, Err(Error::Timeout)), Completed::Nobody));
+    assert!(matches!(pending.complete(99, Err(Error::Timeout)), Completed::Nobody));
     assert_eq!(pending.len(), 0);
 }
 
 #[test]
-fn closing_fails_waiting_and_later_requests() {
+fn a_lost_connection_fails_waiting_and_later_requests_as_disconnected() {
     let mut pending = PendingRequests::default();
     let mut rx = pending.register(2).expect("open");
-    pending.close("the server said goodbye");
-    pending.close("a later, less precise reason");
-    assert!(matches!(rx.try_recv(), Ok(Err(Error::Closed(r))) if r == "the server said goodbye"));
-    assert!(matches!(pending.register(3), Err(Error::Closed(r)) if r == "the server said goodbye"));
+    pending.register_send(3, 1).expect("open");
+    pending.close("the server said goodbye", false);
+    pending.close("a later, less precise reason", true);
+    assert!(matches!(rx.try_recv(), Ok(Err(Error::Disconnected(r))) if r == "the server said goodbye"));
+    assert!(matches!(pending.register(4), Err(Error::Disconnected(r)) if r == "the server said goodbye"));
+    assert!(pending.register_send(5, 2).is_err());
     assert_eq!(pending.closed_reason(), Some("the server said goodbye"));
-    assert_eq!(pending.len(), 0);
+    assert_eq!(pending.len(), 0, "outbox sends are let go too");
+}
+
+#[test]
+fn an_ended_client_fails_requests_as_closed() {
+    let mut pending = PendingRequests::default();
+    let mut rx = pending.register(2).expect("open");
+    pending.close("client closed the session", true);
+    assert!(matches!(rx.try_recv(), Ok(Err(Error::Closed(_)))));
+    assert!(matches!(pending.register(3), Err(Error::Closed(_))));
 }
 
 #[test]
@@ -162,4 +183,12 @@ fn wrong_answer_kinds_name_the_request() {
     assert!(answer::conversation("GetConversation", pb::ack::Result::Conversation(Default::default())).is_ok());
     assert!(answer::conversations(pb::ack::Result::Conversations(Default::default())).is_ok());
     assert!(answer::message_accepted(pb::ack::Result::History(Default::default())).is_err());
+    assert!(answer::done("MarkRead", pb::ack::Result::Done(pb::Done {})).is_ok());
+    let err = answer::done("MarkRead", pb::ack::Result::Pong(Default::default())).unwrap_err();
+    assert!(err.to_string().contains("MarkRead was answered with Pong instead of Done"), "{err}");
+    assert!(answer::room_users(pb::ack::Result::RoomUsers(Default::default())).is_ok());
+    assert!(answer::presence(pb::ack::Result::Presence(Default::default())).is_ok());
+    assert!(answer::catch_up(pb::ack::Result::CatchUp(Default::default())).is_ok());
+    assert!(answer::receipts(pb::ack::Result::Receipts(Default::default())).is_ok());
+    assert!(answer::catch_up(pb::ack::Result::Done(pb::Done {})).is_err());
 }

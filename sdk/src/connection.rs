@@ -1,0 +1,271 @@
+//! One QUIC connection: the handshake and authentication, reading frames off the session
+//! stream, and the writer task that owns its send half. No policy here: what the frames
+//! mean and when to reconnect is decided by [`crate::driver`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
+use legalchat_protocol::pb;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::debug;
+
+use crate::session::{self, SessionInfo};
+use crate::{ClientConfig, Error, Result};
+
+/// Request id of `Authenticate`, the first request of every session.
+pub(crate) const AUTH_REQUEST_ID: u64 = 1;
+/// Most bytes taken off the stream per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long each step of a graceful close may take.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Application close code for "goodbye, all is well".
+pub(crate) const CLOSE_NORMAL: u32 = 0;
+/// Application close code when the server sent bytes this client cannot frame. The
+/// same table as the daemon's close codes (0 normal, 1 unauthorized, 2 protocol).
+pub(crate) const CLOSE_PROTOCOL: u32 = 2;
+
+/// What the writer task sends.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// One encoded frame.
+    Frame(Bytes),
+    /// Finish the stream after everything queued before.
+    Finish,
+}
+
+/// An authenticated session on a fresh connection.
+#[derive(Debug)]
+pub(crate) struct Established {
+    pub(crate) connection: quinn::Connection,
+    pub(crate) session: SessionInfo,
+    pub(crate) reader: FrameReader,
+    pub(crate) send: quinn::SendStream,
+}
+
+/// Handshake, session stream, `Authenticate`, and its answer, all before `deadline`.
+pub(crate) async fn establish(
+    endpoint: &quinn::Endpoint,
+    quic_config: quinn::ClientConfig,
+    config: &ClientConfig,
+    deadline: Instant,
+) -> Result<Established> {
+    let addr = config.server_addr;
+    let connecting = endpoint.connect_with(quic_config, addr, &config.server_name).map_err(|e| Error::Connect(format!("{addr}: {e}")))?;
+    let connection = match timeout_at(deadline, connecting).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => return Err(handshake_error(addr, &e, config.idle_timeout)),
+        Err(_) => return Err(Error::Connect(format!("no answer from {addr}; is the server running and reachable?"))),
+    };
+
+    let authenticated = async {
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| {
+            Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)))
+        })?;
+        let hello = pb::ClientFrame {
+            request_id: AUTH_REQUEST_ID,
+            request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
+                token: config.token.clone(),
+                client_info: config.client_info.clone(),
+            })),
+        };
+        send.write_all(&codec::encode(&hello))
+            .await
+            .map_err(|e| refused_during_auth(&connection, config.idle_timeout, &format!("cannot send Authenticate: {e}")))?;
+
+        let mut reader = FrameReader::new(recv, config.max_inbound_frame);
+        loop {
+            match reader.read_frame().await {
+                Ok(Some(frame)) => match session::authentication_outcome(frame, AUTH_REQUEST_ID) {
+                    Some(Ok(session)) => return Ok((session, reader, send)),
+                    Some(Err(e)) => return Err(e),
+                    None => debug!("ignored a frame of an unknown kind before authentication"),
+                },
+                Ok(None) => {
+                    return Err(refused_during_auth(
+                        &connection,
+                        config.idle_timeout,
+                        "the server ended the session without answering Authenticate",
+                    ));
+                }
+                Err(failure) => return Err(refused_during_auth(&connection, config.idle_timeout, &failure.describe(config.idle_timeout))),
+            }
+        }
+    };
+    match timeout_at(deadline, authenticated).await {
+        Ok(Ok((session, reader, send))) => Ok(Established { connection, session, reader, send }),
+        Ok(Err(e)) => {
+            connection.close(CLOSE_NORMAL.into(), b"");
+            Err(e)
+        }
+        Err(_) => {
+            connection.close(CLOSE_NORMAL.into(), b"");
+            Err(Error::Connect(format!("{addr} accepted the connection but did not answer Authenticate in time")))
+        }
+    }
+}
+
+/// The error for a session that ended while authenticating. A server that closes the
+/// connection with application code `UNAUTHORIZED` (1) refused the token, whether or not
+/// its `Unauthorized` frame made it through before the close.
+fn refused_during_auth(connection: &quinn::Connection, idle_timeout: Duration, what: &str) -> Error {
+    match connection.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) if close.error_code.into_inner() == pb::ErrorCode::Unauthorized as u64 => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            Error::Unauthorized(if reason.is_empty() { "the server refused the token".into() } else { reason.into_owned() })
+        }
+        Some(e) => Error::Connect(format!("{what}: {}", describe_connection_error(&e, idle_timeout))),
+        None => Error::Connect(what.to_owned()),
+    }
+}
+
+/// Maps a failed QUIC handshake to the error that tells the user what to fix.
+fn handshake_error(addr: SocketAddr, e: &quinn::ConnectionError, idle_timeout: Duration) -> Error {
+    // QUIC carries TLS alerts as transport error codes 0x100..=0x1ff.
+    let is_tls = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::TransportError(t) if is_tls(t.code) => {
+            Error::Tls(format!("the certificate of {addr} is not trusted or does not match: {t}"))
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if is_tls(c.error_code) => Error::Tls(format!("{addr} refused the TLS handshake: {c}")),
+        quinn::ConnectionError::TimedOut => Error::Connect(format!("no answer from {addr}; is the server running and reachable?")),
+        other => Error::Connect(format!("{addr}: {}", describe_connection_error(other, idle_timeout))),
+    }
+}
+
+/// A sentence saying why a connection ended.
+pub(crate) fn describe_connection_error(e: &quinn::ConnectionError, idle_timeout: Duration) -> String {
+    use quinn::ConnectionError as C;
+    match e {
+        C::LocallyClosed => "closed by this client".into(),
+        C::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            if reason.is_empty() {
+                format!("the server closed the connection (code {})", close.error_code)
+            } else {
+                format!("the server closed the connection: {reason}")
+            }
+        }
+        C::TimedOut => format!("nothing heard from the server for {} ms", idle_timeout.as_millis()),
+        C::Reset => "the server reset the connection (it may have restarted)".into(),
+        C::ConnectionClosed(close) => format!("the server's QUIC stack aborted the connection: {close}"),
+        C::TransportError(t) => format!("QUIC transport error: {t}"),
+        other => other.to_string(),
+    }
+}
+
+/// Why reading frames stopped.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// The server sent bytes that are not a valid frame.
+    Decode(DecodeError),
+    /// The stream ended inside a frame.
+    Truncated(usize),
+    /// The stream or connection failed.
+    Stream(quinn::ReadError),
+}
+
+impl ReadFailure {
+    pub(crate) fn describe(&self, idle_timeout: Duration) -> String {
+        match self {
+            ReadFailure::Decode(e) => format!("the server sent an invalid frame: {e}"),
+            ReadFailure::Truncated(n) => format!("the server ended the session stream inside a frame ({n} bytes left over)"),
+            ReadFailure::Stream(quinn::ReadError::ConnectionLost(e)) => describe_connection_error(e, idle_timeout),
+            ReadFailure::Stream(quinn::ReadError::Reset(code)) => format!("the server reset the session stream (code {code})"),
+            ReadFailure::Stream(e) => format!("session stream: {e}"),
+        }
+    }
+
+    /// Whether the byte stream itself is broken (as opposed to the connection ending).
+    pub(crate) fn is_malformed(&self) -> bool {
+        matches!(self, ReadFailure::Decode(_) | ReadFailure::Truncated(_))
+    }
+}
+
+/// Frames off the session stream (mini-redis' `Connection::read_frame`).
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
+        Self { recv, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
+    }
+
+    /// The next frame; `Ok(None)` when the server finished the stream cleanly between
+    /// frames. The buffer never holds more than one maximal frame plus one read, because
+    /// the decoder rejects an oversized length before its body is read.
+    pub(crate) async fn read_frame(&mut self) -> Result<Option<pb::ServerFrame>, ReadFailure> {
+        loop {
+            if let Some(frame) = self.decoder.decode::<pb::ServerFrame>(&mut self.buf).map_err(ReadFailure::Decode)? {
+                return Ok(Some(frame));
+            }
+            match self.recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(ReadFailure::Truncated(self.buf.len())),
+                Err(e) => return Err(ReadFailure::Stream(e)),
+            }
+        }
+    }
+}
+
+/// The writer task: the only owner of the send half of the session stream.
+pub(crate) async fn write_loop(mut send: quinn::SendStream, mut outbound: mpsc::Receiver<Outbound>) {
+    while let Some(item) = outbound.recv().await {
+        match item {
+            Outbound::Frame(frame) => {
+                if let Err(e) = send.write_chunk(frame).await {
+                    debug!(error = %e, "session stream closed for writing");
+                    return;
+                }
+            }
+            Outbound::Finish => break,
+        }
+    }
+    // Finish after the last frame (on `close`, or when every `Client` is gone), and wait
+    // until the server has acknowledged everything, so that closing the connection next
+    // cannot drop a frame in flight.
+    if send.finish().is_ok() {
+        let _ = timeout(CLOSE_GRACE, send.stopped()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_read_as_sentences() {
+        let closed = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: 0u32.into(),
+            reason: Bytes::from_static(b"server shutting down"),
+        });
+        let idle = Duration::from_secs(30);
+        assert_eq!(describe_connection_error(&closed, idle), "the server closed the connection: server shutting down");
+        assert_eq!(describe_connection_error(&quinn::ConnectionError::LocallyClosed, idle), "closed by this client");
+        assert!(describe_connection_error(&quinn::ConnectionError::TimedOut, idle).contains("30000 ms"));
+    }
+
+    #[test]
+    fn handshake_timeouts_say_where() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 7443).into();
+        let err = handshake_error(addr, &quinn::ConnectionError::TimedOut, Duration::from_secs(30));
+        assert!(matches!(&err, Error::Connect(m) if m.contains("127.0.0.1:7443")), "{err}");
+    }
+
+    #[test]
+    fn read_failures_describe_themselves() {
+        let f = ReadFailure::Decode(DecodeError::TooLarge { len: 99, max: 10 });
+        assert!(f.is_malformed());
+        assert!(f.describe(Duration::from_secs(30)).contains("invalid frame"));
+        let f = ReadFailure::Stream(quinn::ReadError::Reset(3u32.into()));
+        assert!(!f.is_malformed());
+        assert_eq!(f.describe(Duration::from_secs(30)), "the server reset the session stream (code 3)");
+    }
+}

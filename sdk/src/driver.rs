@@ -1,0 +1,766 @@
+//! The async driver: connections come and go, the [`ClientState`] stays.
+//!
+//! ```text
+//!                 ┌──────────────── supervisor task (one per client) ───────────────┐
+//!                 │ link up ─► resend outbox ─► catch up ─► Resumed ─► re-join rooms │
+//!                 │ link down ─► Disconnected ─► backoff ─► Reconnecting ─► connect  │
+//!                 └──────────────────────────────────────────────────────────────────┘
+//!  per link:  reader task: frames ─► answers to their requests, events ─► ClientState
+//!             writer task: the only writer of the session stream
+//!             datagram task: typing events that arrive as QUIC datagrams
+//!  on demand: fetch tasks (gaps: GetHistory) and report tasks (MarkDelivered)
+//! ```
+//!
+//! All decisions are made by [`ClientState`] under one mutex that is never held across
+//! an `.await`; the tasks here only move bytes and carry out the returned effects.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use legalchat_protocol::codec::{self, LENGTH_PREFIX_LEN};
+use legalchat_protocol::pb;
+use legalchat_protocol::validate::ValidationError;
+use prost::Message as _;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::{debug, info, warn};
+
+use crate::connection::{
+    self, AUTH_REQUEST_ID, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Established, FrameReader, Outbound, describe_connection_error,
+};
+use crate::inbox::Fetch;
+use crate::outbox::{Attempt, EntryId};
+use crate::session::{self, Completed, PendingRequests, Routed, SessionInfo, answer};
+use crate::state::{ClientState, Effects};
+use crate::{ClientConfig, Error, Event, Result};
+
+/// Frames queued for a writer task. Each is at most one server frame size, so the queue
+/// holds at most a few MiB; callers beyond it wait.
+const OUTBOUND_QUEUE: usize = 256;
+/// Page size of gap fetches (the protocol's maximum).
+const FETCH_PAGE: u32 = 100;
+/// Page size of the conversation list that sets the first cursors (the protocol's maximum).
+const LIST_LIMIT: u32 = 500;
+
+/// Locks a mutex that guards plain data; a panic elsewhere while holding it cannot
+/// leave that data half-updated in a way that matters, so poisoning is ignored.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One authenticated connection.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Counts connections of this client, from 1.
+    pub(crate) epoch: u64,
+    pub(crate) session: SessionInfo,
+    pub(crate) connection: quinn::Connection,
+    outbound: mpsc::Sender<Outbound>,
+    pending: Mutex<PendingRequests>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    datagrams: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Link {
+    /// Writes one frame (waiting for room in the writer's queue).
+    async fn write(&self, frame: bytes::Bytes) -> Result<()> {
+        self.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.gone())
+    }
+
+    fn gone(&self) -> Error {
+        Error::Disconnected(lock(&self.pending).closed_reason().unwrap_or("the connection is closed").to_owned())
+    }
+}
+
+/// Everything the tasks of one client share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ClientConfig,
+    quic: quinn::ClientConfig,
+    endpoint: quinn::Endpoint,
+    pub(crate) user_id: String,
+    pub(crate) role: pb::UserRole,
+    session: Mutex<SessionInfo>,
+    state: Mutex<ClientState>,
+    /// The current connection, once authenticated; `None` while disconnected.
+    link: watch::Sender<Option<Arc<Link>>>,
+    /// Events were queued for the app.
+    readable: Notify,
+    /// The app took events; the queue has room again.
+    writable: Notify,
+    /// Set (with the reason) when the client is to end.
+    shutdown: watch::Sender<Option<String>>,
+    next_request_id: AtomicU64,
+    epochs: AtomicU64,
+    pub(crate) in_flight: Semaphore,
+}
+
+impl Shared {
+    pub(crate) fn state(&self) -> MutexGuard<'_, ClientState> {
+        lock(&self.state)
+    }
+
+    pub(crate) fn session(&self) -> SessionInfo {
+        lock(&self.session).clone()
+    }
+
+    /// Tells waiting readers of events that there are some.
+    pub(crate) fn events_queued(&self) {
+        self.readable.notify_waiters();
+    }
+
+    pub(crate) fn request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The current connection, if any.
+    pub(crate) fn link(&self) -> Option<Arc<Link>> {
+        self.link.borrow().clone()
+    }
+
+    /// Asks the supervisor to end the client.
+    pub(crate) fn request_shutdown(&self, reason: &str) {
+        self.shutdown.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_owned());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The next event for the app; `None` once the client has ended and everything,
+    /// `Event::Closed` included, was taken.
+    pub(crate) async fn next_event(&self) -> Option<Event> {
+        loop {
+            let notified = self.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.state();
+                if let Some(event) = state.pop_event() {
+                    drop(state);
+                    self.writable.notify_waiters();
+                    return Some(event);
+                }
+                if state.is_finished() {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until the app's event queue has room (or the client ended).
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.state();
+                if state.has_room() || state.is_finished() {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits (until `deadline`) for a connection to send a request on.
+    pub(crate) async fn current_link(&self, deadline: Instant) -> Result<Arc<Link>> {
+        let mut links = self.link.subscribe();
+        loop {
+            if let Some(reason) = self.state().closed_reason() {
+                return Err(Error::Closed(reason.to_owned()));
+            }
+            if let Some(link) = links.borrow_and_update().clone() {
+                return Ok(link);
+            }
+            if timeout_at(deadline, links.changed()).await.is_err() {
+                let state = self.state().state().clone();
+                return Err(Error::Disconnected(format!("no connection to the server in time ({state})")));
+            }
+        }
+    }
+
+    /// Sends `request` on `link` and waits (until `deadline`) for its answer.
+    pub(crate) async fn exchange(&self, link: &Link, request: pb::client_frame::Request, deadline: Instant) -> Result<pb::ack::Result> {
+        let request_id = self.request_id();
+        let frame = encode_checked(request_id, request, link.session.max_frame_size)?;
+        let answer = lock(&link.pending).register(request_id)?;
+        let _forget = ForgetOnDrop { pending: &link.pending, request_id };
+        let exchange = async {
+            link.write(frame).await?;
+            answer.await.map_err(|_| link.gone())?
+        };
+        timeout_at(deadline, exchange).await.map_err(|_| Error::Timeout)?
+    }
+
+    /// Writes a frame that is never answered (typing).
+    pub(crate) async fn signal(&self, request: pb::client_frame::Request) -> Result<()> {
+        let Some(link) = self.link() else {
+            let state = self.state().state().clone();
+            return Err(Error::Disconnected(state.to_string()));
+        };
+        let frame = encode_checked(self.request_id(), request, link.session.max_frame_size)?;
+        link.write(frame).await
+    }
+
+    /// Writes outbox entry `entry` on the current connection now, if sends go straight
+    /// to it (otherwise the supervisor sends it once the outbox has been resent).
+    pub(crate) async fn write_send(&self, entry: EntryId) {
+        let Some(link) = self.link() else { return };
+        let frame = {
+            let mut state = self.state();
+            if state.direct() != Some(link.epoch) {
+                return;
+            }
+            match prepare_send(&mut state, &link, self.request_id(), entry) {
+                Some(frame) => frame,
+                None => return,
+            }
+        };
+        // On failure the entry stays in the outbox, marked as sent on a dead connection,
+        // and is sent again on the next one.
+        let _ = link.write(frame).await;
+    }
+
+    /// Carries out what a state change asked for.
+    fn carry_out(self: &Arc<Self>, link: &Arc<Link>, effects: Effects) {
+        for fetch in effects.fetches {
+            tokio::spawn(fetch_missing(Arc::clone(self), Arc::clone(link), fetch));
+        }
+        for (conversation_id, seq) in effects.delivery_reports {
+            tokio::spawn(report_delivery(Arc::clone(self), Arc::clone(link), conversation_id, seq));
+        }
+    }
+
+    /// Runs `f` on the state, wakes the app, and carries out the effects on `link`.
+    fn update(self: &Arc<Self>, link: &Arc<Link>, f: impl FnOnce(&mut ClientState) -> Effects) {
+        let effects = f(&mut self.state());
+        self.events_queued();
+        if !effects.is_empty() {
+            self.carry_out(link, effects);
+        }
+    }
+}
+
+/// Encodes a request, refusing one the server would end the whole session over.
+fn encode_checked(request_id: u64, request: pb::client_frame::Request, max_frame_size: usize) -> Result<bytes::Bytes> {
+    let frame = pb::ClientFrame { request_id, request: Some(request) };
+    let body_len = frame.encoded_len();
+    if body_len > max_frame_size {
+        return Err(
+            ValidationError::new("frame", format!("the request is {body_len} bytes; the server accepts at most {max_frame_size}")).into()
+        );
+    }
+    let bytes = codec::encode(&frame);
+    debug_assert_eq!(bytes.len(), body_len + LENGTH_PREFIX_LEN);
+    Ok(bytes)
+}
+
+/// The frame that sends outbox entry `entry` on `link` as `request_id`, after recording
+/// that it was sent there; `None` when the entry is gone or the link is closed.
+fn prepare_send(state: &mut ClientState, link: &Link, request_id: u64, entry: EntryId) -> Option<bytes::Bytes> {
+    let pending = state.outbox().get(entry)?;
+    if let Attempt::Sent { epoch, .. } = pending.attempt
+        && epoch == link.epoch
+    {
+        return None;
+    }
+    let frame = pb::ClientFrame { request_id, request: Some(pending.request()) };
+    lock(&link.pending).register_send(request_id, entry).ok()?;
+    state.outbox_mut().mark_sent(entry, link.epoch, request_id);
+    Some(codec::encode(&frame))
+}
+
+/// Removes a request's entry from the pending table when its caller stops waiting, be
+/// it by answer, timeout or cancellation, so that abandoned requests do not accumulate.
+struct ForgetOnDrop<'a> {
+    pending: &'a Mutex<PendingRequests>,
+    request_id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).forget(self.request_id);
+    }
+}
+
+// ───────────────────────────── starting ─────────────────────────────
+
+/// A connected client: its shared state and its supervisor task.
+pub(crate) struct Started {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) supervisor: JoinHandle<()>,
+}
+
+/// Connects, authenticates, sets the first cursors (from the conversation list, or from
+/// saved cursors), and starts the supervisor.
+pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
+    config.validate()?;
+    let quic = crate::tls::client_config_with(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?;
+    let bind: std::net::SocketAddr = if config.server_addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?;
+    let deadline = Instant::now() + config.connect_timeout;
+    let established = match connection::establish(&endpoint, quic.clone(), &config, deadline).await {
+        Ok(e) => e,
+        Err(e) => {
+            endpoint.close(CLOSE_NORMAL.into(), b"");
+            return Err(e);
+        }
+    };
+
+    let session = established.session.clone();
+    let mut state = ClientState::new(&session.user_id, config.event_buffer, config.outbox_capacity, crate::inbox::DEFAULT_MAX_HELD);
+    let resume = !config.resume_cursors.is_empty();
+    state.start_from_cursors(&config.resume_cursors);
+    // Until the first cursors are set, live events wait (see `ClientState::on_event`).
+    state.begin_catch_up();
+    let (link_tx, _) = watch::channel(None);
+    let (shutdown_tx, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        in_flight: Semaphore::new(config.max_in_flight),
+        quic,
+        endpoint,
+        user_id: session.user_id.clone(),
+        role: session.role,
+        session: Mutex::new(session),
+        state: Mutex::new(state),
+        link: link_tx,
+        readable: Notify::new(),
+        writable: Notify::new(),
+        shutdown: shutdown_tx,
+        next_request_id: AtomicU64::new(AUTH_REQUEST_ID + 1),
+        epochs: AtomicU64::new(0),
+        config,
+    });
+    let (link, reader) = open_link(&shared, established);
+    debug!(user_id = %shared.user_id, session_id = %link.session.session_id, "session established");
+
+    if !resume {
+        let listed = shared
+            .exchange(&link, pb::client_frame::Request::ListConversations(pb::ListConversations { limit: LIST_LIMIT }), deadline)
+            .await;
+        match listed.and_then(answer::conversations) {
+            Ok(conversations) => shared.update(&link, |state| {
+                state.start_from_list(&conversations);
+                state.finish_catch_up(false)
+            }),
+            Err(e) => {
+                end_link(&shared, &link, "the first conversation list failed", true, true).await;
+                reader.abort();
+                shared.endpoint.close(CLOSE_NORMAL.into(), b"");
+                return Err(e);
+            }
+        }
+    }
+    let supervisor = tokio::spawn(supervise(Arc::clone(&shared), link, reader, resume));
+    Ok(Started { shared, supervisor })
+}
+
+/// Starts the tasks of a freshly authenticated connection and publishes it.
+fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, JoinHandle<String>) {
+    let Established { connection, session, reader, send } = established;
+    let epoch = shared.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+    let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(connection::write_loop(send, outbound_rx));
+    *lock(&shared.session) = session.clone();
+    let link = Arc::new(Link {
+        epoch,
+        session,
+        connection,
+        outbound: outbound_tx,
+        pending: Mutex::new(PendingRequests::default()),
+        writer: Mutex::new(Some(writer)),
+        datagrams: Mutex::new(None),
+    });
+    *lock(&link.datagrams) = Some(tokio::spawn(read_datagrams(Arc::clone(shared), Arc::clone(&link))));
+    let reader = tokio::spawn(read_loop(Arc::clone(shared), Arc::clone(&link), reader));
+    shared.link.send_replace(Some(Arc::clone(&link)));
+    (link, reader)
+}
+
+// ───────────────────────────── per-connection tasks ─────────────────────────────
+
+/// The reader task: answers to their requests, events to the state, until the
+/// connection ends; returns why it ended. Requests still waiting on the connection fail
+/// at once.
+async fn read_loop(shared: Arc<Shared>, link: Arc<Link>, reader: FrameReader) -> String {
+    let reason = read_frames(&shared, &link, reader).await;
+    // Without reconnecting, what waits here fails as for a closed client.
+    lock(&link.pending).close(&reason, !shared.config.reconnect.allows(1));
+    reason
+}
+
+async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameReader) -> String {
+    let idle = shared.config.idle_timeout;
+    // A Goodbye or session-level error names the real reason better than the connection
+    // close that follows it.
+    let mut announced_end: Option<String> = None;
+    loop {
+        let frame = match reader.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return announced_end.unwrap_or_else(|| "the server ended the session".into()),
+            Err(failure) => {
+                if failure.is_malformed() {
+                    warn!(error = %failure.describe(idle), "closing the connection");
+                    link.connection.close(CLOSE_PROTOCOL.into(), b"malformed frame");
+                }
+                return announced_end.unwrap_or_else(|| failure.describe(idle));
+            }
+        };
+        match session::route(frame) {
+            Routed::Reply { request_id, reply } => {
+                let completed = lock(&link.pending).complete(request_id, reply);
+                match completed {
+                    Completed::Send { entry, reply } => shared.update(link, |state| state.send_answered(entry, *reply)),
+                    Completed::Answered => {}
+                    Completed::Nobody => debug!(request_id, "answer arrived after its caller stopped waiting"),
+                }
+            }
+            Routed::Event(event) => {
+                if let Event::Goodbye { code, reason } = &event {
+                    announced_end.get_or_insert_with(|| session::goodbye_reason(*code, reason));
+                }
+                shared.update(link, |state| state.on_event(event));
+            }
+            Routed::SessionError(reason) => {
+                warn!(%reason, "session-level error from the server");
+                announced_end.get_or_insert(reason);
+            }
+            Routed::Ignore(why) => debug!(why, "ignored a frame"),
+        }
+        // Back-pressure: stop reading while the app's queue is full (the server applies
+        // its slow-consumer policy), but notice a dead connection meanwhile.
+        tokio::select! {
+            () = shared.wait_for_room() => {}
+            e = link.connection.closed() => return announced_end.unwrap_or_else(|| describe_connection_error(&e, idle)),
+        }
+    }
+}
+
+/// Typing events may arrive as QUIC datagrams, each one whole frame.
+async fn read_datagrams(shared: Arc<Shared>, link: Arc<Link>) {
+    while let Ok(bytes) = link.connection.read_datagram().await {
+        match codec::decode_exact::<pb::ServerFrame>(&bytes, shared.config.max_inbound_frame) {
+            Ok(frame) => match session::route(frame) {
+                Routed::Event(event @ Event::Typing(_)) => shared.update(&link, |state| state.on_event(event)),
+                _ => debug!("ignored a datagram that is not a typing event"),
+            },
+            Err(e) => debug!(error = %e, "ignored an undecodable datagram"),
+        }
+    }
+}
+
+/// Fetches what a gap is missing, one page; the state asks for the next if needed.
+async fn fetch_missing(shared: Arc<Shared>, link: Arc<Link>, fetch: Fetch) {
+    shared.wait_for_room().await;
+    let request = pb::GetHistory {
+        conversation_id: fetch.conversation_id.clone(),
+        cursor: Some(pb::get_history::Cursor::AfterSeq(fetch.after_seq)),
+        limit: FETCH_PAGE,
+    };
+    let deadline = Instant::now() + shared.config.request_timeout;
+    let reply = shared.exchange(&link, pb::client_frame::Request::GetHistory(request), deadline).await.and_then(answer::history);
+    shared.update(&link, |state| state.fetched(&fetch, reply));
+}
+
+/// Reports delivery in a conversation, and newer positions while they keep coming.
+async fn report_delivery(shared: Arc<Shared>, link: Arc<Link>, conversation_id: String, mut seq: u64) {
+    loop {
+        let request = pb::MarkDelivered { conversation_id: conversation_id.clone(), seq };
+        let deadline = Instant::now() + shared.config.request_timeout;
+        let reply = shared.exchange(&link, pb::client_frame::Request::MarkDelivered(request), deadline).await;
+        let reply = reply.and_then(|r| answer::done("MarkDelivered", r));
+        let next = match reply {
+            Ok(()) => shared.state().delivery_reported(&conversation_id, true),
+            Err(e @ (Error::Disconnected(_) | Error::Closed(_))) => {
+                debug!(error = %e, "delivery report lost with the connection; it is made again after reconnecting");
+                shared.state().delivery_report_lost(&conversation_id, seq);
+                None
+            }
+            Err(e) => {
+                debug!(error = %e, conversation = %conversation_id, "delivery report failed");
+                shared.state().delivery_reported(&conversation_id, false)
+            }
+        };
+        match next {
+            Some(newer) => seq = newer,
+            None => return,
+        }
+    }
+}
+
+/// Re-joins a room after a reconnect; the answer goes to the app as `RoomUsers`.
+async fn rejoin_room(shared: Arc<Shared>, link: Arc<Link>, conversation_id: String) {
+    let request = pb::JoinRoom { conversation_id: conversation_id.clone() };
+    let deadline = Instant::now() + shared.config.request_timeout;
+    let reply = shared.exchange(&link, pb::client_frame::Request::JoinRoom(request), deadline).await.and_then(answer::room_users);
+    shared.state().rejoined(&conversation_id, reply);
+    shared.events_queued();
+}
+
+// ───────────────────────────── the supervisor ─────────────────────────────
+
+/// Keeps the client connected: brings each new connection in sync, and replaces it when
+/// it drops, until the client ends.
+async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>, mut reader: JoinHandle<String>, mut catch_up: bool) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let ended = tokio::select! {
+            reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("the reader task failed: {e}"))),
+            () = sync_link(&shared, &link, catch_up) => None,
+            reason = wait_for_shutdown(&mut shutdown) => {
+                reader.abort();
+                end_link(&shared, &link, &reason, true, true).await;
+                return finish(&shared, &reason).await;
+            }
+        };
+        let reason = match ended {
+            Some(reason) => reason,
+            // In sync: now wait for the connection to end.
+            None => tokio::select! {
+                reason = &mut reader => reason.unwrap_or_else(|e| format!("the reader task failed: {e}")),
+                reason = wait_for_shutdown(&mut shutdown) => {
+                    reader.abort();
+                    end_link(&shared, &link, &reason, true, true).await;
+                    return finish(&shared, &reason).await;
+                }
+            },
+        };
+        info!(%reason, "connection lost");
+        // Without reconnecting, what waits on this connection fails as for a closed client.
+        end_link(&shared, &link, &reason, false, !shared.config.reconnect.allows(1)).await;
+        shared.update(&link, |state| {
+            state.connection_lost(&reason);
+            Effects::default()
+        });
+        match reconnect(&shared, &mut shutdown, &reason).await {
+            Ok((new_link, new_reader)) => {
+                link = new_link;
+                reader = new_reader;
+                catch_up = true;
+            }
+            Err(reason) => return finish(&shared, &reason).await,
+        }
+    }
+}
+
+/// Resolves with the reason once the client is to end.
+async fn wait_for_shutdown(shutdown: &mut watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(reason) = shutdown.borrow_and_update().clone() {
+            return reason;
+        }
+        if shutdown.changed().await.is_err() {
+            return "the client was dropped".into();
+        }
+    }
+}
+
+/// Brings a new connection in sync: resends the outbox, catches up (when `catch_up`),
+/// then re-joins rooms. Returns when done; a connection that fails meanwhile is noticed
+/// by its reader.
+async fn sync_link(shared: &Arc<Shared>, link: &Arc<Link>, catch_up: bool) {
+    // Sends first: they may go right after authentication, in their original order.
+    loop {
+        let batch: Option<Vec<bytes::Bytes>> = {
+            let mut state = shared.state();
+            let due = state.outbox().due(link.epoch);
+            if due.is_empty() {
+                state.set_direct(link.epoch);
+                break;
+            }
+            let batch: Vec<bytes::Bytes> =
+                due.into_iter().filter_map(|entry| prepare_send(&mut state, link, shared.request_id(), entry)).collect();
+            // Entries are due but none could be registered: the connection is closed.
+            (!batch.is_empty()).then_some(batch)
+        };
+        let Some(batch) = batch else {
+            // Its reader reports the end; do not spin.
+            return std::future::pending().await;
+        };
+        for frame in batch {
+            if link.write(frame).await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    if catch_up {
+        match catch_up_on(shared, link).await {
+            Ok(()) => {}
+            Err(e @ Error::Server { .. }) => {
+                // The server will not catch us up in one exchange; ask per conversation.
+                warn!(error = %e, "CatchUp refused; fetching missed messages conversation by conversation");
+                shared.update(link, |state| {
+                    let mut effects = state.finish_catch_up(true);
+                    effects.fetches.extend(state.fetch_all());
+                    effects
+                });
+            }
+            Err(Error::Timeout) => {
+                warn!("catching up timed out; reconnecting");
+                link.connection.close(CLOSE_NORMAL.into(), b"catch-up timed out");
+                return std::future::pending().await;
+            }
+            Err(e) => {
+                debug!(error = %e, "catching up stopped; the connection is going");
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    for room in shared.state().rooms() {
+        tokio::spawn(rejoin_room(Arc::clone(shared), Arc::clone(link), room));
+    }
+}
+
+/// The chain of `CatchUp` exchanges, until the server has nothing more (and once more if
+/// live messages had to be dropped meanwhile), then `Resumed` and the live events.
+async fn catch_up_on(shared: &Arc<Shared>, link: &Arc<Link>) -> Result<()> {
+    loop {
+        loop {
+            shared.wait_for_room().await;
+            let cursors = shared.state().catch_up_cursors();
+            let request = pb::CatchUp { cursors, max_messages: shared.config.catch_up_page, include_unlisted: true };
+            let deadline = Instant::now() + shared.config.request_timeout;
+            let page = shared.exchange(link, pb::client_frame::Request::CatchUp(request), deadline).await.and_then(answer::catch_up)?;
+            let empty = page.messages.is_empty();
+            let mut more = false;
+            shared.update(link, |state| {
+                let (has_more, effects) = state.catch_up_page(page);
+                more = has_more;
+                effects
+            });
+            if !more {
+                break;
+            }
+            if empty {
+                // Asking again with the same cursors would get the same answer forever.
+                warn!("the server says more is waiting but sent nothing; ending this catch-up");
+                break;
+            }
+        }
+        if !shared.state().needs_another_round() {
+            break;
+        }
+    }
+    shared.update(link, |state| state.finish_catch_up(true));
+    Ok(())
+}
+
+/// Reconnects with backoff. `Err` carries the reason the client ends with: the server
+/// refused the token, the policy gave up, or the client was closed meanwhile.
+async fn reconnect(
+    shared: &Arc<Shared>,
+    shutdown: &mut watch::Receiver<Option<String>>,
+    lost: &str,
+) -> Result<(Arc<Link>, JoinHandle<String>), String> {
+    let policy = shared.config.reconnect;
+    let mut last_error = lost.to_owned();
+    for attempt in 1u32.. {
+        if !policy.allows(attempt) {
+            return Err(if attempt == 1 {
+                format!("{lost} (reconnecting is turned off)")
+            } else {
+                format!("gave up reconnecting after {} attempts; last: {last_error}", attempt - 1)
+            });
+        }
+        let delay = policy.delay(attempt, rand::random::<f64>);
+        shared.state().reconnecting(attempt, delay);
+        shared.events_queued();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            reason = wait_for_shutdown(shutdown) => return Err(reason),
+        }
+        let deadline = Instant::now() + shared.config.connect_timeout;
+        let established = tokio::select! {
+            r = connection::establish(&shared.endpoint, shared.quic.clone(), &shared.config, deadline) => r,
+            reason = wait_for_shutdown(shutdown) => return Err(reason),
+        };
+        match established {
+            Ok(e) if e.session.user_id != shared.user_id => {
+                e.connection.close(CLOSE_NORMAL.into(), b"");
+                return Err(format!("the server authenticated {} instead of {} on reconnecting", e.session.user_id, shared.user_id));
+            }
+            Ok(e) => {
+                info!(attempt, session_id = %e.session.session_id, "reconnected");
+                // Live events wait until the catch-up is done.
+                shared.state().begin_catch_up();
+                return Ok(open_link(shared, e));
+            }
+            Err(Error::Unauthorized(reason)) => return Err(format!("unauthorized: {reason}")),
+            Err(e) => {
+                debug!(attempt, error = %e, "reconnect attempt failed");
+                last_error = e.to_string();
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// Takes a connection out of service. With `graceful`, what is queued is sent and the
+/// stream finished first (the client is closing); otherwise it is dropped. Requests
+/// waiting on it fail with `Error::Closed` when the client has `ended`, else with
+/// `Error::Disconnected`.
+async fn end_link(shared: &Shared, link: &Link, reason: &str, graceful: bool, ended: bool) {
+    shared.link.send_if_modified(|current| {
+        if current.as_ref().is_some_and(|l| l.epoch == link.epoch) {
+            *current = None;
+            true
+        } else {
+            false
+        }
+    });
+    lock(&link.pending).close(reason, ended);
+    let writer = lock(&link.writer).take();
+    if let Some(writer) = writer {
+        if graceful {
+            // The writer flushes, finishes the stream and waits (bounded) for the server to
+            // acknowledge it; only then is closing the connection free of data loss.
+            if timeout(CLOSE_GRACE, link.outbound.send(Outbound::Finish)).await.is_ok() {
+                let _ = timeout(CLOSE_GRACE, writer).await;
+            }
+        } else {
+            writer.abort();
+        }
+    }
+    if let Some(datagrams) = lock(&link.datagrams).take() {
+        datagrams.abort();
+    }
+    let why: &[u8] = if graceful { b"client closed the session" } else { b"connection lost" };
+    link.connection.close(CLOSE_NORMAL.into(), why);
+}
+
+/// Ends the client: fails what waits, queues `Event::Closed`, lets the endpoint close.
+async fn finish(shared: &Shared, reason: &str) {
+    info!(%reason, "client ended");
+    // The state first: requests woken by the link change must find the client ended.
+    shared.state().finish(reason);
+    shared.link.send_replace(None);
+    shared.events_queued();
+    shared.writable.notify_waiters();
+    let _ = timeout(CLOSE_GRACE, shared.endpoint.wait_idle()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_requests_are_refused_before_sending() {
+        let request = pb::client_frame::Request::Ping(pb::Ping { nonce: 1 });
+        assert!(encode_checked(2, request.clone(), 1_000).is_ok());
+        let err = encode_checked(2, request, 3).unwrap_err();
+        assert!(matches!(&err, Error::Invalid(e) if e.field == "frame"), "{err}");
+    }
+}
