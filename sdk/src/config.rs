@@ -33,6 +33,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default interval of QUIC keep-alive packets. Well under the idle timeout, and short
 /// enough to keep NAT bindings of home routers and mobile networks open.
 pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default shortest interval between two delivery reports of one conversation.
+pub const DEFAULT_DELIVERY_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default most messages per `CatchUp` page after a reconnect.
 pub const DEFAULT_CATCH_UP_PAGE: u32 = 1_000;
 /// Largest `CatchUp` page the protocol allows.
@@ -92,6 +94,11 @@ pub struct ClientConfig {
     pub keep_alive_interval: Duration,
     /// Most messages per page when catching up after a reconnect, 1..=5,000.
     pub catch_up_page: u32,
+    /// Shortest interval between two automatic delivery reports (`MarkDelivered`) of one
+    /// conversation. The first report after a quiet spell goes at once; in a busy
+    /// conversation one report per interval covers every message received meanwhile.
+    /// Each report reaches every participant, so this bounds what a busy group costs.
+    pub delivery_report_interval: Duration,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -115,6 +122,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("catch_up_page", &self.catch_up_page)
+            .field("delivery_report_interval", &self.delivery_report_interval)
             .finish()
     }
 }
@@ -143,6 +151,7 @@ impl ClientConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             keep_alive_interval: DEFAULT_KEEP_ALIVE_INTERVAL,
             catch_up_page: DEFAULT_CATCH_UP_PAGE,
+            delivery_report_interval: DEFAULT_DELIVERY_REPORT_INTERVAL,
         }
     }
 
@@ -224,6 +233,13 @@ impl ClientConfig {
     /// Most messages per catch-up page.
     pub fn with_catch_up_page(mut self, max_messages: u32) -> Self {
         self.catch_up_page = max_messages;
+        self
+    }
+
+    /// Shortest interval between two delivery reports of one conversation (zero: one
+    /// report per round trip).
+    pub fn with_delivery_report_interval(mut self, interval: Duration) -> Self {
+        self.delivery_report_interval = interval;
         self
     }
 

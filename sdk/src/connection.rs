@@ -21,6 +21,12 @@ pub(crate) const AUTH_REQUEST_ID: u64 = 1;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long each step of a graceful close may take.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a closing client waits for its endpoint to go idle. The CONNECTION_CLOSE
+/// leaves at once; what follows is QUIC's draining period (three probe timeouts, which
+/// grow with the round-trip times seen under load), only there to answer stray packets.
+/// A short wait lets the close go out before a process exits without making each close
+/// cost the whole draining period.
+pub(crate) const CLOSE_DRAIN: Duration = Duration::from_millis(100);
 /// Application close code for "goodbye, all is well".
 pub(crate) const CLOSE_NORMAL: u32 = 0;
 /// Application close code when the server sent bytes this client cannot frame. The

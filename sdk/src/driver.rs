@@ -27,7 +27,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::connection::{
-    self, AUTH_REQUEST_ID, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Established, FrameReader, Outbound, describe_connection_error,
+    self, AUTH_REQUEST_ID, CLOSE_DRAIN, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Established, FrameReader, Outbound,
+    describe_connection_error,
 };
 use crate::inbox::Fetch;
 use crate::outbox::{Attempt, EntryId};
@@ -105,9 +106,11 @@ impl Shared {
         lock(&self.session).clone()
     }
 
-    /// Tells waiting readers of events that there are some.
+    /// Tells a waiting reader of events that there are some. One wake-up per update is
+    /// enough (a reader takes what is there, then looks again); when nobody waits, the
+    /// permit is kept for the next one, so nothing is missed.
     pub(crate) fn events_queued(&self) {
-        self.readable.notify_waiters();
+        self.readable.notify_one();
     }
 
     pub(crate) fn request_id(&self) -> u64 {
@@ -135,21 +138,24 @@ impl Shared {
     /// `Event::Closed` included, was taken.
     pub(crate) async fn next_event(&self) -> Option<Event> {
         loop {
-            let notified = self.readable.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             {
                 let mut state = self.state();
+                let was_full = !state.has_room();
                 if let Some(event) = state.pop_event() {
                     drop(state);
-                    self.writable.notify_waiters();
+                    if was_full {
+                        // The reader may be waiting for room.
+                        self.writable.notify_waiters();
+                    }
                     return Some(event);
                 }
                 if state.is_finished() {
                     return None;
                 }
             }
-            notified.await;
+            // Empty: wait for the reader's signal (a permit left before we got here
+            // counts), then look again.
+            self.readable.notified().await;
         }
     }
 
@@ -239,12 +245,18 @@ impl Shared {
     }
 
     /// Runs `f` on the state, wakes the app, and carries out the effects on `link`.
-    fn update(self: &Arc<Self>, link: &Arc<Link>, f: impl FnOnce(&mut ClientState) -> Effects) {
-        let effects = f(&mut self.state());
+    /// Returns whether the app's event queue still has room.
+    fn update(self: &Arc<Self>, link: &Arc<Link>, f: impl FnOnce(&mut ClientState) -> Effects) -> bool {
+        let (effects, room) = {
+            let mut state = self.state();
+            let effects = f(&mut state);
+            (effects, state.has_room() || state.is_finished())
+        };
         self.events_queued();
         if !effects.is_empty() {
             self.carry_out(link, effects);
         }
+        room
     }
 }
 
@@ -350,10 +362,12 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
             .exchange(&link, pb::client_frame::Request::ListConversations(pb::ListConversations { limit: LIST_LIMIT }), deadline)
             .await;
         match listed.and_then(answer::conversations) {
-            Ok(conversations) => shared.update(&link, |state| {
-                state.start_from_list(&conversations);
-                state.finish_catch_up(false)
-            }),
+            Ok(conversations) => {
+                shared.update(&link, |state| {
+                    state.start_from_list(&conversations);
+                    state.finish_catch_up(false)
+                });
+            }
             Err(e) => {
                 end_link(&shared, &link, "the first conversation list failed", true, true).await;
                 reader.abort();
@@ -417,26 +431,36 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
                 return announced_end.unwrap_or_else(|| failure.describe(idle));
             }
         };
-        match session::route(frame) {
+        let room = match session::route(frame) {
             Routed::Reply { request_id, reply } => {
                 let completed = lock(&link.pending).complete(request_id, reply);
                 match completed {
                     Completed::Send { entry, reply } => shared.update(link, |state| state.send_answered(entry, *reply)),
-                    Completed::Answered => {}
-                    Completed::Nobody => debug!(request_id, "answer arrived after its caller stopped waiting"),
+                    Completed::Answered => true,
+                    Completed::Nobody => {
+                        debug!(request_id, "answer arrived after its caller stopped waiting");
+                        true
+                    }
                 }
             }
             Routed::Event(event) => {
                 if let Event::Goodbye { code, reason } = &event {
                     announced_end.get_or_insert_with(|| session::goodbye_reason(*code, reason));
                 }
-                shared.update(link, |state| state.on_event(event));
+                shared.update(link, |state| state.on_event(event))
             }
             Routed::SessionError(reason) => {
                 warn!(%reason, "session-level error from the server");
                 announced_end.get_or_insert(reason);
+                true
             }
-            Routed::Ignore(why) => debug!(why, "ignored a frame"),
+            Routed::Ignore(why) => {
+                debug!(why, "ignored a frame");
+                true
+            }
+        };
+        if room {
+            continue;
         }
         // Back-pressure: stop reading while the app's queue is full (the server applies
         // its slow-consumer policy), but notice a dead connection meanwhile.
@@ -452,7 +476,9 @@ async fn read_datagrams(shared: Arc<Shared>, link: Arc<Link>) {
     while let Ok(bytes) = link.connection.read_datagram().await {
         match codec::decode_exact::<pb::ServerFrame>(&bytes, shared.config.max_inbound_frame) {
             Ok(frame) => match session::route(frame) {
-                Routed::Event(event @ Event::Typing(_)) => shared.update(&link, |state| state.on_event(event)),
+                Routed::Event(event @ Event::Typing(_)) => {
+                    shared.update(&link, |state| state.on_event(event));
+                }
                 _ => debug!("ignored a datagram that is not a typing event"),
             },
             Err(e) => debug!(error = %e, "ignored an undecodable datagram"),
@@ -473,11 +499,16 @@ async fn fetch_missing(shared: Arc<Shared>, link: Arc<Link>, fetch: Fetch) {
     shared.update(&link, |state| state.fetched(&fetch, reply));
 }
 
-/// Reports delivery in a conversation, and newer positions while they keep coming.
+/// Reports delivery in a conversation, and newer positions while they keep coming: the
+/// first at once, later ones at most every `delivery_report_interval`, each with the
+/// newest position at the time it goes. Every report that moves a position is fanned out
+/// to the whole group, so in a busy conversation the pace, not the message rate, sets the
+/// cost.
 async fn report_delivery(shared: Arc<Shared>, link: Arc<Link>, conversation_id: String, mut seq: u64) {
     loop {
+        let sent_at = Instant::now();
         let request = pb::MarkDelivered { conversation_id: conversation_id.clone(), seq };
-        let deadline = Instant::now() + shared.config.request_timeout;
+        let deadline = sent_at + shared.config.request_timeout;
         let reply = shared.exchange(&link, pb::client_frame::Request::MarkDelivered(request), deadline).await;
         let reply = reply.and_then(|r| answer::done("MarkDelivered", r));
         let next = match reply {
@@ -492,8 +523,13 @@ async fn report_delivery(shared: Arc<Shared>, link: Arc<Link>, conversation_id: 
                 shared.state().delivery_reported(&conversation_id, false)
             }
         };
-        match next {
-            Some(newer) => seq = newer,
+        if next.is_none() {
+            return;
+        }
+        tokio::time::sleep_until(sent_at + shared.config.delivery_report_interval).await;
+        // Messages kept coming while waiting: report the newest.
+        match shared.state().delivery_report_newest(&conversation_id) {
+            Some(newest) => seq = newest,
             None => return,
         }
     }
@@ -747,9 +783,11 @@ async fn finish(shared: &Shared, reason: &str) {
     // The state first: requests woken by the link change must find the client ended.
     shared.state().finish(reason);
     shared.link.send_replace(None);
+    // Every waiting reader must see the end, not just one.
+    shared.readable.notify_waiters();
     shared.events_queued();
     shared.writable.notify_waiters();
-    let _ = timeout(CLOSE_GRACE, shared.endpoint.wait_idle()).await;
+    let _ = timeout(CLOSE_DRAIN, shared.endpoint.wait_idle()).await;
 }
 
 #[cfg(test)]

@@ -170,6 +170,7 @@ impl Inbox {
     }
 
     /// The conversation's cursor, if followed.
+    #[cfg(test)]
     pub(crate) fn cursor(&self, conversation_id: &str) -> Option<u64> {
         self.tracks.get(conversation_id).map(|t| t.cursor)
     }
@@ -187,9 +188,13 @@ impl Inbox {
     /// a conversation not followed yet starts following it from its first message.
     pub(crate) fn receive(&mut self, m: pb::Message, own: bool, out: &mut Vec<pb::Message>) -> Option<Fetch> {
         let max_held = self.max_held;
-        let t = self.tracks.entry(m.conversation_id.clone()).or_default();
-        let conversation_id = m.conversation_id.clone();
-        if t.take(m, own, max_held, out) { t.fetch(&conversation_id) } else { None }
+        // The hot path: a followed conversation, the next seq. No allocation.
+        if !self.tracks.contains_key(&m.conversation_id) {
+            self.tracks.insert(m.conversation_id.clone(), Track::default());
+        }
+        let t = self.tracks.get_mut(&m.conversation_id)?;
+        let conversation_id = (m.seq > t.cursor + 1).then(|| m.conversation_id.clone());
+        if t.take(m, own, max_held, out) { conversation_id.and_then(|c| t.fetch(&c)) } else { None }
     }
 
     /// This session's send was stored as `seq`: skip that seq. Messages held back behind

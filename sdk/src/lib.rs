@@ -44,9 +44,11 @@
 //!   [`ClientConfig::send_timeout`] — and is then never sent. The user's own messages
 //!   from this client are reported by the send, never echoed back as events;
 //! - **acknowledges delivery** automatically: after messages of others went to the app, it
-//!   reports `MarkDelivered` for their conversation, at most one report in flight per
-//!   conversation (newer positions replace the next one), so the senders get
-//!   [`Event::Receipt`]s. [`Client::mark_read`] sets the read position;
+//!   reports `MarkDelivered` for their conversation — at once after a quiet spell, then at
+//!   most one report in flight and one per [`ClientConfig::delivery_report_interval`]
+//!   (1 s) per conversation, each carrying the newest position, so that a busy group does
+//!   not double the traffic. The senders get [`Event::Receipt`]s. [`Client::mark_read`]
+//!   sets the read position;
 //! - real-time signals: typing ([`Client::typing`]), rooms and who is in them
 //!   ([`Client::join_room`], [`Event::RoomUsers`]), presence ([`Event::Presence`],
 //!   [`Client::presence`]), receipts ([`Client::receipts`]), Web Push registration;
@@ -135,8 +137,9 @@ pub use legalchat_protocol::validate::ValidationError;
 
 pub use client::Client;
 pub use config::{
-    ClientConfig, DEFAULT_CATCH_UP_PAGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INBOUND_FRAME, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, MAX_CATCH_UP_PAGE,
+    ClientConfig, DEFAULT_CATCH_UP_PAGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELIVERY_REPORT_INTERVAL, DEFAULT_EVENT_BUFFER,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_INBOUND_FRAME, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT, MAX_CATCH_UP_PAGE,
 };
 pub use error::{Error, Result};
 pub use outbox::DEFAULT_OUTBOX_CAPACITY;

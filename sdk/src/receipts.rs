@@ -102,7 +102,10 @@ impl DeliveryAcks {
     /// Messages up to `seq` went to the app. Returns the position to report now, if no
     /// report of this conversation is in flight.
     pub(crate) fn delivered(&mut self, conversation_id: &str, seq: u64) -> Option<u64> {
-        let t = self.convs.entry(conversation_id.to_owned()).or_default();
+        if !self.convs.contains_key(conversation_id) {
+            self.convs.insert(conversation_id.to_owned(), AckTrack::default());
+        }
+        let t = self.convs.get_mut(conversation_id)?;
         t.wanted = t.wanted.max(seq);
         Self::next(t)
     }
@@ -127,6 +130,15 @@ impl DeliveryAcks {
         for t in self.convs.values_mut() {
             t.in_flight = None;
         }
+    }
+
+    /// Moves the report in flight (one about to be sent after a pause) to the newest
+    /// wanted position, and returns it; `None` when no report is in flight.
+    pub(crate) fn newest_in_flight(&mut self, conversation_id: &str) -> Option<u64> {
+        let t = self.convs.get_mut(conversation_id)?;
+        let in_flight = t.in_flight.as_mut()?;
+        *in_flight = (*in_flight).max(t.wanted);
+        Some(*in_flight)
     }
 
     /// The report of `seq` was lost with its connection (no answer will come): it may be
@@ -255,6 +267,20 @@ mod tests {
         assert_eq!(a.answered("c", true), None);
         assert_eq!(a.delivered("c", 3), None, "already confirmed");
         assert_eq!(a.answered("unknown", true), None);
+    }
+
+    #[test]
+    fn a_paused_report_carries_the_newest_position() {
+        let mut a = DeliveryAcks::default();
+        assert_eq!(a.delivered("c", 1), Some(1));
+        assert_eq!(a.delivered("c", 2), None);
+        assert_eq!(a.answered("c", true), Some(2), "the next report is due");
+        // While the driver pauses before sending it, more messages arrive.
+        assert_eq!(a.delivered("c", 5), None);
+        assert_eq!(a.newest_in_flight("c"), Some(5));
+        assert_eq!(a.answered("c", true), None);
+        assert_eq!(a.newest_in_flight("c"), None, "nothing in flight");
+        assert_eq!(a.newest_in_flight("unknown"), None);
     }
 
     #[test]

@@ -270,20 +270,18 @@ impl ClientState {
 
     /// Queues in-order messages for the app and works out the delivery reports.
     fn deliver(&mut self, messages: Vec<pb::Message>, effects: &mut Effects) {
-        let mut reached: BTreeSet<String> = BTreeSet::new();
         for m in messages {
-            if m.sender_id != self.me {
-                reached.insert(m.conversation_id.clone());
+            // Messages come in seq order, so each one's seq is the conversation's newest
+            // delivered position when it goes out; the user's own are not reported.
+            if m.sender_id != self.me
+                && let Some(seq) = self.acks.delivered(&m.conversation_id, m.seq)
+            {
+                effects.delivery_reports.push((m.conversation_id.clone(), seq));
             }
             if let Some(c) = &mut self.catching_up {
                 c.missed += 1;
             }
             self.emit(Event::Message(m));
-        }
-        for conversation in reached {
-            if let Some(seq) = self.inbox.cursor(&conversation).and_then(|cursor| self.acks.delivered(&conversation, cursor)) {
-                effects.delivery_reports.push((conversation, seq));
-            }
         }
     }
 
@@ -325,6 +323,12 @@ impl ClientState {
     /// conversation, if a newer position is waiting.
     pub(crate) fn delivery_reported(&mut self, conversation_id: &str, ok: bool) -> Option<u64> {
         self.acks.answered(conversation_id, ok)
+    }
+
+    /// The position the report about to go (the one in flight) should carry: the newest
+    /// wanted. `None` when there is nothing to report any more.
+    pub(crate) fn delivery_report_newest(&mut self, conversation_id: &str) -> Option<u64> {
+        self.acks.newest_in_flight(conversation_id)
     }
 
     /// The delivery report of `seq` was lost with its connection; it is made again after
