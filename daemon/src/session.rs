@@ -703,19 +703,8 @@ impl Session {
 }
 
 async fn list_conversations(ctx: &Arc<SessionContext>, user: String, limit: u32) -> Result<Vec<pb::Conversation>, RequestError> {
-    let store = ctx.store.clone();
-    let u = user.clone();
-    let ids = tokio::task::spawn_blocking(move || store.user_conversations(&u))
-        .await
-        .map_err(|_| RequestError::internal("listing failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "membership scan failed");
-            RequestError::internal("storage failure while listing conversations")
-        })?;
-    let mut by_shard: Vec<Vec<ConversationKey>> = vec![Vec::new(); ctx.shards.len()];
-    for id in ids {
-        by_shard[ctx.shards.shard_of(&id)].push(id);
-    }
+    let ids = user_conversations(ctx, &user).await?;
+    let by_shard = group_by_shard(ctx, ids);
     let mut waits = Vec::new();
     for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
         let (reply, rx) = oneshot::channel();
@@ -746,13 +735,18 @@ async fn user_conversations(ctx: &Arc<SessionContext>, user: &str) -> Result<Vec
         })
 }
 
-/// Everyone who shares a conversation with `user`.
-async fn contacts_of(ctx: &Arc<SessionContext>, user: &str) -> Result<HashSet<String>, RequestError> {
-    let ids = user_conversations(ctx, user).await?;
+/// Conversation ids sorted into their owning shards' lists.
+fn group_by_shard(ctx: &SessionContext, ids: Vec<ConversationKey>) -> Vec<Vec<ConversationKey>> {
     let mut by_shard: Vec<Vec<ConversationKey>> = vec![Vec::new(); ctx.shards.len()];
     for id in ids {
         by_shard[ctx.shards.shard_of(&id)].push(id);
     }
+    by_shard
+}
+
+/// Everyone who shares a conversation with `user`.
+async fn contacts_of(ctx: &Arc<SessionContext>, user: &str) -> Result<HashSet<String>, RequestError> {
+    let by_shard = group_by_shard(ctx, user_conversations(ctx, user).await?);
     let mut waits = Vec::new();
     for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
         let (reply, rx) = oneshot::channel();
