@@ -23,6 +23,9 @@ const MAX_PUSH_ENDPOINT: usize = 1_024;
 /// Longest base64url key material of a Web Push subscription worth sending (the real
 /// ones are 87 and 22 characters).
 const MAX_PUSH_KEY: usize = 256;
+/// Most bytes a `ClientFrame` adds around a `SendMessage`: the request id (a varint of at
+/// most 10 bytes) with its tag, the oneof field's tag (2 bytes) and length (at most 5).
+const FRAME_OVERHEAD: usize = 1 + 10 + 2 + 5;
 /// How long [`Client::close`] waits for the supervisor to wind down.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -225,27 +228,23 @@ impl Client {
         validate::parse_id("conversation_id", conv)?;
         validate::client_message_id(client_message_id)?;
         let shared = self.shared();
-        let session = shared.session();
-        validate::message_content(Some(&content), session.max_message_bytes)?;
-        let frame_len = prost::Message::encoded_len(&pb::ClientFrame {
-            request_id: u64::MAX,
-            request: Some(pb::client_frame::Request::SendMessage(pb::SendMessage {
-                conversation_id: conv.to_owned(),
-                client_message_id: client_message_id.to_owned(),
-                content: Some(content.clone()),
-            })),
-        });
-        if frame_len > session.max_frame_size {
+        let (max_frame_size, max_message_bytes) = shared.limits();
+        validate::message_content(Some(&content), max_message_bytes)?;
+        let message =
+            pb::SendMessage { conversation_id: conv.to_owned(), client_message_id: client_message_id.to_owned(), content: Some(content) };
+        // The frame around it adds at most a request id, two tags and a length.
+        let frame_len = prost::Message::encoded_len(&message) + FRAME_OVERHEAD;
+        if frame_len > max_frame_size {
             return Err(ValidationError::new(
                 "frame",
-                format!("the request is {frame_len} bytes; the server accepts at most {}", session.max_frame_size),
+                format!("the request is {frame_len} bytes; the server accepts at most {max_frame_size}"),
             )
             .into());
         }
 
         let deadline = Instant::now() + shared.config.send_timeout;
         let (tx, rx) = oneshot::channel();
-        let entry = shared.state().queue_send(conv, client_message_id, content, tx)?;
+        let entry = shared.state().queue_send(message, tx)?;
         let mut guard = GiveUpOnDrop { shared, entry: Some(entry) };
         shared.write_send(entry).await;
         match timeout_at(deadline, rx).await {

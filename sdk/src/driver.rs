@@ -106,6 +106,12 @@ impl Shared {
         lock(&self.session).clone()
     }
 
+    /// The current session's `(max_frame_size, max_message_bytes)`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        let s = lock(&self.session);
+        (s.max_frame_size, s.max_message_bytes)
+    }
+
     /// Tells a waiting reader of events that there are some. One wake-up per update is
     /// enough (a reader takes what is there, then looks again); when nobody waits, the
     /// permit is kept for the next one, so nothing is missed.
@@ -138,24 +144,29 @@ impl Shared {
     /// `Event::Closed` included, was taken.
     pub(crate) async fn next_event(&self) -> Option<Event> {
         loop {
-            {
+            let taken = {
                 let mut state = self.state();
                 let was_full = !state.has_room();
-                if let Some(event) = state.pop_event() {
-                    drop(state);
-                    if was_full {
-                        // The reader may be waiting for room.
-                        self.writable.notify_waiters();
-                    }
-                    return Some(event);
+                match state.pop_event() {
+                    Some(event) => Some((event, was_full)),
+                    None if state.is_finished() => return None,
+                    None => None,
                 }
-                if state.is_finished() {
-                    return None;
-                }
+            };
+            let Some((event, was_full)) = taken else {
+                // Empty: wait for the reader's signal (a permit left before we got here
+                // counts), then look again.
+                self.readable.notified().await;
+                continue;
+            };
+            if was_full {
+                // The reader may be waiting for room.
+                self.writable.notify_waiters();
             }
-            // Empty: wait for the reader's signal (a permit left before we got here
-            // counts), then look again.
-            self.readable.notified().await;
+            // A full queue never makes this wait; yield now and then like a channel
+            // would (tokio's cooperative budget).
+            tokio::task::consume_budget().await;
+            return Some(event);
         }
     }
 
@@ -460,6 +471,9 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
             }
         };
         if room {
+            // Reading a full buffer never waits, so yield now and then (tokio's
+            // cooperative budget): a busy connection must not starve the others' tasks.
+            tokio::task::consume_budget().await;
             continue;
         }
         // Back-pressure: stop reading while the app's queue is full (the server applies

@@ -170,7 +170,6 @@ impl Inbox {
     }
 
     /// The conversation's cursor, if followed.
-    #[cfg(test)]
     pub(crate) fn cursor(&self, conversation_id: &str) -> Option<u64> {
         self.tracks.get(conversation_id).map(|t| t.cursor)
     }
@@ -251,8 +250,14 @@ impl Inbox {
         t.fetch(&fetch.conversation_id)
     }
 
-    /// A fetch failed (the connection dropped, or the server refused it); another may be
-    /// made.
+    /// A fetch of the gap below held messages, if there is one and no fetch is in flight.
+    pub(crate) fn fetch_gap(&mut self, conversation_id: &str) -> Option<Fetch> {
+        let t = self.tracks.get_mut(conversation_id)?;
+        if t.has_gap() { t.fetch(conversation_id) } else { None }
+    }
+
+    /// A fetch failed (the connection dropped, or the server refused it), or was not made
+    /// after all; another may be made.
     pub(crate) fn fetch_failed(&mut self, conversation_id: &str) {
         if let Some(t) = self.tracks.get_mut(conversation_id) {
             t.fetching = false;

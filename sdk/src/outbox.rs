@@ -39,9 +39,8 @@ pub(crate) enum Attempt {
 /// One unacknowledged send.
 #[derive(Debug)]
 pub(crate) struct PendingSend {
-    pub(crate) conversation_id: String,
-    pub(crate) client_message_id: String,
-    pub(crate) content: pb::MessageContent,
+    /// The request, as it is (re)sent.
+    pub(crate) message: pb::SendMessage,
     pub(crate) attempt: Attempt,
     pub(crate) waiter: Option<SendWaiter>,
 }
@@ -49,11 +48,7 @@ pub(crate) struct PendingSend {
 impl PendingSend {
     /// The request that (re)sends this entry.
     pub(crate) fn request(&self) -> pb::client_frame::Request {
-        pb::client_frame::Request::SendMessage(pb::SendMessage {
-            conversation_id: self.conversation_id.clone(),
-            client_message_id: self.client_message_id.clone(),
-            content: Some(self.content.clone()),
-        })
+        pb::client_frame::Request::SendMessage(self.message.clone())
     }
 }
 
@@ -78,26 +73,13 @@ impl Outbox {
     }
 
     /// Queues a send. Fails when `capacity` sends are already waiting.
-    pub(crate) fn push(
-        &mut self,
-        conversation_id: &str,
-        client_message_id: &str,
-        content: pb::MessageContent,
-        waiter: Option<SendWaiter>,
-    ) -> Result<EntryId, OutboxFull> {
+    pub(crate) fn push(&mut self, message: pb::SendMessage, waiter: Option<SendWaiter>) -> Result<EntryId, OutboxFull> {
         if self.entries.len() >= self.capacity {
             return Err(OutboxFull { capacity: self.capacity });
         }
         let id = self.next_id;
         self.next_id += 1;
-        let entry = PendingSend {
-            conversation_id: conversation_id.to_owned(),
-            client_message_id: client_message_id.to_owned(),
-            content,
-            attempt: Attempt::Unsent,
-            waiter,
-        };
-        self.entries.insert(id, entry);
+        self.entries.insert(id, PendingSend { message, attempt: Attempt::Unsent, waiter });
         Ok(id)
     }
 
@@ -136,7 +118,13 @@ impl Outbox {
     /// message, not news for the app.
     pub(crate) fn is_waiting(&self, conversation_id: &str, client_message_id: &str) -> bool {
         // At most `capacity` entries, and only consulted for the user's own messages.
-        self.entries.values().any(|e| e.client_message_id == client_message_id && e.conversation_id == conversation_id)
+        self.entries.values().any(|e| e.message.client_message_id == client_message_id && e.message.conversation_id == conversation_id)
+    }
+
+    /// Whether any send into `conversation_id` waits for its answer: its seq may be the
+    /// one missing below a message that arrived early.
+    pub(crate) fn has_pending_in(&self, conversation_id: &str) -> bool {
+        self.entries.values().any(|e| e.message.conversation_id == conversation_id)
     }
 
     /// Removes every entry (the client is closing).
@@ -171,16 +159,20 @@ pub(crate) fn outcome(conversation_id: &str, reply: Result<pb::ack::Result, Erro
 mod tests {
     use super::*;
 
-    fn text(t: &str) -> pb::MessageContent {
-        pb::MessageContent { text: t.into(), ..Default::default() }
+    fn send(conv: &str, client_message_id: &str, t: &str) -> pb::SendMessage {
+        pb::SendMessage {
+            conversation_id: conv.into(),
+            client_message_id: client_message_id.into(),
+            content: Some(pb::MessageContent { text: t.into(), ..Default::default() }),
+        }
     }
 
     #[test]
     fn entries_keep_the_order_of_the_sends() {
         let mut o = Outbox::new(10);
-        let a = o.push("c1", "m1", text("one"), None).unwrap();
-        let b = o.push("c2", "m2", text("two"), None).unwrap();
-        let c = o.push("c1", "m3", text("three"), None).unwrap();
+        let a = o.push(send("c1", "m1", "one"), None).unwrap();
+        let b = o.push(send("c2", "m2", "two"), None).unwrap();
+        let c = o.push(send("c1", "m3", "three"), None).unwrap();
         assert_eq!(o.due(1), [a, b, c]);
         assert_eq!(o.len(), 3);
     }
@@ -188,20 +180,20 @@ mod tests {
     #[test]
     fn a_full_outbox_refuses_new_sends() {
         let mut o = Outbox::new(2);
-        o.push("c", "1", text("a"), None).unwrap();
-        o.push("c", "2", text("b"), None).unwrap();
-        assert_eq!(o.push("c", "3", text("c"), None), Err(OutboxFull { capacity: 2 }));
+        o.push(send("c", "1", "a"), None).unwrap();
+        o.push(send("c", "2", "b"), None).unwrap();
+        assert_eq!(o.push(send("c", "3", "c"), None), Err(OutboxFull { capacity: 2 }));
         let first = o.due(1)[0];
         o.take(first);
-        assert!(o.push("c", "3", text("c"), None).is_ok(), "room again once one is answered");
+        assert!(o.push(send("c", "3", "c"), None).is_ok(), "room again once one is answered");
     }
 
     #[test]
     fn what_was_in_flight_on_a_lost_connection_is_due_again() {
         let mut o = Outbox::new(10);
-        let a = o.push("c", "m1", text("one"), None).unwrap();
-        let b = o.push("c", "m2", text("two"), None).unwrap();
-        let c = o.push("c", "m3", text("three"), None).unwrap();
+        let a = o.push(send("c", "m1", "one"), None).unwrap();
+        let b = o.push(send("c", "m2", "two"), None).unwrap();
+        let c = o.push(send("c", "m3", "three"), None).unwrap();
         o.mark_sent(a, 1, 10);
         o.mark_sent(b, 1, 11);
         assert_eq!(o.due(1), [c], "on the same connection only the unsent one is due");
@@ -213,7 +205,7 @@ mod tests {
     #[test]
     fn resends_carry_the_same_client_message_id() {
         let mut o = Outbox::new(10);
-        let a = o.push("c", "m1", text("one"), None).unwrap();
+        let a = o.push(send("c", "m1", "one"), None).unwrap();
         let first = o.get(a).unwrap().request();
         o.mark_sent(a, 1, 10);
         let second = o.get(a).unwrap().request();
@@ -229,7 +221,7 @@ mod tests {
     #[test]
     fn own_messages_are_recognised_while_waiting() {
         let mut o = Outbox::new(10);
-        let a = o.push("c", "m1", text("one"), None).unwrap();
+        let a = o.push(send("c", "m1", "one"), None).unwrap();
         assert!(o.is_waiting("c", "m1"));
         assert!(!o.is_waiting("other", "m1"), "the id is per conversation");
         assert!(!o.is_waiting("c", "m2"));
@@ -256,10 +248,20 @@ mod tests {
     }
 
     #[test]
+    fn pending_sends_are_known_per_conversation() {
+        let mut o = Outbox::new(10);
+        let a = o.push(send("c", "m1", "one"), None).unwrap();
+        assert!(o.has_pending_in("c"));
+        assert!(!o.has_pending_in("d"));
+        o.take(a);
+        assert!(!o.has_pending_in("c"));
+    }
+
+    #[test]
     fn draining_empties_it() {
         let mut o = Outbox::new(10);
-        o.push("c", "m1", text("one"), None).unwrap();
-        o.push("c", "m2", text("two"), None).unwrap();
+        o.push(send("c", "m1", "one"), None).unwrap();
+        o.push(send("c", "m2", "two"), None).unwrap();
         assert_eq!(o.drain().len(), 2);
         assert_eq!(o.len(), 0);
         assert_eq!(o.capacity(), 10);

@@ -82,6 +82,11 @@ pub(crate) struct ClientState {
     direct: Option<u64>,
     /// `Event::Closed` is queued; nothing follows it.
     finished: bool,
+    /// Conversations with a gap whose fetch waits for this session's own sends there to be
+    /// answered: in a busy conversation, the next message often arrives before the
+    /// acknowledgment of the user's own (events and answers travel separately), and the
+    /// acknowledgment fills the gap without a round trip to the store.
+    deferred_gaps: BTreeSet<String>,
 }
 
 impl ClientState {
@@ -102,6 +107,7 @@ impl ClientState {
             state: ConnectionState::Connected,
             direct: None,
             finished: false,
+            deferred_gaps: BTreeSet::new(),
         }
     }
 
@@ -242,7 +248,9 @@ impl ClientState {
             Event::Message(m) => {
                 let own = self.is_own_waiting(&m);
                 let mut out = Vec::new();
-                effects.fetches.extend(self.inbox.receive(m, own, &mut out));
+                if let Some(fetch) = self.inbox.receive(m, own, &mut out) {
+                    self.fetch_or_defer(fetch, &mut effects);
+                }
                 self.deliver(out, &mut effects);
             }
             Event::ConversationUpdated(c) => {
@@ -261,6 +269,32 @@ impl ClientState {
             other => self.emit(other),
         }
         effects
+    }
+
+    /// Makes a gap fetch now, or, while this session's own sends into the conversation
+    /// are unanswered, after their answers (which may fill the gap).
+    fn fetch_or_defer(&mut self, fetch: Fetch, effects: &mut Effects) {
+        if self.outbox.has_pending_in(&fetch.conversation_id) {
+            self.inbox.fetch_failed(&fetch.conversation_id);
+            self.deferred_gaps.insert(fetch.conversation_id);
+        } else {
+            effects.fetches.push(fetch);
+        }
+    }
+
+    /// A send into `conversation_id` was answered (stored as `seq`, 0 if refused): a
+    /// deferred gap there is fetched once no more answers are due, or at once when the
+    /// missing seq lies below this answer's (the session's later sends there are stored
+    /// after it, so they cannot fill it; a busy sender must not starve the fetch).
+    fn resume_deferred_gap(&mut self, conversation_id: &str, seq: u64, effects: &mut Effects) {
+        if !self.deferred_gaps.contains(conversation_id) {
+            return;
+        }
+        let below = self.inbox.cursor(conversation_id).is_some_and(|cursor| cursor + 1 < seq);
+        if below || !self.outbox.has_pending_in(conversation_id) {
+            self.deferred_gaps.remove(conversation_id);
+            effects.fetches.extend(self.inbox.fetch_gap(conversation_id));
+        }
     }
 
     /// A message of the user's that this session sent and still waits to hear about.
@@ -344,6 +378,8 @@ impl ClientState {
     pub(crate) fn begin_catch_up(&mut self) {
         self.catching_up = Some(CatchingUp::default());
         self.inbox.reset_fetches();
+        // The catch-up fills every gap.
+        self.deferred_gaps.clear();
     }
 
     #[cfg(test)]
@@ -424,19 +460,11 @@ impl ClientState {
     // ───────────────────────────── sends ─────────────────────────────
 
     /// Queues a send in the outbox.
-    pub(crate) fn queue_send(
-        &mut self,
-        conversation_id: &str,
-        client_message_id: &str,
-        content: pb::MessageContent,
-        waiter: SendWaiter,
-    ) -> Result<EntryId, Error> {
+    pub(crate) fn queue_send(&mut self, message: pb::SendMessage, waiter: SendWaiter) -> Result<EntryId, Error> {
         if let Some(reason) = self.closed_reason() {
             return Err(Error::Closed(reason.to_owned()));
         }
-        self.outbox
-            .push(conversation_id, client_message_id, content, Some(waiter))
-            .map_err(|OutboxFull { capacity }| Error::OutboxFull(capacity))
+        self.outbox.push(message, Some(waiter)).map_err(|OutboxFull { capacity }| Error::OutboxFull(capacity))
     }
 
     pub(crate) fn outbox(&self) -> &Outbox {
@@ -462,21 +490,26 @@ impl ClientState {
     pub(crate) fn send_answered(&mut self, entry: EntryId, reply: Reply) -> Effects {
         let mut effects = Effects::default();
         let pending = self.outbox.take(entry);
+        let accepted_in = match &reply {
+            Ok(pb::ack::Result::MessageAccepted(a)) if !a.conversation_id.is_empty() => Some(a.conversation_id.clone()),
+            _ => None,
+        };
+        let conversation = accepted_in.or_else(|| pending.as_ref().map(|p| p.message.conversation_id.clone()));
         // Even when the caller gave up, the seq is ours: never deliver it back.
-        if let Ok(pb::ack::Result::MessageAccepted(a)) = &reply {
-            let conversation = if a.conversation_id.is_empty() {
-                pending.as_ref().map_or("", |p| p.conversation_id.as_str()).to_owned()
-            } else {
-                a.conversation_id.clone()
-            };
-            if !conversation.is_empty() {
-                let mut out = Vec::new();
-                self.inbox.own_sent(&conversation, a.seq, &mut out);
-                self.deliver(out, &mut effects);
-            }
+        if let (Ok(pb::ack::Result::MessageAccepted(a)), Some(conversation)) = (&reply, &conversation) {
+            let mut out = Vec::new();
+            self.inbox.own_sent(conversation, a.seq, &mut out);
+            self.deliver(out, &mut effects);
         }
-        if let Some(PendingSend { conversation_id, waiter: Some(waiter), .. }) = pending {
-            let _ = waiter.send(outcome(&conversation_id, reply));
+        if let Some(conversation) = &conversation {
+            let seq = match &reply {
+                Ok(pb::ack::Result::MessageAccepted(a)) => a.seq,
+                _ => 0,
+            };
+            self.resume_deferred_gap(conversation, seq, &mut effects);
+        }
+        if let Some(PendingSend { message, waiter: Some(waiter), .. }) = pending {
+            let _ = waiter.send(outcome(&message.conversation_id, reply));
         }
         effects
     }

@@ -31,6 +31,10 @@ fn conversation(id: &str, last_seq: u64, participants: &[&str]) -> pb::Conversat
     }
 }
 
+fn send(conv: &str, client_message_id: &str) -> pb::SendMessage {
+    pb::SendMessage { conversation_id: conv.into(), client_message_id: client_message_id.into(), content: None }
+}
+
 fn accepted(conv: &str, seq: u64, duplicate: bool) -> Reply {
     Ok(pb::ack::Result::MessageAccepted(pb::MessageAccepted {
         conversation_id: conv.into(),
@@ -204,7 +208,7 @@ fn live_events_that_overflow_during_a_catch_up_cause_another_round() {
 fn own_sends_are_never_delivered_back() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, mut rx) = oneshot::channel();
-    let entry = s.queue_send(C, "cm-c1-1", pb::MessageContent::default(), tx).expect("queued");
+    let entry = s.queue_send(send(C, "cm-c1-1"), tx).expect("queued");
     // The connection drops before the ack; after reconnecting, the catch-up shows our
     // message (still waiting in the outbox) before the resend's duplicate ack arrives.
     s.connection_lost("gone");
@@ -223,19 +227,49 @@ fn own_sends_are_never_delivered_back() {
 fn an_ack_that_fills_a_gap_releases_what_waited_behind_it() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, _rx) = oneshot::channel();
-    let entry = s.queue_send(C, "mine", pb::MessageContent::default(), tx).expect("queued");
+    let entry = s.queue_send(send(C, "mine"), tx).expect("queued");
     let effects = live(&mut s, Event::Message(msg(C, 2, "bob")));
-    assert_eq!(effects.fetches.len(), 1, "a gap at 1");
+    assert!(effects.fetches.is_empty(), "a gap at 1, but our own send may fill it: no fetch yet");
     let effects = s.send_answered(entry, accepted(C, 1, false));
     assert_eq!(summary(&drain(&mut s)), ["c1#2"]);
     assert_eq!(effects.delivery_reports, [(C.to_string(), 2)]);
+    assert!(effects.fetches.is_empty(), "the ack filled it");
+}
+
+#[test]
+fn a_gap_our_send_does_not_fill_is_fetched_once_the_send_is_answered() {
+    let mut s = live_state(&[(C, 0)]);
+    let (tx, _rx) = oneshot::channel();
+    let entry = s.queue_send(send(C, "mine"), tx).expect("queued");
+    assert!(live(&mut s, Event::Message(msg(C, 3, "bob"))).fetches.is_empty());
+    // Our send was stored as 2: seq 1 is still missing.
+    let effects = s.send_answered(entry, accepted(C, 2, false));
+    assert_eq!(effects.fetches, [Fetch { conversation_id: C.into(), after_seq: 0 }]);
+    // A send elsewhere defers nothing here.
+    let (tx, _rx) = oneshot::channel();
+    s.queue_send(send(D, "elsewhere"), tx).expect("queued");
+    s.start_from_cursors(&[("e3".into(), 0)]);
+    assert_eq!(live(&mut s, Event::Message(msg("e3", 2, "bob"))).fetches.len(), 1);
+}
+
+#[test]
+fn a_busy_sender_does_not_starve_a_gap_below_its_answers() {
+    let mut s = live_state(&[(C, 0)]);
+    let (tx, _rx) = oneshot::channel();
+    let first = s.queue_send(send(C, "m1"), tx).expect("queued");
+    let (tx, _rx) = oneshot::channel();
+    s.queue_send(send(C, "m2"), tx).expect("queued");
+    assert!(live(&mut s, Event::Message(msg(C, 3, "bob"))).fetches.is_empty());
+    // m1 was stored as 2 while m2 still waits: seq 1 lies below, no later send can fill it.
+    let effects = s.send_answered(first, accepted(C, 2, false));
+    assert_eq!(effects.fetches, [Fetch { conversation_id: C.into(), after_seq: 0 }]);
 }
 
 #[test]
 fn an_answer_for_a_send_whose_caller_gave_up_still_marks_the_seq_as_ours() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, _rx) = oneshot::channel();
-    let entry = s.queue_send(C, "mine", pb::MessageContent::default(), tx).expect("queued");
+    let entry = s.queue_send(send(C, "mine"), tx).expect("queued");
     s.outbox_mut().take(entry);
     let _ = s.send_answered(entry, accepted(C, 1, false));
     let _ = live(&mut s, Event::Message(msg(C, 2, "bob")));
@@ -246,7 +280,7 @@ fn an_answer_for_a_send_whose_caller_gave_up_still_marks_the_seq_as_ours() {
 fn refused_sends_fail_their_caller() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, mut rx) = oneshot::channel();
-    let entry = s.queue_send(C, "mine", pb::MessageContent::default(), tx).expect("queued");
+    let entry = s.queue_send(send(C, "mine"), tx).expect("queued");
     let _ = s.send_answered(entry, Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "not a participant".into() }));
     let err = rx.try_recv().expect("answered").unwrap_err();
     assert_eq!(err.code(), Some(pb::ErrorCode::Forbidden));
@@ -259,17 +293,17 @@ fn the_outbox_is_bounded() {
     for i in 0..2 {
         let (tx, rx) = oneshot::channel();
         keep.push(rx);
-        s.queue_send(C, &format!("m{i}"), pb::MessageContent::default(), tx).expect("room");
+        s.queue_send(send(C, &format!("m{i}")), tx).expect("room");
     }
     let (tx, _rx) = oneshot::channel();
-    assert!(matches!(s.queue_send(C, "m3", pb::MessageContent::default(), tx), Err(Error::OutboxFull(2))));
+    assert!(matches!(s.queue_send(send(C, "m3"), tx), Err(Error::OutboxFull(2))));
 }
 
 #[test]
 fn finishing_fails_queued_sends_and_ends_the_events() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, mut rx) = oneshot::channel();
-    s.queue_send(C, "mine", pb::MessageContent::default(), tx).expect("queued");
+    s.queue_send(send(C, "mine"), tx).expect("queued");
     s.finish("unauthorized: token expired");
     s.finish("a second reason is ignored");
     assert!(matches!(rx.try_recv(), Ok(Err(Error::Closed(r))) if r == "unauthorized: token expired"));
@@ -277,7 +311,7 @@ fn finishing_fails_queued_sends_and_ends_the_events() {
     assert!(s.is_finished());
     assert_eq!(s.closed_reason(), Some("unauthorized: token expired"));
     let (tx, _rx) = oneshot::channel();
-    assert!(matches!(s.queue_send(C, "late", pb::MessageContent::default(), tx), Err(Error::Closed(_))));
+    assert!(matches!(s.queue_send(send(C, "late"), tx), Err(Error::Closed(_))));
     let _ = live(&mut s, Event::Message(msg(C, 1, "bob")));
     assert!(drain(&mut s).is_empty(), "nothing after Closed");
 }
