@@ -99,6 +99,47 @@ pub struct ClientConfig {
     /// conversation one report per interval covers every message received meanwhile.
     /// Each report reaches every participant, so this bounds what a busy group costs.
     pub delivery_report_interval: Duration,
+    /// A UDP endpoint shared with other clients of this process (see [`ClientEndpoint`]);
+    /// `None` (the default) gives the client a socket of its own.
+    pub endpoint: Option<ClientEndpoint>,
+}
+
+/// One UDP socket that many clients of a process can share: a gateway or a test harness
+/// holding thousands of sessions needs one socket (one file descriptor, one receive
+/// loop) instead of one per session. Connections stay separate; closing one client
+/// closes only its connection.
+///
+/// ```no_run
+/// # async fn f(addr: std::net::SocketAddr, tokens: Vec<String>) -> Result<(), legalchat_sdk::Error> {
+/// use legalchat_sdk::{Client, ClientConfig, ClientEndpoint};
+/// let endpoint = ClientEndpoint::bind("0.0.0.0:0".parse().unwrap())?;
+/// for token in tokens {
+///     let client = Client::connect(ClientConfig::new(addr, token).with_endpoint(endpoint.clone())).await?;
+/// #   drop(client);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientEndpoint {
+    pub(crate) endpoint: quinn::Endpoint,
+}
+
+impl ClientEndpoint {
+    /// Opens a UDP socket on `bind` (port 0 picks a free one) for client connections.
+    pub fn bind(bind: SocketAddr) -> Result<Self, Error> {
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?;
+        Ok(Self { endpoint })
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.endpoint.local_addr().map_err(|e| Error::Connect(format!("the UDP socket has no local address: {e}")))
+    }
+
+    /// Connections currently open on it.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -123,6 +164,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("catch_up_page", &self.catch_up_page)
             .field("delivery_report_interval", &self.delivery_report_interval)
+            .field("endpoint", &self.endpoint.as_ref().map(|e| e.local_addr().ok()))
             .finish()
     }
 }
@@ -152,7 +194,15 @@ impl ClientConfig {
             keep_alive_interval: DEFAULT_KEEP_ALIVE_INTERVAL,
             catch_up_page: DEFAULT_CATCH_UP_PAGE,
             delivery_report_interval: DEFAULT_DELIVERY_REPORT_INTERVAL,
+            endpoint: None,
         }
+    }
+
+    /// Connect through `endpoint`, a UDP socket shared with other clients, instead of a
+    /// socket of this client's own.
+    pub fn with_endpoint(mut self, endpoint: ClientEndpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
     }
 
     /// Trust the certificates of this PEM bundle (and only them).

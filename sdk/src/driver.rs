@@ -80,6 +80,9 @@ pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
     quic: quinn::ClientConfig,
     endpoint: quinn::Endpoint,
+    /// The endpoint is this client's alone (not a shared [`crate::ClientEndpoint`]): it is
+    /// closed with the client.
+    owns_endpoint: bool,
     pub(crate) user_id: String,
     pub(crate) role: pb::UserRole,
     session: Mutex<SessionInfo>,
@@ -331,12 +334,17 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?;
+    let (endpoint, owns_endpoint) = match &config.endpoint {
+        Some(shared) => (shared.endpoint.clone(), false),
+        None => (quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?, true),
+    };
     let deadline = Instant::now() + config.connect_timeout;
     let established = match connection::establish(&endpoint, quic.clone(), &config, deadline).await {
         Ok(e) => e,
         Err(e) => {
-            endpoint.close(CLOSE_NORMAL.into(), b"");
+            if owns_endpoint {
+                endpoint.close(CLOSE_NORMAL.into(), b"");
+            }
             return Err(e);
         }
     };
@@ -353,6 +361,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         in_flight: Semaphore::new(config.max_in_flight),
         quic,
         endpoint,
+        owns_endpoint,
         user_id: session.user_id.clone(),
         role: session.role,
         session: Mutex::new(session),
@@ -382,7 +391,9 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
             Err(e) => {
                 end_link(&shared, &link, "the first conversation list failed", true, true).await;
                 reader.abort();
-                shared.endpoint.close(CLOSE_NORMAL.into(), b"");
+                if shared.owns_endpoint {
+                    shared.endpoint.close(CLOSE_NORMAL.into(), b"");
+                }
                 return Err(e);
             }
         }
@@ -801,7 +812,9 @@ async fn finish(shared: &Shared, reason: &str) {
     shared.readable.notify_waiters();
     shared.events_queued();
     shared.writable.notify_waiters();
-    let _ = timeout(CLOSE_DRAIN, shared.endpoint.wait_idle()).await;
+    if shared.owns_endpoint {
+        let _ = timeout(CLOSE_DRAIN, shared.endpoint.wait_idle()).await;
+    }
 }
 
 #[cfg(test)]

@@ -124,3 +124,34 @@ async fn group_of_five_sees_one_gap_free_order() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_one_udp_socket_stay_independent() {
+    bounded("shared_endpoint", async {
+        let d = daemon().await;
+        let endpoint = legalchat_sdk::ClientEndpoint::bind("127.0.0.1:0".parse().expect("address")).expect("a socket");
+        let connect = |user: &str| {
+            let config = d.client_config(d.token(user, "advocate")).with_endpoint(endpoint.clone());
+            legalchat_sdk::Client::connect(config)
+        };
+        let alice = connect("alice").await.expect("alice connects through the shared socket");
+        let bob = connect("bob").await.expect("bob connects through the same socket");
+        let carol = connect("carol").await.expect("carol too");
+        assert_eq!(endpoint.open_connections(), 3, "one connection per client, one socket");
+
+        let conv = alice
+            .create_conversation(NewConversation::group("shared socket", vec!["bob".into(), "carol".into()]))
+            .await
+            .expect("alice creates a group");
+        alice.send_text(&conv.id, "one").await.expect("alice sends");
+        assert_eq!(text_of(&wait_for_message(&bob, "bob gets it", |m| m.sender_id == "alice").await), "one");
+
+        // Closing one client closes its connection only.
+        carol.close().await;
+        alice.send_text(&conv.id, "two").await.expect("alice still sends after carol left");
+        let got = wait_for_message(&bob, "bob gets the second", |m| text_of(m) == "two").await;
+        assert_eq!(got.seq, 2);
+        assert!(carol.send_text(&conv.id, "late").await.is_err(), "the closed client refuses sends");
+    })
+    .await;
+}
