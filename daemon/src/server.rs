@@ -196,7 +196,7 @@ impl Daemon {
 
         let ready = Arc::new(AtomicBool::new(false));
         let mut ops_shutdown = shutdown_rx.clone();
-        let (ops_addr, ops_serve) = crate::ops::bind(config.ops_listen, metrics, ready.clone(), async move {
+        let (ops_addr, ops_serve) = crate::ops::bind(config.ops_listen, metrics, shards.clone(), ready.clone(), async move {
             let _ = ops_shutdown.wait_for(|s| *s).await;
         })
         .await

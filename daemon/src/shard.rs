@@ -207,6 +207,12 @@ impl Shards {
             mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })
     }
+
+    /// Commands waiting in each shard's mailbox, in shard order: what the ops listener
+    /// reports as `legalchat_shard_mailbox_depth` when scraped, so the hot path pays nothing.
+    pub fn mailbox_depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.mailboxes.iter().map(|m| m.max_capacity() - m.capacity())
+    }
 }
 
 /// Settings a shard needs.
@@ -501,10 +507,15 @@ impl Shard {
             metrics::counter!("legalchat_messages_stored_total").increment(batch.messages);
             let fanout_started = Instant::now();
             let mut delivered = 0u64;
+            let mut messages_delivered = 0u64;
             for f in &batch.fanout {
                 for user in &f.recipients {
                     let n = self.registry.deliver(user, &f.frame, f.origin);
                     delivered += n as u64;
+                    // Only a new message's fan-out carries a notification.
+                    if f.push.is_some() {
+                        messages_delivered += n as u64;
+                    }
                     if let Some((sender, notification)) = &f.push
                         && n == 0
                         && user != sender
@@ -518,6 +529,7 @@ impl Shard {
                 self.hub.participants_changed(id, participants);
             }
             metrics::counter!("legalchat_frames_delivered_total").increment(delivered);
+            metrics::counter!("legalchat_messages_delivered_total").increment(messages_delivered);
             if batch.messages > 0 {
                 stage("fanout", fanout_started.elapsed());
             }
