@@ -8,12 +8,20 @@
 //!  e2e tests ───────┼─► DaemonProcess ──────┤      stdout: "legalchatd ready quic=… ops=…"
 //!                   │                       └──► stderr → <data dir>/../legalchatd.stderr.log
 //!                   └─► TokenMinter ── HS256 JWTs {sub, role, iat, exp} for any user
+//!
+//!  reference peer:  PeerProcess ──► node peers/socketio/server.js (Socket.IO 4.8, in memory)
+//!                   SioClient ──── Socket.IO over WebSocket ──► stdout: {"ready":true,"port":…}
 //! ```
 //!
 //! - [`daemon_process`]: start `legalchatd` on loopback ports chosen by the OS, wait for its
 //!   ready line, stop it gracefully (SIGTERM) or brutally (SIGKILL) and start it again on the
 //!   same data dir.
 //! - [`tokens`]: mint the HS256 tokens the daemon accepts, given its shared secret.
+//! - [`peer_process`]: start the Socket.IO reference peer (`benches/peers/socketio`, the
+//!   Node.js server the issue compares against) and wait for its ready line.
+//! - [`sio`]: a minimal Socket.IO 4 client (WebSocket transport only) that drives the peer
+//!   with the same events as the daemon's scenarios (`join_room`, `send_message` with ack,
+//!   `receive_message`).
 //! - [`load`]: the open-loop load generator; `src/bin/legalchat-load.rs` is its command
 //!   line (see `benches/README.md`), and an end-to-end test runs it in-process.
 //! - `benches/codec.rs`: criterion benchmarks of the frame codec.
@@ -24,4 +32,6 @@
 
 pub mod daemon_process;
 pub mod load;
+pub mod peer_process;
+pub mod sio;
 pub mod tokens;
