@@ -22,8 +22,11 @@
 //! - [`sio`]: a minimal Socket.IO 4 client (WebSocket transport only) that drives the peer
 //!   with the same events as the daemon's scenarios (`join_room`, `send_message` with ack,
 //!   `receive_message`).
-//! - [`load`]: the open-loop load generator; `src/bin/legalchat-load.rs` is its command
-//!   line (see `benches/README.md`), and an end-to-end test runs it in-process.
+//! - [`load`]: the open-loop load generator and its scenarios (seed, max ingest, max
+//!   fan-out, idle sessions, reconnect storm), against `legalchatd` or the Node.js
+//!   Socket.IO peer; `src/bin/legalchat-load.rs` is its command line (see
+//!   `benches/README.md`), and an end-to-end test runs it in-process.
+//! - [`probe`]: CPU time and memory of a process, read from `/proc`.
 //! - `benches/codec.rs`: criterion benchmarks of the frame codec.
 //!
 //! What is not here: assertions about timings. Benchmarks measure; `BENCHMARKS.md` records.
@@ -33,5 +36,6 @@
 pub mod daemon_process;
 pub mod load;
 pub mod peer_process;
+pub mod probe;
 pub mod sio;
 pub mod tokens;

@@ -173,3 +173,36 @@ async fn malformed_input_from_the_server_is_a_clear_error() {
     let json: serde_json::Value = serde_json::from_str(json).expect("JSON");
     assert_eq!(json, serde_json::json!(["send_message", {"room": "r", "client_message_id": "c1", "text": "hello"}]));
 }
+
+/// The load generator's scenarios drive the peer as they drive legalchatd (a smoke run:
+/// counts, never timings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_scenarios_drive_the_peer() {
+    use legalchat_benches::load::{self, LoadOptions, Target, scenarios};
+    use legalchat_benches::probe::ProcessProbe;
+    if !peer_available() {
+        return;
+    }
+    let mut peer = PeerProcess::start(PeerConfig::default()).await.expect("the peer starts");
+    let target = Target::Peer { addr: peer.addr(), secret: peer.secret().to_owned() };
+    let probe = ProcessProbe::new(peer.pid()).expect("the peer's /proc entry");
+
+    let opts = LoadOptions { users: 6, group_size: 3, rate: 60.0, duration: 1.0, warmup: 0.5, drain: 20.0, ..LoadOptions::default() };
+    let summary =
+        tokio::time::timeout(Duration::from_secs(120), load::run(&opts, &target, Some(probe))).await.expect("in time").expect("run");
+    assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
+    assert_eq!(summary.server, "socket.io peer");
+    assert!(summary.acked_measured > 0);
+    assert_eq!(summary.sent, summary.acked);
+    assert_eq!(summary.deliveries_measured, summary.acked_measured * 2, "each message reaches the 2 other room members");
+    assert!(summary.server_usage.is_some_and(|u| u.rss_mib > 0.0));
+
+    let idle = scenarios::idle(&target, probe, 10, 1, Duration::from_millis(200)).await.expect("idle");
+    assert_eq!((idle.sessions, idle.connections), (10, 10));
+
+    // Socket.IO has no resume: every client comes back, none holds what was sent meanwhile.
+    let storm = scenarios::reconnect_storm(&target, Some(probe), 8, 4, 1, Duration::from_secs(60)).await.expect("storm");
+    assert_eq!(storm.back, 8);
+    assert_eq!(storm.got_missed_message, 0);
+    peer.stop().await.expect("the peer stops");
+}

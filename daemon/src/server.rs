@@ -190,8 +190,12 @@ impl Daemon {
         ));
         transport.keep_alive_interval(None);
         server_config.transport_config(Arc::new(transport));
-        let endpoint =
-            quinn::Endpoint::server(server_config, config.listen).map_err(io(format!("binding QUIC listener {}", config.listen)))?;
+        let socket = bind_udp(config.listen).map_err(io(format!("binding QUIC listener {}", config.listen)))?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))
+            .map_err(io("starting the QUIC listener"))?;
+        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
+            .map_err(io(format!("binding QUIC listener {}", config.listen)))?;
         let quic_addr = endpoint.local_addr().map_err(io("reading QUIC address"))?;
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -303,4 +307,33 @@ async fn accept_loop(
         });
     }
     sessions
+}
+
+/// Socket buffer asked for on the QUIC socket. Every connection shares this one socket, so
+/// a burst from many clients at once must fit: with the kernel's default (about 208 KiB)
+/// a thousand busy clients overflow it, and each dropped datagram costs a QUIC loss
+/// recovery (tens of milliseconds). The kernel caps the request at `net.core.rmem_max`.
+const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Binds the QUIC listener's UDP socket with large buffers.
+fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4 too on a wildcard IPv6 address, as the standard library's bind does not.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer than asked for still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    if let Ok(got) = socket.recv_buffer_size()
+        && got < UDP_BUFFER_BYTES
+    {
+        tracing::info!(
+            requested = UDP_BUFFER_BYTES,
+            got,
+            "the kernel capped the QUIC socket's receive buffer (raise net.core.rmem_max for bursty loads)"
+        );
+    }
+    Ok(socket.into())
 }

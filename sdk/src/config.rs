@@ -104,6 +104,9 @@ pub struct ClientConfig {
     pub endpoint: Option<ClientEndpoint>,
 }
 
+/// Socket buffer asked for on a [`ClientEndpoint`]: many connections' bursts land in it.
+const SHARED_UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
 /// One UDP socket that many clients of a process can share: a gateway or a test harness
 /// holding thousands of sessions needs one socket (one file descriptor, one receive
 /// loop) instead of one per session. Connections stay separate; closing one client
@@ -125,9 +128,19 @@ pub struct ClientEndpoint {
 }
 
 impl ClientEndpoint {
-    /// Opens a UDP socket on `bind` (port 0 picks a free one) for client connections.
+    /// Opens a UDP socket on `bind` (port 0 picks a free one) for client connections, with
+    /// buffers large enough for the bursts of many connections (the kernel caps them at
+    /// `net.core.rmem_max` / `wmem_max`).
     pub fn bind(bind: SocketAddr) -> Result<Self, Error> {
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?;
+        let failed = |e: std::io::Error| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}"));
+        let socket =
+            socket2::Socket::new(socket2::Domain::for_address(bind), socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(failed)?;
+        // Best effort: a smaller buffer than asked for still works.
+        let _ = socket.set_recv_buffer_size(SHARED_UDP_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SHARED_UDP_BUFFER_BYTES);
+        socket.bind(&bind.into()).map_err(failed)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| Error::Connect("no async runtime for QUIC".into()))?;
+        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), runtime).map_err(failed)?;
         Ok(Self { endpoint })
     }
 

@@ -1,80 +1,298 @@
-//! `legalchat-load`: an open-loop load generator for `legalchatd` (see `benches/README.md`
-//! and [`legalchat_benches::load`]).
+//! `legalchat-load`: the load scenarios, against `legalchatd` or the Node.js Socket.IO
+//! peer (see `benches/README.md` and [`legalchat_benches::load`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use legalchat_benches::daemon_process::{DaemonConfig, DaemonProcess};
-use legalchat_benches::load::{self, LoadOptions, Target};
+use legalchat_benches::load::{self, Fleet, Layout, LoadOptions, RampMetric, RampOptions, Target, scenarios};
+use legalchat_benches::peer_process::{PeerConfig, PeerProcess};
+use legalchat_benches::probe::ProcessProbe;
 
-/// Open-loop load generator for legalchatd: N users in groups of F, M messages/s in total.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load scenarios for legalchatd, and the same scenarios against a Node.js Socket.IO peer.
 #[derive(Debug, Parser)]
 #[command(name = "legalchat-load", version)]
 struct Args {
-    /// QUIC address of a running daemon (with --ca and --secret).
-    #[arg(long, required_unless_present = "spawn", conflicts_with = "spawn")]
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// QUIC address of a running daemon (with --ca and --secret); without it, a daemon is
+    /// started for the run (--dev, temporary data directory, loopback) and stopped after.
+    #[arg(long, global = true, conflicts_with = "peer")]
     server: Option<SocketAddr>,
     /// PEM file of the certificate to trust (a --dev daemon's DATA_DIR/tls/cert.pem).
-    #[arg(long, requires = "server")]
+    #[arg(long, global = true, requires = "server")]
     ca: Option<PathBuf>,
-    /// The daemon's HS256 secret; tokens are minted with it.
-    #[arg(long, env = "LEGALCHAT_JWT_SECRET", hide_env_values = true)]
+    /// The running daemon's HS256 secret; tokens are minted with it.
+    #[arg(long, global = true, env = "LEGALCHAT_JWT_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// Start a daemon (--dev, temporary data dir, loopback) for this run and stop it after.
-    #[arg(long)]
-    spawn: bool,
-    /// The daemon binary for --spawn [default: `legalchatd` next to this executable].
-    #[arg(long)]
+    /// Process id of the running daemon, to report its CPU and memory.
+    #[arg(long, global = true, requires = "server")]
+    server_pid: Option<u32>,
+    /// TLS server name to verify.
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    /// The daemon binary to start [default: `legalchatd` next to this executable].
+    #[arg(long, global = true)]
     daemon_bin: Option<PathBuf>,
-    /// Extra argument for the spawned daemon (repeatable), e.g. --daemon-arg=--fsync=never.
-    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    /// Extra argument for the started daemon (repeatable), e.g. --daemon-arg=--fsync=never.
+    #[arg(long = "daemon-arg", global = true, allow_hyphen_values = true)]
     daemon_args: Vec<String>,
-    #[command(flatten)]
-    load: LoadOptions,
+    /// Load the Node.js Socket.IO peer (benches/peers/socketio, started for the run) instead.
+    #[arg(long, global = true)]
+    peer: bool,
+    /// The node binary for --peer.
+    #[arg(long, global = true, default_value = "node")]
+    node: PathBuf,
     /// Also print a one-line JSON summary (the last line of output).
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// The seed load: 1,000 users in groups of 10, 10,000 messages/s in total, 60 s.
+    Seed {
+        #[command(flatten)]
+        load: SeedArgs,
+    },
+    /// One step with any shape (--users, --group-size, --rate, ...).
+    Run {
+        #[command(flatten)]
+        load: LoadOptions,
+    },
+    /// Max durable ingest: senders whose conversations have only offline members; the rate
+    /// rises until the ack p99 passes --max-p99-ms.
+    Ingest {
+        #[command(flatten)]
+        load: StepArgs,
+        #[command(flatten)]
+        ramp: RampOptions,
+    },
+    /// Max fan-out: groups of --group-size (10, 100), all online; the rate rises until the
+    /// delivery p99 passes --max-p99-ms.
+    Fanout {
+        #[command(flatten)]
+        load: StepArgs,
+        #[command(flatten)]
+        ramp: RampOptions,
+    },
+    /// Idle authenticated sessions: server memory per session.
+    Idle {
+        /// Sessions to open.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// UDP sockets the LegalChat clients share.
+        #[arg(long, default_value_t = 16)]
+        sockets: usize,
+        /// Seconds to let the server settle before measuring.
+        #[arg(long, default_value_t = 10.0)]
+        settle: f64,
+    },
+    /// Reconnect storm: every client dropped at once; time until all are back.
+    Reconnect {
+        /// Clients (one user each).
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+        /// Members per group.
+        #[arg(long, default_value_t = 10)]
+        group_size: usize,
+        /// UDP sockets the LegalChat clients share.
+        #[arg(long, default_value_t = 8)]
+        sockets: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+/// The seed's shape, changeable for experiments.
+#[derive(Debug, clap::Args)]
+struct SeedArgs {
+    /// Users.
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Members per group.
+    #[arg(long, default_value_t = 10)]
+    group_size: usize,
+    /// Messages per second in total.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Warm-up seconds.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// UDP sockets the LegalChat clients share.
+    #[arg(long, default_value_t = 8)]
+    sockets: usize,
+}
+
+/// The fleet and step length of a ramp.
+#[derive(Debug, clap::Args)]
+struct StepArgs {
+    /// Users (senders; in fan-out also the recipients).
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Members per conversation.
+    #[arg(long, default_value_t = 10)]
+    group_size: usize,
+    /// Measured seconds per step.
+    #[arg(long, default_value_t = 10.0)]
+    step_secs: f64,
+    /// Warm-up seconds per step.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 100)]
+    text_bytes: usize,
+    /// Most sends awaiting their ack at once.
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: usize,
+    /// UDP sockets the LegalChat clients share.
+    #[arg(long, default_value_t = 8)]
+    sockets: usize,
+}
+
+impl StepArgs {
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
+            users: self.users,
+            group_size: self.group_size,
+            duration: self.step_secs,
+            warmup: self.warmup,
+            text_bytes: self.text_bytes,
+            max_in_flight: self.max_in_flight,
+            drain: 5.0,
+            sockets: self.sockets,
+            ..LoadOptions::default()
+        }
+    }
+}
+
+/// The server under load, and who stops it.
+enum Server {
+    Daemon(DaemonProcess),
+    Peer(PeerProcess),
+    External,
+}
+
+async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe>, Server)> {
+    if args.peer {
+        let mut config = PeerConfig::default();
+        config.node_bin.clone_from(&args.node);
+        let peer = PeerProcess::start(config).await?;
+        eprintln!("started the socket.io peer: addr={} pid={}", peer.addr(), peer.pid());
+        let target = Target::Peer { addr: peer.addr(), secret: peer.secret().to_owned() };
+        let probe = ProcessProbe::new(peer.pid()).ok();
+        return Ok((target, probe, Server::Peer(peer)));
+    }
+    if let Some(server) = args.server {
+        let ca = args.ca.as_ref().context("--ca is required with --server")?;
+        let ca_pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let secret = args.secret.clone().context("--secret (or LEGALCHAT_JWT_SECRET) is required with --server")?;
+        let probe = args.server_pid.map(ProcessProbe::new).transpose()?;
+        return Ok((Target::LegalChat { server, ca_pem, secret, server_name: args.server_name.clone() }, probe, Server::External));
+    }
+    let bin = match &args.daemon_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("legalchatd"),
+    };
+    let d = DaemonProcess::start(DaemonConfig::new(bin).args(args.daemon_args.clone())).await?;
+    eprintln!("started legalchatd: quic={} ops={} dir={}", d.quic_addr(), d.ops_addr(), d.root_dir().display());
+    let target = Target::LegalChat {
+        server: d.quic_addr(),
+        ca_pem: d.ca_cert_pem()?,
+        secret: d.jwt_secret().to_owned(),
+        server_name: args.server_name.clone(),
+    };
+    let probe = d.pid().map(ProcessProbe::new).transpose()?;
+    Ok((target, probe, Server::Daemon(d)))
+}
+
+async fn stop(server: Server) {
+    let stopped = match server {
+        Server::Daemon(mut d) => d.stop().await.map(drop),
+        Server::Peer(mut p) => p.stop().await.map(drop),
+        Server::External => Ok(()),
+    };
+    if let Err(e) = stopped {
+        eprintln!("warning: stopping the server: {e:#}");
+    }
+}
+
+/// Prints a report, and its JSON when asked.
+fn print(json: bool, report: &str, value: &impl serde::Serialize) {
+    print!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    }
+}
+
+async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> anyhow::Result<()> {
+    let json = args.target.json;
+    match &args.scenario {
+        Scenario::Seed { load: s } => {
+            let opts = LoadOptions {
+                users: s.users,
+                group_size: s.group_size,
+                rate: s.rate,
+                duration: s.duration,
+                warmup: s.warmup,
+                sockets: s.sockets,
+                ..LoadOptions::default()
+            };
+            let summary = load::run(&opts, target, probe).await?;
+            print(json, &summary.report(), &summary);
+        }
+        Scenario::Run { load: opts } => {
+            let summary = load::run(opts, target, probe).await?;
+            print(json, &summary.report(), &summary);
+        }
+        Scenario::Ingest { load: s, ramp } | Scenario::Fanout { load: s, ramp } => {
+            let (metric, layout) = match &args.scenario {
+                Scenario::Ingest { .. } => (RampMetric::Ingest, Layout::OfflineMembers),
+                _ => (RampMetric::Fanout, Layout::Groups),
+            };
+            let opts = s.options();
+            let fleet = Fleet::connect(target, &opts, layout).await?;
+            let report = load::ramp(&fleet, &opts, ramp, metric, probe).await;
+            fleet.close().await;
+            let report = report?;
+            print(json, &report.report(), &report);
+        }
+        Scenario::Idle { sessions, sockets, settle } => {
+            let probe = probe.context("the idle scenario needs the server's process (start it here, or give --server-pid)")?;
+            let report = scenarios::idle(target, probe, *sessions, *sockets, Duration::from_secs_f64(*settle)).await?;
+            print(json, &report.report(), &report);
+        }
+        Scenario::Reconnect { clients, group_size, sockets, timeout } => {
+            let report = scenarios::reconnect_storm(target, probe, *clients, *group_size, *sockets, Duration::from_secs(*timeout)).await?;
+            print(json, &report.report(), &report);
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    args.load.validate()?;
-
-    let mut daemon = None;
-    let target = if args.spawn {
-        let bin = match &args.daemon_bin {
-            Some(bin) => bin.clone(),
-            None => std::env::current_exe()?.with_file_name("legalchatd"),
-        };
-        let d = DaemonProcess::start(DaemonConfig::new(bin).args(args.daemon_args.clone())).await?;
-        eprintln!("spawned legalchatd: quic={} ops={} dir={}", d.quic_addr(), d.ops_addr(), d.root_dir().display());
-        let target = Target { server: d.quic_addr(), ca_pem: d.ca_cert_pem()?, secret: d.jwt_secret().to_owned() };
-        daemon = Some(d);
-        target
-    } else {
-        let server = args.server.context("--server is required without --spawn")?;
-        let ca = args.ca.as_ref().context("--ca is required with --server")?;
-        let ca_pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let secret = args.secret.clone().context("--secret (or LEGALCHAT_JWT_SECRET) is required with --server")?;
-        Target { server, ca_pem, secret }
-    };
-
-    let outcome = load::run(&args.load, &target).await;
-
-    if let Some(mut d) = daemon
-        && let Err(e) = d.stop().await
-    {
-        eprintln!("warning: stopping the spawned daemon: {e:#}");
-    }
-    let summary = outcome?;
-    print!("{}", summary.report());
-    if args.json {
-        println!("{}", summary.json());
-    }
-    Ok(())
+    let (target, probe, server) = start(&args.target).await?;
+    let outcome = scenario(&args, &target, probe).await;
+    stop(server).await;
+    outcome
 }
 
 #[cfg(test)]
@@ -83,12 +301,18 @@ mod tests {
 
     #[test]
     fn args_parse() {
-        let a = Args::try_parse_from(["legalchat-load", "--spawn", "--users", "10", "--daemon-arg=--fsync=never"]).unwrap();
-        assert!(a.spawn && a.load.users == 10 && a.load.group_size == 10);
-        assert_eq!(a.daemon_args, ["--fsync=never"]);
-        assert!(Args::try_parse_from(["legalchat-load"]).is_err());
-        assert!(Args::try_parse_from(["legalchat-load", "--spawn", "--server", "127.0.0.1:1"]).is_err());
-        let a = Args::try_parse_from(["legalchat-load", "--server", "127.0.0.1:1", "--ca", "c.pem", "--secret", "s"]).unwrap();
-        assert_eq!(a.load.rate, 1000.0);
+        let a = Args::try_parse_from(["legalchat-load", "run", "--users", "10", "--daemon-arg=--fsync=never"]).unwrap();
+        assert!(matches!(&a.scenario, Scenario::Run { load } if load.users == 10 && load.group_size == 10));
+        assert_eq!(a.target.daemon_args, ["--fsync=never"]);
+        assert!(Args::try_parse_from(["legalchat-load"]).is_err(), "a scenario is required");
+        assert!(Args::try_parse_from(["legalchat-load", "seed", "--peer", "--server", "127.0.0.1:1"]).is_err());
+        let a = Args::try_parse_from(["legalchat-load", "seed", "--server", "127.0.0.1:1", "--ca", "c.pem", "--secret", "s"]).unwrap();
+        assert!(matches!(&a.scenario, Scenario::Seed { load } if load.users == 1_000 && load.rate == 10_000.0 && load.duration == 60.0));
+        let a = Args::try_parse_from(["legalchat-load", "fanout", "--group-size", "100", "--peer"]).unwrap();
+        assert!(
+            a.target.peer && matches!(&a.scenario, Scenario::Fanout { load, ramp } if load.group_size == 100 && ramp.max_p99_ms == 50.0)
+        );
+        let a = Args::try_parse_from(["legalchat-load", "idle", "--sessions", "1000"]).unwrap();
+        assert!(matches!(a.scenario, Scenario::Idle { sessions: 1_000, .. }));
     }
 }

@@ -5,13 +5,11 @@
 //!   senders fill 50 conversations while the reader is away; the reader then connects
 //!   with its cursors and the time until every missed message reached it, in order, is
 //!   measured (one CatchUp chain, pages of --page messages).
-//! legalchat-resume reconnect-storm --clients 1000 --group-size 10
-//!   every client drops its connection at once; one message per group is sent during the
-//!   outage; measured: time until every client has resumed and holds that message.
 //! ```
 //!
-//! Both spawn their own daemon (`--dev`, temporary data directory, loopback) and stop by
-//! themselves. They measure; they assert only completeness (nothing missed).
+//! It spawns its own daemon (`--dev`, temporary data directory, loopback) and stops by
+//! itself. It measures; it asserts only completeness (nothing missed). The reconnect storm
+//! is `legalchat-load reconnect`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,15 +18,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use hdrhistogram::Histogram;
 use legalchat_benches::daemon_process::{DaemonConfig, DaemonProcess};
 use legalchat_benches::tokens::TokenMinter;
-use legalchat_sdk::{Client, ClientConfig, ConnectionState, Event, NewConversation};
+use legalchat_sdk::{Client, ClientConfig, Event, NewConversation};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Measures catch-up and reconnect storms against a spawned legalchatd.
+/// Measures catch-up against a spawned legalchatd.
 #[derive(Debug, Parser)]
 #[command(name = "legalchat-resume", version)]
 struct Args {
@@ -62,15 +59,6 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         text_bytes: usize,
     },
-    /// Every client dropped at once; time until all have resumed with nothing missed.
-    ReconnectStorm {
-        /// Connected clients (one user each).
-        #[arg(long, default_value_t = 1_000)]
-        clients: usize,
-        /// Members per group conversation.
-        #[arg(long, default_value_t = 10)]
-        group_size: usize,
-    },
 }
 
 struct Env {
@@ -82,10 +70,6 @@ struct Env {
 impl Env {
     fn config(&self, user: &str, role: &str) -> anyhow::Result<ClientConfig> {
         Ok(ClientConfig::new(self.daemon.quic_addr(), self.minter.token(user, role)?).with_ca_pem(self.ca.clone()))
-    }
-
-    async fn client(&self, user: &str, role: &str) -> anyhow::Result<Client> {
-        Client::connect(self.config(user, role)?).await.with_context(|| format!("connecting {user}"))
     }
 }
 
@@ -108,7 +92,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::CatchUp { messages, conversations, page, text_bytes } => {
             tokio::time::timeout(deadline, catch_up(&env, messages, conversations, page, text_bytes)).await
         }
-        Scenario::ReconnectStorm { clients, group_size } => tokio::time::timeout(deadline, storm(&env, clients, group_size)).await,
     };
     let mut daemon = env.daemon;
     let _ = daemon.stop().await;
@@ -177,78 +160,5 @@ async fn catch_up(env: &Env, messages: usize, conversations: usize, page: u32, t
     println!("  (filling took {:.1} s: {:.0} durable msgs/s from one sender)", fill.as_secs_f64(), messages as f64 / fill.as_secs_f64());
     reader.close().await;
     writer.close().await;
-    Ok(())
-}
-
-async fn storm(env: &Env, clients: usize, group_size: usize) -> anyhow::Result<()> {
-    if clients < 2 || group_size < 2 {
-        bail!("need at least 2 clients and groups of 2");
-    }
-    let admin = env.client("storm-admin", "admin").await?;
-    let users: Vec<String> = (0..clients).map(|i| format!("u{i}")).collect();
-    let mut groups = Vec::new();
-    for chunk in users.chunks(group_size) {
-        let c = admin.create_conversation(NewConversation::group("storm", chunk.to_vec())).await?;
-        groups.push((c.id, chunk.to_vec()));
-    }
-    let mut connected = Vec::with_capacity(clients);
-    let setup = Instant::now();
-    for batch in users.chunks(100) {
-        let mut js = JoinSet::new();
-        for u in batch {
-            let cfg = env.config(u, "advocate")?;
-            js.spawn(async move { Client::connect(cfg).await });
-        }
-        while let Some(c) = js.join_next().await {
-            connected.push(c??);
-        }
-    }
-    eprintln!("connected {clients} clients in {:.1} s", setup.elapsed().as_secs_f64());
-
-    // Drop every connection at once, then send one message per group while they are away.
-    let dropped = Instant::now();
-    for c in &connected {
-        c.reconnect_now();
-    }
-    let mut expected: HashMap<String, String> = HashMap::new();
-    for (conv, _) in &groups {
-        let sent = admin.send_text(conv, "sent during the storm").await?;
-        expected.insert(conv.clone(), sent.message_id);
-    }
-    let mut waits = JoinSet::new();
-    for c in connected {
-        let expected = expected.clone();
-        waits.spawn(async move {
-            let (mut resumed, mut got) = (None, false);
-            let mut reconnects = 0u32;
-            while resumed.is_none() || !got {
-                match c.next_event().await {
-                    Some(Event::State(ConnectionState::Resumed { .. })) => resumed = Some(dropped.elapsed()),
-                    Some(Event::State(ConnectionState::Reconnecting { .. })) => reconnects += 1,
-                    Some(Event::Message(m)) if expected.get(&m.conversation_id) == Some(&m.message_id) => got = true,
-                    Some(Event::Closed { reason }) => return Err(anyhow::anyhow!("{} closed: {reason}", c.user_id())),
-                    None => return Err(anyhow::anyhow!("{} ended", c.user_id())),
-                    _ => {}
-                }
-            }
-            let done = dropped.elapsed();
-            c.close().await;
-            Ok::<_, anyhow::Error>((resumed.unwrap_or(done), done, reconnects))
-        });
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let (mut last, mut attempts) = (Duration::ZERO, 0u64);
-    while let Some(r) = waits.join_next().await {
-        let (resumed, done, reconnects) = r??;
-        hist.record(u64::try_from(resumed.as_micros()).unwrap_or(u64::MAX))?;
-        last = last.max(done);
-        attempts += u64::from(reconnects);
-    }
-    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
-    println!("reconnect storm: {clients} clients in groups of {group_size}, all dropped at once, 1 message per group sent meanwhile");
-    println!("  every client resumed and holds the missed message after {:.1} ms", ms(last));
-    println!("  per-client resume ms: p50 {:.1} p99 {:.1} max {:.1}", q(0.5), q(0.99), hist.max() as f64 / 1000.0);
-    println!("  reconnect attempts: {attempts} for {clients} clients (default policy: 200 ms initial delay, full jitter)");
-    admin.close().await;
     Ok(())
 }

@@ -1,29 +1,43 @@
-//! The load generator (`legalchat-benches`) works end to end: a short, small run against
-//! a test daemon accounts for every message. It asserts counts, never timings.
+//! The load generator (`legalchat-benches`) works end to end: short, small runs of its
+//! scenarios against a test daemon account for every message and every session. They
+//! assert counts, never timings.
 
-use legalchat_benches::load::{self, LoadOptions, Target};
-use legalchat_tests::bounded;
+use std::time::Duration;
+
+use legalchat_benches::load::{self, Fleet, Layout, LoadOptions, RampMetric, RampOptions, Target, scenarios};
+use legalchat_benches::probe::ProcessProbe;
+use legalchat_tests::{TestDaemon, bounded};
 
 use crate::daemon;
+
+fn target(d: &TestDaemon) -> Target {
+    Target::LegalChat { server: d.quic_addr(), ca_pem: d.ca_pem(), secret: d.jwt_secret().to_owned(), server_name: "localhost".into() }
+}
+
+fn probe(d: &TestDaemon) -> ProcessProbe {
+    ProcessProbe::new(d.process().pid().expect("the daemon runs")).expect("the daemon's /proc entry")
+}
+
+/// 6 users in 2 groups of 3, 10 messages/s each: far below any per-user rate limit.
+fn small() -> LoadOptions {
+    LoadOptions {
+        users: 6,
+        group_size: 3,
+        rate: 60.0,
+        duration: 1.0,
+        warmup: 0.5,
+        text_bytes: 64,
+        max_in_flight: 100,
+        drain: 20.0,
+        sockets: 2,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_smoke_run() {
     bounded("load_smoke", async {
         let d = daemon().await;
-        // 6 users in 2 groups of 3, 10 messages/s each: far below any per-user rate limit.
-        let opts = LoadOptions {
-            users: 6,
-            group_size: 3,
-            rate: 60.0,
-            duration: 1.0,
-            warmup: 0.5,
-            text_bytes: 64,
-            max_in_flight: 100,
-            drain: 20.0,
-            server_name: "localhost".into(),
-        };
-        let target = Target { server: d.quic_addr(), ca_pem: d.ca_pem(), secret: d.jwt_secret().to_owned() };
-        let summary = load::run(&opts, &target).await.expect("load run");
+        let summary = load::run(&small(), &target(&d), Some(probe(&d))).await.expect("load run");
         eprintln!("{}", summary.report());
 
         assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
@@ -34,11 +48,57 @@ async fn load_generator_smoke_run() {
         assert_eq!(summary.deliveries, summary.acked * 2);
         assert_eq!(summary.ack_latency_ms.count, summary.acked_measured);
         assert_eq!(summary.delivery_latency_ms.count, summary.deliveries_measured);
+        let server = summary.server_usage.expect("the daemon was probed");
+        assert!(server.rss_mib > 0.0 && server.cpu_seconds >= 0.0);
+        assert!(summary.generator_usage.is_some());
 
         let json: serde_json::Value = serde_json::from_str(&summary.json()).expect("the JSON summary parses");
-        for key in ["acked_per_s", "deliveries_per_s", "ack_latency_ms", "delivery_latency_ms", "errors"] {
+        for key in ["acked_per_s", "deliveries_per_s", "ack_latency_ms", "delivery_latency_ms", "server_usage", "errors"] {
             assert!(json.get(key).is_some(), "{key} missing from {json}");
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_ramp_and_ingest_smoke_run() {
+    bounded("load_ramp_smoke", async {
+        let d = daemon().await;
+        // Ingest: every sender alone with offline members; nothing is delivered live.
+        let opts = LoadOptions { users: 4, ..small() };
+        let fleet = Fleet::connect(&target(&d), &opts, Layout::OfflineMembers).await.expect("fleet");
+        // Two steps: 20 then 40 msgs/s, both far below anything that could fail.
+        let ramp = RampOptions { start_rate: 20.0, step_factor: 2.0, max_rate: 40.0, max_p99_ms: 60_000.0 };
+        let report = load::ramp(&fleet, &opts, &ramp, RampMetric::Ingest, Some(probe(&d))).await.expect("ramp");
+        fleet.close().await;
+        eprintln!("{}", report.report());
+        assert_eq!(report.steps.len(), 2, "the ramp stops at --max-rate");
+        assert_eq!(report.best, Some(1));
+        for step in &report.steps {
+            assert!(step.errors.is_empty(), "errors: {:?}", step.errors);
+            assert_eq!(step.recipients, 0);
+            assert_eq!(step.deliveries, 0, "offline members get nothing live");
+            assert_eq!(step.sent, step.acked);
+        }
+        assert_eq!(report.steps[1].rate, 40.0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_reconnect_storm_scenarios_account_for_everyone() {
+    bounded("load_scenarios_smoke", async {
+        let d = daemon().await;
+        let idle = scenarios::idle(&target(&d), probe(&d), 20, 2, Duration::from_millis(200)).await.expect("idle scenario");
+        eprintln!("{}", idle.report());
+        assert_eq!((idle.sessions, idle.connections), (20, 20));
+        assert!(idle.rss_after_mib > 0.0);
+
+        let storm = scenarios::reconnect_storm(&target(&d), Some(probe(&d)), 12, 4, 2, Duration::from_secs(60)).await.expect("storm");
+        eprintln!("{}", storm.report());
+        assert_eq!(storm.back, 12, "every client resumed");
+        assert_eq!(storm.got_missed_message, 12, "and every one holds the message sent while it was away");
+        assert_eq!(storm.back_ms.count, 12);
     })
     .await;
 }

@@ -1,0 +1,869 @@
+//! The open-loop load generator behind `legalchat-load`, as a library so that the
+//! end-to-end tests can run it in-process against a test daemon (a smoke test of the
+//! generator itself).
+//!
+//! ```text
+//!  Fleet::connect   users in groups (LegalChat: GROUP conversations an admin creates;
+//!                   peer: Socket.IO rooms every member joins)
+//!  Fleet::step      user i ── sender:   interval(users / rate) ─► send("load <t_sched_ns> …") ─► ack latency
+//!                          └─ receiver: messages from the other members ─► now − t_sched = delivery latency
+//!  ramp             steps of rising rate until the p99 passes a bound (max ingest, max fan-out)
+//!  scenarios        idle sessions, reconnect storm
+//! ```
+//!
+//! Open loop: every sender ticks at its share of the rate whatever the server does, with
+//! `MissedTickBehavior::Burst`, and each send is its own task (at most
+//! [`LoadOptions::max_in_flight`] at once). Latencies are measured from the tick's
+//! *scheduled* instant, not from when the send actually went out, so a stalled generator or
+//! a full in-flight window shows up as latency instead of silently lowering the offered
+//! load (no coordinated omission). Only messages scheduled after the warm-up are measured.
+//! Memory is bounded: fixed-size histograms per user, merged at the end. Every run ends by
+//! itself: warm-up + duration + drain, under an overall deadline.
+
+mod conn;
+pub mod scenarios;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
+use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, NewConversation};
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use conn::{Conn, Heard, Target, error_kind};
+
+use crate::probe::{ProcessProbe, Usage};
+use crate::tokens::TokenMinter;
+
+/// The shape of the load.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadOptions {
+    /// Number of users (one connection each).
+    #[arg(long, default_value_t = 100)]
+    pub users: usize,
+    /// Members per group conversation: each message fans out to group-size − 1 others.
+    #[arg(long, default_value_t = 10)]
+    pub group_size: usize,
+    /// Total messages per second over all senders.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Bytes of text per message (at least the timestamp header, about 30 bytes).
+    #[arg(long, default_value_t = 100)]
+    pub text_bytes: usize,
+    /// Most sends awaiting their ack at once, over all senders.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Seconds to wait after the last send for outstanding acks and deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// UDP sockets the LegalChat clients share (clients are spread over them).
+    #[arg(long, default_value_t = 8)]
+    pub sockets: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            users: 100,
+            group_size: 10,
+            rate: 1000.0,
+            duration: 10.0,
+            warmup: 2.0,
+            text_bytes: 100,
+            max_in_flight: 10_000,
+            drain: 10.0,
+            sockets: 8,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Checks the options before anything connects.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.users < 2 || self.group_size < 2 {
+            bail!("--users and --group-size must be at least 2 (a group needs a sender and a recipient)");
+        }
+        if !(self.rate > 0.0 && self.duration > 0.0 && self.warmup >= 0.0 && self.drain >= 0.0) {
+            bail!("--rate and --duration must be positive, --warmup and --drain not negative");
+        }
+        if self.max_in_flight == 0 || self.sockets == 0 {
+            bail!("--max-in-flight and --sockets must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The longest one measured step with these options may take.
+    pub fn step_deadline(&self) -> Duration {
+        Duration::from_secs(30) + Duration::from_secs_f64(self.warmup + self.duration + 2.0 * self.drain)
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Percentiles of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
+    /// `p50 1.234 p99 5.678 p99.9 9.012 max 12.345 (n=100)`.
+    pub fn describe(&self) -> String {
+        format!("p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (n={})", self.p50, self.p99, self.p999, self.max, self.count)
+    }
+}
+
+/// What one measured step (a run at one rate) measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// `legalchatd` or `socket.io peer`.
+    pub server: &'static str,
+    /// Users.
+    pub users: usize,
+    /// Members per group.
+    pub group_size: usize,
+    /// Live recipients of each message (group size − 1, or 0 when the other members are
+    /// offline).
+    pub recipients: usize,
+    /// Offered messages per second.
+    pub rate: f64,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Warm-up seconds.
+    pub warmup_s: f64,
+    /// Text bytes per message.
+    pub text_bytes: usize,
+    /// How sends are paced.
+    pub pacing: &'static str,
+    /// Sends attempted (warm-up included).
+    pub sent: u64,
+    /// Sends acknowledged (warm-up included).
+    pub acked: u64,
+    /// Sends acknowledged that were scheduled in the measured window.
+    pub acked_measured: u64,
+    /// Deliveries to recipients (warm-up included).
+    pub deliveries: u64,
+    /// Deliveries of measured messages.
+    pub deliveries_measured: u64,
+    /// Deliveries the measured acks imply: acks × live recipients.
+    pub deliveries_expected: u64,
+    /// Measured acks per second.
+    pub acked_per_s: f64,
+    /// Measured deliveries per second.
+    pub deliveries_per_s: f64,
+    /// Scheduled instant → ack.
+    pub ack_latency_ms: Latency,
+    /// Scheduled instant → message at a recipient.
+    pub delivery_latency_ms: Latency,
+    /// The server's CPU and memory over the measured window (when it can be probed).
+    pub server_usage: Option<Usage>,
+    /// The load generator's own CPU and memory over the measured window.
+    pub generator_usage: Option<Usage>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// How sends are paced (reported with every run).
+pub const PACING: &str = "open loop: tokio interval with MissedTickBehavior::Burst, latency from the scheduled instant";
+
+impl Summary {
+    /// The human-readable report.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!(
+            "{}: {} users, groups of {} ({} live recipients each), offered {} msg/s, {} s measured after {} s warm-up, {} B texts",
+            self.server, self.users, self.group_size, self.recipients, self.rate, self.duration_s, self.warmup_s, self.text_bytes
+        ));
+        line(format!("  pacing: {}", self.pacing));
+        line(format!("  messages: sent {} acked {} (measured window: acked {})", self.sent, self.acked, self.acked_measured));
+        line(format!("  deliveries: {} (measured {} of {} expected)", self.deliveries, self.deliveries_measured, self.deliveries_expected));
+        line(format!("  throughput: {:.1} msgs/s acked, {:.1} deliveries/s", self.acked_per_s, self.deliveries_per_s));
+        line(format!("  ack latency ms: {}", self.ack_latency_ms.describe()));
+        line(format!("  delivery latency ms: {}", self.delivery_latency_ms.describe()));
+        if let Some(u) = &self.server_usage {
+            line(format!("  server: {}", u.describe()));
+        }
+        if let Some(u) = &self.generator_usage {
+            line(format!("  load generator: {}", u.describe()));
+        }
+        if self.errors.is_empty() {
+            line("  errors: none".into());
+        } else {
+            line("  errors:".into());
+            for (kind, n) in &self.errors {
+                line(format!("    {kind}: {n}"));
+            }
+        }
+        out
+    }
+
+    /// The one-line JSON summary.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// Latencies are recorded in microseconds, up to an hour, to 3 significant digits.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// An empty latency histogram (microseconds).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+}
+
+/// A duration in whole microseconds, clamped into the histogram's range.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US)
+}
+
+/// Counters and the ack histogram of one sender; merged at the end.
+#[derive(Debug)]
+struct SenderStats {
+    sent: u64,
+    acked: u64,
+    acked_measured: u64,
+    ack_latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl SenderStats {
+    fn new() -> Self {
+        Self { sent: 0, acked: 0, acked_measured: 0, ack_latency: histogram(), errors: BTreeMap::new() }
+    }
+}
+
+/// Counters and the delivery histogram of one receiver.
+#[derive(Debug)]
+struct ReceiverStats {
+    deliveries: u64,
+    deliveries_measured: u64,
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Phase boundaries of one step. Every timestamp in a message text is nanoseconds since
+/// the fleet's `base`, comparable because senders and receivers live in this one process.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: Instant,
+    measure_from: Instant,
+    end: Instant,
+}
+
+fn nanos_since(base: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Adds `n` to the count of `kind`.
+pub fn bump(map: &mut BTreeMap<String, u64>, kind: String, n: u64) {
+    *map.entry(kind).or_default() += n;
+}
+
+/// The text of a message scheduled at `nanos`: a parseable header, padded to `len` bytes.
+pub fn message_text(nanos: u64, sender: usize, n: u64, len: usize) -> String {
+    let mut text = format!("load {nanos} u{sender} #{n} ");
+    if text.len() < len {
+        text.extend(std::iter::repeat_n('x', len - text.len()));
+    }
+    text
+}
+
+/// The scheduled instant a load message carries, if it is one.
+pub fn scheduled_nanos(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    (words.next()? == "load").then_some(())?;
+    words.next()?.parse().ok()
+}
+
+/// Partitions `users` into groups of `size`; a remainder too small to talk is folded into
+/// the last full group.
+pub fn partition(users: usize, size: usize) -> Vec<Vec<usize>> {
+    let all: Vec<usize> = (0..users).collect();
+    let mut groups: Vec<Vec<usize>> = all.chunks(size.max(1)).map(<[usize]>::to_vec).collect();
+    if groups.len() > 1 && groups.last().is_some_and(|g| g.len() < 2) {
+        let rest = groups.pop().unwrap_or_default();
+        if let Some(last) = groups.last_mut() {
+            last.extend(rest);
+        }
+    }
+    groups
+}
+
+/// Who is in which conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Every user online, in groups of `group_size`: each message fans out to the others.
+    Groups,
+    /// Each online user alone with `group_size − 1` members who never connect: messages
+    /// are stored (and acknowledged) but reach nobody live. Measures durable ingest.
+    OfflineMembers,
+}
+
+/// How many connections are opened at once while setting up.
+const CONNECT_CONCURRENCY: usize = 64;
+/// Events a load client may queue before it stops reading (the receivers keep up).
+const CLIENT_EVENT_BUFFER: usize = 10_000;
+
+/// Connects `count` users named by `user_id(i)` to `target`, a bounded number at a time,
+/// LegalChat clients spread over `sockets` shared UDP sockets.
+pub async fn connect_all(
+    target: &Target,
+    minter: &TokenMinter,
+    user_ids: &[String],
+    sockets: usize,
+    event_buffer: usize,
+    progress: bool,
+) -> anyhow::Result<Vec<Arc<Conn>>> {
+    let endpoints = match target {
+        Target::LegalChat { server, .. } => {
+            let bind: std::net::SocketAddr =
+                if server.is_ipv6() { (std::net::Ipv6Addr::LOCALHOST, 0).into() } else { (std::net::Ipv4Addr::LOCALHOST, 0).into() };
+            (0..sockets.max(1)).map(|_| ClientEndpoint::bind(bind)).collect::<Result<Vec<_>, _>>()?
+        }
+        Target::Peer { .. } => Vec::new(),
+    };
+    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut handles = Vec::with_capacity(user_ids.len());
+    for (i, id) in user_ids.iter().enumerate() {
+        let token = minter.token(id, "advocate")?;
+        let endpoint = (!endpoints.is_empty()).then(|| endpoints[i % endpoints.len()].clone());
+        let (target, permits) = (target.clone(), permits.clone());
+        handles.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            Conn::connect(&target, endpoint.as_ref(), token, event_buffer).await
+        }));
+    }
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(user_ids.len());
+    for (i, h) in handles.into_iter().enumerate() {
+        conns.push(Arc::new(h.await?.with_context(|| format!("connecting {}", user_ids[i]))?));
+        if progress && (i + 1) % 10_000 == 0 {
+            eprintln!("  {} of {} connected ({:.1} s)", i + 1, user_ids.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(conns)
+}
+
+/// Connected users in their conversations, ready for measured steps.
+#[derive(Debug)]
+pub struct Fleet {
+    target: Target,
+    conns: Vec<Arc<Conn>>,
+    user_ids: Vec<String>,
+    conversation_of: Vec<String>,
+    recipients_of: Vec<u64>,
+    group_size: usize,
+    base: Instant,
+}
+
+impl Fleet {
+    /// Creates the conversations (LegalChat) or joins the rooms (peer) of `layout` and
+    /// connects every user. Progress goes to stderr.
+    pub async fn connect(target: &Target, opts: &LoadOptions, layout: Layout) -> anyhow::Result<Self> {
+        opts.validate()?;
+        let minter = TokenMinter::new(target.secret());
+        // A fresh prefix per run, so that runs against one long-lived server do not mix.
+        let run_id: u32 = rand::random();
+        let user_ids: Vec<String> = (0..opts.users).map(|i| format!("load-{run_id:08x}-u{i}")).collect();
+        let groups: Vec<Vec<String>> = match layout {
+            Layout::Groups => {
+                partition(opts.users, opts.group_size).into_iter().map(|g| g.into_iter().map(|i| user_ids[i].clone()).collect()).collect()
+            }
+            Layout::OfflineMembers => (0..opts.users)
+                .map(|i| {
+                    let mut g = vec![user_ids[i].clone()];
+                    g.extend((1..opts.group_size).map(|k| format!("load-{run_id:08x}-u{i}-away{k}")));
+                    g
+                })
+                .collect(),
+        };
+        eprintln!("setting up {} users in {} conversations on {} ({})", opts.users, groups.len(), target.addr(), target.name());
+
+        let mut conversation_of = vec![String::new(); opts.users];
+        let mut recipients_of = vec![0u64; opts.users];
+        let index: BTreeMap<&str, usize> = user_ids.iter().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
+        let mut conversations = Vec::with_capacity(groups.len());
+        if let Target::LegalChat { server, ca_pem, server_name, .. } = target {
+            let token = minter.token(&format!("load-{run_id:08x}-admin"), "admin")?;
+            let config = ClientConfig::new(*server, token).with_ca_pem(ca_pem.clone()).with_server_name(server_name.as_str());
+            let admin = Client::connect(config).await.context("connecting the admin")?;
+            for (g, members) in groups.iter().enumerate() {
+                let conv = admin
+                    .create_conversation(NewConversation::group(format!("load group {g}"), members.clone()))
+                    .await
+                    .with_context(|| format!("creating group {g}"))?;
+                conversations.push(conv.id);
+            }
+            admin.close().await;
+        } else {
+            conversations.extend((0..groups.len()).map(|g| format!("load-{run_id:08x}-room{g}")));
+        }
+        for (members, conv) in groups.iter().zip(&conversations) {
+            let online: Vec<usize> = members.iter().filter_map(|m| index.get(m.as_str()).copied()).collect();
+            for &i in &online {
+                conversation_of[i].clone_from(conv);
+                recipients_of[i] = (online.len() - 1) as u64;
+            }
+        }
+
+        let conns = connect_all(target, &minter, &user_ids, opts.sockets, CLIENT_EVENT_BUFFER, true).await?;
+        for (i, c) in conns.iter().enumerate() {
+            c.join(&conversation_of[i]).await.with_context(|| format!("{} joining its room", user_ids[i]))?;
+        }
+        eprintln!("connected {} users", conns.len());
+        Ok(Self {
+            target: target.clone(),
+            conns,
+            user_ids,
+            conversation_of,
+            recipients_of,
+            group_size: opts.group_size,
+            base: Instant::now(),
+        })
+    }
+
+    /// Runs one step at `opts.rate` for `opts.warmup` + `opts.duration` (+ drain) and
+    /// returns what it measured; `server` is probed over the measured window.
+    pub async fn step(&self, opts: &LoadOptions, server: Option<ProcessProbe>) -> anyhow::Result<Summary> {
+        opts.validate()?;
+        let deadline = opts.step_deadline();
+        tokio::time::timeout(deadline, self.step_unbounded(opts, server))
+            .await
+            .map_err(|_| anyhow::anyhow!("the step did not finish within {deadline:?}; aborted"))?
+    }
+
+    async fn step_unbounded(&self, opts: &LoadOptions, server: Option<ProcessProbe>) -> anyhow::Result<Summary> {
+        let users = self.conns.len();
+        let start = Instant::now();
+        let measure_from = start + Duration::from_secs_f64(opts.warmup);
+        let clock = Clock { base: self.base, measure_from, end: measure_from + Duration::from_secs_f64(opts.duration) };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let delivered_measured = Arc::new(AtomicU64::new(0));
+        let delivery_progress = Arc::new(Notify::new());
+        let usage = tokio::spawn(probe_window(server, clock.measure_from, clock.end));
+
+        // Receivers: one task per user, recording every message from someone else.
+        let mut receivers = Vec::with_capacity(users);
+        for (i, conn) in self.conns.iter().enumerate() {
+            let (conn, me, mut stop) = (conn.clone(), self.user_ids[i].clone(), stop_rx.clone());
+            let (counter, progress) = (delivered_measured.clone(), delivery_progress.clone());
+            receivers.push(tokio::spawn(async move {
+                let mut stats = ReceiverStats { deliveries: 0, deliveries_measured: 0, latency: histogram(), errors: BTreeMap::new() };
+                let measure_from = nanos_since(clock.base, clock.measure_from);
+                loop {
+                    let heard = tokio::select! {
+                        heard = conn.next() => heard,
+                        _ = stop.changed() => break,
+                    };
+                    match heard {
+                        Heard::Message { sender, text, .. } if sender != me => {
+                            let now = Instant::now();
+                            stats.deliveries += 1;
+                            let Some(sent_at) = scheduled_nanos(&text) else { continue };
+                            if sent_at >= measure_from {
+                                stats.deliveries_measured += 1;
+                                let latency = Duration::from_nanos(nanos_since(clock.base, now).saturating_sub(sent_at));
+                                stats.latency.saturating_record(micros(latency));
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                progress.notify_waiters();
+                            }
+                        }
+                        Heard::Error(kind) => bump(&mut stats.errors, kind, 1),
+                        Heard::Closed => {
+                            bump(&mut stats.errors, "session closed".into(), 1);
+                            break;
+                        }
+                        Heard::Message { .. } | Heard::Resumed | Heard::Other => {}
+                    }
+                }
+                stats
+            }));
+        }
+
+        // Senders: user i ticks every `users / rate` seconds, phase-shifted by i/users of a
+        // period so that the senders do not all fire at once.
+        let period = Duration::from_secs_f64(users as f64 / opts.rate);
+        let in_flight = Arc::new(Semaphore::new(opts.max_in_flight.min(Semaphore::MAX_PERMITS)));
+        let mut senders = Vec::with_capacity(users);
+        for (i, conn) in self.conns.iter().enumerate() {
+            let (conn, conversation, in_flight, text_bytes) =
+                (conn.clone(), self.conversation_of[i].clone(), in_flight.clone(), opts.text_bytes);
+            let offset = period.mul_f64(i as f64 / users as f64);
+            senders.push(tokio::spawn(async move {
+                let stats = Arc::new(Mutex::new(SenderStats::new()));
+                let mut ticker = tokio::time::interval_at(start + offset, period);
+                // Burst: ticks missed while this task was not scheduled fire at once, each with
+                // its own scheduled instant, so the offered load stays what was asked for.
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                let mut n = 0u64;
+                loop {
+                    let scheduled = ticker.tick().await;
+                    if scheduled >= clock.end {
+                        break;
+                    }
+                    n += 1;
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                    let text = message_text(nanos_since(clock.base, scheduled), i, n, text_bytes);
+                    let (conn, conversation, stats) = (conn.clone(), conversation.clone(), stats.clone());
+                    tokio::spawn(async move {
+                        let result = conn.send(&conversation, &text).await;
+                        let now = Instant::now();
+                        let mut s = stats.lock().unwrap_or_else(PoisonError::into_inner);
+                        s.sent += 1;
+                        match result {
+                            Ok(_) => {
+                                s.acked += 1;
+                                if scheduled >= clock.measure_from {
+                                    s.acked_measured += 1;
+                                    s.ack_latency.saturating_record(micros(now - scheduled));
+                                }
+                            }
+                            Err(kind) => bump(&mut s.errors, kind, 1),
+                        }
+                        drop(permit);
+                    });
+                }
+                stats
+            }));
+        }
+        let mut sender_stats = Vec::with_capacity(users);
+        for s in senders {
+            sender_stats.push(s.await?);
+        }
+
+        // Drain: wait (bounded) for every send to be answered, then for the deliveries the
+        // measured acks imply.
+        let drain_deadline = Instant::now() + Duration::from_secs_f64(opts.drain);
+        let all_permits = u32::try_from(opts.max_in_flight.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let acks_drained = tokio::time::timeout_at(drain_deadline, in_flight.acquire_many(all_permits)).await.is_ok();
+        let mut totals = SenderStats::new();
+        let mut expected = 0u64;
+        for (i, s) in sender_stats.iter().enumerate() {
+            let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+            totals.sent += s.sent;
+            totals.acked += s.acked;
+            totals.acked_measured += s.acked_measured;
+            totals.ack_latency.add(&s.ack_latency).context("merging histograms")?;
+            for (k, v) in &s.errors {
+                bump(&mut totals.errors, k.clone(), *v);
+            }
+            expected += s.acked_measured * self.recipients_of[i];
+        }
+        let deliveries_drained = tokio::time::timeout_at(drain_deadline, async {
+            loop {
+                // Registered before the check, so a delivery between check and wait is not missed.
+                let progressed = delivery_progress.notified();
+                if delivered_measured.load(Ordering::Relaxed) >= expected {
+                    break;
+                }
+                progressed.await;
+            }
+        })
+        .await
+        .is_ok();
+
+        let _ = stop_tx.send(true);
+        let (mut deliveries, mut deliveries_measured, mut delivery_latency) = (0u64, 0u64, histogram());
+        for r in receivers {
+            let r = r.await?;
+            deliveries += r.deliveries;
+            deliveries_measured += r.deliveries_measured;
+            delivery_latency.add(&r.latency).context("merging histograms")?;
+            for (k, v) in r.errors {
+                bump(&mut totals.errors, k, v);
+            }
+        }
+        if !acks_drained {
+            bump(&mut totals.errors, "acks outstanding at end of drain".into(), 1);
+        }
+        if !deliveries_drained {
+            bump(&mut totals.errors, "deliveries missing at end of drain".into(), expected.saturating_sub(deliveries_measured));
+        }
+        let (server_usage, generator_usage) = usage.await?;
+
+        Ok(Summary {
+            server: self.target.name(),
+            users,
+            group_size: self.group_size,
+            recipients: usize::try_from(self.recipients_of.first().copied().unwrap_or(0)).unwrap_or(usize::MAX),
+            rate: opts.rate,
+            duration_s: opts.duration,
+            warmup_s: opts.warmup,
+            text_bytes: opts.text_bytes,
+            pacing: PACING,
+            sent: totals.sent,
+            acked: totals.acked,
+            acked_measured: totals.acked_measured,
+            deliveries,
+            deliveries_measured,
+            deliveries_expected: expected,
+            acked_per_s: totals.acked_measured as f64 / opts.duration,
+            deliveries_per_s: deliveries_measured as f64 / opts.duration,
+            ack_latency_ms: Latency::of(&totals.ack_latency),
+            delivery_latency_ms: Latency::of(&delivery_latency),
+            server_usage,
+            generator_usage,
+            errors: totals.errors,
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(self) {
+        for c in &self.conns {
+            c.close().await;
+        }
+    }
+}
+
+/// Samples the server (when given) and this process at `from` and at `to`.
+async fn probe_window(server: Option<ProcessProbe>, from: Instant, to: Instant) -> (Option<Usage>, Option<Usage>) {
+    let me = ProcessProbe::this_process().ok();
+    tokio::time::sleep_until(from).await;
+    let start = (server.and_then(|p| p.sample().ok()), me.and_then(|p| p.sample().ok()));
+    tokio::time::sleep_until(to).await;
+    let end = (server.and_then(|p| p.sample().ok()), me.and_then(|p| p.sample().ok()));
+    let usage = |a: Option<crate::probe::Sample>, b: Option<crate::probe::Sample>| Some(ProcessProbe::usage(&a?, &b?));
+    (usage(start.0, end.0), usage(start.1, end.1))
+}
+
+/// One step against `target`: connects a fleet in groups, measures, closes.
+pub async fn run(opts: &LoadOptions, target: &Target, server: Option<ProcessProbe>) -> anyhow::Result<Summary> {
+    opts.validate()?;
+    let fleet = tokio::time::timeout(Duration::from_secs(300), Fleet::connect(target, opts, Layout::Groups))
+        .await
+        .map_err(|_| anyhow::anyhow!("setting up {} users took more than 300 s; aborted", opts.users))??;
+    eprintln!("warming up for {} s, then measuring for {} s", opts.warmup, opts.duration);
+    let summary = fleet.step(opts, server).await;
+    fleet.close().await;
+    summary
+}
+
+/// What a ramp looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RampMetric {
+    /// Acknowledged (durable) messages per second, bounded by the ack p99.
+    Ingest,
+    /// Deliveries per second, bounded by the delivery p99.
+    Fanout,
+}
+
+/// A ramp: steps of rising rate until the p99 passes `max_p99_ms`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RampOptions {
+    /// Messages per second of the first step.
+    #[arg(long, default_value_t = 5_000.0)]
+    pub start_rate: f64,
+    /// Each step offers this many times the previous step's rate.
+    #[arg(long, default_value_t = 1.25)]
+    pub step_factor: f64,
+    /// Stop after a step at or above this rate.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub max_rate: f64,
+    /// A step passes while its p99 (ack for ingest, delivery for fan-out) stays at or under this many ms.
+    #[arg(long, default_value_t = 50.0)]
+    pub max_p99_ms: f64,
+}
+
+/// What a ramp found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RampReport {
+    /// What was ramped.
+    pub metric: RampMetric,
+    /// The p99 bound, ms.
+    pub max_p99_ms: f64,
+    /// Every step, in order.
+    pub steps: Vec<Summary>,
+    /// Index of the highest passing step.
+    pub best: Option<usize>,
+}
+
+impl RampReport {
+    /// Why a step fails, if it does.
+    fn failure(metric: RampMetric, max_p99_ms: f64, s: &Summary) -> Option<String> {
+        if !s.errors.is_empty() {
+            return Some(format!("errors {:?}", s.errors));
+        }
+        let p99 = match metric {
+            RampMetric::Ingest => s.ack_latency_ms.p99,
+            RampMetric::Fanout => s.delivery_latency_ms.p99,
+        };
+        if p99 > max_p99_ms {
+            return Some(format!("p99 {p99:.1} ms > {max_p99_ms} ms"));
+        }
+        if s.acked_per_s < 0.97 * s.rate {
+            return Some(format!("acknowledged {:.0} of {:.0} msgs/s offered", s.acked_per_s, s.rate));
+        }
+        None
+    }
+
+    /// One line per step, then the result.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            let verdict = Self::failure(self.metric, self.max_p99_ms, s).unwrap_or_else(|| "pass".into());
+            let server = s.server_usage.map(|u| format!(", server cpu {:.2} RSS {:.0} MiB", u.cpu_cores, u.rss_mib)).unwrap_or_default();
+            out.push_str(&format!(
+                "  step {}: offered {:.0} msgs/s: acked {:.0}/s, {:.0} deliveries/s; ack p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms; delivery p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms{}: {}\n",
+                i + 1,
+                s.rate,
+                s.acked_per_s,
+                s.deliveries_per_s,
+                s.ack_latency_ms.p50,
+                s.ack_latency_ms.p99,
+                s.ack_latency_ms.p999,
+                s.delivery_latency_ms.p50,
+                s.delivery_latency_ms.p99,
+                s.delivery_latency_ms.p999,
+                server,
+                verdict
+            ));
+        }
+        match self.best.and_then(|b| self.steps.get(b)) {
+            Some(best) => {
+                let what = match self.metric {
+                    RampMetric::Ingest => format!("max durable ingest {:.0} msgs/s", best.acked_per_s),
+                    RampMetric::Fanout => format!("max fan-out {:.0} deliveries/s ({:.0} msgs/s)", best.deliveries_per_s, best.acked_per_s),
+                };
+                out.push_str(&format!("result ({}): {what} with p99 ≤ {} ms; that step in full:\n", best.server, self.max_p99_ms));
+                out.push_str(&best.report());
+            }
+            None => out.push_str(&format!("result: no step passed (p99 ≤ {} ms without errors)\n", self.max_p99_ms)),
+        }
+        out
+    }
+}
+
+/// Ramps the rate on `fleet` from `ramp.start_rate` until a step fails (p99 over the
+/// bound, errors, or under 97 % of the offered rate acknowledged) or `ramp.max_rate`.
+pub async fn ramp(
+    fleet: &Fleet,
+    opts: &LoadOptions,
+    ramp: &RampOptions,
+    metric: RampMetric,
+    server: Option<ProcessProbe>,
+) -> anyhow::Result<RampReport> {
+    if !(ramp.start_rate > 0.0 && ramp.step_factor > 1.0 && ramp.max_p99_ms > 0.0) {
+        bail!("--start-rate and --max-p99-ms must be positive and --step-factor above 1");
+    }
+    let mut report = RampReport { metric, max_p99_ms: ramp.max_p99_ms, steps: Vec::new(), best: None };
+    let mut rate = ramp.start_rate;
+    loop {
+        let step_opts = LoadOptions { rate, ..opts.clone() };
+        eprintln!("step {}: {rate:.0} msgs/s for {} s (+{} s warm-up)", report.steps.len() + 1, opts.duration, opts.warmup);
+        let summary = fleet.step(&step_opts, server).await?;
+        let failure = RampReport::failure(metric, ramp.max_p99_ms, &summary);
+        eprintln!(
+            "  acked {:.0}/s, {:.0} deliveries/s, ack p99 {:.2} ms, delivery p99 {:.2} ms: {}",
+            summary.acked_per_s,
+            summary.deliveries_per_s,
+            summary.ack_latency_ms.p99,
+            summary.delivery_latency_ms.p99,
+            failure.as_deref().unwrap_or("pass")
+        );
+        report.steps.push(summary);
+        if failure.is_some() {
+            break;
+        }
+        report.best = Some(report.steps.len() - 1);
+        if rate >= ramp.max_rate {
+            break;
+        }
+        rate = (rate * ramp.step_factor).min(ramp.max_rate);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_texts_carry_their_schedule() {
+        let t = message_text(123_456_789, 7, 3, 100);
+        assert_eq!(t.len(), 100);
+        assert_eq!(scheduled_nanos(&t), Some(123_456_789));
+        assert_eq!(scheduled_nanos("hello world"), None);
+        assert_eq!(scheduled_nanos(&message_text(5, 1, 1, 0)), Some(5));
+    }
+
+    #[test]
+    fn users_are_partitioned_into_groups_that_can_talk() {
+        assert_eq!(partition(10, 5), vec![vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9]]);
+        assert_eq!(partition(11, 5), vec![vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9, 10]]);
+        assert_eq!(partition(7, 5), vec![vec![0, 1, 2, 3, 4], vec![5, 6]]);
+        assert_eq!(partition(3, 10), vec![vec![0, 1, 2]]);
+    }
+
+    fn step(rate: f64, acked: f64, ack_p99: f64, delivery_p99: f64, errors: &[(&str, u64)]) -> Summary {
+        let latency = |p99| Latency { count: 1, p50: 0.1, p99, p999: p99, max: p99 };
+        Summary {
+            server: "legalchatd",
+            users: 10,
+            group_size: 10,
+            recipients: 9,
+            rate,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            text_bytes: 100,
+            pacing: PACING,
+            sent: 0,
+            acked: 0,
+            acked_measured: 0,
+            deliveries: 0,
+            deliveries_measured: 0,
+            deliveries_expected: 0,
+            acked_per_s: acked,
+            deliveries_per_s: acked * 9.0,
+            ack_latency_ms: latency(ack_p99),
+            delivery_latency_ms: latency(delivery_p99),
+            server_usage: None,
+            generator_usage: None,
+            errors: errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_ramp_step_fails_on_its_own_metric_errors_or_a_shortfall() {
+        let fails = |m, s: &Summary| RampReport::failure(m, 50.0, s);
+        let fast_acks_slow_deliveries = step(1000.0, 1000.0, 5.0, 80.0, &[]);
+        assert!(fails(RampMetric::Ingest, &fast_acks_slow_deliveries).is_none());
+        assert!(fails(RampMetric::Fanout, &fast_acks_slow_deliveries).unwrap().contains("p99 80.0"));
+        assert!(fails(RampMetric::Ingest, &step(1000.0, 900.0, 5.0, 5.0, &[])).unwrap().contains("acknowledged 900"));
+        assert!(fails(RampMetric::Ingest, &step(1000.0, 1000.0, 5.0, 5.0, &[("timeout", 1)])).unwrap().contains("timeout"));
+    }
+}

@@ -1,0 +1,288 @@
+//! The scenarios that are not a rate: idle sessions (memory per session) and the
+//! reconnect storm (time until everyone is back with nothing missed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{Conn, Heard, Latency, Target, connect_all, histogram, micros, partition};
+use crate::probe::{ProcessProbe, Usage};
+use crate::tokens::TokenMinter;
+
+/// Events an idle session may queue (it receives nothing).
+const IDLE_EVENT_BUFFER: usize = 16;
+
+/// What the idle scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    /// `legalchatd` or `socket.io peer`.
+    pub server: &'static str,
+    /// Authenticated sessions held open.
+    pub sessions: usize,
+    /// Transport connections they use (one each: QUIC connection or WebSocket).
+    pub connections: usize,
+    /// Seconds until all were connected and authenticated.
+    pub connect_s: f64,
+    /// Server RSS before the sessions, MiB.
+    pub rss_before_mib: f64,
+    /// Server RSS with every session connected and settled, MiB.
+    pub rss_after_mib: f64,
+    /// (RSS after − RSS before) / sessions, bytes.
+    pub bytes_per_session: f64,
+    /// The server's CPU while the sessions sat idle (keep-alives, timers).
+    pub idle_server_usage: Option<Usage>,
+    /// The load generator's own memory at the end, MiB.
+    pub generator_rss_mib: Option<f64>,
+}
+
+impl IdleReport {
+    /// The human-readable report.
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "{}: {} idle authenticated sessions over {} connections, connected in {:.1} s\n",
+            self.server, self.sessions, self.connections, self.connect_s
+        );
+        out.push_str(&format!(
+            "  server RSS {:.1} MiB before, {:.1} MiB after: {:.0} bytes ({:.2} KiB) per session\n",
+            self.rss_before_mib,
+            self.rss_after_mib,
+            self.bytes_per_session,
+            self.bytes_per_session / 1024.0
+        ));
+        if let Some(u) = &self.idle_server_usage {
+            out.push_str(&format!("  server while idle: {}\n", u.describe()));
+        }
+        if let Some(rss) = self.generator_rss_mib {
+            out.push_str(&format!("  load generator RSS {rss:.1} MiB\n"));
+        }
+        out
+    }
+}
+
+/// Opens `sessions` idle authenticated sessions on `target` (LegalChat clients spread
+/// over `sockets` shared UDP sockets), lets them settle for `settle`, and reports the
+/// server's memory per session (`server` must be the server's process).
+pub async fn idle(target: &Target, server: ProcessProbe, sessions: usize, sockets: usize, settle: Duration) -> anyhow::Result<IdleReport> {
+    if sessions == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    let minter = TokenMinter::new(target.secret());
+    let run_id: u32 = rand::random();
+    let user_ids: Vec<String> = (0..sessions).map(|i| format!("idle-{run_id:08x}-u{i}")).collect();
+    let before = server.sample()?;
+    eprintln!(
+        "server RSS before: {:.1} MiB; connecting {sessions} sessions to {} ({})",
+        mib(before.rss_bytes),
+        target.addr(),
+        target.name()
+    );
+    let started = Instant::now();
+    let conns = connect_all(target, &minter, &user_ids, sockets, IDLE_EVENT_BUFFER, true).await?;
+    let connect_s = started.elapsed().as_secs_f64();
+    eprintln!("all {sessions} connected in {connect_s:.1} s; settling for {} s", settle.as_secs_f64());
+    let settle_start = server.sample()?;
+    tokio::time::sleep(settle).await;
+    let after = server.sample()?;
+    let generator_rss_mib = ProcessProbe::this_process().and_then(|p| p.sample()).ok().map(|s| mib(s.rss_bytes));
+    let report = IdleReport {
+        server: target.name(),
+        sessions,
+        connections: conns.len(),
+        connect_s,
+        rss_before_mib: mib(before.rss_bytes),
+        rss_after_mib: mib(after.rss_bytes),
+        bytes_per_session: after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / sessions as f64,
+        idle_server_usage: Some(ProcessProbe::usage(&settle_start, &after)),
+        generator_rss_mib,
+    };
+    eprintln!("closing the sessions");
+    let mut closing = JoinSet::new();
+    for chunk in conns.chunks(1_000) {
+        let chunk: Vec<Arc<Conn>> = chunk.to_vec();
+        closing.spawn(async move {
+            for c in chunk {
+                c.close().await;
+            }
+        });
+    }
+    while closing.join_next().await.is_some() {}
+    Ok(report)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// What the reconnect storm measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    /// `legalchatd` or `socket.io peer`.
+    pub server: &'static str,
+    /// Clients dropped at once.
+    pub clients: usize,
+    /// Members per group.
+    pub group_size: usize,
+    /// Clients back with a session (LegalChat: resumed; peer: reconnected and rejoined).
+    pub back: usize,
+    /// Clients that got the message sent to their group while they were away.
+    pub got_missed_message: usize,
+    /// From the drop until the last client was back (and, where it can be, held the missed
+    /// message), ms.
+    pub all_back_ms: f64,
+    /// Per client, drop → back, ms.
+    pub back_ms: Latency,
+    /// The server's CPU and memory from the drop until all were back.
+    pub server_usage: Option<Usage>,
+}
+
+impl StormReport {
+    /// The human-readable report.
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "{}: reconnect storm, {} clients in groups of {}, all dropped at once, 1 message per group sent meanwhile\n",
+            self.server, self.clients, self.group_size
+        );
+        out.push_str(&format!(
+            "  {} of {} back after {:.1} ms; {} of {} hold the message sent while they were away\n",
+            self.back, self.clients, self.all_back_ms, self.got_missed_message, self.clients
+        ));
+        out.push_str(&format!("  per-client drop → back ms: {}\n", self.back_ms.describe()));
+        if let Some(u) = &self.server_usage {
+            out.push_str(&format!("  server: {}\n", u.describe()));
+        }
+        out
+    }
+}
+
+/// Connects `clients` users in groups of `group_size`, drops every connection at once,
+/// sends one message per group while they are away, and measures until every client is
+/// back. LegalChat clients must resume *with* the missed message (a client still missing
+/// it after `timeout` fails the run); the Socket.IO peer has no resume, so its clients
+/// reconnect, rejoin their rooms, and whether they got the message is counted.
+pub async fn reconnect_storm(
+    target: &Target,
+    server: Option<ProcessProbe>,
+    clients: usize,
+    group_size: usize,
+    sockets: usize,
+    timeout: Duration,
+) -> anyhow::Result<StormReport> {
+    if clients < 2 || group_size < 2 {
+        bail!("need at least 2 clients and groups of 2");
+    }
+    let minter = TokenMinter::new(target.secret());
+    let run_id: u32 = rand::random();
+    let user_ids: Vec<String> = (0..clients).map(|i| format!("storm-{run_id:08x}-u{i}")).collect();
+    let groups = partition(clients, group_size);
+    let admin_id = format!("storm-{run_id:08x}-admin");
+    let admin = Arc::new(Conn::connect(target, None, minter.token(&admin_id, "admin")?, 1_000).await.context("connecting the admin")?);
+
+    // Conversations (LegalChat) or rooms (peer); the admin sends into each.
+    let mut conversation_of = vec![String::new(); clients];
+    let mut conversations = Vec::with_capacity(groups.len());
+    for (g, members) in groups.iter().enumerate() {
+        let conv = match &*admin {
+            Conn::LegalChat(c) => {
+                let participants = members.iter().map(|&i| user_ids[i].clone()).collect();
+                c.create_conversation(legalchat_sdk::NewConversation::group(format!("storm {g}"), participants)).await?.id
+            }
+            Conn::Peer(..) => format!("storm-{run_id:08x}-room{g}"),
+        };
+        admin.join(&conv).await?;
+        for &i in members {
+            conversation_of[i].clone_from(&conv);
+        }
+        conversations.push(conv);
+    }
+    // The admin's own copies of the messages are not needed: keep its queue moving.
+    let admin_drain = {
+        let admin = admin.clone();
+        tokio::spawn(async move { while !matches!(admin.next().await, Heard::Closed) {} })
+    };
+
+    let setup = Instant::now();
+    let conns = connect_all(target, &minter, &user_ids, sockets, 1_000, true).await?;
+    for (i, c) in conns.iter().enumerate() {
+        c.join(&conversation_of[i]).await?;
+    }
+    eprintln!("connected {clients} clients in {:.1} s", setup.elapsed().as_secs_f64());
+
+    // Drop every connection at once, then send one message per group while they are away.
+    let dropped = Instant::now();
+    let server_start = server.and_then(|p| p.sample().ok());
+    for c in &conns {
+        c.drop_connection().await;
+    }
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for conv in &conversations {
+        let seq = admin.send(conv, "sent during the storm").await.map_err(|kind| anyhow::anyhow!("the admin's send failed: {kind}"))?;
+        expected.insert(conv.clone(), seq);
+    }
+
+    let mut waits = JoinSet::new();
+    let is_peer = matches!(target, Target::Peer { .. });
+    for (i, c) in conns.into_iter().enumerate() {
+        let (expected, target, token, conv) =
+            (expected.clone(), target.clone(), minter.token(&user_ids[i], "advocate")?, conversation_of[i].clone());
+        waits.spawn(async move {
+            if is_peer {
+                // Socket.IO: a new connection, the room joined again; what was sent meanwhile is gone.
+                let back = Conn::connect(&target, None, token, 1_000).await?;
+                back.join(&conv).await?;
+                let at = dropped.elapsed();
+                back.close().await;
+                return Ok::<_, anyhow::Error>((at, false));
+            }
+            let (mut resumed, mut got) = (None, false);
+            while resumed.is_none() || !got {
+                match c.next().await {
+                    Heard::Resumed => resumed = Some(dropped.elapsed()),
+                    Heard::Message { conversation, seq, .. } if expected.get(&conversation) == Some(&seq) => got = true,
+                    Heard::Closed => bail!("a client closed before it resumed"),
+                    _ => {}
+                }
+            }
+            let done = dropped.elapsed();
+            c.close().await;
+            Ok((done, got))
+        });
+    }
+    let mut hist = histogram();
+    let (mut last, mut back, mut got_missed) = (Duration::ZERO, 0usize, 0usize);
+    let deadline = dropped + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, waits.join_next()).await;
+        let Ok(Some(r)) = next else {
+            if next.is_err() {
+                bail!("{} clients were not back within {timeout:?}", clients - back);
+            }
+            break;
+        };
+        let (at, got) = r??;
+        hist.saturating_record(micros(at));
+        last = last.max(at);
+        back += 1;
+        got_missed += usize::from(got);
+    }
+    let server_end = server.and_then(|p| p.sample().ok());
+    admin.close().await;
+    admin_drain.abort();
+    Ok(StormReport {
+        server: target.name(),
+        clients,
+        group_size,
+        back,
+        got_missed_message: got_missed,
+        all_back_ms: last.as_secs_f64() * 1000.0,
+        back_ms: Latency::of(&hist),
+        server_usage: match (server_start, server_end) {
+            (Some(a), Some(b)) => Some(ProcessProbe::usage(&a, &b)),
+            _ => None,
+        },
+    })
+}
