@@ -189,6 +189,13 @@ impl Daemon {
             config.idle_timeout.try_into().map_err(|_| ConfigError::Invalid { key: "idle_timeout_ms", reason: "too large".into() })?,
         ));
         transport.keep_alive_interval(None);
+        // Chat traffic is many small packets on many connections: by default a client
+        // acknowledges every second packet (or after 25 ms), so about half of all datagrams
+        // are bare ACKs. Ask clients to acknowledge every 10th packet or after 25 ms instead;
+        // ACKs still ride along with the client's own frames.
+        let mut ack_frequency = quinn::AckFrequencyConfig::default();
+        ack_frequency.ack_eliciting_threshold(10u32.into());
+        transport.ack_frequency_config(Some(ack_frequency));
         server_config.transport_config(Arc::new(transport));
         let socket = bind_udp(config.listen).map_err(io(format!("binding QUIC listener {}", config.listen)))?;
         let runtime = quinn::default_runtime()

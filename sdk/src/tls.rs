@@ -70,6 +70,11 @@ fn transport_config(idle_timeout: Duration, keep_alive_interval: Duration) -> qu
     // open would only be buffered and never read, so refuse them outright.
     transport.max_concurrent_bidi_streams(0u8.into());
     transport.max_concurrent_uni_streams(0u8.into());
+    // Small frames, many packets: ask the server to acknowledge every 10th packet (or
+    // after its max ACK delay) rather than every second one; ACKs ride along its frames.
+    let mut ack_frequency = quinn::AckFrequencyConfig::default();
+    ack_frequency.ack_eliciting_threshold(10u32.into());
+    transport.ack_frequency_config(Some(ack_frequency));
     transport
 }
 

@@ -112,6 +112,10 @@ impl RocksStore {
                 let mut table = BlockBasedOptions::default();
                 table.set_bloom_filter(10.0, false);
                 cf.set_block_based_table_factory(&table);
+                // The same for the memtable, where the newest ids are: without a filter each
+                // miss walks the skip list (4 % of the daemon's CPU at the seed load).
+                cf.set_memtable_prefix_bloom_ratio(0.05);
+                cf.set_memtable_whole_key_filtering(true);
             }
             ColumnFamilyDescriptor::new(*name, cf)
         });
