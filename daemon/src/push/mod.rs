@@ -34,8 +34,9 @@ pub mod retry;
 pub mod vapid;
 pub mod webhook;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine;
 use tokio::sync::mpsc;
@@ -94,6 +95,12 @@ pub struct PushHandle {
     tx: Option<mpsc::Sender<Job>>,
     store: Arc<dyn Store>,
     allowed_hosts: Arc<Vec<String>>,
+    /// Users who may have a Web Push subscription, when only Web Push is on: a
+    /// notification for anyone else is dropped here instead of costing the dispatcher a
+    /// store lookup. Most participants of most conversations are offline most of the
+    /// time, so without this every message costs one lookup per offline participant.
+    /// `None`: every notification is queued (the webhook wants them all).
+    subscribers: Option<Arc<RwLock<HashSet<String>>>>,
 }
 
 impl PushHandle {
@@ -101,7 +108,15 @@ impl PushHandle {
     /// accepting Web Push endpoints on the default push-service hosts.
     pub fn new(store: Arc<dyn Store>, tx: Option<mpsc::Sender<Job>>) -> Self {
         let hosts = crate::config::DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
-        Self { tx, store, allowed_hosts: Arc::new(hosts) }
+        Self { tx, store, allowed_hosts: Arc::new(hosts), subscribers: None }
+    }
+
+    /// The same handle queueing notifications only for users with a Web Push
+    /// subscription: `subscribers` at start, kept up to date by [`Self::register`] and
+    /// [`Self::unregister`].
+    pub fn only_for_subscribers(mut self, subscribers: Vec<String>) -> Self {
+        self.subscribers = Some(Arc::new(RwLock::new(subscribers.into_iter().collect())));
+        self
     }
 
     /// The same handle accepting endpoints on `hosts` only (`host` or `.suffix`).
@@ -113,6 +128,11 @@ impl PushHandle {
     /// Queues a notification for `user`; never blocks.
     pub fn notify(&self, user: &str, notification: &Arc<Notification>) {
         let Some(tx) = &self.tx else { return };
+        if let Some(subscribers) = &self.subscribers
+            && !subscribers.read().unwrap_or_else(PoisonError::into_inner).contains(user)
+        {
+            return;
+        }
         match tx.try_send(Job { user_id: user.to_owned(), notification: notification.clone() }) {
             Ok(()) => metrics::counter!("legalchat_push_queued_total").increment(1),
             Err(_) => metrics::counter!("legalchat_push_dropped_total").increment(1),
@@ -132,7 +152,11 @@ impl PushHandle {
             writes.push(Write::RemovePushSubscription { user: user.to_owned(), endpoint: oldest.endpoint });
         }
         writes.push(Write::PushSubscription(stored));
-        self.store.commit(writes, true).map_err(|_| RequestError::internal("storage failure"))
+        self.store.commit(writes, true).map_err(|_| RequestError::internal("storage failure"))?;
+        if let Some(subscribers) = &self.subscribers {
+            subscribers.write().unwrap_or_else(PoisonError::into_inner).insert(user.to_owned());
+        }
+        Ok(())
     }
 
     /// Removes a Web Push subscription of `user`.
@@ -142,7 +166,13 @@ impl PushHandle {
         }
         self.store
             .commit(vec![Write::RemovePushSubscription { user: user.to_owned(), endpoint: endpoint.to_owned() }], true)
-            .map_err(|_| RequestError::internal("storage failure"))
+            .map_err(|_| RequestError::internal("storage failure"))?;
+        if let Some(subscribers) = &self.subscribers
+            && self.store.push_subscriptions(user).is_ok_and(|left| left.is_empty())
+        {
+            subscribers.write().unwrap_or_else(PoisonError::into_inner).remove(user);
+        }
+        Ok(())
     }
 }
 
@@ -301,8 +331,14 @@ pub fn start(
     };
     let client = http::HttpClient::new()?;
     let (tx, rx) = mpsc::channel(QUEUE_BOUND);
+    let only_web_push = settings.webhook.is_none();
     let task = tokio::spawn(dispatcher::run(settings, store.clone(), client, rx, shutdown));
-    Ok((PushHandle::new(store, Some(tx)).with_allowed_hosts(config.push.allowed_hosts.clone()), task))
+    let mut handle = PushHandle::new(store.clone(), Some(tx)).with_allowed_hosts(config.push.allowed_hosts.clone());
+    if only_web_push {
+        let subscribers = store.push_subscribers().map_err(|e| PushError::Config(format!("reading push subscriptions: {e}")))?;
+        handle = handle.only_for_subscribers(subscribers);
+    }
+    Ok((handle, task))
 }
 
 /// The VAPID key and subject, or `None` when Web Push is off for want of a key.
@@ -449,6 +485,43 @@ mod tests {
             timestamp_ms: 0,
         };
         handle.notify("bob", &Arc::new(n));
+    }
+
+    #[test]
+    fn with_web_push_only_users_without_a_subscription_cost_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+        let bootstrap = PushHandle::new(store.clone(), None).with_allowed_hosts(vec!["push.example".into()]);
+        bootstrap.register("carol", &browser_subscription("https://push.example/c")).unwrap();
+        assert_eq!(store.push_subscribers().unwrap(), ["carol"], "read back from the store at start");
+
+        let (tx, mut rx) = mpsc::channel(16);
+        let handle = PushHandle::new(store.clone(), Some(tx))
+            .with_allowed_hosts(vec!["push.example".into()])
+            .only_for_subscribers(store.push_subscribers().unwrap());
+        let n = Arc::new(Notification {
+            conversation_id: "c".into(),
+            conversation_type: pb::ConversationType::Group as i32,
+            conversation_title: String::new(),
+            case_id: String::new(),
+            sender_id: "alice".into(),
+            seq: 1,
+            message_id: "m".into(),
+            text: "t".into(),
+            timestamp_ms: 0,
+        });
+        let queued = |rx: &mut mpsc::Receiver<Job>| std::iter::from_fn(|| rx.try_recv().ok()).map(|j| j.user_id).collect::<Vec<_>>();
+        handle.notify("bob", &n);
+        handle.notify("carol", &n);
+        assert_eq!(queued(&mut rx), ["carol"], "bob has no subscription: nothing queued");
+
+        handle.register("bob", &browser_subscription("https://push.example/b")).unwrap();
+        handle.notify("bob", &n);
+        assert_eq!(queued(&mut rx), ["bob"], "registering makes bob a subscriber at once");
+
+        handle.unregister("bob", "https://push.example/b").unwrap();
+        handle.notify("bob", &n);
+        assert!(queued(&mut rx).is_empty(), "his last subscription is gone");
     }
 
     #[tokio::test]

@@ -124,6 +124,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn user(&self, user: &str) -> Result<Option<StoredUser>, StoreError>;
     /// Every push subscription of `user`.
     fn push_subscriptions(&self, user: &str) -> Result<Vec<StoredPushSubscription>, StoreError>;
+    /// Every user with at least one push subscription (read once at start).
+    fn push_subscribers(&self) -> Result<Vec<String>, StoreError>;
     /// Makes everything committed so far durable (used at shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 }

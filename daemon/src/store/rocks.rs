@@ -256,6 +256,19 @@ impl Store for RocksStore {
         self.get(CF_USERS, user.as_bytes())?.map(|v| decode("users", &v)).transpose()
     }
 
+    fn push_subscribers(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PUSH)?, IteratorMode::Start) {
+            let (k, _) = item.map_err(engine)?;
+            // `user ‖ 0x00 ‖ endpoint`: the user is everything before the first 0.
+            let user = k.split(|b| *b == 0).next().unwrap_or_default();
+            if out.last().is_none_or(|last| last.as_bytes() != user) {
+                out.push(String::from_utf8_lossy(user).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn push_subscriptions(&self, user: &str) -> Result<Vec<StoredPushSubscription>, StoreError> {
         let prefix = user_key(user, &[]);
         let mut out = Vec::new();
