@@ -9,6 +9,11 @@ have_libclang() {
 }
 have_libclang || need+=(libclang-dev)
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
+# CI runs every test, and the Socket.IO peer's tests need Node.js and npm.
+if [ "${CI:-}" = "true" ]; then
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
 
 if ((${#need[@]})); then
   if command -v apt-get >/dev/null 2>&1; then

@@ -4,5 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The Socket.IO reference peer's packages: its tests skip without them (and fail under
+# CI=true). `npm ls` succeeds only when node_modules matches the lock file.
+if command -v npm >/dev/null 2>&1; then
+  npm ls --prefix benches/peers/socketio >/dev/null 2>&1 || npm ci --prefix benches/peers/socketio --no-audit --no-fund
+fi
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc
