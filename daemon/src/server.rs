@@ -326,7 +326,7 @@ const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
-        // Accept IPv4 too on a wildcard IPv6 address, as the standard library's bind does not.
+        // A wildcard IPv6 address accepts IPv4 too, whatever the system default.
         let _ = socket.set_only_v6(false);
     }
     // Best effort: a smaller buffer than asked for still works.

@@ -227,22 +227,33 @@ pub async fn reconnect_storm(
     let mut waits = JoinSet::new();
     let is_peer = matches!(target, Target::Peer { .. });
     for (i, c) in conns.into_iter().enumerate() {
-        let (expected, target, token, conv) =
-            (expected.clone(), target.clone(), minter.token(&user_ids[i], "advocate")?, conversation_of[i].clone());
+        let conv = conversation_of[i].clone();
+        let missed = expected.get(&conv).copied();
+        let token = if is_peer { Some(minter.token(&user_ids[i], "advocate")?) } else { None };
+        let target = target.clone();
         waits.spawn(async move {
-            if is_peer {
-                // Socket.IO: a new connection, the room joined again; what was sent meanwhile is gone.
+            if let Some(token) = token {
+                // Socket.IO: a new connection and the room joined again. Events arrive in
+                // order on the one WebSocket, so anything the server replayed on connecting
+                // is queued by the time the join is acknowledged.
                 let back = Conn::connect(&target, None, token, 1_000).await?;
                 back.join(&conv).await?;
                 let at = dropped.elapsed();
+                let got = match &back {
+                    Conn::Peer(_, rx) => {
+                        let mut rx = rx.lock().await;
+                        std::iter::from_fn(|| rx.try_recv().ok()).any(|m| m.room == conv && Some(m.seq) == missed)
+                    }
+                    Conn::LegalChat(_) => false,
+                };
                 back.close().await;
-                return Ok::<_, anyhow::Error>((at, false));
+                return Ok::<_, anyhow::Error>((at, got));
             }
             let (mut resumed, mut got) = (None, false);
             while resumed.is_none() || !got {
                 match c.next().await {
                     Heard::Resumed => resumed = Some(dropped.elapsed()),
-                    Heard::Message { conversation, seq, .. } if expected.get(&conversation) == Some(&seq) => got = true,
+                    Heard::Message { conversation, seq, .. } if conversation == conv && Some(seq) == missed => got = true,
                     Heard::Closed => bail!("a client closed before it resumed"),
                     _ => {}
                 }

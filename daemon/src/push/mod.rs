@@ -473,9 +473,13 @@ mod tests {
         assert_eq!(store.push_subscriptions("bob").unwrap().len(), MAX_SUBSCRIPTIONS_PER_USER - 1);
         assert!(handle.unregister("bob", "").is_err());
         // Off (no dispatcher): notify is a no-op, not a panic.
-        let n = Notification {
+        handle.notify("bob", &notification());
+    }
+
+    fn notification() -> Arc<Notification> {
+        Arc::new(Notification {
             conversation_id: "c".into(),
-            conversation_type: pb::ConversationType::Private as i32,
+            conversation_type: pb::ConversationType::Group as i32,
             conversation_title: String::new(),
             case_id: String::new(),
             sender_id: "alice".into(),
@@ -483,8 +487,7 @@ mod tests {
             message_id: "m".into(),
             text: "t".into(),
             timestamp_ms: 0,
-        };
-        handle.notify("bob", &Arc::new(n));
+        })
     }
 
     #[test]
@@ -499,17 +502,7 @@ mod tests {
         let handle = PushHandle::new(store.clone(), Some(tx))
             .with_allowed_hosts(vec!["push.example".into()])
             .only_for_subscribers(store.push_subscribers().unwrap());
-        let n = Arc::new(Notification {
-            conversation_id: "c".into(),
-            conversation_type: pb::ConversationType::Group as i32,
-            conversation_title: String::new(),
-            case_id: String::new(),
-            sender_id: "alice".into(),
-            seq: 1,
-            message_id: "m".into(),
-            text: "t".into(),
-            timestamp_ms: 0,
-        });
+        let n = notification();
         let queued = |rx: &mut mpsc::Receiver<Job>| std::iter::from_fn(|| rx.try_recv().ok()).map(|j| j.user_id).collect::<Vec<_>>();
         handle.notify("bob", &n);
         handle.notify("carol", &n);
