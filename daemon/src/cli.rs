@@ -111,6 +111,7 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         max_message_size: inner.max_message_size.or(outer.max_message_size),
         auth_timeout_ms: inner.auth_timeout_ms.or(outer.auth_timeout_ms),
         max_connections: inner.max_connections.or(outer.max_connections),
+        max_sessions_per_connection: inner.max_sessions_per_connection.or(outer.max_sessions_per_connection),
         typing_timeout_ms: inner.typing_timeout_ms.or(outer.typing_timeout_ms),
         push_enabled: inner.push_enabled.or(outer.push_enabled),
         push_webhook_url: inner.push_webhook_url.or(outer.push_webhook_url),

@@ -112,6 +112,8 @@ pub struct Config {
     pub session_inflight: usize,
     /// Most concurrent QUIC connections.
     pub max_connections: usize,
+    /// Most sessions one QUIC connection may carry (each is its own bidirectional stream).
+    pub max_sessions_per_connection: usize,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// A typing state ends by itself when not refreshed within this time.
@@ -189,6 +191,7 @@ struct FileConfig {
     session_outbound: Option<usize>,
     session_inflight: Option<usize>,
     max_connections: Option<usize>,
+    max_sessions_per_connection: Option<usize>,
     idle_timeout_ms: Option<u64>,
     typing_timeout_ms: Option<u64>,
     master_key_file: Option<PathBuf>,
@@ -296,6 +299,9 @@ pub struct ConfigArgs {
     /// Most concurrent QUIC connections. Default 100000.
     #[arg(long, env = "LEGALCHAT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most sessions one QUIC connection may carry, each on its own stream. Default 1024.
+    #[arg(long, env = "LEGALCHAT_MAX_SESSIONS_PER_CONNECTION")]
+    pub max_sessions_per_connection: Option<usize>,
     /// Milliseconds after which a typing indicator that was not refreshed stops. Default 3000.
     #[arg(long, env = "TYPING_TIMEOUT")]
     pub typing_timeout_ms: Option<u64>,
@@ -372,6 +378,7 @@ impl Config {
             session_outbound: file.session_outbound.unwrap_or(8_192),
             session_inflight: file.session_inflight.unwrap_or(1_024),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
+            max_sessions_per_connection: args.max_sessions_per_connection.or(file.max_sessions_per_connection).unwrap_or(1_024),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(30_000)),
             typing_timeout: Duration::from_millis(args.typing_timeout_ms.or(file.typing_timeout_ms).unwrap_or(3_000)),
             push: PushConfig {
@@ -413,6 +420,12 @@ impl Config {
         range("session_outbound", self.session_outbound, 16, 1 << 20)?;
         range("session_inflight", self.session_inflight, 1, 1 << 16)?;
         range("max_connections (LEGALCHAT_MAX_CONNECTIONS, --max-connections)", self.max_connections, 1, 10_000_000)?;
+        range(
+            "max_sessions_per_connection (LEGALCHAT_MAX_SESSIONS_PER_CONNECTION, --max-sessions-per-connection)",
+            self.max_sessions_per_connection,
+            1,
+            65_536,
+        )?;
         let ms = u64::try_from(self.auth_timeout.as_millis()).unwrap_or(u64::MAX);
         if !(100..=120_000).contains(&ms) {
             return Err(invalid(

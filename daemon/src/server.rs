@@ -165,6 +165,7 @@ impl Daemon {
             auth_timeout: config.auth_timeout,
             outbound: config.session_outbound,
             inflight: config.session_inflight,
+            sessions_per_connection: config.max_sessions_per_connection,
         };
         let ctx = Arc::new(SessionContext::new(
             shards.clone(),
@@ -182,8 +183,11 @@ impl Daemon {
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         let mut transport = quinn::TransportConfig::default();
-        // One session stream per connection today; headroom for bulk-transfer streams.
-        transport.max_concurrent_bidi_streams(4u32.into());
+        // Each session is a bidirectional stream. Most connections carry one, and quinn
+        // sets aside state for every stream the peer may open, so a connection starts with
+        // room for a few; `serve_connection` raises the limit as a multiplexing client
+        // opens more sessions, up to `max_sessions_per_connection`.
+        transport.max_concurrent_bidi_streams(session::INITIAL_STREAMS.into());
         transport.max_concurrent_uni_streams(0u32.into());
         transport.max_idle_timeout(Some(
             config.idle_timeout.try_into().map_err(|_| ConfigError::Invalid { key: "idle_timeout_ms", reason: "too large".into() })?,

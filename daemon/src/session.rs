@@ -62,6 +62,8 @@ pub struct SessionLimits {
     pub outbound: usize,
     /// Requests in flight.
     pub inflight: usize,
+    /// Sessions one connection may carry.
+    pub sessions_per_connection: usize,
 }
 
 /// Everything sessions share.
@@ -153,20 +155,104 @@ fn goodbye_frame(code: ErrorCode, reason: &str) -> Bytes {
     codec::encode(&pb::ServerFrame { event: Some(Event::Goodbye(pb::Goodbye { code: code as i32, reason: reason.to_owned() })) })
 }
 
-/// Writes a last frame, waits (bounded) for the peer to have it, and closes.
-async fn refuse(conn: &quinn::Connection, mut send: quinn::SendStream, frame: Bytes, code: u32, reason: &str) {
+/// Bidirectional streams a client may open on a new connection. Most connections carry one
+/// session; the limit grows as a multiplexing client opens more.
+pub const INITIAL_STREAMS: u32 = 4;
+
+/// What the sessions of one QUIC connection share.
+struct Link {
+    conn: quinn::Connection,
+    most_sessions: usize,
+    state: std::sync::Mutex<LinkState>,
+}
+
+struct LinkState {
+    /// Session streams accepted and not yet ended, authenticated or not.
+    open: usize,
+    /// Concurrent bidirectional streams granted to the client so far.
+    stream_limit: u32,
+    /// The user every authenticated session on this connection belongs to, while there
+    /// is exactly one; typing datagrams are attributed to that user.
+    user: Option<String>,
+    /// Sessions of more than one user have shared this connection: datagrams carry no
+    /// session, so they are ignored from now on.
+    mixed: bool,
+}
+
+impl Link {
+    fn new(conn: quinn::Connection, most_sessions: usize) -> Self {
+        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, user: None, mixed: false };
+        Self { conn, most_sessions, state: std::sync::Mutex::new(state) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes on one more session stream, unless the connection carries its maximum.
+    /// Keeps a little headroom of streams open to the client so that opening the next
+    /// session never waits on a round trip for credit.
+    fn open(&self) -> bool {
+        let mut s = self.state();
+        if s.open >= self.most_sessions {
+            return false;
+        }
+        s.open += 1;
+        let ceiling = u32::try_from(self.most_sessions).unwrap_or(u32::MAX).saturating_add(INITIAL_STREAMS);
+        let wanted = u32::try_from(s.open).unwrap_or(u32::MAX).saturating_add(2);
+        if wanted > s.stream_limit && s.stream_limit < ceiling {
+            s.stream_limit = s.stream_limit.saturating_mul(2).max(wanted).min(ceiling);
+            self.conn.set_max_concurrent_bi_streams(s.stream_limit.into());
+        }
+        true
+    }
+
+    fn authenticated(&self, user: &str) {
+        let mut s = self.state();
+        match &s.user {
+            None if !s.mixed => s.user = Some(user.to_owned()),
+            Some(u) if u != user => {
+                s.user = None;
+                s.mixed = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The user typing datagrams on this connection speak for, if there is one.
+    fn datagram_user(&self) -> Option<String> {
+        self.state().user.clone()
+    }
+
+    /// One session stream ended. The last one takes the connection with it, closed with
+    /// that session's code and reason; a connection nobody uses is not kept open.
+    fn close_one(&self, code: u32, reason: &str) {
+        let mut s = self.state();
+        s.open = s.open.saturating_sub(1);
+        if s.open == 0 {
+            drop(s);
+            self.conn.close(code.into(), reason.as_bytes());
+        }
+    }
+}
+
+/// Writes a last frame on a session stream, waits (bounded) for the peer to have it, and
+/// ends the session (and the connection, when it was the last session on it).
+async fn refuse(link: &Link, mut send: quinn::SendStream, frame: Bytes, code: u32, reason: &str) {
     let _ = send.write_all(&frame).await;
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-    conn.close(code.into(), reason.as_bytes());
+    link.close_one(code, reason);
 }
 
-/// Serves one QUIC connection until it ends.
+/// Serves one QUIC connection until it ends. Every bidirectional stream the client opens
+/// is a session of its own, authenticated by its own first frame: a native app opens one,
+/// while a client that multiplexes (a bridge, a load generator, an app with several
+/// accounts) may carry up to `max_sessions_per_connection` on one connection.
 pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>) {
-    let deadline = Instant::now() + ctx.limits.auth_timeout;
-    let stream = tokio::time::timeout_at(deadline.into(), conn.accept_bi()).await;
-    let (send, recv) = match stream {
-        Ok(Ok(s)) => s,
+    let link = Arc::new(Link::new(conn.clone(), ctx.limits.sessions_per_connection));
+    let first = match tokio::time::timeout(ctx.limits.auth_timeout, conn.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
         Ok(Err(_)) => return,
         Err(_) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
@@ -174,6 +260,42 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
             return;
         }
     };
+    let datagrams = tokio::spawn(read_datagrams(link.clone(), ctx.clone()));
+    let mut sessions = tokio::task::JoinSet::new();
+    let mut next = Some(first);
+    loop {
+        if let Some((send, recv)) = next.take() {
+            if link.open() {
+                sessions.spawn(serve_session(link.clone(), ctx.clone(), send, recv));
+            } else {
+                sessions.spawn(refuse_extra(ctx.limits.sessions_per_connection, send, recv));
+            }
+        }
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok(stream) => next = Some(stream),
+                Err(_) => break,
+            },
+            Some(_) = sessions.join_next() => {}
+        }
+    }
+    datagrams.abort();
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Answers a session stream beyond the connection's maximum, without touching the others.
+async fn refuse_extra(most: usize, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    metrics::counter!("legalchat_sessions_refused_total", "reason" => "per_connection").increment(1);
+    let _ = recv.stop(close_code::OVERLOADED.into());
+    let message = format!("this connection already carries its maximum of {most} sessions; open another connection");
+    let _ = send.write_all(&error_frame(0, ErrorCode::Overloaded, message)).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+}
+
+/// Serves one session stream, from `Authenticate` to its end.
+async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::SendStream, recv: quinn::RecvStream) {
+    let deadline = Instant::now() + ctx.limits.auth_timeout;
     let mut reader = FrameReader { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(ctx.limits.max_frame_size) };
 
     // Phase 1: the first frame must be Authenticate, within the deadline.
@@ -182,7 +304,7 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
         Err(_) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
             return refuse(
-                &conn,
+                &link,
                 send,
                 unauthorized_frame("authentication timed out"),
                 close_code::UNAUTHORIZED,
@@ -194,12 +316,12 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
         Ok(Ok(Some(_))) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "not_first").increment(1);
             let reason = "the first frame of a session must be Authenticate";
-            return refuse(&conn, send, unauthorized_frame(reason), close_code::UNAUTHORIZED, reason).await;
+            return refuse(&link, send, unauthorized_frame(reason), close_code::UNAUTHORIZED, reason).await;
         }
-        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => return,
+        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => return link.close_one(close_code::NORMAL, "bye"),
         Ok(Err(ReadError::Decode(e))) => {
             let frame = error_frame(0, decode_code(&e), e.to_string());
-            return refuse(&conn, send, frame, close_code::PROTOCOL, "malformed frame").await;
+            return refuse(&link, send, frame, close_code::PROTOCOL, "malformed frame").await;
         }
     };
     let identity = match ctx.auth.verify(&token) {
@@ -207,14 +329,15 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
         Err(e) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "token").increment(1);
             let reason = e.to_string();
-            return refuse(&conn, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
+            return refuse(&link, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
         }
     };
     if let Err(e) = ctx.directory.observe(&identity) {
         tracing::error!(error = %e, "recording the user failed");
         let frame = error_frame(request_id, ErrorCode::Internal, "the server cannot record this session; try again");
-        return refuse(&conn, send, frame, close_code::NORMAL, "internal error").await;
+        return refuse(&link, send, frame, close_code::NORMAL, "internal error").await;
     }
+    link.authenticated(&identity.user_id);
 
     // Phase 2: an authenticated session.
     let id: SessionId = ctx.next_id.fetch_add(1, Ordering::Relaxed);
@@ -238,8 +361,8 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     metrics::counter!("legalchat_sessions_total").increment(1);
     tracing::debug!(session = id, user = %identity.user_id, role = identity.role.as_str(), "session authenticated");
 
-    let writer = tokio::spawn(write_loop(send, out_rx));
-    let datagrams = tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), identity.user_id.clone()));
+    let (abort_tx, abort_rx) = watch::channel(None);
+    let writer = tokio::spawn(write_loop(send, out_rx, abort_rx));
     let session = Session {
         ctx: ctx.clone(),
         identity,
@@ -251,7 +374,6 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     };
     let ending = session.read_loop(&mut reader, &kick).await;
 
-    datagrams.abort();
     for room in session.rooms.lock().unwrap_or_else(|e| e.into_inner()).drain() {
         ctx.hub.leave(&room, id);
     }
@@ -270,7 +392,7 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
                     .await;
             drop(out);
             let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-            conn.close(close_code::NORMAL.into(), b"bye");
+            link.close_one(close_code::NORMAL, "bye");
         }
         Ending::Goodbye { frame, code, reason } => {
             if let Some(frame) = frame {
@@ -279,11 +401,15 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
             drop(out);
             // In-flight reply tasks hold queue senders; the writer ends when they finish.
             let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
-            conn.close(code.into(), reason.as_bytes());
+            link.close_one(code, &reason);
         }
         Ending::Abort { code, reason } => {
-            writer.abort();
-            conn.close(code.into(), reason.as_bytes());
+            // Nothing more can be said in-band: reset both directions of this session's
+            // stream; other sessions on the connection carry on.
+            let _ = abort_tx.send(Some(code));
+            let _ = reader.recv.stop(code.into());
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            link.close_one(code, &reason);
         }
     }
 }
@@ -306,12 +432,15 @@ fn decode_code(e: &DecodeError) -> ErrorCode {
 }
 
 /// Typing signals may come as QUIC datagrams, each holding one whole frame: they are
-/// ephemeral, and a lost one is replaced by the next refresh. Anything else in a datagram
-/// is ignored (and counted), never an error that could end the session.
-async fn read_datagrams(conn: quinn::Connection, ctx: Arc<SessionContext>, user: String) {
-    while let Ok(bytes) = conn.read_datagram().await {
-        match codec::decode_exact::<pb::ClientFrame>(&bytes, ctx.limits.max_frame_size) {
-            Ok(pb::ClientFrame { request: Some(Request::Typing(t)), .. }) => {
+/// ephemeral, and a lost one is replaced by the next refresh. A datagram belongs to no
+/// stream, so it speaks for the connection's user, and is honoured only while every session
+/// on the connection is that one user's. Anything else in a datagram is ignored (and
+/// counted), never an error that could end a session.
+async fn read_datagrams(link: Arc<Link>, ctx: Arc<SessionContext>) {
+    while let Ok(bytes) = link.conn.read_datagram().await {
+        let user = link.datagram_user();
+        match (codec::decode_exact::<pb::ClientFrame>(&bytes, ctx.limits.max_frame_size), user) {
+            (Ok(pb::ClientFrame { request: Some(Request::Typing(t)), .. }), Some(user)) => {
                 if let Ok(id) = parse_conv(&t.conversation_id) {
                     ctx.hub.typing(id, &user, t.active, tokio::time::Instant::now());
                 }
@@ -321,9 +450,27 @@ async fn read_datagrams(conn: quinn::Connection, ctx: Arc<SessionContext>, user:
     }
 }
 
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
-    let mut chunks: Vec<Bytes> = Vec::with_capacity(64);
-    while let Some(first) = rx.recv().await {
+/// Resolves with the code once the session is aborted; never, if it ends otherwise.
+async fn aborted(abort: &mut watch::Receiver<Option<u32>>) -> u32 {
+    let code = abort.wait_for(Option::is_some).await.map(|code| code.unwrap_or(close_code::OVERLOADED));
+    match code {
+        Ok(code) => code,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>, mut abort: watch::Receiver<Option<u32>>) {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            code = aborted(&mut abort) => {
+                let _ = send.reset(code.into());
+                return;
+            }
+            first = rx.recv() => first,
+        };
+        let Some(first) = first else { break };
         chunks.push(first);
         // Coalesce whatever is already queued into one write: fewer syscalls and
         // packets under fan-out load, no added latency when idle.
@@ -334,11 +481,23 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) 
             }
         }
         let n = chunks.len() as u64;
-        if send.write_all_chunks(&mut chunks).await.is_err() {
+        let written = tokio::select! {
+            biased;
+            code = aborted(&mut abort) => {
+                let _ = send.reset(code.into());
+                return;
+            }
+            r = send.write_all_chunks(&mut chunks) => r,
+        };
+        if written.is_err() {
             return;
         }
         metrics::counter!("legalchat_frames_sent_total").increment(n);
         chunks.clear();
+        if rx.is_empty() {
+            // An idle session keeps no batch buffer.
+            chunks = Vec::new();
+        }
     }
     let _ = send.finish();
     // Closing the connection discards stream data the peer has not acknowledged yet, so

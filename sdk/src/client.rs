@@ -408,7 +408,7 @@ impl Client {
     /// nothing while already disconnected.
     pub fn reconnect_now(&self) {
         if let Some(link) = self.shared().link() {
-            link.connection.close(0u32.into(), b"client reconnects");
+            link.drop_session("client reconnects");
         }
     }
 

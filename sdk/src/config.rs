@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use legalchat_protocol::validate::{self, ValidationError};
@@ -102,6 +103,9 @@ pub struct ClientConfig {
     /// A UDP endpoint shared with other clients of this process (see [`ClientEndpoint`]);
     /// `None` (the default) gives the client a socket of its own.
     pub endpoint: Option<ClientEndpoint>,
+    /// A QUIC connection shared with other clients of this process (see
+    /// [`SharedConnection`]); `None` (the default) gives the client a connection of its own.
+    pub connection: Option<SharedConnection>,
 }
 
 /// Socket buffer asked for on a [`ClientEndpoint`]: many connections' bursts land in it.
@@ -155,6 +159,56 @@ impl ClientEndpoint {
     }
 }
 
+/// One QUIC connection that the sessions of several clients share, each session on a
+/// stream of its own (the server carries up to its `max_sessions_per_connection` on one
+/// connection). A gateway or a test harness holding thousands of sessions saves a
+/// connection's memory, handshake and keep-alive traffic per session, on both ends, and
+/// the packets of many sessions travel together.
+///
+/// Each client still authenticates its own session and keeps its own state; ending one
+/// client ends only its session. When the connection drops, every client on it
+/// reconnects (and catches up) through one new connection. Typing signals that the SDK
+/// would send as datagrams go on the session stream instead.
+///
+/// ```no_run
+/// # async fn f(addr: std::net::SocketAddr, tokens: Vec<String>) -> Result<(), legalchat_sdk::Error> {
+/// use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, SharedConnection};
+/// let shared = SharedConnection::new(ClientEndpoint::bind("0.0.0.0:0".parse().unwrap())?);
+/// for token in tokens {
+///     let client = Client::connect(ClientConfig::new(addr, token).with_shared_connection(shared.clone())).await?;
+/// #   drop(client);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedConnection {
+    pub(crate) endpoint: ClientEndpoint,
+    /// The connection, once made; replaced when it has closed.
+    pub(crate) current: Arc<std::sync::Mutex<Option<quinn::Connection>>>,
+    /// Held while connecting, so that clients arriving together make one connection.
+    pub(crate) connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SharedConnection {
+    /// A connection through `endpoint`, made when the first client needs it.
+    pub fn new(endpoint: ClientEndpoint) -> Self {
+        Self { endpoint, current: Arc::default(), connecting: Arc::default() }
+    }
+
+    /// Whether the connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().is_some_and(|c| c.close_reason().is_none())
+    }
+
+    /// Closes the connection, and with it every session on it; clients that reconnect
+    /// make a new one.
+    pub fn close(&self) {
+        if let Some(c) = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            c.close(0u32.into(), b"client closed the shared connection");
+        }
+    }
+}
+
 impl std::fmt::Debug for ClientConfig {
     // Hand-written so that the token never lands in a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,6 +232,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("catch_up_page", &self.catch_up_page)
             .field("delivery_report_interval", &self.delivery_report_interval)
             .field("endpoint", &self.endpoint.as_ref().map(|e| e.local_addr().ok()))
+            .field("connection", &self.connection.as_ref().map(SharedConnection::is_connected))
             .finish()
     }
 }
@@ -208,6 +263,7 @@ impl ClientConfig {
             catch_up_page: DEFAULT_CATCH_UP_PAGE,
             delivery_report_interval: DEFAULT_DELIVERY_REPORT_INTERVAL,
             endpoint: None,
+            connection: None,
         }
     }
 
@@ -215,6 +271,14 @@ impl ClientConfig {
     /// socket of this client's own.
     pub fn with_endpoint(mut self, endpoint: ClientEndpoint) -> Self {
         self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// Open this client's session on `connection`, a QUIC connection shared with other
+    /// clients (through its endpoint), instead of a connection of its own.
+    pub fn with_shared_connection(mut self, connection: SharedConnection) -> Self {
+        self.endpoint = Some(connection.endpoint.clone());
+        self.connection = Some(connection);
         self
     }
 

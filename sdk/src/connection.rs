@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
 use crate::session::{self, SessionInfo};
-use crate::{ClientConfig, Error, Result};
+use crate::{ClientConfig, Error, Result, SharedConnection};
 
 /// Request id of `Authenticate`, the first request of every session.
 pub(crate) const AUTH_REQUEST_ID: u64 = 1;
@@ -42,30 +42,32 @@ pub(crate) enum Outbound {
     Finish,
 }
 
-/// An authenticated session on a fresh connection.
+/// An authenticated session on a fresh connection, or on a shared one.
 #[derive(Debug)]
 pub(crate) struct Established {
     pub(crate) connection: quinn::Connection,
+    /// The connection carries other clients' sessions too: ending this session must not
+    /// close it.
+    pub(crate) shared: bool,
     pub(crate) session: SessionInfo,
     pub(crate) reader: FrameReader,
     pub(crate) send: quinn::SendStream,
 }
 
-/// Handshake, session stream, `Authenticate`, and its answer, all before `deadline`.
+/// Handshake (unless the configured [`SharedConnection`] is up already), session stream,
+/// `Authenticate`, and its answer, all before `deadline`.
 pub(crate) async fn establish(
     endpoint: &quinn::Endpoint,
     quic_config: quinn::ClientConfig,
     config: &ClientConfig,
     deadline: Instant,
 ) -> Result<Established> {
-    let addr = config.server_addr;
-    let connecting = endpoint.connect_with(quic_config, addr, &config.server_name).map_err(|e| Error::Connect(format!("{addr}: {e}")))?;
-    let connection = match timeout_at(deadline, connecting).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(handshake_error(addr, &e, config.idle_timeout)),
-        Err(_) => return Err(Error::Connect(format!("no answer from {addr}; is the server running and reachable?"))),
+    let shared = config.connection.is_some();
+    let connection = match &config.connection {
+        Some(connection) => shared_connection(connection, quic_config, config, deadline).await?,
+        None => connect(endpoint, quic_config, config, deadline).await?,
     };
-
+    let addr = config.server_addr;
     let authenticated = async {
         let (mut send, recv) = connection.open_bi().await.map_err(|e| {
             Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)))
@@ -100,17 +102,71 @@ pub(crate) async fn establish(
             }
         }
     };
+    // On failure, a connection of this client's own goes; a shared one stays for the
+    // others, and this session's stream ends as its halves are dropped.
     match timeout_at(deadline, authenticated).await {
-        Ok(Ok((session, reader, send))) => Ok(Established { connection, session, reader, send }),
+        Ok(Ok((session, reader, send))) => Ok(Established { connection, shared, session, reader, send }),
         Ok(Err(e)) => {
-            connection.close(CLOSE_NORMAL.into(), b"");
+            if !shared {
+                connection.close(CLOSE_NORMAL.into(), b"");
+            }
             Err(e)
         }
         Err(_) => {
-            connection.close(CLOSE_NORMAL.into(), b"");
+            if !shared {
+                connection.close(CLOSE_NORMAL.into(), b"");
+            }
             Err(Error::Connect(format!("{addr} accepted the connection but did not answer Authenticate in time")))
         }
     }
+}
+
+/// A new QUIC connection to the configured server, handshake done.
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    quic_config: quinn::ClientConfig,
+    config: &ClientConfig,
+    deadline: Instant,
+) -> Result<quinn::Connection> {
+    let addr = config.server_addr;
+    let connecting = endpoint.connect_with(quic_config, addr, &config.server_name).map_err(|e| Error::Connect(format!("{addr}: {e}")))?;
+    match timeout_at(deadline, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(handshake_error(addr, &e, config.idle_timeout)),
+        Err(_) => Err(Error::Connect(format!("no answer from {addr}; is the server running and reachable?"))),
+    }
+}
+
+/// The shared connection, made (once, however many clients ask together) when it is not
+/// up.
+async fn shared_connection(
+    shared: &SharedConnection,
+    quic_config: quinn::ClientConfig,
+    config: &ClientConfig,
+    deadline: Instant,
+) -> Result<quinn::Connection> {
+    let addr = config.server_addr;
+    let current = |shared: &SharedConnection| {
+        shared.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().filter(|c| c.close_reason().is_none())
+    };
+    let Ok(_connecting) = timeout_at(deadline, shared.connecting.lock()).await else {
+        return Err(Error::Connect(format!("the shared connection to {addr} was not made in time")));
+    };
+    let connection = match current(shared) {
+        Some(c) => c,
+        None => {
+            let c = connect(&shared.endpoint.endpoint, quic_config, config, deadline).await?;
+            *shared.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c.clone());
+            c
+        }
+    };
+    if connection.remote_address() != addr {
+        return Err(Error::Connect(format!(
+            "the shared connection goes to {}, not to {addr}: clients sharing a connection must use the same server",
+            connection.remote_address()
+        )));
+    }
+    Ok(connection)
 }
 
 /// The error for a session that ended while authenticating. A server that closes the
@@ -199,6 +255,11 @@ pub(crate) struct FrameReader {
 }
 
 impl FrameReader {
+    /// Tells the server to stop sending on this session stream.
+    pub(crate) fn stop(&mut self, code: u32) {
+        let _ = self.recv.stop(code.into());
+    }
+
     fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
         Self { recv, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
     }

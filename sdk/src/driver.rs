@@ -57,6 +57,11 @@ pub(crate) struct Link {
     pub(crate) epoch: u64,
     pub(crate) session: SessionInfo,
     pub(crate) connection: quinn::Connection,
+    /// The connection carries other clients' sessions too (a [`crate::SharedConnection`]):
+    /// this session ends with its stream, and the connection stays.
+    shared_connection: bool,
+    /// Set (with the reason) to end this session on a shared connection; its reader stops.
+    abandoned: watch::Sender<Option<String>>,
     outbound: mpsc::Sender<Outbound>,
     pending: Mutex<PendingRequests>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -67,6 +72,29 @@ impl Link {
     /// Writes one frame (waiting for room in the writer's queue).
     async fn write(&self, frame: bytes::Bytes) -> Result<()> {
         self.outbound.send(Outbound::Frame(frame)).await.map_err(|_| self.gone())
+    }
+
+    /// Closes the connection, unless other clients' sessions share it.
+    fn close_connection(&self, code: u32, why: &[u8]) {
+        if !self.shared_connection {
+            self.connection.close(code.into(), why);
+        }
+    }
+
+    /// Ends this session so that the client reconnects: closes its connection, or on a
+    /// shared connection stops the session's reader (and with it, its stream).
+    pub(crate) fn drop_session(&self, why: &str) {
+        if self.shared_connection {
+            self.abandoned.send_if_modified(|reason| {
+                let first = reason.is_none();
+                if first {
+                    *reason = Some(why.to_owned());
+                }
+                first
+            });
+        } else {
+            self.connection.close(CLOSE_NORMAL.into(), why.as_bytes());
+        }
     }
 
     fn gone(&self) -> Error {
@@ -404,7 +432,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
 
 /// Starts the tasks of a freshly authenticated connection and publishes it.
 fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, JoinHandle<String>) {
-    let Established { connection, session, reader, send } = established;
+    let Established { connection, shared: shared_connection, session, reader, send } = established;
     let epoch = shared.epochs.fetch_add(1, Ordering::Relaxed) + 1;
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let writer = tokio::spawn(connection::write_loop(send, outbound_rx));
@@ -413,12 +441,17 @@ fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, Join
         epoch,
         session,
         connection,
+        shared_connection,
+        abandoned: watch::channel(None).0,
         outbound: outbound_tx,
         pending: Mutex::new(PendingRequests::default()),
         writer: Mutex::new(Some(writer)),
         datagrams: Mutex::new(None),
     });
-    *lock(&link.datagrams) = Some(tokio::spawn(read_datagrams(Arc::clone(shared), Arc::clone(&link))));
+    // A datagram belongs to no stream: on a shared connection it could be any session's.
+    if !link.shared_connection {
+        *lock(&link.datagrams) = Some(tokio::spawn(read_datagrams(Arc::clone(shared), Arc::clone(&link))));
+    }
     let reader = tokio::spawn(read_loop(Arc::clone(shared), Arc::clone(&link), reader));
     shared.link.send_replace(Some(Arc::clone(&link)));
     (link, reader)
@@ -441,14 +474,24 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
     // A Goodbye or session-level error names the real reason better than the connection
     // close that follows it.
     let mut announced_end: Option<String> = None;
+    let mut abandoned = link.abandoned.subscribe();
     loop {
-        let frame = match reader.read_frame().await {
+        let read = tokio::select! {
+            biased;
+            why = abandoned_reason(&mut abandoned) => {
+                reader.stop(CLOSE_NORMAL);
+                return why;
+            }
+            read = reader.read_frame() => read,
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => return announced_end.unwrap_or_else(|| "the server ended the session".into()),
             Err(failure) => {
                 if failure.is_malformed() {
-                    warn!(error = %failure.describe(idle), "closing the connection");
-                    link.connection.close(CLOSE_PROTOCOL.into(), b"malformed frame");
+                    warn!(error = %failure.describe(idle), "closing the session");
+                    reader.stop(CLOSE_PROTOCOL);
+                    link.close_connection(CLOSE_PROTOCOL, b"malformed frame");
                 }
                 return announced_end.unwrap_or_else(|| failure.describe(idle));
             }
@@ -492,7 +535,20 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
         tokio::select! {
             () = shared.wait_for_room() => {}
             e = link.connection.closed() => return announced_end.unwrap_or_else(|| describe_connection_error(&e, idle)),
+            why = abandoned_reason(&mut abandoned) => {
+                reader.stop(CLOSE_NORMAL);
+                return why;
+            }
         }
+    }
+}
+
+/// Resolves with the reason once the session is abandoned; never otherwise.
+async fn abandoned_reason(abandoned: &mut watch::Receiver<Option<String>>) -> String {
+    let why = abandoned.wait_for(Option::is_some).await.map(|why| why.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -670,7 +726,7 @@ async fn sync_link(shared: &Arc<Shared>, link: &Arc<Link>, catch_up: bool) {
             }
             Err(Error::Timeout) => {
                 warn!("catching up timed out; reconnecting");
-                link.connection.close(CLOSE_NORMAL.into(), b"catch-up timed out");
+                link.drop_session("catch-up timed out");
                 return std::future::pending().await;
             }
             Err(e) => {
@@ -750,7 +806,9 @@ async fn reconnect(
         };
         match established {
             Ok(e) if e.session.user_id != shared.user_id => {
-                e.connection.close(CLOSE_NORMAL.into(), b"");
+                if !e.shared {
+                    e.connection.close(CLOSE_NORMAL.into(), b"");
+                }
                 return Err(format!("the server authenticated {} instead of {} on reconnecting", e.session.user_id, shared.user_id));
             }
             Ok(e) => {
@@ -799,7 +857,7 @@ async fn end_link(shared: &Shared, link: &Link, reason: &str, graceful: bool, en
         datagrams.abort();
     }
     let why: &[u8] = if graceful { b"client closed the session" } else { b"connection lost" };
-    link.connection.close(CLOSE_NORMAL.into(), why);
+    link.close_connection(CLOSE_NORMAL, why);
 }
 
 /// Ends the client: fails what waits, queues `Event::Closed`, lets the endpoint close.

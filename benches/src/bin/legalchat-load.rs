@@ -55,6 +55,10 @@ struct TargetArgs {
     /// The node binary for --peer.
     #[arg(long, global = true, default_value = "node")]
     node: PathBuf,
+    /// LegalChat sessions multiplexed on each QUIC connection (the SDK's
+    /// `SharedConnection`); 1 gives every client a connection of its own.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    sessions_per_connection: u32,
     /// Also print a one-line JSON summary (the last line of output).
     #[arg(long, global = true)]
     json: bool,
@@ -204,7 +208,14 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
         let ca_pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         let secret = args.secret.clone().context("--secret (or LEGALCHAT_JWT_SECRET) is required with --server")?;
         let probe = args.server_pid.map(ProcessProbe::new).transpose()?;
-        return Ok((Target::LegalChat { server, ca_pem, secret, server_name: args.server_name.clone() }, probe, Server::External));
+        let target = Target::LegalChat {
+            server,
+            ca_pem,
+            secret,
+            server_name: args.server_name.clone(),
+            sessions_per_connection: args.sessions_per_connection as usize,
+        };
+        return Ok((target, probe, Server::External));
     }
     let bin = match &args.daemon_bin {
         Some(bin) => bin.clone(),
@@ -217,6 +228,7 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
         ca_pem: d.ca_cert_pem()?,
         secret: d.jwt_secret().to_owned(),
         server_name: args.server_name.clone(),
+        sessions_per_connection: args.sessions_per_connection as usize,
     };
     let probe = d.pid().map(ProcessProbe::new).transpose()?;
     Ok((target, probe, Server::Daemon(d)))

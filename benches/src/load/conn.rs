@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, Event};
+use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, Event, SharedConnection};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::sio::{PeerMessage, SioClient};
@@ -22,6 +22,8 @@ pub enum Target {
         secret: String,
         /// TLS name to verify.
         server_name: String,
+        /// Sessions multiplexed on each QUIC connection (1: a connection per client).
+        sessions_per_connection: usize,
     },
     /// The Node.js Socket.IO peer (`benches/peers/socketio`).
     Peer {
@@ -47,6 +49,14 @@ impl Target {
     pub fn secret(&self) -> &str {
         match self {
             Self::LegalChat { secret, .. } | Self::Peer { secret, .. } => secret,
+        }
+    }
+
+    /// Sessions on each transport connection.
+    pub fn sessions_per_connection(&self) -> usize {
+        match self {
+            Self::LegalChat { sessions_per_connection, .. } => (*sessions_per_connection).max(1),
+            Self::Peer { .. } => 1,
         }
     }
 
@@ -92,6 +102,17 @@ pub enum Heard {
 }
 
 /// One user's connection.
+/// How a LegalChat client reaches the server.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// A socket and a connection of its own.
+    Own,
+    /// Its own connection, on a UDP socket shared with other clients.
+    Socket(ClientEndpoint),
+    /// A QUIC connection shared with other clients, its session on a stream of its own.
+    Connection(SharedConnection),
+}
+
 #[derive(Debug)]
 pub enum Conn {
     /// An SDK client.
@@ -101,17 +122,19 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Connects `user` (with `token`) to `target`; LegalChat clients go through
-    /// `endpoint`, a UDP socket shared with other clients of the run.
-    pub async fn connect(target: &Target, endpoint: Option<&ClientEndpoint>, token: String, event_buffer: usize) -> anyhow::Result<Self> {
+    /// Connects `user` (with `token`) to `target`; LegalChat clients go `via` a socket
+    /// or a connection shared with other clients of the run.
+    pub async fn connect(target: &Target, via: Via, token: String, event_buffer: usize) -> anyhow::Result<Self> {
         match target {
             Target::LegalChat { server, ca_pem, server_name, .. } => {
                 let mut config = ClientConfig::new(*server, token)
                     .with_ca_pem(ca_pem.clone())
                     .with_server_name(server_name.as_str())
                     .with_event_buffer(event_buffer);
-                if let Some(endpoint) = endpoint {
-                    config = config.with_endpoint(endpoint.clone());
+                match via {
+                    Via::Own => {}
+                    Via::Socket(endpoint) => config = config.with_endpoint(endpoint),
+                    Via::Connection(connection) => config = config.with_shared_connection(connection),
                 }
                 Ok(Self::LegalChat(Client::connect(config).await?))
             }

@@ -30,12 +30,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
-use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, NewConversation};
+use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, NewConversation, SharedConnection};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use conn::{Conn, Heard, Target, error_kind};
+pub use conn::{Conn, Heard, Target, Via, error_kind};
 
 use crate::probe::{ProcessProbe, Usage};
 use crate::tokens::TokenMinter;
@@ -339,7 +339,8 @@ const CONNECT_CONCURRENCY: usize = 64;
 const CLIENT_EVENT_BUFFER: usize = 10_000;
 
 /// Connects `count` users named by `user_id(i)` to `target`, a bounded number at a time,
-/// LegalChat clients spread over `sockets` shared UDP sockets.
+/// LegalChat clients spread over `sockets` shared UDP sockets, and multiplexed on shared
+/// connections when the target says so (consecutive users share one).
 pub async fn connect_all(
     target: &Target,
     minter: &TokenMinter,
@@ -348,23 +349,36 @@ pub async fn connect_all(
     event_buffer: usize,
     progress: bool,
 ) -> anyhow::Result<Vec<Arc<Conn>>> {
-    let endpoints = match target {
-        Target::LegalChat { server, .. } => {
+    let (endpoints, per_connection) = match target {
+        Target::LegalChat { server, sessions_per_connection, .. } => {
             let bind: std::net::SocketAddr =
                 if server.is_ipv6() { (std::net::Ipv6Addr::LOCALHOST, 0).into() } else { (std::net::Ipv4Addr::LOCALHOST, 0).into() };
-            (0..sockets.max(1)).map(|_| ClientEndpoint::bind(bind)).collect::<Result<Vec<_>, _>>()?
+            let endpoints = (0..sockets.max(1)).map(|_| ClientEndpoint::bind(bind)).collect::<Result<Vec<_>, _>>()?;
+            (endpoints, (*sessions_per_connection).max(1))
         }
-        Target::Peer { .. } => Vec::new(),
+        Target::Peer { .. } => (Vec::new(), 1),
+    };
+    let shared: Vec<SharedConnection> = if per_connection > 1 && !endpoints.is_empty() {
+        let n = user_ids.len().div_ceil(per_connection);
+        (0..n).map(|i| SharedConnection::new(endpoints[i % endpoints.len()].clone())).collect()
+    } else {
+        Vec::new()
     };
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut handles = Vec::with_capacity(user_ids.len());
     for (i, id) in user_ids.iter().enumerate() {
         let token = minter.token(id, "advocate")?;
-        let endpoint = (!endpoints.is_empty()).then(|| endpoints[i % endpoints.len()].clone());
+        let via = if !shared.is_empty() {
+            Via::Connection(shared[i / per_connection].clone())
+        } else if !endpoints.is_empty() {
+            Via::Socket(endpoints[i % endpoints.len()].clone())
+        } else {
+            Via::Own
+        };
         let (target, permits) = (target.clone(), permits.clone());
         handles.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            Conn::connect(&target, endpoint.as_ref(), token, event_buffer).await
+            Conn::connect(&target, via, token, event_buffer).await
         }));
     }
     let started = Instant::now();

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Conn, Heard, Latency, Target, connect_all, histogram, micros, partition};
+use super::{Conn, Heard, Latency, Target, Via, connect_all, histogram, micros, partition};
 use crate::probe::{ProcessProbe, Usage};
 use crate::tokens::TokenMinter;
 
@@ -24,7 +24,8 @@ pub struct IdleReport {
     pub server: &'static str,
     /// Authenticated sessions held open.
     pub sessions: usize,
-    /// Transport connections they use (one each: QUIC connection or WebSocket).
+    /// Transport connections they use (QUIC connections, several sessions each when
+    /// multiplexed; or WebSockets).
     pub connections: usize,
     /// Seconds until all were connected and authenticated.
     pub connect_s: f64,
@@ -92,7 +93,7 @@ pub async fn idle(target: &Target, server: ProcessProbe, sessions: usize, socket
     let report = IdleReport {
         server: target.name(),
         sessions,
-        connections: conns.len(),
+        connections: conns.len().div_ceil(target.sessions_per_connection()),
         connect_s,
         rss_before_mib: mib(before.rss_bytes),
         rss_after_mib: mib(after.rss_bytes),
@@ -180,7 +181,7 @@ pub async fn reconnect_storm(
     let user_ids: Vec<String> = (0..clients).map(|i| format!("storm-{run_id:08x}-u{i}")).collect();
     let groups = partition(clients, group_size);
     let admin_id = format!("storm-{run_id:08x}-admin");
-    let admin = Arc::new(Conn::connect(target, None, minter.token(&admin_id, "admin")?, 1_000).await.context("connecting the admin")?);
+    let admin = Arc::new(Conn::connect(target, Via::Own, minter.token(&admin_id, "admin")?, 1_000).await.context("connecting the admin")?);
 
     // Conversations (LegalChat) or rooms (peer); the admin sends into each.
     let mut conversation_of = vec![String::new(); clients];
@@ -236,7 +237,7 @@ pub async fn reconnect_storm(
                 // Socket.IO: a new connection and the room joined again. Events arrive in
                 // order on the one WebSocket, so anything the server replayed on connecting
                 // is queued by the time the join is acknowledged.
-                let back = Conn::connect(&target, None, token, 1_000).await?;
+                let back = Conn::connect(&target, Via::Own, token, 1_000).await?;
                 back.join(&conv).await?;
                 let at = dropped.elapsed();
                 let got = match &back {

@@ -11,7 +11,18 @@ use legalchat_tests::{TestDaemon, bounded};
 use crate::daemon;
 
 fn target(d: &TestDaemon) -> Target {
-    Target::LegalChat { server: d.quic_addr(), ca_pem: d.ca_pem(), secret: d.jwt_secret().to_owned(), server_name: "localhost".into() }
+    multiplexed(d, 1)
+}
+
+/// `sessions_per_connection` sessions on each QUIC connection.
+fn multiplexed(d: &TestDaemon, sessions_per_connection: usize) -> Target {
+    Target::LegalChat {
+        server: d.quic_addr(),
+        ca_pem: d.ca_pem(),
+        secret: d.jwt_secret().to_owned(),
+        server_name: "localhost".into(),
+        sessions_per_connection,
+    }
 }
 
 fn probe(d: &TestDaemon) -> ProcessProbe {
@@ -99,6 +110,29 @@ async fn idle_and_reconnect_storm_scenarios_account_for_everyone() {
         assert_eq!(storm.back, 12, "every client resumed");
         assert_eq!(storm.got_missed_message, 12, "and every one holds the message sent while it was away");
         assert_eq!(storm.back_ms.count, 12);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_run_with_sessions_multiplexed_on_shared_connections() {
+    bounded("load_multiplexed_smoke", async {
+        let d = daemon().await;
+        let target = multiplexed(&d, 4);
+        let summary = load::run(&small(), &target, Some(probe(&d))).await.expect("load run");
+        eprintln!("{}", summary.report());
+        assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
+        assert!(summary.acked_measured > 0, "nothing was measured: {summary:?}");
+        assert_eq!(summary.sent, summary.acked);
+        assert_eq!(summary.deliveries_measured, summary.deliveries_expected);
+        assert_eq!(summary.deliveries, summary.acked * 2);
+
+        let idle = scenarios::idle(&target, probe(&d), 20, 2, Duration::from_millis(200)).await.expect("idle scenario");
+        assert_eq!((idle.sessions, idle.connections), (20, 5), "20 sessions, 4 on each connection");
+
+        let storm = scenarios::reconnect_storm(&target, Some(probe(&d)), 12, 4, 2, Duration::from_secs(60)).await.expect("storm");
+        assert_eq!(storm.back, 12, "every multiplexed client resumed");
+        assert_eq!(storm.got_missed_message, 12);
     })
     .await;
 }

@@ -15,6 +15,7 @@ mod encryption;
 mod lifecycle;
 mod load;
 mod messaging;
+mod multiplex;
 mod ops;
 mod push;
 mod realtime;

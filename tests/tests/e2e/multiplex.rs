@@ -1,0 +1,118 @@
+//! Sessions multiplexed on one QUIC connection: each client authenticates its own session
+//! on its own stream, ends on its own, and recovers on its own when the connection drops.
+
+use std::time::Duration;
+
+use legalchat_sdk::{Client, ClientEndpoint, Error, NewConversation, SharedConnection, pb};
+use legalchat_tests::{TestDaemon, bounded, collect_messages, text_of, wait_for_message};
+
+use crate::{daemon, daemon_with};
+
+fn shared_connection() -> (ClientEndpoint, SharedConnection) {
+    let endpoint = ClientEndpoint::bind("127.0.0.1:0".parse().expect("address")).expect("a socket");
+    (endpoint.clone(), SharedConnection::new(endpoint))
+}
+
+async fn connect_shared(d: &TestDaemon, shared: &SharedConnection, user: &str) -> Result<Client, Error> {
+    Client::connect(d.client_config(d.token(user, "advocate")).with_shared_connection(shared.clone())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_one_connection_and_end_independently() {
+    bounded("multiplex_share", async {
+        let d = daemon().await;
+        let (endpoint, shared) = shared_connection();
+        // More sessions than a connection is first granted streams for: the server raises
+        // the limit as they come.
+        let mut clients = Vec::new();
+        for i in 0..12 {
+            clients.push(connect_shared(&d, &shared, &format!("user{i}")).await.unwrap_or_else(|e| panic!("user{i} connects: {e}")));
+        }
+        assert_eq!(endpoint.open_connections(), 1, "twelve sessions, one connection");
+
+        let others: Vec<String> = (1..12).map(|i| format!("user{i}")).collect();
+        let conv = clients[0].create_conversation(NewConversation::group("multiplexed", others)).await.expect("user0 creates a group");
+        clients[0].send_text(&conv.id, "one").await.expect("user0 sends");
+        for c in &clients[1..] {
+            let got = wait_for_message(c, "the first message", |m| m.conversation_id == conv.id).await;
+            assert_eq!((got.seq, text_of(&got)), (1, "one"), "{}", c.user_id());
+        }
+
+        // One client ends: its session only.
+        let last = clients.pop().expect("twelve clients");
+        last.close().await;
+        clients[0].send_text(&conv.id, "two").await.expect("user0 sends after user11 left");
+        let got = wait_for_message(&clients[1], "the second message", |m| text_of(m) == "two").await;
+        assert_eq!(got.seq, 2);
+        assert!(shared.is_connected(), "the connection outlives one of its sessions");
+        assert!(last.send_text(&conv.id, "late").await.is_err(), "the closed client refuses sends");
+
+        // A refused token ends that session alone.
+        let bad = Client::connect(d.client_config("not-a-token".into()).with_shared_connection(shared.clone())).await;
+        assert!(matches!(&bad, Err(Error::Unauthorized(_))), "a bad token is refused: {bad:?}");
+        clients[0].send_text(&conv.id, "three").await.expect("user0 sends after the refusal");
+        let got = wait_for_message(&clients[2], "the third message", |m| text_of(m) == "three").await;
+        assert_eq!(got.seq, 3);
+        assert_eq!(endpoint.open_connections(), 1, "still one connection");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_shared_connection_resumes_every_session_with_nothing_missed() {
+    bounded("multiplex_reconnect", async {
+        let d = daemon().await;
+        let alice = d.client("alice", "advocate").await;
+        let (_endpoint, shared) = shared_connection();
+        let mut members = Vec::new();
+        for i in 0..5 {
+            members.push(connect_shared(&d, &shared, &format!("member{i}")).await.unwrap_or_else(|e| panic!("member{i} connects: {e}")));
+        }
+        let conv = alice
+            .create_conversation(NewConversation::group("dropped", (0..5).map(|i| format!("member{i}")).collect()))
+            .await
+            .expect("alice creates a group");
+        alice.send_text(&conv.id, "before").await.expect("alice sends");
+        for m in &members {
+            wait_for_message(m, "the first message", |msg| text_of(msg) == "before").await;
+        }
+
+        // The connection goes; alice keeps writing meanwhile.
+        shared.close();
+        for i in 0..5 {
+            alice.send_text(&conv.id, &format!("while away {i}")).await.expect("alice sends while they are away");
+        }
+        for m in &members {
+            let got = collect_messages(m, &conv.id, Duration::from_secs(30), |got| got.len() >= 5).await;
+            let seqs: Vec<u64> = got.iter().map(|msg| msg.seq).collect();
+            assert_eq!(seqs, [2, 3, 4, 5, 6], "{}: every missed message, in order, once", m.user_id());
+        }
+        assert!(shared.is_connected(), "the sessions came back on a new shared connection");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_carries_at_most_its_configured_sessions() {
+    bounded("multiplex_limit", async {
+        let d = daemon_with(&["--max-sessions-per-connection", "2"]).await;
+        let (endpoint, shared) = shared_connection();
+        let first = connect_shared(&d, &shared, "first").await.expect("the first session");
+        let second = connect_shared(&d, &shared, "second").await.expect("the second session");
+        let third = connect_shared(&d, &shared, "third").await;
+        match &third {
+            Err(Error::Server { code, message }) => {
+                assert_eq!(*code, pb::ErrorCode::Overloaded);
+                assert!(message.contains("maximum of 2 sessions"), "{message}");
+            }
+            other => panic!("a third session on the connection is refused, got {other:?}"),
+        }
+        // The refusal touched neither of the others.
+        let conv = first.private_chat("second").await.expect("first opens a chat");
+        first.send_text(&conv.id, "still here").await.expect("first sends");
+        let got = wait_for_message(&second, "the message", |m| m.conversation_id == conv.id).await;
+        assert_eq!(text_of(&got), "still here");
+        assert_eq!(endpoint.open_connections(), 1);
+    })
+    .await;
+}
