@@ -35,6 +35,7 @@ pub mod directory;
 mod fsutil;
 pub mod ids;
 pub mod ops;
+pub mod outbound;
 pub mod policy;
 pub mod push;
 pub mod realtime;

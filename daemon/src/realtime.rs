@@ -102,7 +102,7 @@ fn send_to(subscribers: &[(String, SessionHandle)], bytes: &Bytes, skip_user: Op
         if Some(user.as_str()) == skip_user {
             continue;
         }
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = h.outbound.try_send(bytes.clone()) {
+        if let Err(crate::outbound::TrySendError::Full) = h.outbound.try_send(bytes.clone()) {
             metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
             h.kick.kick(pb::ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
         }

@@ -1,7 +1,6 @@
 use super::*;
 use crate::registry::Kick;
 use prost::Message as _;
-use tokio::sync::mpsc;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -22,13 +21,13 @@ fn tracker_starts_refreshes_and_expires() {
     assert!(!t.stop(c, "bob"), "stopping twice is not a change");
 }
 
-fn session(id: SessionId) -> (SessionHandle, mpsc::Receiver<Bytes>) {
-    let (tx, rx) = mpsc::channel(64);
+fn session(id: SessionId) -> (SessionHandle, crate::outbound::Receiver) {
+    let (tx, rx) = crate::outbound::channel(64);
     (SessionHandle { id, outbound: tx, kick: Arc::new(Kick::default()) }, rx)
 }
 
-fn event(rx: &mut mpsc::Receiver<Bytes>) -> Option<Event> {
-    let bytes = rx.try_recv().ok()?;
+fn event(rx: &mut crate::outbound::Receiver) -> Option<Event> {
+    let bytes = rx.try_recv()?;
     legalchat_protocol::codec::decode_exact::<pb::ServerFrame>(&bytes, 1 << 20).ok()?.event
 }
 

@@ -116,3 +116,98 @@ async fn a_connection_carries_at_most_its_configured_sessions() {
     })
     .await;
 }
+
+/// Opens a session stream on `conn` and authenticates `token` on it.
+async fn raw_session(conn: &quinn::Connection, token: String) -> (quinn::SendStream, quinn::RecvStream, bytes::BytesMut) {
+    use legalchat_protocol::codec;
+    let (mut send, mut recv) = conn.open_bi().await.expect("a session stream");
+    let hello = pb::ClientFrame {
+        request_id: 1,
+        request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate { token, client_info: "raw".into() })),
+    };
+    send.write_all(&codec::encode(&hello)).await.expect("Authenticate goes out");
+    let mut buf = bytes::BytesMut::new();
+    let frame = next_frame(&mut recv, &mut buf).await.expect("an answer to Authenticate");
+    assert!(
+        matches!(frame.event, Some(pb::server_frame::Event::Ack(pb::Ack { result: Some(pb::ack::Result::Authenticated(_)), .. }))),
+        "authenticated: {frame:?}"
+    );
+    (send, recv, buf)
+}
+
+/// The next whole frame of a raw session stream; `None` when the stream ended or failed.
+async fn next_frame(recv: &mut quinn::RecvStream, buf: &mut bytes::BytesMut) -> Option<pb::ServerFrame> {
+    let decoder = legalchat_protocol::codec::FrameDecoder::new(1 << 20);
+    loop {
+        if let Some(frame) = decoder.decode::<pb::ServerFrame>(buf).expect("a valid frame") {
+            return Some(frame);
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            other => {
+                eprintln!("the stream ended: {other:?}");
+                return None;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_session_is_reset_without_touching_its_neighbours_on_the_connection() {
+    bounded("multiplex_slow_consumer", async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = dir.path().join("legalchatd.toml");
+        std::fs::write(&config, "session_outbound = 16\n").expect("config file");
+        let d = daemon_with(&["--config", config.to_str().expect("a UTF-8 path")]).await;
+
+        // One connection whose client reads each stream through a small window, so a
+        // session nobody reads backs up quickly.
+        let mut transport = quinn::TransportConfig::default();
+        transport.stream_receive_window(16_384u32.into());
+        let mut client = legalchat_sdk::tls::client_config(&d.ca_pem()).expect("client TLS");
+        client.transport_config(std::sync::Arc::new(transport));
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("a socket");
+        endpoint.set_default_client_config(client);
+        let conn = endpoint.connect(d.quic_addr(), "localhost").expect("connect").await.expect("handshake");
+        let (_slow_send, mut slow_recv, _) = raw_session(&conn, d.token("slow", "advocate")).await;
+        let (_steady_send, mut steady_recv, mut steady_buf) = raw_session(&conn, d.token("steady", "advocate")).await;
+
+        let alice = d.client("alice", "advocate").await;
+        let conv = alice
+            .create_conversation(NewConversation::group("one slow reader", vec!["slow".into(), "steady".into()]))
+            .await
+            .expect("alice creates a group");
+        const MESSAGES: u64 = 300;
+        // The steady session reads as the messages come.
+        let steady = tokio::spawn(async move {
+            let mut next_seq = 1;
+            while next_seq <= MESSAGES {
+                let frame = next_frame(&mut steady_recv, &mut steady_buf).await.expect("the steady session stays up");
+                if let Some(pb::server_frame::Event::ReceiveMessage(r)) = frame.event {
+                    let m = r.message.expect("a message");
+                    assert_eq!(m.seq, next_seq, "in order, none missing");
+                    next_seq += 1;
+                }
+            }
+            (steady_recv, steady_buf)
+        });
+        let text = "x".repeat(1_000);
+        for _ in 0..MESSAGES {
+            alice.send_text(&conv.id, &text).await.expect("alice sends");
+        }
+        let _steady = steady.await.expect("the steady session got every message, in order, on the shared connection");
+        // The session that never read fell behind its bound: its stream is reset with
+        // code 3 (OVERLOADED), and the connection stays up for the others.
+        let reset = loop {
+            match slow_recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the slow session's stream finished instead of being reset"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(reset, quinn::ReadError::Reset(code) if code.into_inner() == 3), "reset with code 3: {reset:?}");
+        assert!(conn.close_reason().is_none(), "the connection is still up: {:?}", conn.close_reason());
+        conn.close(0u32.into(), b"done");
+    })
+    .await;
+}
