@@ -292,7 +292,7 @@ struct Conversation {
     meta: StoredConversation,
     dek: DataKey,
     last_seq: u64,
-    last_message: Option<pb::Message>,
+    last_message: Option<Arc<pb::Message>>,
     reads: HashMap<String, StoredReadState>,
     recent: HashMap<String, pb::MessageAccepted>,
 }
@@ -339,7 +339,7 @@ impl Conversation {
             created_at_ms: self.meta.created_at_ms,
             updated_at_ms: self.meta.updated_at_ms.max(last_ts),
             last_seq: self.last_seq,
-            last_message: self.last_message.clone(),
+            last_message: self.last_message.as_deref().cloned(),
             unread_count: self.last_seq.saturating_sub(read),
         }
     }
@@ -351,8 +351,38 @@ struct Fanout {
     /// The session that caused it, which already knows.
     origin: Option<SessionId>,
     frame: Bytes,
-    /// For a new message: recipients with no connected device get a push notification.
-    push: Option<(String, Arc<Notification>)>,
+    /// Whether the frame carries a new message (counted as a message delivery).
+    message: bool,
+    /// For a new message while push is on: recipients with no connected device get a
+    /// push notification, built from this.
+    notice: Option<Notice>,
+}
+
+/// What a new message's push notification is made of. The notification itself is built
+/// only when a recipient turns out to need one, and then once for all of them: most
+/// messages reach every recipient online, or recipients without a push subscription.
+struct Notice {
+    message: Arc<pb::Message>,
+    conversation_type: i32,
+    conversation_title: String,
+    case_id: String,
+}
+
+impl Notice {
+    fn notification(&self) -> Arc<Notification> {
+        let m = &self.message;
+        Arc::new(Notification {
+            conversation_id: m.conversation_id.clone(),
+            conversation_type: self.conversation_type,
+            conversation_title: self.conversation_title.clone(),
+            case_id: self.case_id.clone(),
+            sender_id: m.sender_id.clone(),
+            seq: m.seq,
+            message_id: m.message_id.clone(),
+            text: m.content.as_ref().map(|c| c.text.clone()).unwrap_or_default(),
+            timestamp_ms: m.timestamp_ms,
+        })
+    }
 }
 
 /// Runs after a batch's commit with its outcome.
@@ -509,19 +539,20 @@ impl Shard {
             let mut delivered = 0u64;
             let mut messages_delivered = 0u64;
             for f in &batch.fanout {
+                let mut notification = None;
                 for user in &f.recipients {
                     let n = self.registry.deliver(user, &f.frame, f.origin);
                     delivered += n as u64;
-                    // Only a new message's fan-out carries a notification.
-                    if f.push.is_some() {
+                    if f.message {
                         messages_delivered += n as u64;
                     }
-                    if let Some((sender, notification)) = &f.push
+                    if let Some(notice) = &f.notice
                         && n == 0
-                        && user != sender
+                        && *user != notice.message.sender_id
                         && !self.registry.is_online(user)
+                        && self.push.wants(user)
                     {
-                        self.push.notify(user, notification);
+                        self.push.notify(user, notification.get_or_insert_with(|| notice.notification()));
                     }
                 }
             }
@@ -628,7 +659,7 @@ impl Shard {
         let mut c = Conversation { id: *id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
         if last_seq > 0 {
             let msgs = self.store.messages(id, last_seq, last_seq, 1).map_err(store_err)?;
-            c.last_message = msgs.into_iter().next().map(|(seq, sealed)| open_message(&c, seq, &sealed)).transpose()?;
+            c.last_message = msgs.into_iter().next().map(|(seq, sealed)| open_message(&c, seq, &sealed)).transpose()?.map(Arc::new);
         }
         c.reads = self.store.read_states(id).map_err(store_err)?.into_iter().collect();
         Ok(c)
@@ -763,6 +794,7 @@ impl Shard {
         p: &mut Pending,
     ) -> Result<pb::MessageAccepted, RequestError> {
         let store = self.store.clone();
+        let push_on = self.push.is_on();
         let c = self.load(&id)?;
         c.require_participant(&caller.user_id)?;
 
@@ -836,19 +868,15 @@ impl Shard {
         let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
         // Encoded once; every recipient's queue gets a clone of the same bytes.
         let frame = encode_event(pb::server_frame::Event::ReceiveMessage(pb::ReceiveMessage { message: Some(message.clone()) }));
-        let notification = Arc::new(Notification {
-            conversation_id: message.conversation_id.clone(),
+        let message = Arc::new(message);
+        let notice = push_on.then(|| Notice {
+            message: message.clone(),
             conversation_type: c.meta.kind,
             conversation_title: c.meta.title.clone(),
             case_id: c.meta.case_id.clone(),
-            sender_id: caller.user_id.clone(),
-            seq,
-            message_id: message.message_id.clone(),
-            text: message.content.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
-            timestamp_ms,
         });
         c.last_message = Some(message);
-        p.fanout.push(Fanout { recipients, origin: Some(origin), frame, push: Some((caller.user_id.clone(), notification)) });
+        p.fanout.push(Fanout { recipients, origin: Some(origin), frame, message: true, notice });
         Ok(accepted)
     }
 
@@ -902,7 +930,7 @@ impl Shard {
         };
         let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
         let frame = encode_event(pb::server_frame::Event::Receipt(event.clone()));
-        p.receipt_event(id, &event, Fanout { recipients, origin: Some(origin), frame, push: None });
+        p.receipt_event(id, &event, Fanout { recipients, origin: Some(origin), frame, message: false, notice: None });
         metrics::counter!("legalchat_receipts_total", "kind" => kind.as_str_name()).increment(1);
         Ok(())
     }
@@ -998,7 +1026,7 @@ fn announce(c: &Conversation, p: &mut Pending, origin: SessionId, also: Option<&
     for user in c.member_ids().chain(also) {
         let view = c.to_pb(user);
         let frame = encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view) }));
-        p.fanout.push(Fanout { recipients: vec![user.to_owned()], origin: Some(origin), frame, push: None });
+        p.fanout.push(Fanout { recipients: vec![user.to_owned()], origin: Some(origin), frame, message: false, notice: None });
     }
 }
 
@@ -1046,3 +1074,6 @@ fn open_message(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<pb::Message
         timestamp_ms: r.timestamp_ms,
     })
 }
+
+#[cfg(test)]
+mod tests;

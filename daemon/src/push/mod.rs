@@ -47,7 +47,8 @@ use crate::ids;
 use crate::policy::RequestError;
 use crate::store::{Store, StoredPushSubscription, Write};
 
-/// What a notification is about. Built once per message and shared by every recipient.
+/// What a notification is about. Built at most once per message, when a recipient turns
+/// out to need one, and shared by every recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     /// The conversation.
@@ -125,12 +126,21 @@ impl PushHandle {
         self
     }
 
+    /// Whether notifications are queued at all.
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Whether [`Self::notify`] would queue a notification for `user`, so that callers
+    /// need not build one that would be dropped.
+    pub fn wants(&self, user: &str) -> bool {
+        self.tx.is_some() && self.subscribers.as_ref().is_none_or(|s| s.read().unwrap_or_else(PoisonError::into_inner).contains(user))
+    }
+
     /// Queues a notification for `user`; never blocks.
     pub fn notify(&self, user: &str, notification: &Arc<Notification>) {
         let Some(tx) = &self.tx else { return };
-        if let Some(subscribers) = &self.subscribers
-            && !subscribers.read().unwrap_or_else(PoisonError::into_inner).contains(user)
-        {
+        if !self.wants(user) {
             return;
         }
         match tx.try_send(Job { user_id: user.to_owned(), notification: notification.clone() }) {
