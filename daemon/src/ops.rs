@@ -61,6 +61,10 @@ fn describe() {
     describe_gauge!("legalchat_connections_active", "QUIC connections open now.");
     describe_counter!("legalchat_connections_refused_total", "QUIC connections refused at max_connections.");
     describe_counter!("legalchat_sessions_total", "Sessions authenticated.");
+    describe_counter!(
+        "legalchat_sessions_refused_total",
+        "Session streams refused because their connection carried max_sessions_per_connection."
+    );
     describe_gauge!("legalchat_sessions_active", "Authenticated sessions open now.");
     describe_counter!("legalchat_auth_failures_total", "Sessions closed before authenticating, by reason.");
     describe_counter!("legalchat_frames_rejected_total", "Client frames rejected as malformed or oversize, by reason.");

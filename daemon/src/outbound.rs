@@ -215,12 +215,14 @@ impl Receiver {
 
     /// The next frame, waiting for one; `None` once every sender is gone and the queue
     /// is empty.
+    #[cfg(test)]
     pub async fn recv(&mut self) -> Option<Bytes> {
         let mut one = Vec::with_capacity(1);
         (self.recv_many(&mut one, 1).await == Taken::Frames(1)).then(|| one.remove(0))
     }
 
     /// The next frame if one is queued now.
+    #[cfg(test)]
     pub fn try_recv(&mut self) -> Option<Bytes> {
         self.shared.lock().frames.pop_front()
     }

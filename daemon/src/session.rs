@@ -172,17 +172,24 @@ struct LinkState {
     open: usize,
     /// Concurrent bidirectional streams granted to the client so far.
     stream_limit: u32,
-    /// The user every authenticated session on this connection belongs to, while there
-    /// is exactly one; typing datagrams are attributed to that user.
-    user: Option<String>,
-    /// Sessions of more than one user have shared this connection: datagrams carry no
-    /// session, so they are ignored from now on.
-    mixed: bool,
+    /// Whom typing datagrams on this connection speak for.
+    speaker: Speaker,
+}
+
+/// A datagram belongs to no stream, so it can only speak for the connection's user.
+enum Speaker {
+    /// No session has authenticated yet.
+    Nobody,
+    /// Every authenticated session on the connection is this user's.
+    One(Arc<str>),
+    /// Sessions of more than one user have shared the connection: datagrams are ignored
+    /// from now on.
+    Mixed,
 }
 
 impl Link {
     fn new(conn: quinn::Connection, most_sessions: usize) -> Self {
-        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, user: None, mixed: false };
+        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, speaker: Speaker::Nobody };
         Self { conn, most_sessions, state: std::sync::Mutex::new(state) }
     }
 
@@ -210,19 +217,19 @@ impl Link {
 
     fn authenticated(&self, user: &str) {
         let mut s = self.state();
-        match &s.user {
-            None if !s.mixed => s.user = Some(user.to_owned()),
-            Some(u) if u != user => {
-                s.user = None;
-                s.mixed = true;
-            }
-            _ => {}
+        match &s.speaker {
+            Speaker::Nobody => s.speaker = Speaker::One(user.into()),
+            Speaker::One(u) if &**u != user => s.speaker = Speaker::Mixed,
+            Speaker::One(_) | Speaker::Mixed => {}
         }
     }
 
     /// The user typing datagrams on this connection speak for, if there is one.
-    fn datagram_user(&self) -> Option<String> {
-        self.state().user.clone()
+    fn datagram_user(&self) -> Option<Arc<str>> {
+        match &self.state().speaker {
+            Speaker::One(user) => Some(user.clone()),
+            Speaker::Nobody | Speaker::Mixed => None,
+        }
     }
 
     /// One session stream ended. The last one takes the connection with it, closed with
@@ -237,12 +244,18 @@ impl Link {
     }
 }
 
-/// Writes a last frame on a session stream, waits (bounded) for the peer to have it, and
-/// ends the session (and the connection, when it was the last session on it).
-async fn refuse(link: &Link, mut send: quinn::SendStream, frame: Bytes, code: u32, reason: &str) {
+/// Writes a last frame on a session stream, finishes it, and waits (bounded) for the
+/// peer to have it.
+async fn send_last(mut send: quinn::SendStream, frame: Bytes) {
     let _ = send.write_all(&frame).await;
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+}
+
+/// Ends a session with a last frame (and the connection, when it was the last session on
+/// it).
+async fn refuse(link: &Link, send: quinn::SendStream, frame: Bytes, code: u32, reason: &str) {
+    send_last(send, frame).await;
     link.close_one(code, reason);
 }
 
@@ -285,13 +298,11 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
 }
 
 /// Answers a session stream beyond the connection's maximum, without touching the others.
-async fn refuse_extra(most: usize, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    metrics::counter!("legalchat_sessions_refused_total", "reason" => "per_connection").increment(1);
+async fn refuse_extra(most: usize, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    metrics::counter!("legalchat_sessions_refused_total").increment(1);
     let _ = recv.stop(close_code::OVERLOADED.into());
     let message = format!("this connection already carries its maximum of {most} sessions; open another connection");
-    let _ = send.write_all(&error_frame(0, ErrorCode::Overloaded, message)).await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    send_last(send, error_frame(0, ErrorCode::Overloaded, message)).await;
 }
 
 /// Phase 1 of a session: the first frame must be `Authenticate`, within the deadline.
