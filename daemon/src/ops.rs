@@ -39,7 +39,9 @@ pub fn install_recorder() -> PrometheusHandle {
                     let handle = recorder.handle();
                     // Fails only if another recorder is installed (embedding); then our
                     // handle renders an empty page rather than taking the process down.
-                    let _ = metrics::set_global_recorder(recorder);
+                    if metrics::set_global_recorder(recorder).is_ok() {
+                        start_upkeep(handle.clone());
+                    }
                     describe();
                     handle
                 }
@@ -47,6 +49,26 @@ pub fn install_recorder() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Folds the samples histograms have recorded since the last time into their buckets, every
+/// [`UPKEEP_EVERY`], on a thread of its own. The recorder keeps every sample until then: left
+/// to scrapes alone, it would hold them all in memory between scrapes (without bound if
+/// nobody scrapes), and a scrape would fold millions of them on a runtime worker, stalling
+/// every session on it (seed load: deliveries of a whole 20–40 ms window late at each scrape).
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "could not start the metrics upkeep thread; histograms are folded at each scrape");
+    }
 }
 
 /// Gives every metric its `# HELP` line, and creates at zero those that would otherwise

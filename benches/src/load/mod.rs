@@ -5,14 +5,14 @@
 //! ```text
 //!  Fleet::connect   users in groups (LegalChat: GROUP conversations an admin creates;
 //!                   peer: Socket.IO rooms every member joins)
-//!  Fleet::step      user i ── sender:   interval(users / rate) ─► send("load <t_sched_ns> …") ─► ack latency
+//!  Fleet::step      user i ── sender:   pacer(users / rate) ──► send("load <t_sched_ns> …") ─► ack latency
 //!                          └─ receiver: messages from the other members ─► now − t_sched = delivery latency
 //!  ramp             steps of rising rate until the p99 passes a bound (max ingest, max fan-out)
 //!  scenarios        idle sessions, reconnect storm
 //! ```
 //!
-//! Open loop: every sender ticks at its share of the rate whatever the server does, with
-//! `MissedTickBehavior::Burst`, and each send is its own task (at most
+//! Open loop: every sender sends at its share of the rate whatever the server does, on a
+//! schedule one pacing thread keeps (late sends go at once), and each send is its own task (at most
 //! [`LoadOptions::max_in_flight`] at once). Latencies are measured from the tick's
 //! *scheduled* instant, not from when the send actually went out, so a stalled generator or
 //! a full in-flight window shows up as latency instead of silently lowering the offered
@@ -32,8 +32,8 @@ use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, NewConversation, SharedConnection};
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, watch};
+use tokio::time::Instant;
 
 pub use conn::{Conn, Heard, Target, Via, error_kind};
 
@@ -165,6 +165,9 @@ pub struct Summary {
     pub text_bytes: usize,
     /// How sends are paced.
     pub pacing: &'static str,
+    /// Scheduled instant → send handed to the client (the generator's own lateness, part of
+    /// every latency below).
+    pub send_lateness_ms: Latency,
     /// Sends attempted (warm-up included).
     pub sent: u64,
     /// Sends acknowledged (warm-up included).
@@ -194,7 +197,7 @@ pub struct Summary {
 }
 
 /// How sends are paced (reported with every run).
-pub const PACING: &str = "open loop: tokio interval with MissedTickBehavior::Burst, latency from the scheduled instant";
+pub const PACING: &str = "open loop: one pacing thread on the OS's timers, late sends go at once, latency from the scheduled instant";
 
 impl Summary {
     /// The human-readable report.
@@ -209,6 +212,7 @@ impl Summary {
             self.server, self.users, self.group_size, self.recipients, self.rate, self.duration_s, self.warmup_s, self.text_bytes
         ));
         line(format!("  pacing: {}", self.pacing));
+        line(format!("  send lateness ms (the generator's own): {}", self.send_lateness_ms.describe()));
         line(format!("  messages: sent {} acked {} (measured window: acked {})", self.sent, self.acked, self.acked_measured));
         line(format!("  deliveries: {} (measured {} of {} expected)", self.deliveries, self.deliveries_measured, self.deliveries_expected));
         line(format!("  throughput: {:.1} msgs/s acked, {:.1} deliveries/s", self.acked_per_s, self.deliveries_per_s));
@@ -286,6 +290,59 @@ struct Clock {
 
 fn nanos_since(base: Instant, t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// When every send of a step is due: user `i`'s `n`-th send (from 1) at
+/// `start + ((n − 1) · users + i) · gap`, so that each user sends at its share of the rate
+/// and the users are phase-shifted instead of firing together.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    gap: Duration,
+    users: usize,
+    measure_from: Instant,
+    end: Instant,
+}
+
+/// The pacing thread's shortest sleep: a trade of the generator's own lateness (measured and
+/// reported) against its CPU, which it shares with the server.
+const MIN_WAKE: Duration = Duration::from_micros(200);
+
+/// Keeps `schedule` on the calling (blocking) thread: sleeps until each send is due and hands
+/// it to `dispatch(user, n, scheduled)`, which returns false to stop. The thread sleeps on the
+/// OS's timers, which wake within tens of microseconds; the runtime's timer wheel has a
+/// resolution of 1 ms, which would add up to a millisecond of the generator's own lateness
+/// to every latency measured from the schedule. A send that is due while the previous ones
+/// are still being handed over goes at once (a burst), so a slow generator shows up as
+/// latency, never as a lower offered load. Returns how late the sends of the measured window
+/// were handed over (microseconds).
+fn pace(schedule: &Schedule, mut dispatch: impl FnMut(usize, u64, Instant) -> bool) -> Histogram<u64> {
+    let mut lateness = histogram();
+    let users = schedule.users.max(1) as u64;
+    let gap_ns = schedule.gap.as_nanos();
+    let mut last_wake = Instant::now();
+    for k in 0u64.. {
+        let offset = u64::try_from(gap_ns.saturating_mul(u128::from(k))).unwrap_or(u64::MAX);
+        let scheduled = schedule.start + Duration::from_nanos(offset);
+        if scheduled >= schedule.end {
+            break;
+        }
+        let now = Instant::now();
+        if scheduled > now {
+            // Never wake sooner than `MIN_WAKE` after the previous wake: sends due meanwhile
+            // go together, a little late (and measured so), instead of one wake-up each.
+            std::thread::sleep((scheduled - now).max(MIN_WAKE.saturating_sub(now - last_wake)));
+            last_wake = Instant::now();
+        }
+        let user = usize::try_from(k % users).unwrap_or(0);
+        if !dispatch(user, k / users + 1, scheduled) {
+            break;
+        }
+        if scheduled >= schedule.measure_from {
+            lateness.saturating_record(micros(Instant::now().saturating_duration_since(scheduled)));
+        }
+    }
+    lateness
 }
 
 /// Adds `n` to the count of `kind`.
@@ -528,56 +585,48 @@ impl Fleet {
             }));
         }
 
-        // Senders: user i ticks every `users / rate` seconds, phase-shifted by i/users of a
-        // period so that the senders do not all fire at once.
-        let period = Duration::from_secs_f64(users as f64 / opts.rate);
+        // Senders: one pacing thread keeps every user's schedule (see `pace`); each send is
+        // then a task of its own on the runtime.
         let in_flight = Arc::new(Semaphore::new(opts.max_in_flight.min(Semaphore::MAX_PERMITS)));
-        let mut senders = Vec::with_capacity(users);
-        for (i, conn) in self.conns.iter().enumerate() {
-            let (conn, conversation, in_flight, text_bytes) =
-                (conn.clone(), self.conversation_of[i].clone(), in_flight.clone(), opts.text_bytes);
-            let offset = period.mul_f64(i as f64 / users as f64);
-            senders.push(tokio::spawn(async move {
-                let stats = Arc::new(Mutex::new(SenderStats::new()));
-                let mut ticker = tokio::time::interval_at(start + offset, period);
-                // Burst: ticks missed while this task was not scheduled fire at once, each with
-                // its own scheduled instant, so the offered load stays what was asked for.
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-                let mut n = 0u64;
-                loop {
-                    let scheduled = ticker.tick().await;
-                    if scheduled >= clock.end {
-                        break;
-                    }
-                    n += 1;
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-                    let text = message_text(nanos_since(clock.base, scheduled), i, n, text_bytes);
-                    let (conn, conversation, stats) = (conn.clone(), conversation.clone(), stats.clone());
-                    tokio::spawn(async move {
-                        let result = conn.send(&conversation, &text).await;
-                        let now = Instant::now();
-                        let mut s = stats.lock().unwrap_or_else(PoisonError::into_inner);
-                        s.sent += 1;
-                        match result {
-                            Ok(_) => {
-                                s.acked += 1;
-                                if scheduled >= clock.measure_from {
-                                    s.acked_measured += 1;
-                                    s.ack_latency.saturating_record(micros(now - scheduled));
-                                }
+        let sender_stats: Arc<[Mutex<SenderStats>]> = (0..users).map(|_| Mutex::new(SenderStats::new())).collect();
+        let schedule = Schedule { start, gap: Duration::from_secs_f64(1.0 / opts.rate), users, measure_from, end: clock.end };
+        let runtime = tokio::runtime::Handle::current();
+        let (conns, conversations, stats, text_bytes) =
+            (self.conns.clone(), self.conversation_of.clone(), sender_stats.clone(), opts.text_bytes);
+        let permits = in_flight.clone();
+        let lateness = tokio::task::spawn_blocking(move || {
+            pace(&schedule, |i, n, scheduled| {
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(TryAcquireError::NoPermits) => match runtime.block_on(permits.clone().acquire_owned()) {
+                        Ok(p) => p,
+                        Err(_) => return false,
+                    },
+                    Err(TryAcquireError::Closed) => return false,
+                };
+                let text = message_text(nanos_since(clock.base, scheduled), i, n, text_bytes);
+                let (conn, conversation, stats) = (conns[i].clone(), conversations[i].clone(), stats.clone());
+                runtime.spawn(async move {
+                    let result = conn.send(&conversation, &text).await;
+                    let now = Instant::now();
+                    let mut s = stats[i].lock().unwrap_or_else(PoisonError::into_inner);
+                    s.sent += 1;
+                    match result {
+                        Ok(_) => {
+                            s.acked += 1;
+                            if scheduled >= clock.measure_from {
+                                s.acked_measured += 1;
+                                s.ack_latency.saturating_record(micros(now - scheduled));
                             }
-                            Err(kind) => bump(&mut s.errors, kind, 1),
                         }
-                        drop(permit);
-                    });
-                }
-                stats
-            }));
-        }
-        let mut sender_stats = Vec::with_capacity(users);
-        for s in senders {
-            sender_stats.push(s.await?);
-        }
+                        Err(kind) => bump(&mut s.errors, kind, 1),
+                    }
+                    drop(permit);
+                });
+                true
+            })
+        })
+        .await?;
 
         // Drain: wait (bounded) for every send to be answered, then for the deliveries the
         // measured acks imply.
@@ -639,6 +688,7 @@ impl Fleet {
             warmup_s: opts.warmup,
             text_bytes: opts.text_bytes,
             pacing: PACING,
+            send_lateness_ms: Latency::of(&lateness),
             sent: totals.sent,
             acked: totals.acked,
             acked_measured: totals.acked_measured,
@@ -827,6 +877,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pacer_keeps_every_users_schedule_in_order_and_stops_at_the_end() {
+        let start = Instant::now();
+        let gap = Duration::from_micros(500);
+        let schedule = Schedule { start, gap, users: 3, measure_from: start + gap * 6, end: start + gap * 10 };
+        let mut seen = Vec::new();
+        let lateness = pace(&schedule, |user, n, scheduled| {
+            assert!(Instant::now() >= scheduled, "a send went out before it was due");
+            seen.push((user, n, scheduled - start));
+            true
+        });
+        let expected: Vec<(usize, u64, Duration)> = (0..10u32).map(|k| ((k % 3) as usize, u64::from(k / 3 + 1), gap * k)).collect();
+        assert_eq!(seen, expected);
+        // Only the sends of the measured window count toward the generator's lateness.
+        assert_eq!(lateness.len(), 4);
+
+        let mut calls = 0;
+        pace(&schedule, |_, _, _| {
+            calls += 1;
+            calls < 2
+        });
+        assert_eq!(calls, 2, "dispatch returning false stops the pacer");
+    }
+
+    #[test]
     fn message_texts_carry_their_schedule() {
         let t = message_text(123_456_789, 7, 3, 100);
         assert_eq!(t.len(), 100);
@@ -855,6 +929,7 @@ mod tests {
             warmup_s: 0.0,
             text_bytes: 100,
             pacing: PACING,
+            send_lateness_ms: Latency::of(&histogram()),
             sent: 0,
             acked: 0,
             acked_measured: 0,
