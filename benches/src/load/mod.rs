@@ -24,7 +24,7 @@ mod conn;
 pub mod scenarios;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -545,13 +545,16 @@ impl Fleet {
         let (stop_tx, stop_rx) = watch::channel(false);
         let delivered_measured = Arc::new(AtomicU64::new(0));
         let delivery_progress = Arc::new(Notify::new());
+        // Receivers wake the drain only once it waits: a wake-up per delivery costs the
+        // generator a lock each, a million times a second at high fan-out.
+        let draining = Arc::new(AtomicBool::new(false));
         let usage = tokio::spawn(probe_window(server, clock.measure_from, clock.end));
 
         // Receivers: one task per user, recording every message from someone else.
         let mut receivers = Vec::with_capacity(users);
         for (i, conn) in self.conns.iter().enumerate() {
             let (conn, me, mut stop) = (conn.clone(), self.user_ids[i].clone(), stop_rx.clone());
-            let (counter, progress) = (delivered_measured.clone(), delivery_progress.clone());
+            let (counter, progress, draining) = (delivered_measured.clone(), delivery_progress.clone(), draining.clone());
             receivers.push(tokio::spawn(async move {
                 let mut stats = ReceiverStats { deliveries: 0, deliveries_measured: 0, latency: histogram(), errors: BTreeMap::new() };
                 let measure_from = nanos_since(clock.base, clock.measure_from);
@@ -569,8 +572,10 @@ impl Fleet {
                                 stats.deliveries_measured += 1;
                                 let latency = Duration::from_nanos(nanos_since(clock.base, now).saturating_sub(sent_at));
                                 stats.latency.saturating_record(micros(latency));
-                                counter.fetch_add(1, Ordering::Relaxed);
-                                progress.notify_waiters();
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                if draining.load(Ordering::SeqCst) {
+                                    progress.notify_waiters();
+                                }
                             }
                         }
                         Heard::Error(kind) => bump(&mut stats.errors, kind, 1),
@@ -646,11 +651,14 @@ impl Fleet {
             }
             expected += s.acked_measured * self.recipients_of[i];
         }
+        draining.store(true, Ordering::SeqCst);
         let deliveries_drained = tokio::time::timeout_at(drain_deadline, async {
             loop {
                 // Registered before the check, so a delivery between check and wait is not missed.
                 let progressed = delivery_progress.notified();
-                if delivered_measured.load(Ordering::Relaxed) >= expected {
+                // SeqCst with the receivers' count-then-check: one that counts after this load
+                // sees `draining` and wakes us.
+                if delivered_measured.load(Ordering::SeqCst) >= expected {
                     break;
                 }
                 progressed.await;
