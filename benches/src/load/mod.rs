@@ -828,7 +828,7 @@ impl RampReport {
         match self.best.and_then(|b| self.steps.get(b)) {
             Some(best) => {
                 let what = match self.metric {
-                    RampMetric::Ingest => format!("max durable ingest {:.0} msgs/s", best.acked_per_s),
+                    RampMetric::Ingest => format!("max ingest {:.0} acknowledged msgs/s (durable only if the server is)", best.acked_per_s),
                     RampMetric::Fanout => format!("max fan-out {:.0} deliveries/s ({:.0} msgs/s)", best.deliveries_per_s, best.acked_per_s),
                 };
                 out.push_str(&format!("result ({}): {what} with p99 ≤ {} ms; that step in full:\n", best.server, self.max_p99_ms));
