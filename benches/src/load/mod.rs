@@ -558,10 +558,14 @@ impl Fleet {
             receivers.push(tokio::spawn(async move {
                 let mut stats = ReceiverStats { deliveries: 0, deliveries_measured: 0, latency: histogram(), errors: BTreeMap::new() };
                 let measure_from = nanos_since(clock.base, clock.measure_from);
+                // One wait for the stop signal for the whole loop: a fresh one per delivery
+                // would register with (and leave) the channel shared by every receiver each time.
+                let stopped = stop.changed();
+                tokio::pin!(stopped);
                 loop {
                     let heard = tokio::select! {
                         heard = conn.next() => heard,
-                        _ = stop.changed() => break,
+                        _ = &mut stopped => break,
                     };
                     match heard {
                         Heard::Message { sender, text, .. } if sender != me => {
