@@ -603,14 +603,19 @@ impl Fleet {
         let (conns, conversations, stats, text_bytes) =
             (self.conns.clone(), self.conversation_of.clone(), sender_stats.clone(), opts.text_bytes);
         let permits = in_flight.clone();
+        let give_up = clock.end + Duration::from_secs_f64(opts.drain);
         let lateness = tokio::task::spawn_blocking(move || {
             pace(&schedule, |i, n, scheduled| {
                 let permit = match permits.clone().try_acquire_owned() {
                     Ok(p) => p,
-                    Err(TryAcquireError::NoPermits) => match runtime.block_on(permits.clone().acquire_owned()) {
-                        Ok(p) => p,
-                        Err(_) => return false,
-                    },
+                    // A full window waits, but not past the end of the drain: a server that
+                    // stopped answering must not keep the pacer (and the process) forever.
+                    Err(TryAcquireError::NoPermits) => {
+                        match runtime.block_on(tokio::time::timeout_at(give_up, permits.clone().acquire_owned())) {
+                            Ok(Ok(p)) => p,
+                            Ok(Err(_)) | Err(_) => return false,
+                        }
+                    }
                     Err(TryAcquireError::Closed) => return false,
                 };
                 let text = message_text(nanos_since(clock.base, scheduled), i, n, text_bytes);

@@ -96,6 +96,36 @@ async fn load_generator_ramp_and_ingest_smoke_run() {
     .await;
 }
 
+/// `kill -SIG pid`: the workspace forbids `unsafe`, so no libc::kill.
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").args([format!("-{sig}"), pid.to_string()]).status().expect("running kill");
+    assert!(status.success(), "kill -{sig} {pid}: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_against_a_server_that_stopped_answering_ends_by_itself_and_says_so() {
+    bounded("load_stalled_server", async {
+        let d = daemon().await;
+        let pid = d.process().pid().expect("the daemon runs");
+        // A window of 2 sends: it is full at once when nothing is answered.
+        let opts = LoadOptions { max_in_flight: 2, warmup: 0.0, duration: 1.0, drain: 1.0, ..small() };
+        let fleet = Fleet::connect(&target(&d), &opts, Layout::Groups).await.expect("fleet");
+        signal(pid, "STOP");
+        let summary = fleet.step(&opts, None).await;
+        signal(pid, "CONT");
+        let summary = summary.expect("the step ends by itself and reports instead of failing");
+        eprintln!("{}", summary.report());
+        assert!(
+            summary.errors.contains_key("acks outstanding at end of drain"),
+            "a server that answers nothing shows as outstanding acks: {:?}",
+            summary.errors
+        );
+        assert!(summary.sent <= 2, "no more sends than the window went out: {summary:?}");
+        fleet.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_reconnect_storm_scenarios_account_for_everyone() {
     bounded("load_scenarios_smoke", async {
