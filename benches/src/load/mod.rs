@@ -13,7 +13,7 @@
 //!
 //! Open loop: every sender sends at its share of the rate whatever the server does, on a
 //! schedule one pacing thread keeps (late sends go at once), and each send is its own task (at most
-//! [`LoadOptions::max_in_flight`] at once). Latencies are measured from the tick's
+//! [`LoadOptions::max_in_flight`] at once). Latencies are measured from the send's
 //! *scheduled* instant, not from when the send actually went out, so a stalled generator or
 //! a full in-flight window shows up as latency instead of silently lowering the offered
 //! load (no coordinated omission). Only messages scheduled after the warm-up are measured.
