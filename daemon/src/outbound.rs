@@ -181,10 +181,16 @@ impl Receiver {
                 }
                 if !s.frames.is_empty() {
                     let n = s.frames.len().min(most);
-                    into.extend(s.frames.drain(..n));
-                    if s.frames.is_empty() {
-                        // An idle session keeps no buffer.
-                        s.frames = VecDeque::new();
+                    if n == s.frames.len() && into.is_empty() {
+                        // All of it: the writer takes the buffer itself (no allocation, no
+                        // copy), and the queue is left holding none, as an idle one should.
+                        *into = Vec::from(std::mem::take(&mut s.frames));
+                    } else {
+                        into.extend(s.frames.drain(..n));
+                        if s.frames.is_empty() {
+                            // An idle session keeps no buffer.
+                            s.frames = VecDeque::new();
+                        }
                     }
                     drop(s);
                     self.shared.writable.notify_waiters();
@@ -312,5 +318,34 @@ mod tests {
         assert_eq!(rx.recv_many(&mut got, 1_000).await, Taken::Frames(100));
         assert_eq!(tx.shared.lock().frames.capacity(), 0);
         assert!(rx.is_empty());
+    }
+    #[tokio::test]
+    async fn a_writer_that_takes_everything_takes_the_buffer_itself_in_order() {
+        let (tx, mut rx) = channel(8);
+        for b in [b"1", b"2", b"3"] {
+            tx.try_send(frame(b)).expect("room");
+        }
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 2).await, Taken::Frames(2), "a part is copied out");
+        // The queue's buffer now starts at its second slot; these wrap around its end.
+        for b in [b"4", b"5", b"6"] {
+            tx.try_send(frame(b)).expect("room");
+        }
+        let buffer = {
+            let s = tx.shared.lock();
+            let (_, wrapped) = s.frames.as_slices();
+            assert!(!wrapped.is_empty(), "the queue wrapped around its buffer's end");
+            // What wrapped sits at the start of the buffer.
+            wrapped.as_ptr()
+        };
+        let mut rest = Vec::new();
+        assert_eq!(rx.recv_many(&mut rest, 64).await, Taken::Frames(4));
+        assert_eq!(rest.as_ptr(), buffer, "the writer holds the queue's own buffer");
+        assert_eq!(rest, [frame(b"3"), frame(b"4"), frame(b"5"), frame(b"6")], "in order, though it had wrapped");
+        assert_eq!(tx.shared.lock().frames.capacity(), 0, "the queue keeps none");
+        tx.try_send(frame(b"7")).expect("room");
+        rest.clear();
+        assert_eq!(rx.recv_many(&mut rest, 64).await, Taken::Frames(1), "a writer with capacity of its own gets the frame too");
+        assert_eq!(rest, [frame(b"7")]);
     }
 }

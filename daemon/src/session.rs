@@ -521,7 +521,7 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: outbound::Receiver) {
         if written.is_err() {
             return;
         }
-        metrics::counter!("legalchat_frames_sent_total").increment(n);
+        crate::ops::hot().frames_sent.increment(n);
         chunks.clear();
         if rx.is_empty() {
             // An idle session keeps no batch buffer.
@@ -614,7 +614,7 @@ impl Session {
             Request::AddParticipants(a) => self.add(a).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
             Request::RemoveParticipant(r) => self.remove(r).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
             Request::SendMessage(m) => {
-                metrics::counter!("legalchat_messages_received_total").increment(1);
+                crate::ops::hot().messages_received.increment(1);
                 self.send(m).map(|(shard, cmd, rx)| (shard, cmd, Pending::Accepted(rx)))
             }
             Request::GetHistory(h) => self.history(h).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
@@ -660,7 +660,7 @@ impl Session {
             Err(e) => return self.answer_now(e, request_id).await,
         };
         if matches!(cmd, Command::Send { .. }) {
-            crate::shard::stage("receive", started.elapsed());
+            crate::shard::stage(&crate::ops::hot().stage_receive, started.elapsed());
         }
         if let Err(e) = self.ctx.shards.submit_to(shard, cmd) {
             return self.answer_now(e.into(), request_id).await;
@@ -670,7 +670,7 @@ impl Session {
             let frame = match pending.wait().await {
                 Ok(result) => {
                     if matches!(result, pb::ack::Result::MessageAccepted(_)) {
-                        metrics::histogram!("legalchat_send_ack_seconds").record(started.elapsed().as_secs_f64());
+                        crate::ops::hot().send_ack_seconds.record(started.elapsed().as_secs_f64());
                     }
                     ack_frame(request_id, result)
                 }

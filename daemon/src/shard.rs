@@ -295,9 +295,22 @@ struct Conversation {
     last_message: Option<Arc<pb::Message>>,
     reads: HashMap<String, StoredReadState>,
     recent: HashMap<String, pb::MessageAccepted>,
+    /// The participants' ids, shared by every frame fanned out to them until the
+    /// membership changes: a message costs no copy of the list.
+    members: Arc<[String]>,
 }
 
 impl Conversation {
+    fn new(id: ConversationKey, meta: StoredConversation, dek: DataKey, last_seq: u64) -> Self {
+        let members = member_list(&meta);
+        Self { id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), recent: HashMap::new(), members }
+    }
+
+    /// Call after every change to `meta.participants`.
+    fn participants_changed(&mut self) {
+        self.members = member_list(&self.meta);
+    }
+
     fn kind(&self) -> ConversationType {
         ConversationType::try_from(self.meta.kind).unwrap_or(ConversationType::Unspecified)
     }
@@ -311,7 +324,7 @@ impl Conversation {
     }
 
     fn member_ids(&self) -> impl Iterator<Item = &str> {
-        self.meta.participants.iter().map(|p| p.user_id.as_str())
+        self.members.iter().map(String::as_str)
     }
 
     fn require_participant(&self, user: &str) -> Result<(), RequestError> {
@@ -345,9 +358,13 @@ impl Conversation {
     }
 }
 
+fn member_list(meta: &StoredConversation) -> Arc<[String]> {
+    meta.participants.iter().map(|p| p.user_id.clone()).collect()
+}
+
 /// One frame for some recipients, sent after the commit.
 struct Fanout {
-    recipients: Vec<String>,
+    recipients: Arc<[String]>,
     /// The session that caused it, which already knows.
     origin: Option<SessionId>,
     frame: Bytes,
@@ -401,7 +418,7 @@ struct Pending {
     touched: HashSet<ConversationKey>,
     /// Where this batch already writes a (conversation, user) read state, so a later move
     /// in the same batch replaces that write instead of adding one.
-    read_state_writes: HashMap<(ConversationKey, String), usize>,
+    read_state_writes: HashMap<ConversationKey, HashMap<String, usize>>,
     /// Where this batch already carries a receipt event per (conversation, user, kind).
     receipt_events: HashMap<(ConversationKey, String, i32), usize>,
     messages: u64,
@@ -415,10 +432,11 @@ impl Pending {
     /// Writes a participant's read state; within one batch only the newest is kept.
     fn write_read_state(&mut self, conversation: ConversationKey, user: &str, state: StoredReadState) {
         let write = Write::ReadState { conversation, user: user.to_owned(), state };
-        match self.read_state_writes.get(&(conversation, user.to_owned())) {
+        let written = self.read_state_writes.entry(conversation).or_default();
+        match written.get(user) {
             Some(&i) => self.writes[i] = write,
             None => {
-                self.read_state_writes.insert((conversation, user.to_owned()), self.writes.len());
+                written.insert(user.to_owned(), self.writes.len());
                 self.writes.push(write);
             }
         }
@@ -462,11 +480,12 @@ struct Shard {
     conversations: HashMap<ConversationKey, Conversation>,
 }
 
-/// Records how long a message spent in one stage of its path: `receive` (frame decoded →
-/// handed to the shard), `queue` (waiting in the mailbox), `sequence` (checks, seq,
-/// sealing), `commit` (the batch's write and fsync), `fanout` (queuing to recipients).
-pub fn stage(name: &'static str, took: std::time::Duration) {
-    metrics::histogram!("legalchat_stage_seconds", "stage" => name).record(took.as_secs_f64());
+/// Records how long a message spent in one stage of its path (one of the `stage_*`
+/// histograms of [`crate::ops::hot`]): `receive` (frame decoded → handed to the shard),
+/// `queue` (waiting in the mailbox), `sequence` (checks, seq, sealing), `commit` (the
+/// batch's write and fsync), `fanout` (queuing to recipients).
+pub fn stage(histogram: &metrics::Histogram, took: std::time::Duration) {
+    histogram.record(took.as_secs_f64());
 }
 
 fn store_err(e: StoreError) -> RequestError {
@@ -516,12 +535,14 @@ impl Shard {
             let started = Instant::now();
             let n = batch.writes.len();
             let r = self.store.commit(batch.writes, self.config.sync).map_err(store_err);
-            metrics::histogram!("legalchat_write_batch_seconds").record(started.elapsed().as_secs_f64());
-            stage("commit", started.elapsed());
+            let hot = crate::ops::hot();
+            let took = started.elapsed();
+            hot.write_batch_seconds.record(took.as_secs_f64());
+            stage(&hot.stage_commit, took);
             #[allow(clippy::cast_precision_loss)]
-            metrics::histogram!("legalchat_write_batch_writes").record(n as f64);
+            hot.write_batch_writes.record(n as f64);
             #[allow(clippy::cast_precision_loss)]
-            metrics::histogram!("legalchat_write_batch_messages").record(batch.messages as f64);
+            hot.write_batch_messages.record(batch.messages as f64);
             r
         };
         if outcome.is_err() {
@@ -534,13 +555,14 @@ impl Shard {
             reply(outcome.as_ref().map(|_| ()));
         }
         if outcome.is_ok() {
-            metrics::counter!("legalchat_messages_stored_total").increment(batch.messages);
+            let hot = crate::ops::hot();
+            hot.messages_stored.increment(batch.messages);
             let fanout_started = Instant::now();
             let mut delivered = 0u64;
             let mut messages_delivered = 0u64;
             for f in &batch.fanout {
                 let mut notification = None;
-                for user in &f.recipients {
+                for user in f.recipients.iter() {
                     let n = self.registry.deliver(user, &f.frame, f.origin);
                     delivered += n as u64;
                     if f.message {
@@ -559,10 +581,10 @@ impl Shard {
             for (id, participants) in &batch.membership {
                 self.hub.participants_changed(id, participants);
             }
-            metrics::counter!("legalchat_frames_delivered_total").increment(delivered);
-            metrics::counter!("legalchat_messages_delivered_total").increment(messages_delivered);
+            hot.frames_delivered.increment(delivered);
+            hot.messages_delivered.increment(messages_delivered);
             if batch.messages > 0 {
-                stage("fanout", fanout_started.elapsed());
+                stage(&hot.stage_fanout, fanout_started.elapsed());
             }
         }
     }
@@ -601,9 +623,10 @@ impl Shard {
             }
             Command::Send { id, caller, origin, client_message_id, content, submitted, reply } => {
                 let started = Instant::now();
-                stage("queue", started.duration_since(submitted));
+                let hot = crate::ops::hot();
+                stage(&hot.stage_queue, started.duration_since(submitted));
                 let r = self.send(id, &caller, origin, client_message_id, content, p);
-                stage("sequence", started.elapsed());
+                stage(&hot.stage_sequence, started.elapsed());
                 p.reply(reply, r);
             }
             Command::History { id, caller, cursor, limit, reply } => {
@@ -656,7 +679,7 @@ impl Shard {
             RequestError::internal("conversation key cannot be opened")
         })?;
         let last_seq = self.store.last_seq(id).map_err(store_err)?;
-        let mut c = Conversation { id: *id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
+        let mut c = Conversation::new(*id, meta, dek, last_seq);
         if last_seq > 0 {
             let msgs = self.store.messages(id, last_seq, last_seq, 1).map_err(store_err)?;
             c.last_message = msgs.into_iter().next().map(|(seq, sealed)| open_message(&c, seq, &sealed)).transpose()?.map(Arc::new);
@@ -715,7 +738,7 @@ impl Shard {
             p.writes.push(Write::Membership { user: part.user_id.clone(), conversation: id });
         }
         p.touched.insert(id);
-        let c = Conversation { id, meta, dek, last_seq: 0, last_message: None, reads: HashMap::new(), recent: HashMap::new() };
+        let c = Conversation::new(id, meta, dek, 0);
         let view = c.to_pb(&caller.user_id);
         announce(&c, p, origin, None);
         self.conversations.insert(id, c);
@@ -752,6 +775,7 @@ impl Shard {
             c.meta.participants.push(StoredParticipant { user_id: u.clone(), role: role as i32, joined_at_ms: now });
             p.writes.push(Write::Membership { user: u.clone(), conversation: id });
         }
+        c.participants_changed();
         c.meta.updated_at_ms = now;
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.touched.insert(id);
@@ -774,6 +798,7 @@ impl Shard {
             return Err(RequestError::not_found(format!("user {user} is not a participant of this conversation")));
         }
         c.meta.participants.retain(|part| part.user_id != user);
+        c.participants_changed();
         c.meta.updated_at_ms = ids::now_ms();
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.writes.push(Write::RemoveMembership { user: user.to_owned(), conversation: id });
@@ -865,7 +890,7 @@ impl Shard {
             c.recent.clear();
         }
         c.recent.insert(client_message_id, accepted.clone());
-        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        let recipients = c.members.clone();
         // Encoded once; every recipient's queue gets a clone of the same bytes.
         let frame = encode_event(pb::server_frame::Event::ReceiveMessage(pb::ReceiveMessage { message: Some(message.clone()) }));
         let message = Arc::new(message);
@@ -928,10 +953,11 @@ impl Shard {
             seq,
             timestamp_ms: now,
         };
-        let recipients: Vec<String> = c.member_ids().map(str::to_owned).collect();
+        let recipients = c.members.clone();
         let frame = encode_event(pb::server_frame::Event::Receipt(event.clone()));
         p.receipt_event(id, &event, Fanout { recipients, origin: Some(origin), frame, message: false, notice: None });
-        metrics::counter!("legalchat_receipts_total", "kind" => kind.as_str_name()).increment(1);
+        let hot = crate::ops::hot();
+        if kind == pb::ReceiptKind::Read { &hot.receipts_read } else { &hot.receipts_delivered }.increment(1);
         Ok(())
     }
 
@@ -1026,7 +1052,7 @@ fn announce(c: &Conversation, p: &mut Pending, origin: SessionId, also: Option<&
     for user in c.member_ids().chain(also) {
         let view = c.to_pb(user);
         let frame = encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view) }));
-        p.fanout.push(Fanout { recipients: vec![user.to_owned()], origin: Some(origin), frame, message: false, notice: None });
+        p.fanout.push(Fanout { recipients: Arc::from([user.to_owned()]), origin: Some(origin), frame, message: false, notice: None });
     }
 }
 
