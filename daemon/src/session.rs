@@ -33,7 +33,7 @@ use crate::policy::RequestError;
 use crate::push::PushHandle;
 use crate::realtime::Hub;
 use crate::registry::{Kick, Registry, SessionHandle, SessionId};
-use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, Shards};
+use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, SendReply, Shards};
 use crate::store::{ConversationKey, Store};
 
 /// QUIC application close codes.
@@ -615,7 +615,7 @@ impl Session {
             Request::RemoveParticipant(r) => self.remove(r).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
             Request::SendMessage(m) => {
                 crate::ops::hot().messages_received.increment(1);
-                self.send(m).map(|(shard, cmd, rx)| (shard, cmd, Pending::Accepted(rx)))
+                return self.send(m, request_id, permit, started).await;
             }
             Request::GetHistory(h) => self.history(h).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
             Request::ListConversations(l) => {
@@ -659,21 +659,13 @@ impl Session {
             Ok(x) => x,
             Err(e) => return self.answer_now(e, request_id).await,
         };
-        if matches!(cmd, Command::Send { .. }) {
-            crate::shard::stage(&crate::ops::hot().stage_receive, started.elapsed());
-        }
         if let Err(e) = self.ctx.shards.submit_to(shard, cmd) {
             return self.answer_now(e.into(), request_id).await;
         }
         let out = self.out.clone();
         tokio::spawn(async move {
             let frame = match pending.wait().await {
-                Ok(result) => {
-                    if matches!(result, pb::ack::Result::MessageAccepted(_)) {
-                        crate::ops::hot().send_ack_seconds.record(started.elapsed().as_secs_f64());
-                    }
-                    ack_frame(request_id, result)
-                }
+                Ok(result) => ack_frame(request_id, result),
                 Err(e) => error_frame(request_id, e.code, e.message),
             };
             let _ = out.send(frame).await;
@@ -839,22 +831,33 @@ impl Session {
         ))
     }
 
-    fn send(&self, m: pb::SendMessage) -> Result<Routed<pb::MessageAccepted>, RequestError> {
-        let id = parse_conv(&m.conversation_id)?;
-        validate::client_message_id(&m.client_message_id).map_err(invalid)?;
-        validate::message_content(m.content.as_ref(), self.ctx.limits.max_message_size).map_err(invalid)?;
-        let content = m.content.unwrap_or_default();
-        let (reply, rx) = oneshot::channel();
+    /// A send is answered from its shard's thread (see [`AckTo`]), not by a task of its own.
+    async fn send(&self, m: pb::SendMessage, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit, started: Instant) {
+        let checked = parse_conv(&m.conversation_id).and_then(|id| {
+            validate::client_message_id(&m.client_message_id).map_err(invalid)?;
+            validate::message_content(m.content.as_ref(), self.ctx.limits.max_message_size).map_err(invalid)?;
+            Ok(id)
+        });
+        let id = match checked {
+            Ok(id) => id,
+            Err(e) => return self.answer_now(e, request_id).await,
+        };
+        let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
         let cmd = Command::Send {
             id,
             caller: self.identity.clone(),
             origin: self.id,
             client_message_id: m.client_message_id,
-            content,
+            content: m.content.unwrap_or_default(),
             submitted: Instant::now(),
-            reply,
+            reply: SendReply::new(move |result| ack.answer(result)),
         };
-        Ok((self.ctx.shards.shard_of(&id), cmd, rx))
+        crate::shard::stage(&crate::ops::hot().stage_receive, started.elapsed());
+        if let Err(refused) = self.ctx.shards.submit(self.ctx.shards.shard_of(&id), cmd)
+            && let (e, Command::Send { reply, .. }) = *refused
+        {
+            reply.answer(Err(e.into()));
+        }
     }
 
     fn history(&self, h: pb::GetHistory) -> Result<Routed<pb::HistoryPage>, RequestError> {
@@ -1033,9 +1036,51 @@ type ReplyRx<T> = oneshot::Receiver<Result<T, RequestError>>;
 type Routed<T> = (usize, Command, ReplyRx<T>);
 
 /// A reply still to come from a shard.
+/// Where a send's answer goes: queued on the session's stream by whichever thread has it
+/// (the shard's, after the commit), with the request's in-flight permit let go once it is.
+/// Dropped unanswered (the shard stopped first), it answers that the server is going away.
+struct AckTo {
+    out: outbound::Sender,
+    kick: Arc<Kick>,
+    request_id: u64,
+    started: Instant,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl AckTo {
+    fn answer(mut self, result: Result<pb::MessageAccepted, RequestError>) {
+        let frame = match result {
+            Ok(accepted) => {
+                crate::ops::hot().send_ack_seconds.record(self.started.elapsed().as_secs_f64());
+                ack_frame(self.request_id, pb::ack::Result::MessageAccepted(accepted))
+            }
+            Err(e) => error_frame(self.request_id, e.code, e.message),
+        };
+        self.queue(frame);
+    }
+
+    /// Queues `frame` without waiting (the caller may be a shard thread). A session whose
+    /// queue is full has stopped reading: it is ended as a slow consumer, as fan-out does.
+    fn queue(&mut self, frame: Bytes) {
+        if let Err(outbound::TrySendError::Full) = self.out.try_send(frame) {
+            metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
+            self.kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
+        }
+        self.permit = None;
+    }
+}
+
+impl Drop for AckTo {
+    fn drop(&mut self) {
+        if self.permit.is_some() {
+            let frame = error_frame(self.request_id, ErrorCode::Unavailable, "the server is shutting down; the request was not applied");
+            self.queue(frame);
+        }
+    }
+}
+
 enum Pending {
     Conversation(ReplyRx<pb::Conversation>),
-    Accepted(ReplyRx<pb::MessageAccepted>),
     History(ReplyRx<pb::HistoryPage>),
     Done(ReplyRx<()>),
     Receipts(ReplyRx<pb::ReceiptList>),
@@ -1048,7 +1093,6 @@ impl Pending {
         }
         match self {
             Pending::Conversation(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Conversation),
-            Pending::Accepted(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::MessageAccepted),
             Pending::History(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::History),
             Pending::Done(rx) => rx.await.map_err(|_| gone())?.map(|()| pb::ack::Result::Done(pb::Done {})),
             Pending::Receipts(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Receipts),
@@ -1062,4 +1106,58 @@ fn invalid(e: ValidationError) -> RequestError {
 
 fn parse_conv(s: &str) -> Result<ConversationKey, RequestError> {
     validate::parse_id("conversation_id", s).map_err(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(frame: &Bytes) -> Event {
+        let server: pb::ServerFrame = codec::decode_exact(frame, 1 << 20).expect("a whole frame");
+        server.event.expect("an event")
+    }
+
+    fn ack_to(out: &outbound::Sender, kick: &Arc<Kick>, inflight: &Arc<Semaphore>) -> AckTo {
+        let permit = inflight.clone().try_acquire_owned().expect("a free permit");
+        AckTo { out: out.clone(), kick: kick.clone(), request_id: 7, started: Instant::now(), permit: Some(permit) }
+    }
+
+    #[tokio::test]
+    async fn a_send_is_answered_on_the_stream_and_lets_its_permit_go() {
+        let (out, mut rx) = outbound::channel(4);
+        let (kick, inflight) = (Arc::new(Kick::default()), Arc::new(Semaphore::new(1)));
+
+        let accepted = pb::MessageAccepted { seq: 3, ..Default::default() };
+        ack_to(&out, &kick, &inflight).answer(Ok(accepted.clone()));
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 8).await, outbound::Taken::Frames(1));
+        let Event::Ack(ack) = decode(&got[0]) else { panic!("not an ack") };
+        assert_eq!((ack.request_id, ack.result), (7, Some(pb::ack::Result::MessageAccepted(accepted))));
+        assert_eq!(inflight.available_permits(), 1, "the permit is back");
+
+        ack_to(&out, &kick, &inflight).answer(Err(RequestError::forbidden("not yours")));
+        got.clear();
+        rx.recv_many(&mut got, 8).await;
+        let Event::Error(e) = decode(&got[0]) else { panic!("not an error") };
+        assert_eq!((e.request_id, e.code, e.message.as_str()), (7, ErrorCode::Forbidden as i32, "not yours"));
+
+        // The shard went away with the send unanswered: the caller hears why all the same.
+        drop(ack_to(&out, &kick, &inflight));
+        got.clear();
+        rx.recv_many(&mut got, 8).await;
+        let Event::Error(e) = decode(&got[0]) else { panic!("not an error") };
+        assert_eq!((e.request_id, e.code), (7, ErrorCode::Unavailable as i32));
+        assert_eq!(inflight.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_finds_the_queue_full_ends_the_session_as_a_slow_consumer() {
+        let (out, _rx) = outbound::channel(1);
+        let (kick, inflight) = (Arc::new(Kick::default()), Arc::new(Semaphore::new(1)));
+        out.try_send(Bytes::from_static(b"unread")).expect("room for one");
+        ack_to(&out, &kick, &inflight).answer(Ok(pb::MessageAccepted::default()));
+        let (code, _) = tokio::time::timeout(Duration::from_secs(5), kick.kicked()).await.expect("kicked");
+        assert_eq!(code, ErrorCode::Overloaded);
+        assert_eq!(inflight.available_permits(), 1, "the permit is back even so");
+    }
 }

@@ -45,6 +45,35 @@ use crate::store::{ConversationKey, Store, StoreError, StoredConversation, Store
 /// The answer channel of one command.
 pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
 
+/// The answer to a send: run on the shard thread once the message is durable (or the
+/// commit failed), so the session's ack is queued right there, with no task to wake in
+/// between. Dropped unrun only if the shard is gone; the session answers for it then.
+pub struct SendReply(Box<dyn FnOnce(Result<pb::MessageAccepted, RequestError>) + Send>);
+
+impl SendReply {
+    /// A reply that runs `f` with the result.
+    pub fn new(f: impl FnOnce(Result<pb::MessageAccepted, RequestError>) + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    /// A reply that sends the result on a channel.
+    pub fn channel() -> (Self, oneshot::Receiver<Result<pb::MessageAccepted, RequestError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Self::new(move |r| drop(tx.send(r))), rx)
+    }
+
+    /// Answers.
+    pub fn answer(self, result: Result<pb::MessageAccepted, RequestError>) {
+        (self.0)(result);
+    }
+}
+
+impl std::fmt::Debug for SendReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendReply")
+    }
+}
+
 /// Where a history page starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
@@ -101,7 +130,7 @@ pub enum Command {
         content: pb::MessageContent,
         /// When the session handed it over, for the queue-wait stage metric.
         submitted: Instant,
-        reply: Reply<pb::MessageAccepted>,
+        reply: SendReply,
     },
     /// Read a page of history.
     History { id: ConversationKey, caller: Identity, cursor: Cursor, limit: u32, reply: Reply<pb::HistoryPage> },
@@ -198,13 +227,18 @@ impl Shards {
 
     /// Hands `cmd` to shard `shard` without waiting; a full mailbox is an answer, not a wait.
     pub fn submit_to(&self, shard: usize, cmd: Command) -> Result<(), SubmitError> {
-        let mailbox = self.mailboxes.get(shard).ok_or(SubmitError::Stopped)?;
+        self.submit(shard, cmd).map_err(|refused| refused.0)
+    }
+
+    /// [`Shards::submit_to`], giving back a refused command (and its reply, to answer).
+    pub fn submit(&self, shard: usize, cmd: Command) -> Result<(), Box<(SubmitError, Command)>> {
+        let Some(mailbox) = self.mailboxes.get(shard) else { return Err(Box::new((SubmitError::Stopped, cmd))) };
         mailbox.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
+            mpsc::error::TrySendError::Full(cmd) => {
                 metrics::counter!("legalchat_shard_mailbox_full_total").increment(1);
-                SubmitError::Overloaded
+                Box::new((SubmitError::Overloaded, cmd))
             }
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+            mpsc::error::TrySendError::Closed(cmd) => Box::new((SubmitError::Stopped, cmd)),
         })
     }
 
@@ -456,6 +490,17 @@ impl Pending {
         }
     }
 
+    /// Runs `reply` with `result` once the batch has committed (or with the commit's error
+    /// if it failed).
+    fn reply_send(&mut self, reply: SendReply, result: Result<pb::MessageAccepted, RequestError>) {
+        self.replies.push(Box::new(move |commit: Result<(), &RequestError>| {
+            reply.answer(match commit {
+                Ok(()) => result,
+                Err(e) => Err(e.clone()),
+            });
+        }));
+    }
+
     /// Answers `reply` with `result` once the batch has committed (or with the commit's
     /// error if it failed).
     fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, RequestError>) {
@@ -627,7 +672,7 @@ impl Shard {
                 stage(&hot.stage_queue, started.duration_since(submitted));
                 let r = self.send(id, &caller, origin, client_message_id, content, p);
                 stage(&hot.stage_sequence, started.elapsed());
-                p.reply(reply, r);
+                p.reply_send(reply, r);
             }
             Command::History { id, caller, cursor, limit, reply } => {
                 let r = self.history(&id, &caller, cursor, limit);

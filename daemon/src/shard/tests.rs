@@ -67,7 +67,7 @@ impl Fixture {
     }
 
     fn send(&self, client_message_id: &str) -> Answer<pb::MessageAccepted> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = SendReply::channel();
         let content = pb::MessageContent { text: format!("text of {client_message_id}"), ..Default::default() };
         self.submit(Command::Send {
             id: CONV,
