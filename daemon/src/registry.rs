@@ -98,19 +98,27 @@ impl Registry {
     /// sessions it was queued for. A full queue kicks that session (slow consumer).
     pub fn deliver(&self, user: &str, frame: &Bytes, except: Option<SessionId>) -> usize {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = users.get(user) else { return 0 };
-        let mut n = 0;
-        for h in list.iter().filter(|h| Some(h.id) != except) {
-            match h.outbound.try_send(frame.clone()) {
-                Ok(()) => n += 1,
-                Err(TrySendError::Full) => {
-                    metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
-                    h.kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
-                }
-                Err(TrySendError::Closed) => {}
+        users.get(user).map_or(0, |list| queue(list, frame, except))
+    }
+
+    /// [`Registry::deliver`] to each of `users`, under one lock for all of them rather than
+    /// one per recipient. `each` hears, per user, how many sessions the frame was queued for
+    /// and whether the user has a session at all (the one excepted included); it must not
+    /// call back into the registry.
+    pub fn deliver_each<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        frame: &Bytes,
+        except: Option<SessionId>,
+        mut each: impl FnMut(&'a str, usize, bool),
+    ) {
+        let map = self.users.read().unwrap_or_else(|e| e.into_inner());
+        for user in users {
+            match map.get(user) {
+                Some(list) => each(user, queue(list, frame, except), true),
+                None => each(user, 0, false),
             }
         }
-        n
     }
 
     /// Every session, for shutdown.
@@ -122,6 +130,23 @@ impl Registry {
     pub fn online_users(&self) -> usize {
         self.users.read().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// Queues `frame` for every session in `list` except `except`; how many took it. A full
+/// queue kicks that session (slow consumer).
+fn queue(list: &[SessionHandle], frame: &Bytes, except: Option<SessionId>) -> usize {
+    let mut n = 0;
+    for h in list.iter().filter(|h| Some(h.id) != except) {
+        match h.outbound.try_send(frame.clone()) {
+            Ok(()) => n += 1,
+            Err(TrySendError::Full) => {
+                metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
+                h.kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
+            }
+            Err(TrySendError::Closed) => {}
+        }
+    }
+    n
 }
 
 #[cfg(test)]
@@ -160,5 +185,24 @@ mod tests {
         let (code, reason) = kick.kicked().await;
         assert_eq!(code, ErrorCode::Overloaded);
         assert!(reason.contains("resync"));
+    }
+
+    #[tokio::test]
+    async fn delivering_to_many_says_per_user_who_took_it_and_who_is_online() {
+        let reg = Registry::default();
+        let (a1, mut ra1) = handle(1, 4);
+        let (a2, mut ra2) = handle(2, 4);
+        let (b, mut rb) = handle(3, 4);
+        reg.register("alice", a1);
+        reg.register("alice", a2);
+        reg.register("bob", b);
+        let mut heard = Vec::new();
+        reg.deliver_each(["alice", "bob", "carol"], &Bytes::from_static(b"m"), Some(3), |user, n, online| {
+            heard.push((user, n, online));
+        });
+        assert_eq!(heard, [("alice", 2, true), ("bob", 0, true), ("carol", 0, false)], "bob's only session sent it");
+        assert_eq!(ra1.recv().await.unwrap(), Bytes::from_static(b"m"));
+        assert_eq!(ra2.recv().await.unwrap(), Bytes::from_static(b"m"));
+        assert!(rb.try_recv().is_none(), "the origin does not get its own frame");
     }
 }

@@ -607,21 +607,20 @@ impl Shard {
             let mut messages_delivered = 0u64;
             for f in &batch.fanout {
                 let mut notification = None;
-                for user in f.recipients.iter() {
-                    let n = self.registry.deliver(user, &f.frame, f.origin);
+                let push = &self.push;
+                self.registry.deliver_each(f.recipients.iter().map(String::as_str), &f.frame, f.origin, |user, n, online| {
                     delivered += n as u64;
                     if f.message {
                         messages_delivered += n as u64;
                     }
                     if let Some(notice) = &f.notice
-                        && n == 0
-                        && *user != notice.message.sender_id
-                        && !self.registry.is_online(user)
-                        && self.push.wants(user)
+                        && !online
+                        && user != notice.message.sender_id
+                        && push.wants(user)
                     {
-                        self.push.notify(user, notification.get_or_insert_with(|| notice.notification()));
+                        push.notify(user, notification.get_or_insert_with(|| notice.notification()));
                     }
-                }
+                });
             }
             for (id, participants) in &batch.membership {
                 self.hub.participants_changed(id, participants);
