@@ -1035,7 +1035,6 @@ type ReplyRx<T> = oneshot::Receiver<Result<T, RequestError>>;
 /// A request ready for its shard: (shard index, command, where its answer will arrive).
 type Routed<T> = (usize, Command, ReplyRx<T>);
 
-/// A reply still to come from a shard.
 /// Where a send's answer goes: queued on the session's stream by whichever thread has it
 /// (the shard's, after the commit), with the request's in-flight permit let go once it is.
 /// Dropped unanswered (the shard stopped first), it answers that the server is going away.
@@ -1079,6 +1078,7 @@ impl Drop for AckTo {
     }
 }
 
+/// A reply still to come from a shard.
 enum Pending {
     Conversation(ReplyRx<pb::Conversation>),
     History(ReplyRx<pb::HistoryPage>),
