@@ -55,6 +55,10 @@ pub fn install_recorder() -> PrometheusHandle {
 /// Handles of the metrics recorded for every message, registered once. Through the macros
 /// each record looks its metric up again (hashing the name and labels) and allocates its
 /// key: 36 allocations per message of the seed load, before these handles.
+///
+/// The `stage_*` histograms time one stage of a message's path each: `receive` (frame
+/// decoded → handed to the shard), `queue` (waiting in the mailbox), `sequence` (checks,
+/// seq, sealing), `commit` (the batch's write and fsync), `fanout` (queuing to recipients).
 pub(crate) struct Hot {
     pub stage_receive: Histogram,
     pub stage_queue: Histogram,

@@ -852,7 +852,7 @@ impl Session {
             submitted: Instant::now(),
             reply: SendReply::new(move |result| ack.answer(result)),
         };
-        crate::shard::stage(&crate::ops::hot().stage_receive, started.elapsed());
+        crate::ops::hot().stage_receive.record(started.elapsed().as_secs_f64());
         if let Err(refused) = self.ctx.shards.submit(self.ctx.shards.shard_of(&id), cmd)
             && let (e, Command::Send { reply, .. }) = *refused
         {

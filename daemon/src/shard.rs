@@ -57,6 +57,7 @@ impl SendReply {
     }
 
     /// A reply that sends the result on a channel.
+    #[cfg(test)]
     pub fn channel() -> (Self, oneshot::Receiver<Result<pb::MessageAccepted, RequestError>>) {
         let (tx, rx) = oneshot::channel();
         (Self::new(move |r| drop(tx.send(r))), rx)
@@ -65,6 +66,25 @@ impl SendReply {
     /// Answers.
     pub fn answer(self, result: Result<pb::MessageAccepted, RequestError>) {
         (self.0)(result);
+    }
+}
+
+/// What a shard answers a command through once its batch has committed.
+pub trait Respond<T>: Send + 'static {
+    /// Answers with `result`.
+    fn respond(self, result: Result<T, RequestError>);
+}
+
+impl<T: Send + 'static> Respond<T> for Reply<T> {
+    fn respond(self, result: Result<T, RequestError>) {
+        // A caller that stopped waiting needs no answer.
+        let _ = self.send(result);
+    }
+}
+
+impl Respond<pb::MessageAccepted> for SendReply {
+    fn respond(self, result: Result<pb::MessageAccepted, RequestError>) {
+        self.answer(result);
     }
 }
 
@@ -490,22 +510,11 @@ impl Pending {
         }
     }
 
-    /// Runs `reply` with `result` once the batch has committed (or with the commit's error
-    /// if it failed).
-    fn reply_send(&mut self, reply: SendReply, result: Result<pb::MessageAccepted, RequestError>) {
-        self.replies.push(Box::new(move |commit: Result<(), &RequestError>| {
-            reply.answer(match commit {
-                Ok(()) => result,
-                Err(e) => Err(e.clone()),
-            });
-        }));
-    }
-
     /// Answers `reply` with `result` once the batch has committed (or with the commit's
     /// error if it failed).
-    fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, RequestError>) {
+    fn reply<T: Send + 'static>(&mut self, reply: impl Respond<T>, result: Result<T, RequestError>) {
         self.replies.push(Box::new(move |commit: Result<(), &RequestError>| {
-            let _ = reply.send(match commit {
+            reply.respond(match commit {
                 Ok(()) => result,
                 Err(e) => Err(e.clone()),
             });
@@ -523,14 +532,6 @@ struct Shard {
     hub: Arc<Hub>,
     push: PushHandle,
     conversations: HashMap<ConversationKey, Conversation>,
-}
-
-/// Records how long a message spent in one stage of its path (one of the `stage_*`
-/// histograms of [`crate::ops::hot`]): `receive` (frame decoded → handed to the shard),
-/// `queue` (waiting in the mailbox), `sequence` (checks, seq, sealing), `commit` (the
-/// batch's write and fsync), `fanout` (queuing to recipients).
-pub fn stage(histogram: &metrics::Histogram, took: std::time::Duration) {
-    histogram.record(took.as_secs_f64());
 }
 
 fn store_err(e: StoreError) -> RequestError {
@@ -583,7 +584,7 @@ impl Shard {
             let hot = crate::ops::hot();
             let took = started.elapsed();
             hot.write_batch_seconds.record(took.as_secs_f64());
-            stage(&hot.stage_commit, took);
+            hot.stage_commit.record(took.as_secs_f64());
             #[allow(clippy::cast_precision_loss)]
             hot.write_batch_writes.record(n as f64);
             #[allow(clippy::cast_precision_loss)]
@@ -628,7 +629,7 @@ impl Shard {
             hot.frames_delivered.increment(delivered);
             hot.messages_delivered.increment(messages_delivered);
             if batch.messages > 0 {
-                stage(&hot.stage_fanout, fanout_started.elapsed());
+                hot.stage_fanout.record(fanout_started.elapsed().as_secs_f64());
             }
         }
     }
@@ -668,10 +669,10 @@ impl Shard {
             Command::Send { id, caller, origin, client_message_id, content, submitted, reply } => {
                 let started = Instant::now();
                 let hot = crate::ops::hot();
-                stage(&hot.stage_queue, started.duration_since(submitted));
+                hot.stage_queue.record(started.duration_since(submitted).as_secs_f64());
                 let r = self.send(id, &caller, origin, client_message_id, content, p);
-                stage(&hot.stage_sequence, started.elapsed());
-                p.reply_send(reply, r);
+                hot.stage_sequence.record(started.elapsed().as_secs_f64());
+                p.reply(reply, r);
             }
             Command::History { id, caller, cursor, limit, reply } => {
                 let r = self.history(&id, &caller, cursor, limit);
