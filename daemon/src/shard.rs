@@ -314,31 +314,16 @@ pub struct ShardDeps {
 
 /// Starts `n` shard threads.
 pub fn start(n: usize, config: ShardConfig, deps: ShardDeps) -> std::io::Result<(Shards, ShardThreads)> {
-    let ShardDeps { store, master, registry, directory, hub, push } = deps;
     let mut mailboxes = Vec::with_capacity(n);
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = mpsc::channel(config.mailbox);
-        let shard = Shard {
-            index: i,
-            config: config.clone(),
-            store: store.clone(),
-            master: master.clone(),
-            registry: registry.clone(),
-            directory: directory.clone(),
-            hub: hub.clone(),
-            push: push.clone(),
-            conversations: HashMap::new(),
-        };
+        let shard = Shard::new(i, config.clone(), &deps);
         threads.push(std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || shard.run(rx))?);
         mailboxes.push(tx);
     }
     Ok((Shards { mailboxes }, ShardThreads { threads }))
 }
-
-/// Most recent client message ids kept in memory per conversation; older retries are
-/// answered from the store's index.
-const RECENT_CLIENT_IDS: usize = 4_096;
 
 /// A conversation's state while it lives in a shard.
 struct Conversation {
@@ -348,7 +333,11 @@ struct Conversation {
     last_seq: u64,
     last_message: Option<Arc<pb::Message>>,
     reads: HashMap<String, StoredReadState>,
-    recent: HashMap<String, pb::MessageAccepted>,
+    /// Client message ids accepted in the batch being built, with their answers. The
+    /// store's index answers a retry once the batch is committed, but not before: a retry
+    /// within the batch is answered from here. Emptied by every commit, so it holds at
+    /// most one batch.
+    uncommitted: HashMap<String, pb::MessageAccepted>,
     /// The participants' ids, shared by every frame fanned out to them until the
     /// membership changes: a message costs no copy of the list.
     members: Arc<[String]>,
@@ -357,7 +346,7 @@ struct Conversation {
 impl Conversation {
     fn new(id: ConversationKey, meta: StoredConversation, dek: DataKey, last_seq: u64) -> Self {
         let members = member_list(&meta);
-        Self { id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), recent: HashMap::new(), members }
+        Self { id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), uncommitted: HashMap::new(), members }
     }
 
     /// Call after every change to `meta.participants`.
@@ -534,6 +523,22 @@ struct Shard {
     conversations: HashMap<ConversationKey, Conversation>,
 }
 
+impl Shard {
+    fn new(index: usize, config: ShardConfig, deps: &ShardDeps) -> Self {
+        Self {
+            index,
+            config,
+            store: deps.store.clone(),
+            master: deps.master.clone(),
+            registry: deps.registry.clone(),
+            directory: deps.directory.clone(),
+            hub: deps.hub.clone(),
+            push: deps.push.clone(),
+            conversations: HashMap::new(),
+        }
+    }
+}
+
 fn store_err(e: StoreError) -> RequestError {
     tracing::error!(error = %e, "storage failure");
     RequestError::internal("storage failure; nothing was changed")
@@ -591,10 +596,13 @@ impl Shard {
             hot.write_batch_messages.record(batch.messages as f64);
             r
         };
-        if outcome.is_err() {
-            // What is in memory may now be ahead of the disk: forget it and reload.
-            for id in &batch.touched {
+        for id in &batch.touched {
+            if outcome.is_err() {
+                // What is in memory may now be ahead of the disk: forget it and reload.
                 self.conversations.remove(id);
+            } else if let Some(c) = self.conversations.get_mut(id) {
+                // Committed: the store's index answers these ids' retries from now on.
+                c.uncommitted.clear();
             }
         }
         for reply in batch.replies {
@@ -869,7 +877,7 @@ impl Shard {
         c.require_participant(&caller.user_id)?;
 
         // A retry: answer with the original, store nothing.
-        if let Some(prev) = c.recent.get(&client_message_id) {
+        if let Some(prev) = c.uncommitted.get(&client_message_id) {
             return Ok(pb::MessageAccepted { duplicate: true, ..prev.clone() });
         }
         if let Some(seq) = store.client_message_seq(&id, &client_message_id).map_err(store_err)? {
@@ -931,10 +939,7 @@ impl Shard {
         };
         c.last_seq = seq;
         c.reads.insert(caller.user_id.clone(), read);
-        if c.recent.len() >= RECENT_CLIENT_IDS {
-            c.recent.clear();
-        }
-        c.recent.insert(client_message_id, accepted.clone());
+        c.uncommitted.insert(client_message_id, accepted.clone());
         let recipients = c.members.clone();
         // Encoded once; every recipient's queue gets a clone of the same bytes.
         let frame = encode_event(pb::server_frame::Event::ReceiveMessage(pb::ReceiveMessage { message: Some(message.clone()) }));

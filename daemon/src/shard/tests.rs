@@ -23,6 +23,58 @@ struct Fixture {
 
 type Answer<T> = oneshot::Receiver<Result<T, RequestError>>;
 
+fn config() -> ShardConfig {
+    ShardConfig { mailbox: 64, max_batch: 64, sync: false }
+}
+
+/// What a shard runs on, over a fresh store in `dir`. With `push`: notifications go to
+/// that queue, for users with a Web Push subscription.
+fn deps(dir: &TempDir, push: Option<(mpsc::Sender<Job>, Vec<String>)>) -> ShardDeps {
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+    let registry = Arc::new(Registry::default());
+    let push = match push {
+        Some((tx, subscribers)) => PushHandle::new(store.clone(), Some(tx)).only_for_subscribers(subscribers),
+        None => PushHandle::new(store.clone(), None),
+    };
+    ShardDeps {
+        store: store.clone(),
+        master: MasterKey::from_bytes(&[7; 32]).unwrap(),
+        registry: registry.clone(),
+        directory: Arc::new(Directory::new(store)),
+        hub: Arc::new(Hub::new(registry, Duration::from_secs(5))),
+        push,
+    }
+}
+
+/// Alice creates the group conversation `CONV` with bob, carol and dave.
+fn create() -> (Command, Answer<pb::Conversation>) {
+    let (reply, rx) = oneshot::channel();
+    let spec = CreateSpec {
+        kind: ConversationType::Group,
+        others: vec!["bob".into(), "carol".into(), "dave".into()],
+        title: "Case team".into(),
+        description: String::new(),
+        case_id: String::new(),
+    };
+    (Command::Create { id: CONV, caller: alice(), origin: 1, spec, reply }, rx)
+}
+
+/// Alice sends a message with `client_message_id` to `CONV`.
+fn send(client_message_id: &str) -> (Command, Answer<pb::MessageAccepted>) {
+    let (reply, rx) = SendReply::channel();
+    let content = pb::MessageContent { text: format!("text of {client_message_id}"), ..Default::default() };
+    let cmd = Command::Send {
+        id: CONV,
+        caller: alice(),
+        origin: 1,
+        client_message_id: client_message_id.into(),
+        content,
+        submitted: Instant::now(),
+        reply,
+    };
+    (cmd, rx)
+}
+
 fn alice() -> Identity {
     Identity { user_id: "alice".into(), role: Role::Advocate, name: None }
 }
@@ -31,33 +83,13 @@ impl Fixture {
     /// With `push`: notifications go to that queue, for users with a Web Push subscription.
     fn new(push: Option<(mpsc::Sender<Job>, Vec<String>)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-        let registry = Arc::new(Registry::default());
         let (outbound, bob) = outbound::channel(1_024);
-        registry.register("bob", SessionHandle { id: 2, outbound, kick: Arc::new(Kick::default()) });
-        let push = match push {
-            Some((tx, subscribers)) => PushHandle::new(store.clone(), Some(tx)).only_for_subscribers(subscribers),
-            None => PushHandle::new(store.clone(), None),
-        };
-        let deps = ShardDeps {
-            store: store.clone(),
-            master: MasterKey::from_bytes(&[7; 32]).unwrap(),
-            registry: registry.clone(),
-            directory: Arc::new(Directory::new(store)),
-            hub: Arc::new(Hub::new(registry, Duration::from_secs(5))),
-            push,
-        };
-        let (shards, threads) = start(1, ShardConfig { mailbox: 64, max_batch: 64, sync: false }, deps).unwrap();
+        let deps = deps(&dir, push);
+        deps.registry.register("bob", SessionHandle { id: 2, outbound, kick: Arc::new(Kick::default()) });
+        let (shards, threads) = start(1, config(), deps).unwrap();
         let f = Self { shards, threads, bob, _dir: dir };
-        let (reply, rx) = oneshot::channel();
-        let spec = CreateSpec {
-            kind: ConversationType::Group,
-            others: vec!["bob".into(), "carol".into(), "dave".into()],
-            title: "Case team".into(),
-            description: String::new(),
-            case_id: String::new(),
-        };
-        f.submit(Command::Create { id: CONV, caller: alice(), origin: 1, spec, reply });
+        let (cmd, rx) = create();
+        f.submit(cmd);
         rx.blocking_recv().unwrap().unwrap();
         f
     }
@@ -67,17 +99,8 @@ impl Fixture {
     }
 
     fn send(&self, client_message_id: &str) -> Answer<pb::MessageAccepted> {
-        let (reply, rx) = SendReply::channel();
-        let content = pb::MessageContent { text: format!("text of {client_message_id}"), ..Default::default() };
-        self.submit(Command::Send {
-            id: CONV,
-            caller: alice(),
-            origin: 1,
-            client_message_id: client_message_id.into(),
-            content,
-            submitted: Instant::now(),
-            reply,
-        });
+        let (cmd, rx) = send(client_message_id);
+        self.submit(cmd);
         rx
     }
 
@@ -137,4 +160,41 @@ fn with_push_off_messages_are_still_delivered_in_order() {
     assert_eq!(f.history().messages.len(), 3);
     assert_eq!(f.bob_messages(), [1, 2, 3]);
     f.stop();
+}
+
+#[test]
+fn a_retry_is_stored_once_whether_its_original_is_committed_or_still_in_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    // No thread: the test decides where each batch ends.
+    let mut shard = Shard::new(0, config(), &deps(&dir, None));
+    let mut batch = Pending::default();
+    let (cmd, created) = create();
+    shard.handle(cmd, &mut batch);
+    shard.flush(&mut batch);
+    created.blocking_recv().unwrap().unwrap();
+
+    // One batch: a message, its retry (the store's index does not have it yet), another.
+    let answers = ["a", "a", "b"].map(|id| {
+        let (cmd, rx) = send(id);
+        shard.handle(cmd, &mut batch);
+        rx
+    });
+    shard.flush(&mut batch);
+    let [first, retry, other] = answers.map(|rx| rx.blocking_recv().unwrap().unwrap());
+    assert_eq!((first.seq, first.duplicate, other.seq, other.duplicate), (1, false, 2, false));
+    assert_eq!((retry.seq, retry.duplicate, retry.message_id.as_str()), (1, true, first.message_id.as_str()));
+    assert!(shard.conversations[&CONV].uncommitted.is_empty(), "a commit leaves nothing held in memory for retries");
+
+    // A later batch: the retry is answered from the store's index.
+    let (cmd, later) = send("a");
+    shard.handle(cmd, &mut batch);
+    shard.flush(&mut batch);
+    let later = later.blocking_recv().unwrap().unwrap();
+    assert_eq!((later.seq, later.duplicate, later.message_id.as_str()), (1, true, first.message_id.as_str()));
+
+    let (reply, page) = oneshot::channel();
+    shard.handle(Command::History { id: CONV, caller: alice(), cursor: Cursor::Latest, limit: 100, reply }, &mut batch);
+    shard.flush(&mut batch);
+    let page = page.blocking_recv().unwrap().unwrap();
+    assert_eq!(page.messages.iter().map(|m| m.client_message_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
 }

@@ -98,6 +98,11 @@ impl RocksStore {
         // overlap the memtable insert of the previous one.
         opts.set_enable_pipelined_write(true);
         opts.set_keep_log_file_num(5);
+        // A log file is deleted only once every family has flushed what it holds, and
+        // rarely written families (conversations, users, read positions updated in place)
+        // would keep the log growing to RocksDB's default bound of gigabytes, all of it
+        // replayed after a crash. Past this size the families holding the oldest log flush.
+        opts.set_max_total_wal_size(256 << 20);
         // In-place updates (below) rule out concurrent memtable inserts; with one shard by
         // default there is one writer anyway.
         opts.set_allow_concurrent_memtable_write(false);
