@@ -4,8 +4,14 @@
 set -euo pipefail
 
 need=()
+# libclang itself (libclang.so, libclang-14.so.1, ...); not libclang-cpp, which some other
+# LLVM packages install and which bindgen cannot use.
 have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1
+  local d
+  for d in /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu; do
+    compgen -G "$d/libclang.so*" >/dev/null || compgen -G "$d/libclang-[0-9]*.so*" >/dev/null && return 0
+  done
+  return 1
 }
 have_libclang || need+=(libclang-dev)
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
