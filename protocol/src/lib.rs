@@ -22,11 +22,14 @@
 //!   rejects trailing bytes.
 //! - [`validate`]: limits and identifier formats both ends enforce (10 KiB text,
 //!   id alphabets, page sizes).
+//! - [`richtext`]: the Markdown subset of message text and the mentions in it; with the
+//!   `html` feature (off by default), its rendering to sanitised HTML.
 //!
 //! What is not here: sockets, async runtimes, clocks, storage. This crate does no IO, so
 //! everything in it is tested with plain values.
 
 pub mod codec;
+pub mod richtext;
 pub mod validate;
 
 /// Generated protobuf types of `legalchat.v1` (see `proto/legalchat/v1/chat.proto`).
