@@ -29,6 +29,8 @@ fn receive_message(text_len: usize, seq: u64) -> pb::ServerFrame {
                     format: pb::TextFormat::Plain.into(),
                 }),
                 timestamp_ms: 1_764_000_000_000,
+                state_seq: seq,
+                ..Default::default()
             }),
         })),
     }

@@ -30,7 +30,9 @@ fn append(c: &mut Criterion) {
         let name = format!("{}_per_batch_{}", batch, if sync { "fsync" } else { "no_fsync" });
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
-                let mut writes = Vec::with_capacity(batch * 3);
+                let mut writes = Vec::with_capacity(batch * 2 + 1);
+                let mut entries = Vec::with_capacity(batch);
+                let expected_last_seq = seq;
                 for _ in 0..batch {
                     seq += 1;
                     let client_message_id = format!("bench-{seq}");
@@ -42,9 +44,11 @@ fn append(c: &mut Criterion) {
                         content_type: 1,
                         format: 1,
                         timestamp_ms: 1_764_000_000_000,
+                        message_number: seq,
+                        ..Default::default()
                     };
                     let sealed = key.seal_message(&conversation, seq, &record.encode_to_vec());
-                    writes.push(Write::Message { conversation, seq, sealed });
+                    entries.push((seq, sealed));
                     writes.push(Write::ClientMessageId { conversation, client_message_id, seq });
                     writes.push(Write::ReadState {
                         conversation,
@@ -52,6 +56,7 @@ fn append(c: &mut Criterion) {
                         state: StoredReadState { read_seq: seq, delivered_seq: seq, ..Default::default() },
                     });
                 }
+                writes.push(Write::Append { conversation, expected_last_seq, entries });
                 store.commit(black_box(writes), sync).expect("commit");
             });
         });

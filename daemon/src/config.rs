@@ -119,6 +119,12 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A typing state ends by itself when not refreshed within this time.
     pub typing_timeout: Duration,
+    /// How long after sending an author may edit a message (`None`: no limit).
+    pub edit_window: Option<Duration>,
+    /// Most distinct emoji on one message.
+    pub max_reactions_per_message: usize,
+    /// Conversations each shard keeps in memory.
+    pub max_cached_conversations: usize,
     /// Push notifications for users with no connected device.
     pub push: PushConfig,
 }
@@ -195,6 +201,9 @@ struct FileConfig {
     max_sessions_per_connection: Option<usize>,
     idle_timeout_ms: Option<u64>,
     typing_timeout_ms: Option<u64>,
+    edit_window_secs: Option<u64>,
+    max_reactions_per_message: Option<usize>,
+    max_cached_conversations: Option<usize>,
     master_key_file: Option<PathBuf>,
     #[serde(default)]
     tls: FileTls,
@@ -382,6 +391,9 @@ impl Config {
             max_sessions_per_connection: args.max_sessions_per_connection.or(file.max_sessions_per_connection).unwrap_or(1_024),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(30_000)),
             typing_timeout: Duration::from_millis(args.typing_timeout_ms.or(file.typing_timeout_ms).unwrap_or(3_000)),
+            edit_window: file.edit_window_secs.filter(|s| *s > 0).map(Duration::from_secs),
+            max_reactions_per_message: file.max_reactions_per_message.unwrap_or(crate::shard::DEFAULT_MAX_REACTIONS),
+            max_cached_conversations: file.max_cached_conversations.unwrap_or(100_000),
             push: PushConfig {
                 enabled: args.push_enabled.or(file.push.enabled).unwrap_or(true),
                 webhook_url: args.push_webhook_url.clone().or(file.push.webhook_url).filter(|s| !s.is_empty()),
@@ -410,6 +422,8 @@ impl Config {
         range("shards (LEGALCHAT_SHARDS, --shards)", self.shards, 1, 256)?;
         range("shard_mailbox", self.shard_mailbox, 16, 1 << 24)?;
         range("max_batch", self.max_batch, 1, 65_536)?;
+        range("max_reactions_per_message", self.max_reactions_per_message, 1, 100)?;
+        range("max_cached_conversations", self.max_cached_conversations, 16, 10_000_000)?;
         range("max_frame_size (LEGALCHAT_MAX_FRAME_SIZE, --max-frame-size)", self.max_frame_size, 1_024, 16 << 20)?;
         range("max_message_size (MAX_MESSAGE_SIZE, --max-message-size)", self.max_message_size, 1, 1 << 20)?;
         if self.max_message_size + 1_024 > self.max_frame_size {

@@ -24,6 +24,9 @@ use rand::RngCore;
 const NONCE_LEN: usize = 12;
 const DEK_AAD: &[u8] = b"legalchat/dek/v1";
 const MSG_AAD: &[u8] = b"legalchat/msg/v1";
+/// A version in a message's audit trail: a domain of its own, so that a version can never
+/// be opened as a log entry (or the other way round), even at the same seq.
+const AUDIT_AAD: &[u8] = b"legalchat/aud/v1";
 
 /// Why sealing or opening failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +138,15 @@ fn msg_aad(conversation: &[u8; 16], seq: u64) -> [u8; 16 + 16 + 8] {
     aad
 }
 
+fn audit_aad(conversation: &[u8; 16], target: u64, version: u64) -> [u8; 16 + 16 + 8 + 8] {
+    let mut aad = [0u8; 48];
+    aad[..16].copy_from_slice(AUDIT_AAD);
+    aad[16..32].copy_from_slice(conversation);
+    aad[32..40].copy_from_slice(&target.to_be_bytes());
+    aad[40..].copy_from_slice(&version.to_be_bytes());
+    aad
+}
+
 impl DataKey {
     /// Seals a message record at (`conversation`, `seq`).
     pub fn seal_message(&self, conversation: &[u8; 16], seq: u64, plaintext: &[u8]) -> Vec<u8> {
@@ -144,6 +156,17 @@ impl DataKey {
     /// Opens a message record; fails if it was stored anywhere but (`conversation`, `seq`).
     pub fn open_message(&self, conversation: &[u8; 16], seq: u64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         open(&self.0, &msg_aad(conversation, seq), sealed)
+    }
+
+    /// Seals version `version` (the seq of the event that made it) of message `target`'s
+    /// audit trail.
+    pub fn seal_version(&self, conversation: &[u8; 16], target: u64, version: u64, plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.0, &audit_aad(conversation, target, version), plaintext)
+    }
+
+    /// Opens an audit version; fails if it was stored anywhere but where it was sealed for.
+    pub fn open_version(&self, conversation: &[u8; 16], target: u64, version: u64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open(&self.0, &audit_aad(conversation, target, version), sealed)
     }
 }
 
@@ -156,6 +179,10 @@ mod tests {
         let master = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
         let conv = [1u8; 16];
         let (key, wrapped) = master.new_data_key(&conv);
+        let version = key.seal_version(&conv, 7, 9, b"earlier");
+        assert!(key.open_version(&conv, 7, 9, &version).is_ok());
+        assert!(key.open_message(&conv, 9, &version).is_err(), "an audit version is not a log entry");
+        assert!(key.open_version(&conv, 7, 8, &version).is_err());
         let sealed = key.seal_message(&conv, 7, b"privileged");
         assert!(!sealed.windows(10).any(|w| w == b"privileged"));
         assert_eq!(key.open_message(&conv, 7, &sealed).unwrap(), b"privileged");

@@ -143,8 +143,14 @@ impl Daemon {
         let hub = Arc::new(Hub::new(registry.clone(), config.typing_timeout));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (push, push_task) = push::start(&config, store.clone(), shutdown_rx.clone()).map_err(|e| StartError::Push(e.to_string()))?;
-        let shard_config =
-            ShardConfig { mailbox: config.shard_mailbox, max_batch: config.max_batch, sync: config.fsync == FsyncPolicy::Always };
+        let shard_config = ShardConfig {
+            mailbox: config.shard_mailbox,
+            max_batch: config.max_batch,
+            sync: config.fsync == FsyncPolicy::Always,
+            edit_window: config.edit_window,
+            max_reactions_per_message: config.max_reactions_per_message,
+            max_cached_conversations: config.max_cached_conversations,
+        };
         let deps = ShardDeps {
             store: store.clone(),
             master: secrets.master_key.clone(),

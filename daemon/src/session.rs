@@ -33,7 +33,7 @@ use crate::policy::RequestError;
 use crate::push::PushHandle;
 use crate::realtime::Hub;
 use crate::registry::{Kick, Registry, SessionHandle, SessionId};
-use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, SendReply, Shards};
+use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, EventRequest, SendReply, SettingsUpdate, Shards};
 use crate::store::{ConversationKey, Store};
 
 /// QUIC application close codes.
@@ -440,6 +440,13 @@ async fn end_session(
             link.close_one(close_code::NORMAL, "bye");
         }
         Ending::Goodbye { frame, code, reason } => {
+            // Every request read is answered before the goodbye (the protocol promises one
+            // answer per request): sends are answered by their shard once committed, or
+            // with UNAVAILABLE if it stopped first. Bounded, so a stuck shard cannot hold
+            // the session open.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3), inflight.acquire_many(u32::try_from(ctx.limits.inflight).unwrap_or(u32::MAX)))
+                    .await;
             if let Some(frame) = frame {
                 let _ = tokio::time::timeout(Duration::from_secs(1), out.send(frame)).await;
             }
@@ -618,6 +625,40 @@ impl Session {
                 return self.send(m, request_id, permit, started).await;
             }
             Request::GetHistory(h) => self.history(h).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
+            Request::EditMessage(e) => {
+                let request = validate::target_seq("message_seq", e.message_seq)
+                    .and_then(|()| validate::message_content(e.content.as_ref(), self.ctx.limits.max_message_size))
+                    .map(|()| EventRequest::Edit { seq: e.message_seq, content: e.content.unwrap_or_default() });
+                return self.event(&e.conversation_id, &e.client_event_id, request, request_id, permit, started).await;
+            }
+            Request::DeleteMessage(d) => {
+                let request = validate::target_seq("message_seq", d.message_seq).map(|()| EventRequest::Delete { seq: d.message_seq });
+                return self.event(&d.conversation_id, &d.client_event_id, request, request_id, permit, started).await;
+            }
+            Request::React(r) => {
+                let request = validate::target_seq("message_seq", r.message_seq)
+                    .and_then(|()| validate::emoji(&r.emoji))
+                    .map(|()| EventRequest::React { seq: r.message_seq, emoji: r.emoji, remove: r.remove });
+                return self.event(&r.conversation_id, &r.client_event_id, request, request_id, permit, started).await;
+            }
+            Request::PinMessage(m) => {
+                let request =
+                    validate::target_seq("message_seq", m.message_seq).map(|()| EventRequest::Pin { seq: m.message_seq, unpin: m.unpin });
+                return self.event(&m.conversation_id, &m.client_event_id, request, request_id, permit, started).await;
+            }
+            Request::UpdateConversation(u) => self.update(u).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
+            Request::SetParticipantRole(r) => self.set_role(r).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
+            Request::GetThread(t) => self.thread(t).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
+            Request::ListPins(l) => parse_conv(&l.conversation_id).map(|id| {
+                let (reply, rx) = oneshot::channel();
+                (self.ctx.shards.shard_of(&id), Command::Pins { id, caller: self.identity.clone(), reply }, Pending::History(rx))
+            }),
+            Request::GetMessageAudit(a) => parse_conv(&a.conversation_id).and_then(|id| {
+                validate::target_seq("message_seq", a.message_seq).map_err(invalid)?;
+                let (reply, rx) = oneshot::channel();
+                let cmd = Command::Audit { id, caller: self.identity.clone(), seq: a.message_seq, reply };
+                Ok((self.ctx.shards.shard_of(&id), cmd, Pending::Audit(rx)))
+            }),
             Request::ListConversations(l) => {
                 return self.list(l, request_id, permit).await;
             }
@@ -849,6 +890,7 @@ impl Session {
             origin: self.id,
             client_message_id: m.client_message_id,
             content: m.content.unwrap_or_default(),
+            reply_to_seq: m.reply_to_seq,
             submitted: Instant::now(),
             reply: SendReply::new(move |result| ack.answer(result)),
         };
@@ -858,6 +900,87 @@ impl Session {
         {
             reply.answer(Err(e.into()));
         }
+    }
+
+    /// An edit, delete, reaction or pin: answered from its shard's thread, like a send.
+    async fn event(
+        &self,
+        conversation_id: &str,
+        client_event_id: &str,
+        request: Result<EventRequest, ValidationError>,
+        request_id: u64,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        started: Instant,
+    ) {
+        let checked = parse_conv(conversation_id).and_then(|id| {
+            validate::client_event_id(client_event_id).map_err(invalid)?;
+            Ok((id, request.map_err(invalid)?))
+        });
+        let (id, request) = match checked {
+            Ok(x) => x,
+            Err(e) => return self.answer_now(e, request_id).await,
+        };
+        let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
+        let cmd = Command::Event {
+            id,
+            caller: self.identity.clone(),
+            origin: self.id,
+            client_event_id: client_event_id.to_owned(),
+            request,
+            submitted: Instant::now(),
+            reply: SendReply::new(move |result| ack.answer(result)),
+        };
+        if let Err(refused) = self.ctx.shards.submit(self.ctx.shards.shard_of(&id), cmd)
+            && let (e, Command::Event { reply, .. }) = *refused
+        {
+            reply.answer(Err(e.into()));
+        }
+    }
+
+    fn update(&self, u: pb::UpdateConversation) -> Result<Routed<pb::Conversation>, RequestError> {
+        let id = parse_conv(&u.conversation_id)?;
+        validate::client_event_id(&u.client_event_id).map_err(invalid)?;
+        if let Some(t) = &u.title {
+            validate::title(t).map_err(invalid)?;
+        }
+        if let Some(d) = &u.description {
+            validate::description(d).map_err(invalid)?;
+        }
+        if let Some(r) = u.retention_days {
+            validate::retention_days(r).map_err(invalid)?;
+        }
+        let update = SettingsUpdate {
+            title: u.title,
+            description: u.description,
+            notifications: u.notifications,
+            retention_days: u.retention_days,
+            encryption: u.encryption,
+        };
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Update { id, caller: self.identity.clone(), origin: self.id, client_event_id: u.client_event_id, update, reply };
+        Ok((self.ctx.shards.shard_of(&id), cmd, rx))
+    }
+
+    fn set_role(&self, r: pb::SetParticipantRole) -> Result<Routed<pb::Conversation>, RequestError> {
+        let id = parse_conv(&r.conversation_id)?;
+        validate::user_id("user_id", &r.user_id).map_err(invalid)?;
+        let role = pb::ParticipantRole::try_from(r.role)
+            .map_err(|_| RequestError::invalid(format!("role: unknown participant role {}", r.role)))?;
+        let (reply, rx) = oneshot::channel();
+        Ok((
+            self.ctx.shards.shard_of(&id),
+            Command::SetRole { id, caller: self.identity.clone(), origin: self.id, user: r.user_id, role, reply },
+            rx,
+        ))
+    }
+
+    fn thread(&self, t: pb::GetThread) -> Result<Routed<pb::HistoryPage>, RequestError> {
+        let id = parse_conv(&t.conversation_id)?;
+        validate::target_seq("root_seq", t.root_seq).map_err(invalid)?;
+        let limit = validate::history_limit(t.limit).map_err(invalid)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Thread { id, caller: self.identity.clone(), root: t.root_seq, after: t.after_seq, limit, reply };
+        Ok((self.ctx.shards.shard_of(&id), cmd, rx))
     }
 
     fn history(&self, h: pb::GetHistory) -> Result<Routed<pb::HistoryPage>, RequestError> {
@@ -904,7 +1027,7 @@ async fn list_conversations(ctx: &Arc<SessionContext>, user: String, limit: u32)
     }
     let mut all = Vec::new();
     for rx in waits {
-        all.extend(rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))?);
+        all.extend(rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))??);
     }
     all.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.id.cmp(&b.id)));
     all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -946,7 +1069,7 @@ async fn contacts_of(ctx: &Arc<SessionContext>, user: &str) -> Result<HashSet<St
     }
     let mut contacts = HashSet::new();
     for rx in waits {
-        for list in rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))? {
+        for list in rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))?? {
             contacts.extend(list);
         }
     }
@@ -1016,7 +1139,7 @@ async fn catch_up(
         let (reply, rx) = oneshot::channel();
         let cmd = Command::CatchUp { cursors, user: user.to_owned(), max_messages: room, max_bytes: CATCH_UP_MAX_BYTES - bytes, reply };
         ctx.shards.submit_to(shard, cmd)?;
-        let part: CatchUpPart = rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))?;
+        let part: CatchUpPart = rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))??;
         bytes += part.bytes;
         page.messages.extend(part.messages);
         page.next
@@ -1084,6 +1207,7 @@ enum Pending {
     History(ReplyRx<pb::HistoryPage>),
     Done(ReplyRx<()>),
     Receipts(ReplyRx<pb::ReceiptList>),
+    Audit(ReplyRx<pb::MessageAudit>),
 }
 
 impl Pending {
@@ -1096,6 +1220,7 @@ impl Pending {
             Pending::History(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::History),
             Pending::Done(rx) => rx.await.map_err(|_| gone())?.map(|()| pb::ack::Result::Done(pb::Done {})),
             Pending::Receipts(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Receipts),
+            Pending::Audit(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Audit),
         }
     }
 }

@@ -11,7 +11,10 @@
 //!
 //! Conversation `c` lives on shard `shard_of(c)`, and only that shard reads or writes its
 //! state, so sequencing needs no locks: the shard assigns `last_seq + 1` and nothing else
-//! can. Every command in a batch is answered only after the batch's commit returned, so
+//! can. A conversation is a log of events (messages, edits, deletes, reactions, pins,
+//! participant and settings changes, see [`events`]), each with its own seq; a message's
+//! entry is rewritten in place to hold its current state, and superseded versions go to
+//! its sealed audit trail. Every command in a batch is answered only after the batch's commit returned, so
 //! an acknowledgment always means "durable". If the commit fails, every command in the
 //! batch is answered INTERNAL and the touched conversations are dropped from memory, to
 //! be reloaded from what really is on disk.
@@ -41,6 +44,9 @@ use crate::push::{Notification, PushHandle};
 use crate::realtime::Hub;
 use crate::registry::{Registry, SessionId};
 use crate::store::{ConversationKey, Store, StoreError, StoredConversation, StoredMessage, StoredParticipant, StoredReadState, Write};
+
+mod events;
+pub use events::{DEFAULT_MAX_REACTIONS, EventRequest, SettingsUpdate};
 
 /// The answer channel of one command.
 pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
@@ -129,7 +135,7 @@ pub enum Command {
     /// Fetch one conversation.
     Get { id: ConversationKey, caller: Identity, reply: Reply<pb::Conversation> },
     /// Summaries of several conversations of this shard for `user` (for listing).
-    Summaries { ids: Vec<ConversationKey>, user: String, reply: oneshot::Sender<Vec<pb::Conversation>> },
+    Summaries { ids: Vec<ConversationKey>, user: String, reply: Reply<Vec<pb::Conversation>> },
     /// Add participants.
     Add {
         id: ConversationKey,
@@ -148,12 +154,49 @@ pub enum Command {
         origin: SessionId,
         client_message_id: String,
         content: pb::MessageContent,
+        /// The message replied to (0: none).
+        reply_to_seq: u64,
         /// When the session handed it over, for the queue-wait stage metric.
         submitted: Instant,
         reply: SendReply,
     },
+    /// Append an edit, delete, reaction or pin event.
+    Event {
+        id: ConversationKey,
+        caller: Identity,
+        origin: SessionId,
+        client_event_id: String,
+        request: EventRequest,
+        /// When the session handed it over, for the queue-wait stage metric.
+        submitted: Instant,
+        reply: SendReply,
+    },
+    /// Change title, description or settings.
+    Update {
+        id: ConversationKey,
+        caller: Identity,
+        origin: SessionId,
+        client_event_id: String,
+        update: SettingsUpdate,
+        reply: Reply<pb::Conversation>,
+    },
+    /// Give a participant another role.
+    SetRole {
+        id: ConversationKey,
+        caller: Identity,
+        origin: SessionId,
+        user: String,
+        role: ParticipantRole,
+        reply: Reply<pb::Conversation>,
+    },
     /// Read a page of history.
     History { id: ConversationKey, caller: Identity, cursor: Cursor, limit: u32, reply: Reply<pb::HistoryPage> },
+    /// Read a page of a thread.
+    Thread { id: ConversationKey, caller: Identity, root: u64, after: u64, limit: u32, reply: Reply<pb::HistoryPage> },
+    /// The pinned messages.
+    Pins { id: ConversationKey, caller: Identity, reply: Reply<pb::HistoryPage> },
+    /// A message's audit trail (global admins).
+    Audit { id: ConversationKey, caller: Identity, seq: u64, reply: Reply<pb::MessageAudit> },
     /// Move a participant's delivery or read position.
     Receipt { id: ConversationKey, caller: Identity, origin: SessionId, kind: pb::ReceiptKind, seq: u64, reply: Reply<()> },
     /// Every participant's positions.
@@ -161,15 +204,9 @@ pub enum Command {
     /// The participants of a conversation, for a participant (joining a room).
     Members { id: ConversationKey, caller: Identity, reply: Reply<Vec<String>> },
     /// The participants of several conversations of this shard (presence fan-out).
-    Participants { ids: Vec<ConversationKey>, reply: oneshot::Sender<Vec<Vec<String>>> },
+    Participants { ids: Vec<ConversationKey>, reply: Reply<Vec<Vec<String>>> },
     /// Missed messages after cursors, within a budget (catching up).
-    CatchUp {
-        cursors: Vec<(ConversationKey, u64)>,
-        user: String,
-        max_messages: usize,
-        max_bytes: usize,
-        reply: oneshot::Sender<CatchUpPart>,
-    },
+    CatchUp { cursors: Vec<(ConversationKey, u64)>, user: String, max_messages: usize, max_bytes: usize, reply: Reply<CatchUpPart> },
 }
 
 /// One shard's share of a catch-up page.
@@ -194,6 +231,9 @@ impl Command {
             Command::Get { .. }
                 | Command::Summaries { .. }
                 | Command::History { .. }
+                | Command::Thread { .. }
+                | Command::Pins { .. }
+                | Command::Audit { .. }
                 | Command::Receipts { .. }
                 | Command::Members { .. }
                 | Command::Participants { .. }
@@ -278,6 +318,28 @@ pub struct ShardConfig {
     pub max_batch: usize,
     /// fsync each batch.
     pub sync: bool,
+    /// How long after sending an author may edit a message (`None`: always).
+    pub edit_window: Option<std::time::Duration>,
+    /// Most distinct emoji on one message.
+    pub max_reactions_per_message: usize,
+    /// Conversations kept in memory per shard; the least recently used beyond it are
+    /// dropped (and read again from the store when next needed).
+    pub max_cached_conversations: usize,
+}
+
+impl ShardConfig {
+    /// Settings for tests: small bounds, no sync.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Self {
+            mailbox: 64,
+            max_batch: 16,
+            sync: false,
+            edit_window: None,
+            max_reactions_per_message: events::DEFAULT_MAX_REACTIONS,
+            max_cached_conversations: 1_000,
+        }
+    }
 }
 
 /// Running shard threads; dropping the last [`Shards`] handle and joining stops them.
@@ -330,14 +392,22 @@ struct Conversation {
     id: ConversationKey,
     meta: StoredConversation,
     dek: DataKey,
+    /// The newest event's seq.
     last_seq: u64,
+    /// Messages in the log (deleted ones included): unread counts are differences of it.
+    message_count: u64,
+    /// The newest message that is not deleted, in its current state.
     last_message: Option<Arc<pb::Message>>,
     reads: HashMap<String, StoredReadState>,
-    /// Client message ids accepted in the batch being built, with their answers. The
-    /// store's index answers a retry once the batch is committed, but not before: a retry
-    /// within the batch is answered from here. Emptied by every commit, so it holds at
-    /// most one batch.
-    uncommitted: HashMap<String, pb::MessageAccepted>,
+    /// Client message (and event) ids accepted in the batch being built, with their
+    /// author and answer. The store's index answers a retry once the batch is committed,
+    /// but not before: a retry within the batch is answered from here, after the same
+    /// author check. Emptied by every commit, so it holds at most one batch.
+    uncommitted: HashMap<String, (String, pb::MessageAccepted)>,
+    /// Log entries appended or rewritten in the batch being built, in their newest state:
+    /// a later event of the same batch (a reaction to a message just sent) starts from
+    /// here, since the store does not have them yet. Emptied by every commit.
+    batch_records: HashMap<u64, StoredMessage>,
     /// The participants' ids, shared by every frame fanned out to them until the
     /// membership changes: a message costs no copy of the list.
     members: Arc<[String]>,
@@ -346,7 +416,18 @@ struct Conversation {
 impl Conversation {
     fn new(id: ConversationKey, meta: StoredConversation, dek: DataKey, last_seq: u64) -> Self {
         let members = member_list(&meta);
-        Self { id, meta, dek, last_seq, last_message: None, reads: HashMap::new(), uncommitted: HashMap::new(), members }
+        Self {
+            id,
+            meta,
+            dek,
+            last_seq,
+            message_count: 0,
+            last_message: None,
+            reads: HashMap::new(),
+            uncommitted: HashMap::new(),
+            batch_records: HashMap::new(),
+            members,
+        }
     }
 
     /// Call after every change to `meta.participants`.
@@ -377,8 +458,8 @@ impl Conversation {
         }
     }
 
-    fn to_pb(&self, for_user: &str) -> pb::Conversation {
-        let read = self.reads.get(for_user).map_or(0, |r| r.read_seq);
+    fn to_pb(&self, store: &dyn Store, for_user: &str) -> pb::Conversation {
+        let (unread_count, mention_count) = self.unread(store, for_user);
         let last_ts = self.last_message.as_ref().map_or(0, |m| m.timestamp_ms);
         pb::Conversation {
             id: format_id(&self.id),
@@ -396,10 +477,50 @@ impl Conversation {
             updated_at_ms: self.meta.updated_at_ms.max(last_ts),
             last_seq: self.last_seq,
             last_message: self.last_message.as_deref().cloned(),
-            unread_count: self.last_seq.saturating_sub(read),
+            unread_count,
+            settings: Some(self.settings()),
+            mention_count,
+            pinned_seqs: self.meta.pinned.clone(),
         }
     }
+
+    fn settings(&self) -> pb::ConversationSettings {
+        pb::ConversationSettings {
+            notifications: !self.meta.muted,
+            retention_days: self.meta.retention_days,
+            encryption: self.meta.encryption,
+        }
+    }
+
+    /// Unread messages of `user` (messages after their read position that are not
+    /// deleted) and how many of those mention them. Everything read is the common case
+    /// and costs nothing; otherwise two short index scans.
+    fn unread(&self, store: &dyn Store, user: &str) -> (u64, u64) {
+        let read = self.reads.get(user).copied().unwrap_or_default();
+        if read.read_seq >= self.last_seq {
+            return (0, 0);
+        }
+        let after = self.message_count.saturating_sub(read.read_count);
+        if after == 0 {
+            return (0, 0);
+        }
+        let deleted: HashSet<u64> = match store.deleted_after(&self.id, read.read_seq, INDEX_SCAN_LIMIT) {
+            Ok(d) => d.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "deleted-message index unreadable; unread count includes deleted messages");
+                HashSet::new()
+            }
+        };
+        let mentions = store
+            .mentions_after(&self.id, user, read.read_seq, INDEX_SCAN_LIMIT)
+            .map(|m| m.into_iter().filter(|s| !deleted.contains(s)).count() as u64)
+            .unwrap_or(0);
+        (after.saturating_sub(deleted.len() as u64), mentions)
+    }
 }
+
+/// Most index entries (deleted messages, mentions) one unread count reads.
+const INDEX_SCAN_LIMIT: usize = 100_000;
 
 fn member_list(meta: &StoredConversation) -> Arc<[String]> {
     meta.participants.iter().map(|p| p.user_id.clone()).collect()
@@ -426,6 +547,15 @@ struct Notice {
     conversation_type: i32,
     conversation_title: String,
     case_id: String,
+    /// Notifications are off for the conversation: only mentioned users are pushed.
+    muted: bool,
+}
+
+impl Notice {
+    /// Whether `user`, offline, gets a push for this message.
+    fn wanted_by(&self, user: &str) -> bool {
+        user != self.message.sender_id && (!self.muted || self.message.mentions.iter().any(|m| m == user))
+    }
 }
 
 impl Notice {
@@ -464,7 +594,13 @@ struct Pending {
     read_state_writes: HashMap<ConversationKey, HashMap<String, usize>>,
     /// Where this batch already carries a receipt event per (conversation, user, kind).
     receipt_events: HashMap<(ConversationKey, String, i32), usize>,
+    /// Where this batch's append to each conversation's log is.
+    appends: HashMap<ConversationKey, usize>,
+    /// Where this batch already rewrites a (conversation, seq) entry.
+    replaces: HashMap<(ConversationKey, u64), usize>,
     messages: u64,
+    /// Events other than messages appended by this batch.
+    events: u64,
 }
 
 impl Pending {
@@ -480,6 +616,36 @@ impl Pending {
             Some(&i) => self.writes[i] = write,
             None => {
                 written.insert(user.to_owned(), self.writes.len());
+                self.writes.push(write);
+            }
+        }
+        self.touched.insert(conversation);
+    }
+
+    /// Appends a sealed entry at `seq` to the conversation's log; `seq - 1` is the newest
+    /// seq before it (the store checks that, for the first entry of the batch).
+    fn append(&mut self, conversation: ConversationKey, seq: u64, sealed: Vec<u8>) {
+        match self.appends.get(&conversation) {
+            Some(&i) => {
+                if let Write::Append { entries, .. } = &mut self.writes[i] {
+                    entries.push((seq, sealed));
+                }
+            }
+            None => {
+                self.appends.insert(conversation, self.writes.len());
+                self.writes.push(Write::Append { conversation, expected_last_seq: seq - 1, entries: vec![(seq, sealed)] });
+            }
+        }
+        self.touched.insert(conversation);
+    }
+
+    /// Rewrites the entry at `seq`; within one batch only the newest rewrite is kept.
+    fn replace(&mut self, conversation: ConversationKey, seq: u64, sealed: Vec<u8>) {
+        let write = Write::Replace { conversation, seq, sealed };
+        match self.replaces.get(&(conversation, seq)) {
+            Some(&i) => self.writes[i] = write,
+            None => {
+                self.replaces.insert((conversation, seq), self.writes.len());
                 self.writes.push(write);
             }
         }
@@ -521,6 +687,9 @@ struct Shard {
     hub: Arc<Hub>,
     push: PushHandle,
     conversations: HashMap<ConversationKey, Conversation>,
+    /// When each cached conversation was last used (a counter), for eviction.
+    used: HashMap<ConversationKey, u64>,
+    clock: u64,
 }
 
 impl Shard {
@@ -535,6 +704,8 @@ impl Shard {
             hub: deps.hub.clone(),
             push: deps.push.clone(),
             conversations: HashMap::new(),
+            used: HashMap::new(),
+            clock: 0,
         }
     }
 }
@@ -601,10 +772,13 @@ impl Shard {
                 // What is in memory may now be ahead of the disk: forget it and reload.
                 self.conversations.remove(id);
             } else if let Some(c) = self.conversations.get_mut(id) {
-                // Committed: the store's index answers these ids' retries from now on.
+                // Committed: the store's index answers these ids' retries from now on, and
+                // the store holds these entries.
                 c.uncommitted.clear();
+                c.batch_records.clear();
             }
         }
+        self.evict();
         for reply in batch.replies {
             reply(outcome.as_ref().map(|_| ()));
         }
@@ -624,7 +798,7 @@ impl Shard {
                     }
                     if let Some(notice) = &f.notice
                         && !online
-                        && user != notice.message.sender_id
+                        && notice.wanted_by(user)
                         && push.wants(user)
                     {
                         push.notify(user, notification.get_or_insert_with(|| notice.notification()));
@@ -643,6 +817,7 @@ impl Shard {
     }
 
     fn handle(&mut self, cmd: Command, p: &mut Pending) {
+        let store = self.store.clone();
         match cmd {
             Command::Create { id, caller, origin, spec, reply } => {
                 let r = self.create(id, &caller, origin, spec, p);
@@ -651,20 +826,26 @@ impl Shard {
             Command::Get { id, caller, reply } => {
                 let r = self.load(&id).and_then(|c| {
                     c.require_participant(&caller.user_id)?;
-                    Ok(c.to_pb(&caller.user_id))
+                    Ok(c.to_pb(&*store, &caller.user_id))
                 });
                 p.reply(reply, r);
             }
             Command::Summaries { ids, user, reply } => {
                 let mut out = Vec::with_capacity(ids.len());
+                let mut failed = None;
                 for id in ids {
-                    if let Ok(c) = self.load(&id)
-                        && c.role_of(&user).is_some()
-                    {
-                        out.push(c.to_pb(&user));
+                    match self.load(&id) {
+                        Ok(c) if c.role_of(&user).is_some() => out.push(c.to_pb(&*store, &user)),
+                        Ok(_) => {}
+                        // A conversation the membership index names but that is gone: skip.
+                        Err(e) if e.code == ErrorCode::NotFound => {}
+                        Err(e) => failed = Some(e),
                     }
                 }
-                let _ = reply.send(out);
+                let _ = reply.send(match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                });
             }
             Command::Add { id, caller, origin, users, role, reply } => {
                 let r = self.add(id, &caller, origin, users, role, p);
@@ -674,16 +855,42 @@ impl Shard {
                 let r = self.remove(id, &caller, origin, &user, p);
                 p.reply(reply, r);
             }
-            Command::Send { id, caller, origin, client_message_id, content, submitted, reply } => {
+            Command::Send { id, caller, origin, client_message_id, content, reply_to_seq, submitted, reply } => {
                 let started = Instant::now();
                 let hot = crate::ops::hot();
                 hot.stage_queue.record(started.duration_since(submitted).as_secs_f64());
-                let r = self.send(id, &caller, origin, client_message_id, content, p);
+                let r = self.send(id, &caller, origin, client_message_id, content, reply_to_seq, p);
                 hot.stage_sequence.record(started.elapsed().as_secs_f64());
+                p.reply(reply, r);
+            }
+            Command::Event { id, caller, origin, client_event_id, request, submitted, reply } => {
+                let started = Instant::now();
+                crate::ops::hot().stage_queue.record(started.duration_since(submitted).as_secs_f64());
+                let r = self.event(id, &caller, origin, client_event_id, request, p);
+                p.reply(reply, r);
+            }
+            Command::Update { id, caller, origin, client_event_id, update, reply } => {
+                let r = self.update(id, &caller, origin, client_event_id, update, p);
+                p.reply(reply, r);
+            }
+            Command::SetRole { id, caller, origin, user, role, reply } => {
+                let r = self.set_role(id, &caller, origin, &user, role, p);
                 p.reply(reply, r);
             }
             Command::History { id, caller, cursor, limit, reply } => {
                 let r = self.history(&id, &caller, cursor, limit);
+                p.reply(reply, r);
+            }
+            Command::Thread { id, caller, root, after, limit, reply } => {
+                let r = self.thread(&id, &caller, root, after, limit);
+                p.reply(reply, r);
+            }
+            Command::Pins { id, caller, reply } => {
+                let r = self.pins(&id, &caller);
+                p.reply(reply, r);
+            }
+            Command::Audit { id, caller, seq, reply } => {
+                let r = self.audit(&id, &caller, seq);
                 p.reply(reply, r);
             }
             Command::Receipt { id, caller, origin, kind, seq, reply } => {
@@ -705,8 +912,19 @@ impl Shard {
                 p.reply(reply, r);
             }
             Command::Participants { ids, reply } => {
-                let lists = ids.iter().filter_map(|id| self.load(id).ok().map(|c| c.member_ids().map(str::to_owned).collect())).collect();
-                let _ = reply.send(lists);
+                let mut lists = Vec::with_capacity(ids.len());
+                let mut failed = None;
+                for id in &ids {
+                    match self.load(id) {
+                        Ok(c) => lists.push(c.member_ids().map(str::to_owned).collect()),
+                        Err(e) if e.code == ErrorCode::NotFound => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                let _ = reply.send(match failed {
+                    Some(e) => Err(e),
+                    None => Ok(lists),
+                });
             }
             Command::CatchUp { cursors, user, max_messages, max_bytes, reply } => {
                 let _ = reply.send(self.catch_up(cursors, &user, max_messages, max_bytes));
@@ -716,11 +934,37 @@ impl Shard {
 
     /// The conversation, from memory or the store.
     fn load(&mut self, id: &ConversationKey) -> Result<&mut Conversation, RequestError> {
+        self.clock += 1;
+        self.used.insert(*id, self.clock);
         if !self.conversations.contains_key(id) {
-            let c = self.read_conversation(id)?;
+            let c = match self.read_conversation(id) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.used.remove(id);
+                    return Err(e);
+                }
+            };
             self.conversations.insert(*id, c);
         }
         self.conversations.get_mut(id).ok_or_else(|| RequestError::internal("conversation vanished"))
+    }
+
+    /// Drops the least recently used conversations beyond the bound, down to three
+    /// quarters of it (so that eviction runs once per many loads). Runs between batches
+    /// only, when nothing in memory is ahead of the store.
+    fn evict(&mut self) {
+        let most = self.config.max_cached_conversations.max(1);
+        if self.conversations.len() <= most {
+            return;
+        }
+        let mut by_age: Vec<(u64, ConversationKey)> = self.used.iter().map(|(id, t)| (*t, *id)).collect();
+        by_age.sort_unstable();
+        let excess = self.conversations.len() - most * 3 / 4;
+        for (_, id) in by_age.into_iter().take(excess) {
+            self.conversations.remove(&id);
+            self.used.remove(&id);
+        }
+        metrics::counter!("legalchat_conversations_evicted_total").increment(excess as u64);
     }
 
     fn read_conversation(&self, id: &ConversationKey) -> Result<Conversation, RequestError> {
@@ -733,11 +977,33 @@ impl Shard {
         })?;
         let last_seq = self.store.last_seq(id).map_err(store_err)?;
         let mut c = Conversation::new(*id, meta, dek, last_seq);
-        if last_seq > 0 {
-            let msgs = self.store.messages(id, last_seq, last_seq, 1).map_err(store_err)?;
-            c.last_message = msgs.into_iter().next().map(|(seq, sealed)| open_message(&c, seq, &sealed)).transpose()?.map(Arc::new);
-        }
         c.reads = self.store.read_states(id).map_err(store_err)?.into_iter().collect();
+        if last_seq > 0 {
+            // The newest entry tells how many messages the log holds; the newest visible
+            // message is usually the newest entry, or a few entries back.
+            let mut before = last_seq + 1;
+            let mut scanned = 0usize;
+            while before > 1 && scanned < LAST_MESSAGE_SCAN {
+                let page = self.store.entries_before(id, before, 64).map_err(store_err)?;
+                if page.is_empty() {
+                    break;
+                }
+                for (seq, sealed) in page {
+                    let rec = open_record(&c, seq, &sealed)?;
+                    if seq == last_seq {
+                        c.message_count = rec.messages_through(seq);
+                    }
+                    scanned += 1;
+                    before = seq;
+                    if rec.is_visible_message() {
+                        let state = events::to_wire(&c, seq, &rec, seq, None);
+                        c.last_message = Some(Arc::new(state));
+                        scanned = LAST_MESSAGE_SCAN;
+                        break;
+                    }
+                }
+            }
+        }
         Ok(c)
     }
 
@@ -749,12 +1015,13 @@ impl Shard {
         spec: CreateSpec,
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
+        let store = self.store.clone();
         if spec.kind == ConversationType::Private {
             // Exactly one per pair: an existing one is the answer.
             match self.load(&id) {
                 Ok(c) => {
                     c.require_participant(&caller.user_id)?;
-                    return Ok(c.to_pb(&caller.user_id));
+                    return Ok(c.to_pb(&*store, &caller.user_id));
                 }
                 Err(e) if e.code == ErrorCode::NotFound => {}
                 Err(e) => return Err(e),
@@ -783,6 +1050,7 @@ impl Shard {
             created_at_ms: now,
             updated_at_ms: now,
             created_by: caller.user_id.clone(),
+            ..Default::default()
         };
         let (dek, wrapped) = self.master.new_data_key(&id);
         p.writes.push(Write::DataKey { conversation: id, wrapped });
@@ -792,9 +1060,11 @@ impl Shard {
         }
         p.touched.insert(id);
         let c = Conversation::new(id, meta, dek, 0);
-        let view = c.to_pb(&caller.user_id);
-        announce(&c, p, origin, None);
+        let view = c.to_pb(&*store, &caller.user_id);
+        announce(&c, &*store, p, origin, None);
         self.conversations.insert(id, c);
+        self.clock += 1;
+        self.used.insert(id, self.clock);
         metrics::counter!("legalchat_conversations_created_total").increment(1);
         Ok(view)
     }
@@ -809,6 +1079,7 @@ impl Shard {
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
         let directory = self.directory.clone();
+        let store = self.store.clone();
         let c = self.load(&id)?;
         let new: Vec<String> = {
             let mut seen = HashSet::new();
@@ -820,21 +1091,26 @@ impl Shard {
             return Err(RequestError::invalid(format!("user_ids: a conversation has at most {} participants", policy::MAX_PARTICIPANTS)));
         }
         if new.is_empty() {
-            return Ok(c.to_pb(&caller.user_id));
+            return Ok(c.to_pb(&*store, &caller.user_id));
         }
         let role = if role == ParticipantRole::Unspecified { ParticipantRole::Member } else { role };
         let now = ids::now_ms();
+        let mut added = Vec::with_capacity(new.len());
         for u in &new {
-            c.meta.participants.push(StoredParticipant { user_id: u.clone(), role: role as i32, joined_at_ms: now });
+            let part = StoredParticipant { user_id: u.clone(), role: role as i32, joined_at_ms: now };
+            added.push(pb::Participant { user_id: u.clone(), role: part.role, joined_at_ms: now });
+            c.meta.participants.push(part);
             p.writes.push(Write::Membership { user: u.clone(), conversation: id });
         }
         c.participants_changed();
         c.meta.updated_at_ms = now;
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.touched.insert(id);
-        announce(c, p, origin, None);
+        let kind = pb::conversation_event::Kind::ParticipantsAdded(pb::ParticipantsAdded { participants: added });
+        events::append_event(c, p, caller, String::new(), kind, None, now);
+        announce(c, &*store, p, origin, None);
         p.membership.push((id, c.member_ids().map(str::to_owned).collect()));
-        Ok(c.to_pb(&caller.user_id))
+        Ok(c.to_pb(&*store, &caller.user_id))
     }
 
     fn remove(
@@ -845,6 +1121,7 @@ impl Shard {
         user: &str,
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
+        let store = self.store.clone();
         let c = self.load(&id)?;
         policy::may_remove(caller.role, &caller.user_id, c.role_of(&caller.user_id), c.kind(), user)?;
         if c.role_of(user).is_none() {
@@ -852,16 +1129,20 @@ impl Shard {
         }
         c.meta.participants.retain(|part| part.user_id != user);
         c.participants_changed();
-        c.meta.updated_at_ms = ids::now_ms();
+        let now = ids::now_ms();
+        c.meta.updated_at_ms = now;
         p.writes.push(Write::Conversation(c.meta.clone()));
         p.writes.push(Write::RemoveMembership { user: user.to_owned(), conversation: id });
         p.touched.insert(id);
         // The removed user hears of it too: their view no longer lists them.
-        announce(c, p, origin, Some(user));
+        let kind = pb::conversation_event::Kind::ParticipantRemoved(pb::ParticipantRemoved { user_id: user.to_owned() });
+        events::append_event(c, p, caller, String::new(), kind, Some(user), now);
+        announce(c, &*store, p, origin, Some(user));
         p.membership.push((id, c.member_ids().map(str::to_owned).collect()));
-        Ok(c.to_pb(&caller.user_id))
+        Ok(c.to_pb(&*store, &caller.user_id))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         id: ConversationKey,
@@ -869,6 +1150,7 @@ impl Shard {
         origin: SessionId,
         client_message_id: String,
         content: pb::MessageContent,
+        reply_to_seq: u64,
         p: &mut Pending,
     ) -> Result<pb::MessageAccepted, RequestError> {
         let store = self.store.clone();
@@ -877,32 +1159,28 @@ impl Shard {
         c.require_participant(&caller.user_id)?;
 
         // A retry: answer with the original, store nothing.
-        if let Some(prev) = c.uncommitted.get(&client_message_id) {
-            return Ok(pb::MessageAccepted { duplicate: true, ..prev.clone() });
+        if let Some(original) = events::duplicate(c, &*store, &client_message_id, &caller.user_id)? {
+            return Ok(original);
         }
-        if let Some(seq) = store.client_message_seq(&id, &client_message_id).map_err(store_err)? {
-            let sealed = store.messages(&id, seq, seq, 1).map_err(store_err)?;
-            let original = sealed.into_iter().next().map(|(s, b)| open_message(c, s, &b)).transpose()?;
-            let original = original.ok_or_else(|| RequestError::internal("de-duplication index points at a missing message"))?;
-            if original.sender_id != caller.user_id {
-                return Err(RequestError::new(
-                    ErrorCode::Conflict,
-                    "client_message_id: already used by another sender in this conversation",
-                ));
+        let reply_preview = if reply_to_seq > 0 {
+            let parent = events::record(c, &*store, reply_to_seq)?;
+            if !parent.is_message() {
+                return Err(RequestError::invalid(format!("reply_to_seq: {reply_to_seq} is not a message")));
             }
-            return Ok(pb::MessageAccepted {
-                conversation_id: original.conversation_id,
-                message_id: original.message_id,
-                seq,
-                timestamp_ms: original.timestamp_ms,
-                duplicate: true,
-            });
-        }
+            if parent.deleted_at_ms != 0 {
+                return Err(RequestError::invalid(format!("reply_to_seq: message {reply_to_seq} was deleted")));
+            }
+            Some(events::preview(&parent))
+        } else {
+            None
+        };
 
         let seq = c.last_seq + 1;
         let message_id = ids::random_id();
         // Timestamps never go backwards within a conversation, even if the clock does.
         let timestamp_ms = ids::now_ms().max(c.last_message.as_ref().map_or(0, |m| m.timestamp_ms));
+        let mentions = events::mentions(c, &content, &caller.user_id);
+        let message_number = c.message_count + 1;
         let record = StoredMessage {
             message_id: message_id.to_vec(),
             client_message_id: client_message_id.clone(),
@@ -911,25 +1189,35 @@ impl Shard {
             content_type: content.r#type,
             format: content.format,
             timestamp_ms,
+            reply_to_seq,
+            mentions,
+            message_number,
+            ..Default::default()
         };
         let sealed = c.dek.seal_message(&id, seq, &record.encode_to_vec());
-        p.writes.push(Write::Message { conversation: id, seq, sealed });
-        p.writes.push(Write::ClientMessageId { conversation: id, client_message_id: client_message_id.clone(), seq });
+        p.append(id, seq, sealed);
+        if !client_message_id.is_empty() {
+            p.writes.push(Write::ClientMessageId { conversation: id, client_message_id: client_message_id.clone(), seq });
+        }
+        if reply_to_seq > 0 {
+            p.writes.push(Write::Index { conversation: id, entry: crate::store::IndexEntry::Reply { parent: reply_to_seq, seq } });
+        }
+        for user in &record.mentions {
+            p.writes.push(Write::Index { conversation: id, entry: crate::store::IndexEntry::Mention { user: user.clone(), seq } });
+        }
         // Sending implies having read everything before: the sender's unread count is 0.
-        let read = StoredReadState { read_seq: seq, delivered_seq: seq, read_at_ms: timestamp_ms, delivered_at_ms: timestamp_ms };
+        let read = StoredReadState {
+            read_seq: seq,
+            delivered_seq: seq,
+            read_at_ms: timestamp_ms,
+            delivered_at_ms: timestamp_ms,
+            read_count: message_number,
+        };
         p.write_read_state(id, &caller.user_id, read);
-        p.touched.insert(id);
         p.messages += 1;
 
-        let message = pb::Message {
-            conversation_id: format_id(&id),
-            seq,
-            message_id: format_id(&message_id),
-            client_message_id: client_message_id.clone(),
-            sender_id: caller.user_id.clone(),
-            content: Some(content),
-            timestamp_ms,
-        };
+        let mut message = events::to_wire(c, seq, &record, seq, reply_preview);
+        message.content = Some(content);
         let accepted = pb::MessageAccepted {
             conversation_id: message.conversation_id.clone(),
             message_id: message.message_id.clone(),
@@ -938,8 +1226,10 @@ impl Shard {
             duplicate: false,
         };
         c.last_seq = seq;
+        c.message_count = message_number;
         c.reads.insert(caller.user_id.clone(), read);
-        c.uncommitted.insert(client_message_id, accepted.clone());
+        c.uncommitted.insert(client_message_id, (caller.user_id.clone(), accepted.clone()));
+        c.batch_records.insert(seq, record);
         let recipients = c.members.clone();
         // Encoded once; every recipient's queue gets a clone of the same bytes.
         let frame = encode_event(pb::server_frame::Event::ReceiveMessage(pb::ReceiveMessage { message: Some(message.clone()) }));
@@ -949,6 +1239,7 @@ impl Shard {
             conversation_type: c.meta.kind,
             conversation_title: c.meta.title.clone(),
             case_id: c.meta.case_id.clone(),
+            muted: c.meta.muted,
         });
         c.last_message = Some(message);
         p.fanout.push(Fanout { recipients, origin: Some(origin), frame, message: true, notice });
@@ -964,35 +1255,39 @@ impl Shard {
         seq: u64,
         p: &mut Pending,
     ) -> Result<(), RequestError> {
+        let store = self.store.clone();
         let c = self.load(&id)?;
         c.require_participant(&caller.user_id)?;
         if seq > c.last_seq {
-            return Err(RequestError::invalid(format!("seq: {seq} is beyond the newest message ({})", c.last_seq)));
+            return Err(RequestError::invalid(format!("seq: {seq} is beyond the newest event ({})", c.last_seq)));
         }
         let now = ids::now_ms();
-        let state = c.reads.entry(caller.user_id.clone()).or_default();
-        let moved = match kind {
-            pb::ReceiptKind::Read if seq > state.read_seq => {
-                state.read_seq = seq;
-                state.read_at_ms = now;
-                // Reading implies having received.
-                if seq > state.delivered_seq {
-                    state.delivered_seq = seq;
-                    state.delivered_at_ms = now;
-                }
-                true
-            }
-            pb::ReceiptKind::Delivered if seq > state.delivered_seq => {
-                state.delivered_seq = seq;
-                state.delivered_at_ms = now;
-                true
-            }
+        let current = c.reads.get(&caller.user_id).copied().unwrap_or_default();
+        let moves = match kind {
+            pb::ReceiptKind::Read => seq > current.read_seq,
+            pb::ReceiptKind::Delivered => seq > current.delivered_seq,
             pb::ReceiptKind::Unspecified => return Err(RequestError::invalid("kind: must be DELIVERED or READ")),
-            // Positions only move forward; an older report changes nothing.
-            _ => false,
         };
-        if !moved {
+        if !moves {
+            // Positions only move forward; an older report changes nothing.
             return Ok(());
+        }
+        // How many messages the log holds up to the new read position, for unread counts.
+        let read_count = if kind == pb::ReceiptKind::Read {
+            if seq == c.last_seq { c.message_count } else { events::record(c, &*store, seq)?.messages_through(seq) }
+        } else {
+            current.read_count
+        };
+        let state = c.reads.entry(caller.user_id.clone()).or_default();
+        if kind == pb::ReceiptKind::Read {
+            state.read_seq = seq;
+            state.read_at_ms = now;
+            state.read_count = read_count;
+        }
+        // Reading implies having received.
+        if seq > state.delivered_seq {
+            state.delivered_seq = seq;
+            state.delivered_at_ms = now;
         }
         let state = *state;
         p.write_read_state(id, &caller.user_id, state);
@@ -1012,18 +1307,30 @@ impl Shard {
     }
 
     /// Fills a catch-up page from this shard's conversations, in the order given, until
-    /// the message or byte budget is spent.
-    fn catch_up(&mut self, cursors: Vec<(ConversationKey, u64)>, user: &str, max_messages: usize, max_bytes: usize) -> CatchUpPart {
+    /// the message or byte budget is spent. A conversation that cannot be read fails the
+    /// whole page: the caller must not believe it is up to date there.
+    fn catch_up(
+        &mut self,
+        cursors: Vec<(ConversationKey, u64)>,
+        user: &str,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<CatchUpPart, RequestError> {
         let store = self.store.clone();
         let mut part = CatchUpPart::default();
         for (id, after) in cursors {
             let room = max_messages.saturating_sub(part.messages.len());
-            let Ok(c) = self.load(&id) else { continue };
+            let c = match self.load(&id) {
+                Ok(c) => c,
+                // Deleted since the membership index was read: nothing to catch up on.
+                Err(e) if e.code == ErrorCode::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if c.role_of(user).is_none() {
                 continue;
             }
             if c.last_seq <= after {
-                // No new messages, but positions may have moved while the client was away
+                // No new events, but positions may have moved while the client was away
                 // (someone read what it sent): those are caught up too.
                 if c.reads.iter().any(|(u, r)| u != user && (r.read_seq > 0 || r.delivered_seq > 0)) {
                     part.receipts.push(receipt_list(c));
@@ -1035,18 +1342,11 @@ impl Shard {
                 continue;
             }
             let to = c.last_seq.min(after.saturating_add(room as u64));
-            let sealed = match store.messages(&id, after + 1, to, room) {
-                Ok(s) => s,
-                Err(e) => {
-                    store_err(e);
-                    part.next.push((id, after));
-                    continue;
-                }
-            };
+            let sealed = store.messages(&id, after + 1, to, room).map_err(store_err)?;
             let mut cursor = after;
             for (seq, bytes) in sealed {
-                let Ok(m) = open_message(c, seq, &bytes) else { break };
-                part.bytes += m.content.as_ref().map_or(0, |x| x.text.len()) + 128;
+                let m = events::open_entry(c, &*store, seq, &bytes)?;
+                part.bytes += m.encoded_len();
                 part.messages.push(m);
                 cursor = seq;
                 if part.bytes >= max_bytes {
@@ -1058,7 +1358,7 @@ impl Shard {
             }
             part.receipts.push(receipt_list(c));
         }
-        part
+        Ok(part)
     }
 
     fn history(&mut self, id: &ConversationKey, caller: &Identity, cursor: Cursor, limit: u32) -> Result<pb::HistoryPage, RequestError> {
@@ -1088,19 +1388,22 @@ impl Shard {
             let sealed = store.messages(id, from, to, usize::try_from(limit).unwrap_or(100)).map_err(store_err)?;
             messages.reserve(sealed.len());
             for (seq, bytes) in sealed {
-                messages.push(open_message(c, seq, &bytes)?);
+                messages.push(events::open_entry(c, &*store, seq, &bytes)?);
             }
         }
         Ok(pb::HistoryPage { conversation_id: format_id(id), messages, has_more, last_seq: last })
     }
 }
 
+/// Entries read back at most to find a conversation's newest visible message on load.
+const LAST_MESSAGE_SCAN: usize = 1_024;
+
 /// Each participant (and `also`, e.g. a user just removed) gets a `ConversationUpdated`
 /// with their own view of the conversation: unread counts differ per user. Conversation
 /// changes are rare, so encoding per recipient costs nothing that matters.
-fn announce(c: &Conversation, p: &mut Pending, origin: SessionId, also: Option<&str>) {
+fn announce(c: &Conversation, store: &dyn Store, p: &mut Pending, origin: SessionId, also: Option<&str>) {
     for user in c.member_ids().chain(also) {
-        let view = c.to_pb(user);
+        let view = c.to_pb(store, user);
         let frame = encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view) }));
         p.fanout.push(Fanout { recipients: Arc::from([user.to_owned()]), origin: Some(origin), frame, message: false, notice: None });
     }
@@ -1133,22 +1436,13 @@ fn borrowed(roles: &[(String, Option<Role>)]) -> Vec<(&str, Option<Role>)> {
     roles.iter().map(|(u, r)| (u.as_str(), *r)).collect()
 }
 
-fn open_message(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<pb::Message, RequestError> {
+/// Opens and decodes the log entry sealed at `seq`.
+fn open_record(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<StoredMessage, RequestError> {
     let plain = c.dek.open_message(&c.id, seq, sealed).map_err(|e| {
         tracing::error!(conversation = %format_id(&c.id), seq, error = %e, "stored message failed authentication");
         RequestError::internal("a stored message failed its integrity check")
     })?;
-    let r = StoredMessage::decode(plain.as_slice()).map_err(|e| RequestError::internal(format!("corrupt message record: {e}")))?;
-    let message_id: [u8; 16] = r.message_id.as_slice().try_into().unwrap_or([0; 16]);
-    Ok(pb::Message {
-        conversation_id: format_id(&c.id),
-        seq,
-        message_id: format_id(&message_id),
-        client_message_id: r.client_message_id,
-        sender_id: r.sender_id,
-        content: Some(pb::MessageContent { text: r.text, r#type: r.content_type, format: r.format }),
-        timestamp_ms: r.timestamp_ms,
-    })
+    StoredMessage::decode(plain.as_slice()).map_err(|e| RequestError::internal(format!("corrupt message record: {e}")))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
 
     named(validate::user_id("user_id", s));
     named(validate::client_message_id(s));
+    named(validate::client_event_id(s));
+    named(validate::emoji(s));
     named(validate::case_id(s));
     named(validate::title(s));
     named(validate::description(s));

@@ -30,6 +30,10 @@ pub const MAX_LIST_LIMIT: u32 = 500;
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 /// Length of a conversation or message id in hex characters (128 bits).
 pub const ID_HEX_LEN: usize = 32;
+/// Longest reaction emoji in bytes (the longest ZWJ sequences are about 35).
+pub const MAX_EMOJI_LEN: usize = 64;
+/// Longest retention period in days (a century).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// A field that broke a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +88,49 @@ pub fn user_id(field: &'static str, value: &str) -> Result {
 pub fn client_message_id(value: &str) -> Result {
     check_len("client_message_id", value, 1, MAX_TOKEN_ID_LEN)?;
     check_alphabet("client_message_id", value, b"-_")
+}
+
+/// A client event id (the id of an edit, delete, reaction, pin or settings request):
+/// 1..=64 bytes of ASCII letters, digits, `-`, `_`, like a client message id.
+pub fn client_event_id(value: &str) -> Result {
+    check_len("client_event_id", value, 1, MAX_TOKEN_ID_LEN)?;
+    check_alphabet("client_event_id", value, b"-_")
+}
+
+/// A seq naming an earlier entry of a conversation's log: never 0.
+pub fn target_seq(field: &'static str, seq: u64) -> Result {
+    if seq == 0 { Err(ValidationError::new(field, "must name a message (seqs start at 1)")) } else { Ok(()) }
+}
+
+/// A reaction: exactly one emoji of the Unicode emoji set (with its skin tone, if any),
+/// with or without the emoji variation selector U+FE0F. One emoji of the set is one
+/// grapheme cluster, so text, two emoji in a row or a bare skin-tone modifier are refused.
+pub fn emoji(value: &str) -> Result {
+    check_len("emoji", value, 1, MAX_EMOJI_LEN)?;
+    if is_emoji(value) {
+        return Ok(());
+    }
+    Err(ValidationError::new("emoji", "must be exactly one emoji"))
+}
+
+fn is_emoji(value: &str) -> bool {
+    if emojis::get(value).is_some() {
+        return true;
+    }
+    // Keyboards differ on U+FE0F (emoji presentation): "❤" and "❤\u{FE0F}" are one emoji.
+    let bare: String = value.chars().filter(|&c| c != '\u{FE0F}').collect();
+    if bare.is_empty() {
+        return false;
+    }
+    emojis::get(&bare).is_some() || emojis::get(&format!("{bare}\u{FE0F}")).is_some()
+}
+
+/// A retention period in days (0: no period of the conversation's own).
+pub fn retention_days(days: u32) -> Result {
+    if days > MAX_RETENTION_DAYS {
+        return Err(ValidationError::new("retention_days", format!("is {days}; the maximum is {MAX_RETENTION_DAYS}")));
+    }
+    Ok(())
 }
 
 /// A case id: 1..=64 bytes of ASCII letters, digits, `-`, `_`.
@@ -226,6 +273,29 @@ mod tests {
         assert!(message_content(Some(&text("a\u{7}b")), 10).is_err());
         assert!(message_content(Some(&text("line\nline")), 10).is_ok());
         assert!(message_content(None, 10).is_err());
+    }
+
+    #[test]
+    fn reactions_are_exactly_one_emoji() {
+        for ok in ["👍", "❤️", "❤", "👍🏽", "👩‍⚖️", "🇩🇪", "✌️", "✌🏿"] {
+            assert_eq!(emoji(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["", "a", "ok", "👍👍", "👍 ", "🏽", "\u{FE0F}", "<script>", "1", "👍a"] {
+            let err = emoji(bad).unwrap_err();
+            assert_eq!(err.field, "emoji", "{bad:?}");
+        }
+        assert!(emoji(&"👍".repeat(20)).is_err());
+    }
+
+    #[test]
+    fn event_ids_and_targets() {
+        assert!(client_event_id("edit-1_a").is_ok());
+        assert_eq!(client_event_id("").unwrap_err().field, "client_event_id");
+        assert!(client_event_id("a b").is_err());
+        assert!(target_seq("message_seq", 0).is_err());
+        assert!(target_seq("message_seq", 1).is_ok());
+        assert!(retention_days(MAX_RETENTION_DAYS).is_ok());
+        assert!(retention_days(MAX_RETENTION_DAYS + 1).is_err());
     }
 
     #[test]

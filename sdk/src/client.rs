@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::driver::{self, Shared, lock};
 use crate::outbox::{Attempt, EntryId};
 use crate::session::{SessionInfo, answer};
-use crate::{ClientConfig, ConnectionState, Error, Event, HistoryCursor, NewConversation, Result, Sent};
+use crate::{ClientConfig, ConnectionState, ConversationUpdate, Error, Event, HistoryCursor, NewConversation, Result, Sent};
 
 /// Most user ids per presence query (the protocol's limit).
 const MAX_PRESENCE_QUERY: usize = 1_000;
@@ -225,13 +225,31 @@ impl Client {
     /// been stored; retry with the same id to find out). Nothing is sent after the call
     /// has failed, or after it was cancelled.
     pub async fn send(&self, conv: &str, client_message_id: &str, content: pb::MessageContent) -> Result<Sent> {
+        self.send_message(conv, client_message_id, content, 0).await
+    }
+
+    /// Sends a plain-text reply to message `reply_to_seq` of the conversation (a thread),
+    /// with a fresh client message id; otherwise like [`send`](Self::send).
+    pub async fn reply(&self, conv: &str, reply_to_seq: u64, text: &str) -> Result<Sent> {
+        validate::target_seq("reply_to_seq", reply_to_seq)?;
+        let content =
+            pb::MessageContent { text: text.to_owned(), r#type: pb::ContentType::Text as i32, format: pb::TextFormat::Plain as i32 };
+        self.send_message(conv, &crate::new_client_message_id(), content, reply_to_seq).await
+    }
+
+    /// Sends a message, a reply when `reply_to_seq` is not 0, through the outbox.
+    pub async fn send_message(&self, conv: &str, client_message_id: &str, content: pb::MessageContent, reply_to_seq: u64) -> Result<Sent> {
         validate::parse_id("conversation_id", conv)?;
         validate::client_message_id(client_message_id)?;
         let shared = self.shared();
         let (max_frame_size, max_message_bytes) = shared.limits();
         validate::message_content(Some(&content), max_message_bytes)?;
-        let message =
-            pb::SendMessage { conversation_id: conv.to_owned(), client_message_id: client_message_id.to_owned(), content: Some(content) };
+        let message = pb::SendMessage {
+            conversation_id: conv.to_owned(),
+            client_message_id: client_message_id.to_owned(),
+            content: Some(content),
+            reply_to_seq,
+        };
         // The frame around it adds at most a request id, two tags and a length.
         let frame_len = prost::Message::encoded_len(&message) + FRAME_OVERHEAD;
         if frame_len > max_frame_size {
@@ -281,7 +299,163 @@ impl Client {
         validate::history_limit(limit)?;
         let request = pb::GetHistory { conversation_id: conv.to_owned(), cursor: cursor.into_pb(), limit };
         let reply = self.request(pb::client_frame::Request::GetHistory(request)).await?;
-        answer::history(reply)
+        let page = answer::history(reply)?;
+        self.shared().state().loaded(&page.messages);
+        Ok(page)
+    }
+
+    /// The current state of message `seq` of a conversation as this client knows it:
+    /// folded from every edit, delete, reaction and pin that reached it. `None` for a
+    /// message the client has not seen (load it with [`history`](Self::history)).
+    pub fn message(&self, conv: &str, seq: u64) -> Option<pb::Message> {
+        self.shared().state().timeline().get(conv, seq).cloned()
+    }
+
+    /// Replaces the text of one of the user's own messages (plain text). Returns the edit
+    /// event's receipt once it is durable. The server keeps every earlier version in the
+    /// message's audit trail.
+    pub async fn edit_text(&self, conv: &str, seq: u64, text: &str) -> Result<Sent> {
+        let content =
+            pb::MessageContent { text: text.to_owned(), r#type: pb::ContentType::Text as i32, format: pb::TextFormat::Plain as i32 };
+        self.edit(conv, seq, content).await
+    }
+
+    /// Replaces the content of one of the user's own messages.
+    pub async fn edit(&self, conv: &str, seq: u64, content: pb::MessageContent) -> Result<Sent> {
+        validate::target_seq("message_seq", seq)?;
+        let (_, max_message_bytes) = self.shared().limits();
+        validate::message_content(Some(&content), max_message_bytes)?;
+        self.event_request(conv, |client_event_id| {
+            pb::client_frame::Request::EditMessage(pb::EditMessage {
+                conversation_id: conv.to_owned(),
+                client_event_id,
+                message_seq: seq,
+                content: Some(content.clone()),
+            })
+        })
+        .await
+    }
+
+    /// Deletes a message: participants see a tombstone. The user's own messages; others'
+    /// for conversation admins and moderators and global admins.
+    pub async fn delete(&self, conv: &str, seq: u64) -> Result<Sent> {
+        validate::target_seq("message_seq", seq)?;
+        self.event_request(conv, |client_event_id| {
+            pb::client_frame::Request::DeleteMessage(pb::DeleteMessage {
+                conversation_id: conv.to_owned(),
+                client_event_id,
+                message_seq: seq,
+            })
+        })
+        .await
+    }
+
+    /// Adds the user's reaction `emoji` (exactly one emoji) to a message. Adding one the
+    /// user already has changes nothing ([`Sent::duplicate`]).
+    pub async fn react(&self, conv: &str, seq: u64, emoji: &str) -> Result<Sent> {
+        self.reaction(conv, seq, emoji, false).await
+    }
+
+    /// Removes the user's reaction `emoji` from a message.
+    pub async fn unreact(&self, conv: &str, seq: u64, emoji: &str) -> Result<Sent> {
+        self.reaction(conv, seq, emoji, true).await
+    }
+
+    async fn reaction(&self, conv: &str, seq: u64, emoji: &str, remove: bool) -> Result<Sent> {
+        validate::target_seq("message_seq", seq)?;
+        validate::emoji(emoji)?;
+        self.event_request(conv, |client_event_id| {
+            pb::client_frame::Request::React(pb::React {
+                conversation_id: conv.to_owned(),
+                client_event_id,
+                message_seq: seq,
+                emoji: emoji.to_owned(),
+                remove,
+            })
+        })
+        .await
+    }
+
+    /// Pins (or, with `unpin`, unpins) a message.
+    pub async fn pin(&self, conv: &str, seq: u64, unpin: bool) -> Result<Sent> {
+        validate::target_seq("message_seq", seq)?;
+        self.event_request(conv, |client_event_id| {
+            pb::client_frame::Request::PinMessage(pb::PinMessage {
+                conversation_id: conv.to_owned(),
+                client_event_id,
+                message_seq: seq,
+                unpin,
+            })
+        })
+        .await
+    }
+
+    /// Changes a conversation's title, description or settings; fields left `None` stay.
+    pub async fn update_conversation(&self, conv: &str, update: ConversationUpdate) -> Result<pb::Conversation> {
+        validate::parse_id("conversation_id", conv)?;
+        update.validate()?;
+        let client_event_id = crate::new_client_message_id();
+        let request = update.into_request(conv, client_event_id);
+        let reply = self.request(pb::client_frame::Request::UpdateConversation(request)).await?;
+        answer::conversation("UpdateConversation", reply)
+    }
+
+    /// Gives a participant another conversation role.
+    pub async fn set_participant_role(&self, conv: &str, user: &str, role: pb::ParticipantRole) -> Result<pb::Conversation> {
+        validate::parse_id("conversation_id", conv)?;
+        validate::user_id("user_id", user)?;
+        let request = pb::SetParticipantRole { conversation_id: conv.to_owned(), user_id: user.to_owned(), role: role as i32 };
+        let reply = self.request(pb::client_frame::Request::SetParticipantRole(request)).await?;
+        answer::conversation("SetParticipantRole", reply)
+    }
+
+    /// A page of the replies to message `root_seq`, ascending, after reply `after_seq`
+    /// (0: from the first). `limit` is 1..=100; 0 means 50.
+    pub async fn thread(&self, conv: &str, root_seq: u64, after_seq: u64, limit: u32) -> Result<pb::HistoryPage> {
+        validate::parse_id("conversation_id", conv)?;
+        validate::target_seq("root_seq", root_seq)?;
+        validate::history_limit(limit)?;
+        let request = pb::GetThread { conversation_id: conv.to_owned(), root_seq, after_seq, limit };
+        let reply = self.request(pb::client_frame::Request::GetThread(request)).await?;
+        let page = answer::history(reply)?;
+        self.shared().state().loaded(&page.messages);
+        Ok(page)
+    }
+
+    /// The pinned messages of a conversation, ascending.
+    pub async fn pins(&self, conv: &str) -> Result<pb::HistoryPage> {
+        validate::parse_id("conversation_id", conv)?;
+        let reply = self.request(pb::client_frame::Request::ListPins(pb::ListPins { conversation_id: conv.to_owned() })).await?;
+        let page = answer::history(reply)?;
+        self.shared().state().loaded(&page.messages);
+        Ok(page)
+    }
+
+    /// Every version of a message (the audit trail). For global admins.
+    pub async fn audit(&self, conv: &str, seq: u64) -> Result<pb::MessageAudit> {
+        validate::parse_id("conversation_id", conv)?;
+        validate::target_seq("message_seq", seq)?;
+        let request = pb::GetMessageAudit { conversation_id: conv.to_owned(), message_seq: seq };
+        match self.request(pb::client_frame::Request::GetMessageAudit(request)).await? {
+            pb::ack::Result::Audit(a) => Ok(a),
+            other => Err(Error::Protocol(format!("GetMessageAudit was answered with {}", crate::session::answer_name(&other)))),
+        }
+    }
+
+    /// Sends an event request with a fresh client event id, and again with the same id
+    /// when the connection drops before the answer (the server stores it once), until the
+    /// request timeout.
+    async fn event_request(&self, conv: &str, make: impl Fn(String) -> pb::client_frame::Request) -> Result<Sent> {
+        validate::parse_id("conversation_id", conv)?;
+        let request = make(crate::new_client_message_id());
+        let deadline = Instant::now() + self.shared().config.request_timeout;
+        loop {
+            match self.request(request.clone()).await {
+                Ok(reply) => return Ok(answer::message_accepted(reply)?.into()),
+                Err(Error::Disconnected(_)) if Instant::now() < deadline => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Measures the round trip to the server through the session stream.

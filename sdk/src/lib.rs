@@ -129,6 +129,7 @@ mod receipts;
 mod reconnect;
 mod session;
 mod state;
+pub mod timeline;
 pub mod tls;
 mod types;
 
@@ -145,4 +146,5 @@ pub use error::{Error, Result};
 pub use outbox::DEFAULT_OUTBOX_CAPACITY;
 pub use reconnect::{DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, Jitter, ReconnectPolicy};
 pub use session::SessionInfo;
-pub use types::{ConnectionState, Event, HistoryCursor, NewConversation, Sent, new_client_message_id};
+pub use timeline::Timeline;
+pub use types::{ConnectionState, ConversationUpdate, Event, HistoryCursor, NewConversation, Sent, new_client_message_id};

@@ -164,6 +164,7 @@ mod tests {
             conversation_id: conv.into(),
             client_message_id: client_message_id.into(),
             content: Some(pb::MessageContent { text: t.into(), ..Default::default() }),
+            reply_to_seq: 0,
         }
     }
 

@@ -247,6 +247,7 @@ pub(crate) fn answer_name(result: &pb::ack::Result) -> &'static str {
         R::CatchUp(_) => "CatchUpPage",
         R::Receipts(_) => "ReceiptList",
         R::Done(_) => "Done",
+        R::Audit(_) => "MessageAudit",
     }
 }
 

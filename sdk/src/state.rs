@@ -23,6 +23,7 @@ use crate::inbox::{Fetch, Inbox};
 use crate::outbox::{EntryId, Outbox, OutboxFull, PendingSend, SendWaiter, outcome};
 use crate::receipts::{DeliveryAcks, ReceiptLedger};
 use crate::session::Reply;
+use crate::timeline::Timeline;
 use crate::{ConnectionState, Error, Event};
 
 /// Work for the driver that follows from a state change.
@@ -82,6 +83,8 @@ pub(crate) struct ClientState {
     direct: Option<u64>,
     /// `Event::Closed` is queued; nothing follows it.
     finished: bool,
+    /// Each message's current state, folded from the log as it reaches the app.
+    timeline: Timeline,
     /// Conversations with a gap whose fetch waits for this session's own sends there to be
     /// answered: in a busy conversation, the next message often arrives before the
     /// acknowledgment of the user's own (events and answers travel separately), and the
@@ -107,6 +110,7 @@ impl ClientState {
             state: ConnectionState::Connected,
             direct: None,
             finished: false,
+            timeline: Timeline::new(),
             deferred_gaps: BTreeSet::new(),
         }
     }
@@ -212,6 +216,19 @@ impl ClientState {
         self.ledger.forget(conversation_id);
         self.acks.forget(conversation_id);
         self.rooms.remove(conversation_id);
+        self.timeline.forget(conversation_id);
+    }
+
+    /// The folded state of the messages this client has seen.
+    pub(crate) fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// Messages read from history: their states as of the read.
+    pub(crate) fn loaded(&mut self, messages: &[pb::Message]) {
+        for m in messages {
+            self.timeline.insert(m.clone());
+        }
     }
 
     /// Every followed conversation with the newest seq the app was given.
@@ -315,7 +332,18 @@ impl ClientState {
             if let Some(c) = &mut self.catching_up {
                 c.missed += 1;
             }
+            // An event about a message changes that message's state: the app gets the
+            // event, then the new state.
+            let changed = if m.event.is_some() {
+                self.timeline.apply(&m).cloned()
+            } else {
+                self.timeline.insert(m.clone());
+                None
+            };
             self.emit(Event::Message(m));
+            if let Some(state) = changed {
+                self.emit(Event::MessageUpdated(state));
+            }
         }
     }
 
@@ -507,6 +535,21 @@ impl ClientState {
                 _ => 0,
             };
             self.resume_deferred_gap(conversation, seq, &mut effects);
+        }
+        // The user's own message is in the timeline too, so that reactions to it fold.
+        if let (Ok(pb::ack::Result::MessageAccepted(a)), Some(p)) = (&reply, &pending) {
+            self.timeline.insert(pb::Message {
+                conversation_id: p.message.conversation_id.clone(),
+                seq: a.seq,
+                message_id: a.message_id.clone(),
+                client_message_id: p.message.client_message_id.clone(),
+                sender_id: self.me.clone(),
+                content: p.message.content.clone(),
+                timestamp_ms: a.timestamp_ms,
+                reply_to_seq: p.message.reply_to_seq,
+                state_seq: a.seq,
+                ..Default::default()
+            });
         }
         if let Some(PendingSend { message, waiter: Some(waiter), .. }) = pending {
             let _ = waiter.send(outcome(&message.conversation_id, reply));

@@ -87,6 +87,87 @@ impl NewConversation {
     }
 }
 
+/// A change of a conversation's title, description or settings for
+/// [`Client::update_conversation`](crate::Client::update_conversation): fields left `None`
+/// stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConversationUpdate {
+    /// New title.
+    pub title: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// Push notifications on, or muted (then only mentions are pushed).
+    pub notifications: Option<bool>,
+    /// Days to keep messages (0: the firm's policy).
+    pub retention_days: Option<u32>,
+    /// Marked as needing encryption beyond the server's own.
+    pub encryption: Option<bool>,
+}
+
+impl ConversationUpdate {
+    /// No change yet; set the fields to change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Changes the title.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
+        self
+    }
+
+    /// Changes the description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// Turns push notifications on or off (muted).
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.notifications = Some(on);
+        self
+    }
+
+    /// Sets the retention period.
+    pub fn retention_days(mut self, days: u32) -> Self {
+        self.retention_days = Some(days);
+        self
+    }
+
+    /// Marks the conversation as needing extra encryption, or not.
+    pub fn encryption(mut self, on: bool) -> Self {
+        self.encryption = Some(on);
+        self
+    }
+
+    /// Checks the fields as the server will.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(t) = &self.title {
+            validate::title(t)?;
+        }
+        if let Some(d) = &self.description {
+            validate::description(d)?;
+        }
+        if let Some(r) = self.retention_days {
+            validate::retention_days(r)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn into_request(self, conversation_id: &str, client_event_id: String) -> pb::UpdateConversation {
+        pb::UpdateConversation {
+            conversation_id: conversation_id.to_owned(),
+            client_event_id,
+            title: self.title,
+            description: self.description,
+            notifications: self.notifications,
+            retention_days: self.retention_days,
+            encryption: self.encryption,
+        }
+    }
+}
+
 /// The server's receipt for a stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
@@ -133,11 +214,18 @@ impl HistoryCursor {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A new message in one of the user's conversations (also the user's own messages
-    /// sent from other devices; never those sent through this client, which
-    /// [`Client::send`](crate::Client::send) reports). Per conversation, messages come
-    /// exactly once and in seq order without gaps, across reconnects.
+    /// A new entry of one of the user's conversations' logs: a message (also the user's
+    /// own messages sent from other devices; never those sent through this client, which
+    /// [`Client::send`](crate::Client::send) reports), or, with `event` set, an edit,
+    /// delete, reaction, pin, participant or settings change (these also when made
+    /// through this client). Per conversation, entries come exactly once and in seq order
+    /// without gaps, across reconnects.
     Message(pb::Message),
+    /// The current state of a message after an event about it (an edit, delete, reaction
+    /// or pin) reached the app as [`Event::Message`]: the message as a device that saw
+    /// everything shows it now. Follows that event. Only for messages this client holds
+    /// (seen live, loaded with [`Client::history`](crate::Client::history), or sent).
+    MessageUpdated(pb::Message),
     /// A conversation's participants or settings changed, or the user was added to (or
     /// removed from) a conversation.
     ConversationUpdated(pb::Conversation),

@@ -157,6 +157,20 @@ impl Conn {
         }
     }
 
+    /// An event about message `seq` of the user's own (LegalChat only): the mix of
+    /// [`LoadOptions::event_mix`](super::LoadOptions::event_mix). An edit carries `text`.
+    pub async fn act(&self, conversation: &str, seq: u64, action: super::MixedEvent, text: &str) -> Result<u64, String> {
+        use super::MixedEvent as M;
+        let Self::LegalChat(c) = self else { return Err("the event mix needs LegalChat".into()) };
+        let sent = match action {
+            M::React => c.react(conversation, seq, "👍").await,
+            M::Unreact => c.unreact(conversation, seq, "👍").await,
+            M::Edit => c.edit_text(conversation, seq, text).await,
+            M::Delete => c.delete(conversation, seq).await,
+        };
+        sent.map(|s| s.seq).map_err(|e| error_kind(&e))
+    }
+
     /// Joins the peer's room (LegalChat delivers to participants without joining).
     pub async fn join(&self, conversation: &str) -> anyhow::Result<()> {
         match self {
@@ -171,7 +185,12 @@ impl Conn {
         match self {
             Self::LegalChat(c) => match c.next_event().await {
                 Some(Event::Message(m)) => {
-                    let text = m.content.map(|c| c.text).unwrap_or_default();
+                    // An edit carries its new text (and so the send's timestamp).
+                    let edited = match m.event.as_ref().and_then(|e| e.kind.as_ref()) {
+                        Some(legalchat_sdk::pb::conversation_event::Kind::Edited(e)) => e.content.as_ref().map(|c| c.text.clone()),
+                        _ => None,
+                    };
+                    let text = m.content.map(|c| c.text).or(edited).unwrap_or_default();
                     Heard::Message { conversation: m.conversation_id, sender: m.sender_id, seq: m.seq, text }
                 }
                 Some(Event::State(legalchat_sdk::ConnectionState::Resumed { .. })) => Heard::Resumed,

@@ -70,6 +70,11 @@ pub struct LoadOptions {
     /// UDP sockets the LegalChat clients share (clients are spread over them).
     #[arg(long, default_value_t = 8)]
     pub sockets: usize,
+    /// Make each user's sends a mix of events (LegalChat only): of every 20, 16 new
+    /// messages, 2 reactions (added, then taken back), 1 edit and 1 delete of the user's
+    /// own newest message — 80 / 10 / 5 / 5 %.
+    #[arg(long)]
+    pub event_mix: bool,
 }
 
 impl Default for LoadOptions {
@@ -84,6 +89,7 @@ impl Default for LoadOptions {
             max_in_flight: 10_000,
             drain: 10.0,
             sockets: 8,
+            event_mix: false,
         }
     }
 }
@@ -184,6 +190,14 @@ pub struct Summary {
     pub acked_per_s: f64,
     /// Measured deliveries per second.
     pub deliveries_per_s: f64,
+    /// Deliveries (of anything: messages and other events) that arrived within the
+    /// measured window.
+    pub deliveries_in_window: u64,
+    /// The server's CPU time over the measured window per delivery in it, microseconds:
+    /// independent of how fast the generator is.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Whether sends were the 80 / 10 / 5 / 5 mix of messages, reactions, edits, deletes.
+    pub event_mix: bool,
     /// Scheduled instant → ack.
     pub ack_latency_ms: Latency,
     /// Scheduled instant → message at a recipient.
@@ -194,6 +208,34 @@ pub struct Summary {
     pub generator_usage: Option<Usage>,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
+}
+
+/// What a send of the event mix does instead of a new message (see
+/// [`LoadOptions::event_mix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixedEvent {
+    /// Add 👍 to the user's newest message.
+    React,
+    /// Take the 👍 back.
+    Unreact,
+    /// Replace the newest message's text.
+    Edit,
+    /// Delete the newest message.
+    Delete,
+}
+
+impl MixedEvent {
+    /// The `n`th send of a user: of every 20, 16 messages (`None`), 2 reactions, an edit
+    /// and a delete.
+    pub fn of(n: u64) -> Option<Self> {
+        match n % 20 {
+            16 => Some(Self::React),
+            17 => Some(Self::Unreact),
+            18 => Some(Self::Edit),
+            19 => Some(Self::Delete),
+            _ => None,
+        }
+    }
 }
 
 /// How sends are paced (reported with every run).
@@ -220,6 +262,10 @@ impl Summary {
         line(format!("  delivery latency ms: {}", self.delivery_latency_ms.describe()));
         if let Some(u) = &self.server_usage {
             line(format!("  server: {}", u.describe()));
+        }
+        if let Some(us) = self.server_cpu_us_per_delivery {
+            let what = if self.event_mix { "event (80/10/5/5 mix)" } else { "message" };
+            line(format!("  server cpu per delivered {what}: {us:.1} µs ({} deliveries in the window)", self.deliveries_in_window));
         }
         if let Some(u) = &self.generator_usage {
             line(format!("  load generator: {}", u.describe()));
@@ -311,6 +357,9 @@ struct SenderStats {
 struct ReceiverStats {
     deliveries: u64,
     deliveries_measured: u64,
+    /// Deliveries that arrived within the measured window (the window the server's CPU
+    /// is probed over), whatever they carried.
+    deliveries_in_window: u64,
     samples: Vec<u64>,
     errors: BTreeMap<String, u64>,
 }
@@ -609,6 +658,9 @@ impl Fleet {
                         Heard::Message { sender, text, .. } if sender != me => {
                             let now = Instant::now();
                             stats.deliveries += 1;
+                            if now >= clock.measure_from && now <= clock.end {
+                                stats.deliveries_in_window += 1;
+                            }
                             let Some(sent_at) = scheduled_nanos(&text) else { continue };
                             if sent_at >= measure_from {
                                 stats.deliveries_measured += 1;
@@ -641,6 +693,9 @@ impl Fleet {
         let runtime = tokio::runtime::Handle::current();
         let (conns, conversations, stats, text_bytes, acks) =
             (self.conns.clone(), self.conversation_of.clone(), sender_stats.clone(), opts.text_bytes, ack_sink.clone());
+        // Each user's newest message of their own, the target of their mixed events.
+        let own: Arc<[AtomicU64]> = (0..users).map(|_| AtomicU64::new(0)).collect();
+        let event_mix = opts.event_mix;
         let permits = in_flight.clone();
         let give_up = clock.end + Duration::from_secs_f64(opts.drain);
         let lateness = tokio::task::spawn_blocking(move || {
@@ -659,16 +714,36 @@ impl Fleet {
                 };
                 let text = message_text(nanos_since(clock.base, scheduled), i, n, text_bytes);
                 let (conn, conversation, stats, acks) = (conns[i].clone(), conversations[i].clone(), stats.clone(), acks.clone());
+                let own = own.clone();
                 runtime.spawn(async move {
-                    let result = conn.send(&conversation, &text).await;
+                    let target = own[i].load(Ordering::Relaxed);
+                    let action = if event_mix && target > 0 { MixedEvent::of(n) } else { None };
+                    let result = match action {
+                        Some(action) => {
+                            if action == MixedEvent::Delete {
+                                own[i].store(0, Ordering::Relaxed);
+                            }
+                            conn.act(&conversation, target, action, &text).await
+                        }
+                        None => {
+                            let r = conn.send(&conversation, &text).await;
+                            if let Ok(seq) = r {
+                                own[i].fetch_max(seq, Ordering::Relaxed);
+                            }
+                            r
+                        }
+                    };
                     let now = Instant::now();
                     let mut guard = stats[i].lock().unwrap_or_else(PoisonError::into_inner);
                     let s = &mut *guard;
                     s.sent += 1;
+                    // Only what carries the send's timestamp to its recipients (messages,
+                    // edits) is measured end to end.
+                    let timed = action.is_none_or(|a| a == MixedEvent::Edit);
                     match result {
                         Ok(_) => {
                             s.acked += 1;
-                            if scheduled >= clock.measure_from {
+                            if scheduled >= clock.measure_from && timed {
                                 s.acked_measured += 1;
                                 acks.record(&mut s.ack_samples, micros(now - scheduled));
                             }
@@ -717,11 +792,12 @@ impl Fleet {
         .is_ok();
 
         let _ = stop_tx.send(true);
-        let (mut deliveries, mut deliveries_measured) = (0u64, 0u64);
+        let (mut deliveries, mut deliveries_measured, mut deliveries_in_window) = (0u64, 0u64, 0u64);
         for r in receivers {
             let r = r.await?;
             deliveries += r.deliveries;
             deliveries_measured += r.deliveries_measured;
+            deliveries_in_window += r.deliveries_in_window;
             for (k, v) in r.errors {
                 bump(&mut totals.errors, k, v);
             }
@@ -743,6 +819,7 @@ impl Fleet {
             duration_s: opts.duration,
             warmup_s: opts.warmup,
             text_bytes: opts.text_bytes,
+            event_mix: opts.event_mix,
             pacing: PACING,
             send_lateness_ms: Latency::of(&lateness),
             sent: totals.sent,
@@ -753,6 +830,11 @@ impl Fleet {
             deliveries_expected: expected,
             acked_per_s: totals.acked_measured as f64 / opts.duration,
             deliveries_per_s: deliveries_measured as f64 / opts.duration,
+            deliveries_in_window,
+            server_cpu_us_per_delivery: server_usage
+                .as_ref()
+                .filter(|_| deliveries_in_window > 0)
+                .map(|u| u.cpu_seconds * 1e6 / deliveries_in_window as f64),
             ack_latency_ms: ack_sink.latency(),
             delivery_latency_ms: delivery_sink.latency(),
             server_usage,
@@ -1015,6 +1097,9 @@ mod tests {
             deliveries_expected: 0,
             acked_per_s: acked,
             deliveries_per_s: acked * 9.0,
+            deliveries_in_window: 0,
+            server_cpu_us_per_delivery: None,
+            event_mix: false,
             ack_latency_ms: latency(ack_p99),
             delivery_latency_ms: latency(delivery_p99),
             server_usage: None,

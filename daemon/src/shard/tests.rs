@@ -24,7 +24,7 @@ struct Fixture {
 type Answer<T> = oneshot::Receiver<Result<T, RequestError>>;
 
 fn config() -> ShardConfig {
-    ShardConfig { mailbox: 64, max_batch: 64, sync: false }
+    ShardConfig { max_batch: 64, ..ShardConfig::for_tests() }
 }
 
 /// What a shard runs on, over a fresh store in `dir`. With `push`: notifications go to
@@ -69,6 +69,7 @@ fn send(client_message_id: &str) -> (Command, Answer<pb::MessageAccepted>) {
         origin: 1,
         client_message_id: client_message_id.into(),
         content,
+        reply_to_seq: 0,
         submitted: Instant::now(),
         reply,
     };
@@ -197,4 +198,499 @@ fn a_retry_is_stored_once_whether_its_original_is_committed_or_still_in_the_batc
     shard.flush(&mut batch);
     let page = page.blocking_recv().unwrap().unwrap();
     assert_eq!(page.messages.iter().map(|m| m.client_message_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+
+// ───────────────────────────── the event log ─────────────────────────────
+
+fn user(id: &str, role: Role) -> Identity {
+    Identity { user_id: id.into(), role, name: None }
+}
+
+fn bob() -> Identity {
+    user("bob", Role::Client)
+}
+
+/// A shard without a thread: each call is one batch, handled and committed at once.
+struct Direct {
+    shard: Shard,
+    _dir: TempDir,
+}
+
+impl Direct {
+    fn new() -> Self {
+        Self::with(config(), None)
+    }
+
+    fn with(config: ShardConfig, store: Option<Arc<dyn Store>>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deps = deps(&dir, None);
+        if let Some(store) = store {
+            deps.store = store;
+        }
+        let mut d = Self { shard: Shard::new(0, config, &deps), _dir: dir };
+        let (cmd, rx) = create();
+        d.run(cmd);
+        rx.blocking_recv().unwrap().unwrap();
+        d
+    }
+
+    fn run(&mut self, cmd: Command) {
+        let mut batch = Pending::default();
+        self.shard.handle(cmd, &mut batch);
+        self.shard.flush(&mut batch);
+    }
+
+    fn send_as(&mut self, who: Identity, id: &str, text: &str) -> Result<pb::MessageAccepted, RequestError> {
+        self.send_reply(who, id, text, 0)
+    }
+
+    fn send_reply(&mut self, who: Identity, id: &str, text: &str, reply_to_seq: u64) -> Result<pb::MessageAccepted, RequestError> {
+        let (reply, rx) = SendReply::channel();
+        let content = pb::MessageContent { text: text.into(), ..Default::default() };
+        self.run(Command::Send {
+            id: CONV,
+            caller: who,
+            origin: 9,
+            client_message_id: id.into(),
+            content,
+            reply_to_seq,
+            submitted: Instant::now(),
+            reply,
+        });
+        rx.blocking_recv().unwrap()
+    }
+
+    fn event(&mut self, who: Identity, id: &str, request: EventRequest) -> Result<pb::MessageAccepted, RequestError> {
+        let (reply, rx) = SendReply::channel();
+        self.run(Command::Event {
+            id: CONV,
+            caller: who,
+            origin: 9,
+            client_event_id: id.into(),
+            request,
+            submitted: Instant::now(),
+            reply,
+        });
+        rx.blocking_recv().unwrap()
+    }
+
+    fn history(&mut self, who: Identity) -> Result<pb::HistoryPage, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.run(Command::History { id: CONV, caller: who, cursor: Cursor::Latest, limit: 100, reply });
+        rx.blocking_recv().unwrap()
+    }
+
+    fn view(&mut self, who: Identity) -> pb::Conversation {
+        let (reply, rx) = oneshot::channel();
+        self.run(Command::Get { id: CONV, caller: who, reply });
+        rx.blocking_recv().unwrap().unwrap()
+    }
+
+    fn audit(&mut self, who: Identity, seq: u64) -> Result<pb::MessageAudit, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.run(Command::Audit { id: CONV, caller: who, seq, reply });
+        rx.blocking_recv().unwrap()
+    }
+}
+
+fn text(m: &pb::Message) -> Option<&str> {
+    m.content.as_ref().map(|c| c.text.as_str())
+}
+
+fn edit(seq: u64, new: &str) -> EventRequest {
+    EventRequest::Edit { seq, content: pb::MessageContent { text: new.into(), ..Default::default() } }
+}
+
+fn react(seq: u64, emoji: &str, remove: bool) -> EventRequest {
+    EventRequest::React { seq, emoji: emoji.into(), remove }
+}
+
+#[test]
+fn every_event_takes_the_next_seq_and_history_shows_each_message_as_it_is_now() {
+    let mut d = Direct::new();
+    assert_eq!(d.send_as(alice(), "m1", "hearing at 9").unwrap().seq, 1);
+    assert_eq!(d.send_as(bob(), "m2", "noted").unwrap().seq, 2);
+    assert_eq!(d.event(bob(), "r1", react(1, "👍", false)).unwrap().seq, 3);
+    assert_eq!(d.event(alice(), "e1", edit(1, "hearing at 10")).unwrap().seq, 4);
+    assert_eq!(d.event(bob(), "d1", EventRequest::Delete { seq: 2 }).unwrap().seq, 5);
+    assert_eq!(d.event(alice(), "p1", EventRequest::Pin { seq: 1, unpin: false }).unwrap().seq, 6);
+
+    let page = d.history(user("carol", Role::Advocate)).unwrap();
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(page.last_seq, 6);
+    let first = &page.messages[0];
+    assert_eq!(text(first), Some("hearing at 10"), "a message's entry holds its current text");
+    assert_eq!((first.edited_at_ms > 0, first.pinned, first.state_seq), (true, true, 6));
+    assert_eq!(first.reactions, [pb::Reaction { emoji: "👍".into(), user_ids: vec!["bob".into()] }]);
+    let second = &page.messages[1];
+    assert_eq!((text(second), second.deleted_at_ms > 0, second.deleted_by.as_str()), (None, true, "bob"), "a tombstone");
+    // The events themselves, in order.
+    let kinds: Vec<_> = page.messages[2..].iter().map(|m| m.event.as_ref().and_then(|e| e.kind.clone())).collect();
+    use pb::conversation_event::Kind;
+    assert!(matches!(&kinds[0], Some(Kind::Reaction(r)) if r.target_seq == 1 && r.added && r.emoji == "👍"));
+    assert!(
+        matches!(&kinds[1], Some(Kind::Edited(e)) if e.target_seq == 1 && !e.redacted && e.content.as_ref().unwrap().text == "hearing at 10")
+    );
+    assert!(matches!(&kinds[2], Some(Kind::Deleted(x)) if x.target_seq == 2));
+    assert!(matches!(&kinds[3], Some(Kind::Pin(p)) if p.target_seq == 1 && p.pinned));
+    assert!(page.messages[2..].iter().all(|m| m.content.is_none() && m.state_seq == 0));
+
+    // Unread counts only visible messages: carol has read nothing; of two messages one
+    // is deleted, and the four other events count for nothing.
+    let carol = d.view(user("carol", Role::Advocate));
+    assert_eq!(carol.unread_count, 1);
+    assert_eq!(carol.pinned_seqs, [1]);
+    assert_eq!(carol.last_message.as_ref().map(|m| m.seq), Some(1), "the newest visible message, never an event");
+    assert_eq!(carol.last_message.as_ref().and_then(text), Some("hearing at 10"));
+}
+
+#[test]
+fn edits_and_reactions_leave_unread_counts_alone_and_reading_an_event_counts_what_came_before() {
+    let mut d = Direct::new();
+    d.send_as(alice(), "m1", "one").unwrap();
+    d.send_as(alice(), "m2", "two").unwrap();
+    let carol = || user("carol", Role::Advocate);
+    assert_eq!(d.view(carol()).unread_count, 2);
+    d.event(alice(), "e1", edit(1, "one, edited")).unwrap();
+    d.event(bob(), "r1", react(2, "❤️", false)).unwrap();
+    assert_eq!(d.view(carol()).unread_count, 2, "an edit and a reaction are not new messages");
+    assert_eq!(d.view(alice()).unread_count, 0, "the sender has read up to their own message");
+    // Carol reads up to the reaction (seq 4): both messages are read.
+    let (reply, rx) = oneshot::channel();
+    d.run(Command::Receipt { id: CONV, caller: carol(), origin: 3, kind: pb::ReceiptKind::Read, seq: 4, reply });
+    rx.blocking_recv().unwrap().unwrap();
+    assert_eq!(d.view(carol()).unread_count, 0);
+    // Reading up to seq 1 only would have left one: check with dave.
+    let (reply, rx) = oneshot::channel();
+    d.run(Command::Receipt { id: CONV, caller: user("dave", Role::Advocate), origin: 4, kind: pb::ReceiptKind::Read, seq: 1, reply });
+    rx.blocking_recv().unwrap().unwrap();
+    assert_eq!(d.view(user("dave", Role::Advocate)).unread_count, 1);
+}
+
+#[test]
+fn event_requests_are_refused_with_reasons() {
+    let mut d = Direct::new();
+    d.send_as(alice(), "m1", "privileged").unwrap();
+    let code = |r: Result<pb::MessageAccepted, RequestError>| r.unwrap_err().code;
+    assert_eq!(code(d.event(bob(), "x1", edit(1, "not yours"))), ErrorCode::Forbidden, "editing someone else's message");
+    assert_eq!(code(d.event(bob(), "x2", EventRequest::Delete { seq: 1 })), ErrorCode::Forbidden, "a member deleting another's message");
+    assert_eq!(code(d.event(user("eve", Role::Advocate), "x3", react(1, "👍", false))), ErrorCode::Forbidden, "not a participant");
+    assert_eq!(code(d.event(bob(), "x4", EventRequest::Pin { seq: 1, unpin: false })), ErrorCode::Forbidden, "pinning as a member");
+    assert_eq!(code(d.event(alice(), "x5", edit(7, "nothing there"))), ErrorCode::NotFound);
+    d.event(bob(), "r1", react(1, "👍", false)).unwrap();
+    assert_eq!(code(d.event(alice(), "x6", react(2, "👍", false))), ErrorCode::InvalidArgument, "a reaction is not a message");
+    d.event(alice(), "d1", EventRequest::Delete { seq: 1 }).unwrap();
+    assert_eq!(code(d.event(alice(), "x7", edit(1, "too late"))), ErrorCode::InvalidArgument, "a deleted message");
+    assert_eq!(code(d.event(bob(), "x8", react(1, "❤️", false))), ErrorCode::InvalidArgument);
+    // Nothing refused took a seq.
+    assert_eq!(d.history(alice()).unwrap().last_seq, 3);
+}
+
+#[test]
+fn moderators_and_global_admins_may_delete_others_messages() {
+    let mut d = Direct::new();
+    d.send_as(bob(), "m1", "one").unwrap();
+    d.send_as(bob(), "m2", "two").unwrap();
+    // Alice created the group: she is its admin.
+    assert!(d.event(alice(), "d1", EventRequest::Delete { seq: 1 }).is_ok());
+    // A global admin who is not a participant.
+    assert!(d.event(user("root", Role::Admin), "d2", EventRequest::Delete { seq: 2 }).is_ok());
+    // Deleting again changes nothing.
+    let again = d.event(alice(), "d3", EventRequest::Delete { seq: 2 }).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(d.history(alice()).unwrap().last_seq, 4);
+}
+
+#[test]
+fn reactions_are_counted_per_emoji_bounded_and_idempotent() {
+    let mut d = Direct::with(ShardConfig { max_reactions_per_message: 2, ..config() }, None);
+    d.send_as(alice(), "m1", "settled").unwrap();
+    d.event(bob(), "r1", react(1, "👍", false)).unwrap();
+    d.event(alice(), "r2", react(1, "👍", false)).unwrap();
+    d.event(alice(), "r3", react(1, "🎉", false)).unwrap();
+    let same = d.event(bob(), "r4", react(1, "👍", false)).unwrap();
+    assert!(same.duplicate, "bob already reacted with 👍");
+    let err = d.event(bob(), "r5", react(1, "❤️", false)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
+    d.event(bob(), "r6", react(1, "👍", true)).unwrap();
+    // The same client event id again: the first answer, nothing stored.
+    let retry = d.event(bob(), "r6", react(1, "👍", true)).unwrap();
+    assert!(retry.duplicate);
+    let page = d.history(alice()).unwrap();
+    assert_eq!(
+        page.messages[0].reactions,
+        [
+            pb::Reaction { emoji: "👍".into(), user_ids: vec!["alice".into()] },
+            pb::Reaction { emoji: "🎉".into(), user_ids: vec!["alice".into()] }
+        ]
+    );
+    assert_eq!(page.last_seq, 5);
+}
+
+#[test]
+fn superseded_versions_are_hidden_from_participants_and_kept_for_admins() {
+    let mut d = Direct::new();
+    d.send_as(alice(), "m1", "v1: settle at 100").unwrap();
+    d.event(alice(), "e1", edit(1, "v2: settle at 120")).unwrap();
+    d.event(alice(), "e2", edit(1, "v3: settle at 150")).unwrap();
+    let page = d.history(bob()).unwrap();
+    let all_text: String = page
+        .messages
+        .iter()
+        .flat_map(|m| {
+            let edit = match m.event.as_ref().and_then(|e| e.kind.as_ref()) {
+                Some(pb::conversation_event::Kind::Edited(e)) => e.content.as_ref().map(|c| c.text.clone()),
+                _ => None,
+            };
+            [text(m).map(str::to_owned), edit]
+        })
+        .flatten()
+        .collect();
+    assert!(!all_text.contains("v1") && !all_text.contains("v2"), "participants see only the newest version: {all_text}");
+    assert!(all_text.contains("v3"));
+
+    d.event(alice(), "d1", EventRequest::Delete { seq: 1 }).unwrap();
+    let page = d.history(bob()).unwrap();
+    assert!(page.messages.iter().all(|m| m.content.is_none()), "after a delete no entry shows any version");
+
+    assert_eq!(d.audit(alice(), 1).unwrap_err().code, ErrorCode::Forbidden, "participants cannot read the audit trail");
+    let audit = d.audit(user("root", Role::Admin), 1).unwrap();
+    let versions: Vec<(u64, pb::AuditAction, &str, Option<&str>)> =
+        audit.versions.iter().map(|v| (v.seq, v.action(), v.actor_id.as_str(), v.content.as_ref().map(|c| c.text.as_str()))).collect();
+    assert_eq!(
+        versions,
+        [
+            (1, pb::AuditAction::Original, "alice", Some("v1: settle at 100")),
+            (2, pb::AuditAction::Edited, "alice", Some("v2: settle at 120")),
+            (3, pb::AuditAction::Edited, "alice", Some("v3: settle at 150")),
+            (4, pb::AuditAction::Deleted, "alice", Some("v3: settle at 150")),
+        ]
+    );
+}
+
+#[test]
+fn the_edit_window_closes() {
+    let mut d = Direct::with(ShardConfig { edit_window: Some(Duration::ZERO), ..config() }, None);
+    let sent = d.send_as(alice(), "m1", "draft").unwrap();
+    // A zero window has passed as soon as the clock moves on.
+    while ids::now_ms() <= sent.timestamp_ms {
+        std::thread::yield_now();
+    }
+    let err = d.event(alice(), "e1", edit(1, "final")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    assert!(err.message.contains("edit window"), "{err}");
+}
+
+#[test]
+fn replies_quote_their_parent_as_it_is_now_and_threads_page() {
+    let mut d = Direct::new();
+    d.send_as(alice(), "m1", "Can you confirm the date?").unwrap();
+    d.send_reply(bob(), "m2", "Yes, the 4th", 1).unwrap();
+    d.send_as(alice(), "m3", "unrelated").unwrap();
+    d.send_reply(alice(), "m4", "Thanks", 1).unwrap();
+    d.event(alice(), "e1", edit(1, "Can you confirm the hearing date?")).unwrap();
+    let page = d.history(bob()).unwrap();
+    let preview = page.messages[1].reply_preview.clone().unwrap();
+    assert_eq!((page.messages[1].reply_to_seq, preview.text.as_str(), preview.deleted), (1, "Can you confirm the hearing date?", false));
+
+    let thread = |d: &mut Direct, after: u64, limit: u32| {
+        let (reply, rx) = oneshot::channel();
+        d.run(Command::Thread { id: CONV, caller: bob(), root: 1, after, limit, reply });
+        rx.blocking_recv().unwrap().unwrap()
+    };
+    let first = thread(&mut d, 0, 1);
+    assert_eq!((first.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), first.has_more), (vec![2], true));
+    let next = thread(&mut d, 2, 1);
+    assert_eq!((next.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), next.has_more), (vec![4], false));
+
+    d.event(alice(), "d1", EventRequest::Delete { seq: 1 }).unwrap();
+    let page = d.history(bob()).unwrap();
+    let preview = page.messages[1].reply_preview.clone().unwrap();
+    assert_eq!((preview.text.as_str(), preview.deleted), ("", true), "\"message deleted\"");
+    assert_eq!(d.send_reply(bob(), "m5", "to a deleted one", 1).unwrap_err().code, ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn mentions_of_participants_are_marked_and_counted() {
+    let mut d = Direct::new();
+    d.send_as(alice(), "m1", "@bob please review; cc @carol and @nobody").unwrap();
+    d.send_as(alice(), "m2", "no mention here, bob").unwrap();
+    let page = d.history(bob()).unwrap();
+    assert_eq!(page.messages[0].mentions, ["bob", "carol"], "only participants count");
+    assert!(page.messages[1].mentions.is_empty());
+    let bob_view = d.view(bob());
+    assert_eq!((bob_view.unread_count, bob_view.mention_count), (2, 1));
+    assert_eq!(d.view(user("dave", Role::Advocate)).mention_count, 0);
+}
+
+#[test]
+fn a_retry_from_another_sender_in_the_same_batch_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shard = Shard::new(0, config(), &deps(&dir, None));
+    let mut batch = Pending::default();
+    let (cmd, created) = create();
+    shard.handle(cmd, &mut batch);
+    shard.flush(&mut batch);
+    created.blocking_recv().unwrap().unwrap();
+    let (first, theirs) = (send("same-id"), {
+        let (reply, rx) = SendReply::channel();
+        let content = pb::MessageContent { text: "hijack".into(), ..Default::default() };
+        let cmd = Command::Send {
+            id: CONV,
+            caller: bob(),
+            origin: 2,
+            client_message_id: "same-id".into(),
+            content,
+            reply_to_seq: 0,
+            submitted: Instant::now(),
+            reply,
+        };
+        (cmd, rx)
+    });
+    shard.handle(first.0, &mut batch);
+    shard.handle(theirs.0, &mut batch);
+    shard.flush(&mut batch);
+    assert_eq!(first.1.blocking_recv().unwrap().unwrap().seq, 1);
+    assert_eq!(theirs.1.blocking_recv().unwrap().unwrap_err().code, ErrorCode::Conflict);
+}
+
+/// A store whose commits fail while `failing` is set; everything else is RocksDB's.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: RocksStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Store for FlakyStore {
+    fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Engine("disk on fire".into()));
+        }
+        self.inner.commit(writes, sync)
+    }
+    fn conversation(&self, id: &ConversationKey) -> Result<Option<StoredConversation>, StoreError> {
+        self.inner.conversation(id)
+    }
+    fn data_key(&self, id: &ConversationKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.data_key(id)
+    }
+    fn last_seq(&self, id: &ConversationKey) -> Result<u64, StoreError> {
+        self.inner.last_seq(id)
+    }
+    fn client_message_seq(&self, id: &ConversationKey, c: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.client_message_seq(id, c)
+    }
+    fn messages(&self, id: &ConversationKey, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.messages(id, from, to, limit)
+    }
+    fn entries_before(&self, id: &ConversationKey, before: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.entries_before(id, before, limit)
+    }
+    fn replies(&self, id: &ConversationKey, parent: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        self.inner.replies(id, parent, after, limit)
+    }
+    fn deleted_after(&self, id: &ConversationKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        self.inner.deleted_after(id, after, limit)
+    }
+    fn mentions_after(&self, id: &ConversationKey, user: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        self.inner.mentions_after(id, user, after, limit)
+    }
+    fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.audit_versions(id, target)
+    }
+    fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
+        self.inner.user_conversations(user)
+    }
+    fn read_states(&self, id: &ConversationKey) -> Result<Vec<(String, StoredReadState)>, StoreError> {
+        self.inner.read_states(id)
+    }
+    fn user(&self, user: &str) -> Result<Option<crate::store::StoredUser>, StoreError> {
+        self.inner.user(user)
+    }
+    fn push_subscriptions(&self, user: &str) -> Result<Vec<crate::store::StoredPushSubscription>, StoreError> {
+        self.inner.push_subscriptions(user)
+    }
+    fn push_subscribers(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.push_subscribers()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_failed_commit_answers_every_request_of_its_batch_and_loses_no_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = Arc::new(FlakyStore { inner: RocksStore::open(&dir.path().join("db")).unwrap(), failing: false.into() });
+    let mut d = Direct::with(config(), Some(flaky.clone()));
+    d.send_as(alice(), "m1", "before").unwrap();
+    flaky.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    // One batch with a send and a reaction: both are told, neither is stored.
+    let mut batch = Pending::default();
+    let (cmd, sent) = send("m2");
+    d.shard.handle(cmd, &mut batch);
+    let (reply, reacted) = SendReply::channel();
+    let request = react(1, "👍", false);
+    d.shard.handle(
+        Command::Event { id: CONV, caller: bob(), origin: 2, client_event_id: "r1".into(), request, submitted: Instant::now(), reply },
+        &mut batch,
+    );
+    d.shard.flush(&mut batch);
+    assert_eq!(sent.blocking_recv().unwrap().unwrap_err().code, ErrorCode::Internal);
+    assert_eq!(reacted.blocking_recv().unwrap().unwrap_err().code, ErrorCode::Internal);
+    // Once the store works again, the next send takes seq 2: memory was not left ahead of
+    // the disk, and the retry of the failed send is stored, not answered as a duplicate.
+    flaky.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let retried = d.send_as(alice(), "m2", "again").unwrap();
+    assert_eq!((retried.seq, retried.duplicate), (2, false));
+    let page = d.history(alice()).unwrap();
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert!(page.messages[0].reactions.is_empty());
+}
+
+#[test]
+fn evicted_conversations_come_back_whole_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shard = Shard::new(0, ShardConfig { max_cached_conversations: 16, ..config() }, &deps(&dir, None));
+    let ids: Vec<ConversationKey> = (0..40u8).map(|i| [i; 16]).collect();
+    let mut batch = Pending::default();
+    for id in &ids {
+        let (reply, rx) = oneshot::channel();
+        let spec = CreateSpec {
+            kind: ConversationType::Group,
+            others: vec!["bob".into()],
+            title: "t".into(),
+            description: String::new(),
+            case_id: String::new(),
+        };
+        shard.handle(Command::Create { id: *id, caller: alice(), origin: 1, spec, reply }, &mut batch);
+        shard.flush(&mut batch);
+        rx.blocking_recv().unwrap().unwrap();
+        let (reply, rx) = SendReply::channel();
+        let content = pb::MessageContent { text: "hello".into(), ..Default::default() };
+        shard.handle(
+            Command::Send {
+                id: *id,
+                caller: alice(),
+                origin: 1,
+                client_message_id: "m".into(),
+                content,
+                reply_to_seq: 0,
+                submitted: Instant::now(),
+                reply,
+            },
+            &mut batch,
+        );
+        shard.flush(&mut batch);
+        rx.blocking_recv().unwrap().unwrap();
+    }
+    assert!(shard.conversations.len() <= 16, "the cache is bounded: {}", shard.conversations.len());
+    // The first conversation was evicted; it comes back with its seq and its message.
+    assert!(!shard.conversations.contains_key(&ids[0]));
+    let (reply, rx) = oneshot::channel();
+    shard.handle(Command::Get { id: ids[0], caller: bob(), reply }, &mut batch);
+    shard.flush(&mut batch);
+    let view = rx.blocking_recv().unwrap().unwrap();
+    assert_eq!((view.last_seq, view.unread_count), (1, 1));
+    assert_eq!(view.last_message.as_ref().and_then(text), Some("hello"));
 }

@@ -7,12 +7,24 @@
 //! Keys are big-endian so that `(conversation, seq)` scans come out ordered. Message
 //! records are stored *sealed* (see [`crate::crypto`]); the store never sees plaintext
 //! message bodies.
+//!
+//! A conversation's log grows only through [`Write::Append`], which names the newest seq
+//! the writer believes is stored: a store refuses the whole batch when another writer got
+//! there first ([`StoreError::Conflict`]). One node never sees that (each conversation has
+//! one shard); in a cluster on a shared store it is what fences a second writer.
+//!
+//! [`conformance`] holds the behaviour every implementation must show, as tests that run
+//! against RocksDB here and against any future store.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod records;
 mod rocks;
 
-pub use records::{StoredConversation, StoredMessage, StoredParticipant, StoredPushSubscription, StoredReadState, StoredUser};
-pub use rocks::RocksStore;
+pub use records::{
+    StoredConversation, StoredMessage, StoredParticipant, StoredPushSubscription, StoredReadState, StoredUser, StoredVersion,
+};
+pub use rocks::{FORMAT_VERSION, RocksStore};
 
 /// A conversation id: 128 bits.
 pub type ConversationKey = [u8; 16];
@@ -32,6 +44,45 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// An append expected a different newest seq: another writer appended first. Nothing
+    /// of the batch was applied.
+    #[error("conversation {conversation}: expected newest seq {expected}, found {actual}")]
+    Conflict {
+        /// The conversation, as hex.
+        conversation: String,
+        /// What the writer expected.
+        expected: u64,
+        /// What is stored.
+        actual: u64,
+    },
+    /// The data directory was written by another version of the daemon.
+    #[error("{0}")]
+    Format(String),
+}
+
+/// A secondary index entry of a conversation's log (plaintext: seqs and user ids only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexEntry {
+    /// Message `seq` replies to message `parent` (threads).
+    Reply {
+        /// The replied-to message.
+        parent: u64,
+        /// The reply.
+        seq: u64,
+    },
+    /// Message `seq` is deleted (unread counts skip it).
+    Deleted {
+        /// The message.
+        seq: u64,
+    },
+    /// Message `seq` mentions `user` (mention counts).
+    Mention {
+        /// The mentioned participant.
+        user: String,
+        /// The message.
+        seq: u64,
+    },
 }
 
 /// One write of a batch. A batch is applied atomically: all of it or nothing.
@@ -40,13 +91,42 @@ pub enum StoreError {
 pub enum Write {
     /// Create or replace a conversation's metadata.
     Conversation(StoredConversation),
-    /// Store a sealed message at (conversation, seq).
-    Message {
+    /// Append sealed entries to a conversation's log, on condition that its newest seq is
+    /// `expected_last_seq`; the entries' seqs run on from there without gaps.
+    Append {
         /// The conversation.
         conversation: ConversationKey,
-        /// Its sequence number.
+        /// The newest seq before this append (0 for an empty log).
+        expected_last_seq: u64,
+        /// (seq, sealed record), ascending from `expected_last_seq + 1`.
+        entries: Vec<(u64, Vec<u8>)>,
+    },
+    /// Replace an entry already in the log: a message's state after an edit, delete,
+    /// reaction or pin, or an edit event whose text was superseded.
+    Replace {
+        /// The conversation.
+        conversation: ConversationKey,
+        /// The entry's seq.
         seq: u64,
         /// The sealed record.
+        sealed: Vec<u8>,
+    },
+    /// Add a secondary index entry.
+    Index {
+        /// The conversation.
+        conversation: ConversationKey,
+        /// The entry.
+        entry: IndexEntry,
+    },
+    /// Keep a superseded version of message `target` in its audit trail.
+    AuditVersion {
+        /// The conversation.
+        conversation: ConversationKey,
+        /// The message.
+        target: u64,
+        /// The seq of the event that made this version.
+        version: u64,
+        /// The sealed `StoredVersion`.
         sealed: Vec<u8>,
     },
     /// Remember that `client_message_id` was stored as `seq` (for de-duplication).
@@ -114,8 +194,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn last_seq(&self, id: &ConversationKey) -> Result<u64, StoreError>;
     /// The seq stored for a client message id, if any.
     fn client_message_seq(&self, id: &ConversationKey, client_message_id: &str) -> Result<Option<u64>, StoreError>;
-    /// Sealed messages with `from <= seq <= to`, ascending, at most `limit`.
+    /// Sealed log entries with `from <= seq <= to`, ascending, at most `limit`.
     fn messages(&self, id: &ConversationKey, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Sealed log entries with `seq < before`, newest first, at most `limit`.
+    fn entries_before(&self, id: &ConversationKey, before: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Seqs of the replies to `parent` with `seq > after`, ascending, at most `limit`.
+    fn replies(&self, id: &ConversationKey, parent: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError>;
+    /// Seqs of deleted messages with `seq > after`, ascending, at most `limit`.
+    fn deleted_after(&self, id: &ConversationKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError>;
+    /// Seqs of messages mentioning `user` with `seq > after`, ascending, at most `limit`.
+    fn mentions_after(&self, id: &ConversationKey, user: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError>;
+    /// The sealed audit versions of message `target`: (version seq, sealed), ascending.
+    fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Every conversation `user` participates in.
     fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError>;
     /// Read positions of every participant of a conversation.

@@ -1,5 +1,11 @@
 //! Stored records, as protobuf so that they evolve the way the wire protocol does: new
 //! fields get new tags and old data stays readable.
+//!
+//! Where a record holds something the wire protocol already describes exactly (an event
+//! of the log, a reaction), it embeds the protocol's own message: the two evolve under the
+//! same rule, and a second copy of the schema could only drift.
+
+use legalchat_protocol::pb;
 
 /// A conversation's metadata (plaintext: ids, kind, title, participants; never bodies).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -31,6 +37,19 @@ pub struct StoredConversation {
     /// Who created it.
     #[prost(string, tag = "9")]
     pub created_by: String,
+    /// `settings.notifications` off: no push except mentions. Stored inverted so that a
+    /// record written before settings existed reads as "notifications on".
+    #[prost(bool, tag = "10")]
+    pub muted: bool,
+    /// `settings.retention_days` (0: none of its own).
+    #[prost(uint32, tag = "11")]
+    pub retention_days: u32,
+    /// `settings.encryption`.
+    #[prost(bool, tag = "12")]
+    pub encryption: bool,
+    /// Seqs of pinned messages, ascending.
+    #[prost(uint64, repeated, tag = "13")]
+    pub pinned: Vec<u64>,
 }
 
 /// One participant.
@@ -71,6 +90,74 @@ pub struct StoredMessage {
     /// Server time.
     #[prost(int64, tag = "7")]
     pub timestamp_ms: i64,
+    /// Set for an entry that is not a new message (edit, delete, reaction, ...).
+    #[prost(message, optional, tag = "8")]
+    pub event: Option<pb::ConversationEvent>,
+    /// The message replied to (0: none).
+    #[prost(uint64, tag = "9")]
+    pub reply_to_seq: u64,
+    /// Mentioned participants, sorted.
+    #[prost(string, repeated, tag = "10")]
+    pub mentions: Vec<String>,
+    /// Last edit (0: never).
+    #[prost(int64, tag = "11")]
+    pub edited_at_ms: i64,
+    /// Deleted at (0: not deleted). A deleted message keeps no text here; its versions
+    /// are in the audit trail.
+    #[prost(int64, tag = "12")]
+    pub deleted_at_ms: i64,
+    /// Who deleted it.
+    #[prost(string, tag = "13")]
+    pub deleted_by: String,
+    /// Reactions, one per emoji.
+    #[prost(message, repeated, tag = "14")]
+    pub reactions: Vec<pb::Reaction>,
+    /// Pinned.
+    #[prost(bool, tag = "15")]
+    pub pinned: bool,
+    /// How many messages (entries that are messages, deleted or not) the log holds up to
+    /// and including this entry: unread counts are differences of these. 0 in records of
+    /// format 1, where every entry was a message, so that there it equals the seq.
+    #[prost(uint64, tag = "16")]
+    pub message_number: u64,
+    /// Seqs of the edit events of this message, oldest first (to redact superseded ones).
+    #[prost(uint64, repeated, tag = "17")]
+    pub edit_seqs: Vec<u64>,
+}
+
+impl StoredMessage {
+    /// Whether this entry is a message (not another event).
+    pub fn is_message(&self) -> bool {
+        self.event.is_none()
+    }
+
+    /// Whether this entry is a message that is not deleted.
+    pub fn is_visible_message(&self) -> bool {
+        self.event.is_none() && self.deleted_at_ms == 0
+    }
+
+    /// Messages in the log up to and including this entry, at `seq`.
+    pub fn messages_through(&self, seq: u64) -> u64 {
+        // Format 1 wrote only messages and no numbers; a message of format 2 counts itself.
+        if self.message_number == 0 && self.is_message() { seq } else { self.message_number }
+    }
+}
+
+/// One superseded version of a message, kept sealed in its audit trail.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredVersion {
+    /// `pb::AuditAction`.
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    /// Who made this version.
+    #[prost(string, tag = "2")]
+    pub actor_id: String,
+    /// When.
+    #[prost(int64, tag = "3")]
+    pub timestamp_ms: i64,
+    /// The content of this version.
+    #[prost(message, optional, tag = "4")]
+    pub content: Option<pb::MessageContent>,
 }
 
 /// A participant's position in a conversation.
@@ -88,6 +175,11 @@ pub struct StoredReadState {
     /// When `delivered_seq` last moved.
     #[prost(int64, tag = "4")]
     pub delivered_at_ms: i64,
+    /// Messages in the log up to `read_seq` (`StoredMessage::message_number` there):
+    /// unread = the conversation's message count minus this, minus deleted ones after.
+    /// The upgrade from format 1 sets it to `read_seq`.
+    #[prost(uint64, tag = "5")]
+    pub read_count: u64,
 }
 
 /// A user the server has seen, with the role their last token claimed.

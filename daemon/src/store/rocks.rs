@@ -12,10 +12,25 @@
 //! | `read_states`   | conversation (16) ‖ user         | `StoredReadState`               |
 //! | `users`         | user                             | `StoredUser`                    |
 //! | `push`          | user ‖ 0x00 ‖ endpoint           | `StoredPushSubscription`        |
+//! | `event_index`   | conversation (16) ‖ kind ‖ ...   | empty (see below)               |
+//! | `audit`         | conversation ‖ target ‖ version  | sealed `StoredVersion`          |
+//! | `default`       | `format_version`                 | u32, the on-disk format         |
+//!
+//! `event_index` keys after the conversation: `r ‖ parent (8) ‖ seq (8)` (a reply),
+//! `d ‖ seq (8)` (a deleted message), `m ‖ user ‖ 0x00 ‖ seq (8)` (a mention).
 //!
 //! User ids never contain 0x00 (see `validate::user_id`), so the separator is unambiguous.
+//!
+//! ## Format versions
+//! 1. Every log entry was a message; seqs counted messages.
+//! 2. Seqs count events of every kind; entries carry message numbers, read states carry
+//!    read counts. A format-1 directory is upgraded on open: its read states gain their
+//!    read counts (equal to their read seqs, since every entry was a message) and the
+//!    marker is written. A directory of a newer format is refused.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use prost::Message as _;
 use rocksdb::{
@@ -23,7 +38,11 @@ use rocksdb::{
     WriteOptions,
 };
 
-use super::{ConversationKey, Store, StoreError, StoredConversation, StoredPushSubscription, StoredReadState, StoredUser, Write};
+use legalchat_protocol::validate::format_id;
+
+use super::{
+    ConversationKey, IndexEntry, Store, StoreError, StoredConversation, StoredPushSubscription, StoredReadState, StoredUser, Write,
+};
 
 const CF_CONVERSATIONS: &str = "conversations";
 const CF_MESSAGES: &str = "messages";
@@ -33,14 +52,37 @@ const CF_DATA_KEYS: &str = "data_keys";
 const CF_READ_STATES: &str = "read_states";
 const CF_USERS: &str = "users";
 const CF_PUSH: &str = "push";
+const CF_EVENT_INDEX: &str = "event_index";
+const CF_AUDIT: &str = "audit";
+/// The on-disk format this build writes (see the module doc).
+pub const FORMAT_VERSION: u32 = 2;
+const FORMAT_KEY: &[u8] = b"format_version";
+/// Conversations whose newest seq is remembered for the append check; past this the memory
+/// is dropped and refilled from the log (one seek each).
+const MAX_REMEMBERED_SEQS: usize = 100_000;
 /// Memtable inserts into `messages` start from the last insert with the same conversation
 /// (the key's 16-byte prefix); RocksDB takes this option only as a string.
 const MESSAGES_INSERT_HINT: &str = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.16";
-const FAMILIES: [&str; 8] = [CF_CONVERSATIONS, CF_MESSAGES, CF_CLIENT_IDS, CF_MEMBERSHIPS, CF_DATA_KEYS, CF_READ_STATES, CF_USERS, CF_PUSH];
+const FAMILIES: [&str; 10] = [
+    CF_CONVERSATIONS,
+    CF_MESSAGES,
+    CF_CLIENT_IDS,
+    CF_MEMBERSHIPS,
+    CF_DATA_KEYS,
+    CF_READ_STATES,
+    CF_USERS,
+    CF_PUSH,
+    CF_EVENT_INDEX,
+    CF_AUDIT,
+];
 
 /// RocksDB on local disk.
 pub struct RocksStore {
     db: DB,
+    /// The newest seq of conversations appended to, for [`Write::Append`]'s condition
+    /// without a seek per batch. Updated before the write (a concurrent append with the
+    /// same expectation then fails) and forgotten for a batch whose write failed.
+    last_seqs: Mutex<HashMap<ConversationKey, u64>>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -82,6 +124,35 @@ fn user_key(user: &str, rest: &[u8]) -> Vec<u8> {
 
 fn decode<M: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|e| StoreError::Corrupt { what, reason: e.to_string() })
+}
+
+fn index_key(conv: &ConversationKey, entry: &IndexEntry) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + 1 + 16);
+    k.extend_from_slice(conv);
+    match entry {
+        IndexEntry::Reply { parent, seq } => {
+            k.push(b'r');
+            k.extend_from_slice(&parent.to_be_bytes());
+            k.extend_from_slice(&seq.to_be_bytes());
+        }
+        IndexEntry::Deleted { seq } => {
+            k.push(b'd');
+            k.extend_from_slice(&seq.to_be_bytes());
+        }
+        IndexEntry::Mention { user, seq } => {
+            k.push(b'm');
+            k.extend_from_slice(&user_key(user, &seq.to_be_bytes()));
+        }
+    }
+    k
+}
+
+fn audit_key(conv: &ConversationKey, target: u64, version: u64) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(conv);
+    k[16..24].copy_from_slice(&target.to_be_bytes());
+    k[24..].copy_from_slice(&version.to_be_bytes());
+    k
 }
 
 fn seq_from(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
@@ -152,7 +223,118 @@ impl RocksStore {
             families.push(ColumnFamilyDescriptor::new(*name, cf));
         }
         let db = DB::open_cf_descriptors(&opts, path, families).map_err(engine)?;
-        Ok(Self { db })
+        let store = Self { db, last_seqs: Mutex::new(HashMap::new()) };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Reads the format marker: writes it into a new directory, upgrades format 1, refuses
+    /// a newer one.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let found = match self.db.get(FORMAT_KEY).map_err(engine)? {
+            Some(v) => Some(
+                <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt { what: "format_version", reason: format!("{} bytes", v.len()) })?,
+            ),
+            None => None,
+        };
+        match found {
+            Some(FORMAT_VERSION) => Ok(()),
+            Some(v) if v > FORMAT_VERSION => Err(StoreError::Format(format!(
+                "the data directory is in on-disk format {v}, written by a newer legalchatd; this one reads formats 1 to {FORMAT_VERSION}"
+            ))),
+            Some(v) => Err(StoreError::Format(format!("the data directory is in unknown on-disk format {v}"))),
+            None => {
+                let written_before = self.db.iterator_cf(self.cf(CF_CONVERSATIONS)?, IteratorMode::Start).next().is_some();
+                if written_before {
+                    tracing::info!(from = 1, to = FORMAT_VERSION, "upgrading the data directory's on-disk format");
+                    self.upgrade_from_1()?;
+                }
+                let mut opts = WriteOptions::default();
+                opts.set_sync(true);
+                self.db.put_opt(FORMAT_KEY, FORMAT_VERSION.to_be_bytes(), &opts).map_err(engine)
+            }
+        }
+    }
+
+    /// Format 1 → 2: every entry of format 1 is a message, so a read position's read count
+    /// is its read seq. Message records need nothing: a message without a number counts
+    /// as its seq (see `StoredMessage::messages_through`).
+    fn upgrade_from_1(&self) -> Result<(), StoreError> {
+        let cf = self.cf(CF_READ_STATES)?;
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(engine)?;
+            let mut state: StoredReadState = decode("read_states", &v)?;
+            if state.read_count == 0 && state.read_seq > 0 {
+                state.read_count = state.read_seq;
+                batch.put_cf(cf, k, state.encode_to_vec());
+                n += 1;
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts).map_err(engine)?;
+        tracing::info!(read_states = n, "on-disk format upgraded to 2");
+        Ok(())
+    }
+
+    /// Checks every append's condition and reserves the new newest seqs; returns the
+    /// conversations reserved (to forget if the write then fails).
+    fn reserve_appends(&self, writes: &[Write]) -> Result<Vec<ConversationKey>, StoreError> {
+        let mut known = self.last_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() > MAX_REMEMBERED_SEQS {
+            known.clear();
+        }
+        // Check all before reserving any: a refused batch reserves nothing.
+        let mut planned: Vec<(ConversationKey, u64)> = Vec::new();
+        for w in writes {
+            let Write::Append { conversation, expected_last_seq, entries } = w else { continue };
+            let actual = match planned.iter().rev().find(|(c, _)| c == conversation) {
+                Some((_, s)) => *s,
+                None => match known.get(conversation) {
+                    Some(s) => *s,
+                    None => self.last_seq(conversation)?,
+                },
+            };
+            if actual != *expected_last_seq {
+                return Err(StoreError::Conflict { conversation: format_id(conversation), expected: *expected_last_seq, actual });
+            }
+            let mut next = actual;
+            for (seq, _) in entries {
+                if *seq != next + 1 {
+                    return Err(StoreError::Conflict { conversation: format_id(conversation), expected: next + 1, actual: *seq });
+                }
+                next = *seq;
+            }
+            planned.push((*conversation, next));
+        }
+        let reserved = planned.iter().map(|(c, _)| *c).collect();
+        known.extend(planned);
+        Ok(reserved)
+    }
+
+    /// Seqs (the last 8 bytes of each key) of the keys under `prefix` greater than `after`.
+    fn seqs_under(&self, cf: &'static str, prefix: &[u8], after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 || after == u64::MAX {
+            return Ok(out);
+        }
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&(after + 1).to_be_bytes());
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, _) = item.map_err(engine)?;
+            if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            out.push(seq_from(cf, &k[prefix.len()..])?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -164,8 +346,9 @@ impl RocksStore {
     }
 }
 
-impl Store for RocksStore {
-    fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
+impl RocksStore {
+    /// Applies the batch (its append conditions already checked).
+    fn write(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for w in writes {
             match w {
@@ -173,7 +356,17 @@ impl Store for RocksStore {
                     let key = c.id.clone();
                     batch.put_cf(self.cf(CF_CONVERSATIONS)?, key, c.encode_to_vec());
                 }
-                Write::Message { conversation, seq, sealed } => batch.put_cf(self.cf(CF_MESSAGES)?, msg_key(&conversation, seq), sealed),
+                Write::Append { conversation, entries, .. } => {
+                    let cf = self.cf(CF_MESSAGES)?;
+                    for (seq, sealed) in entries {
+                        batch.put_cf(cf, msg_key(&conversation, seq), sealed);
+                    }
+                }
+                Write::Replace { conversation, seq, sealed } => batch.put_cf(self.cf(CF_MESSAGES)?, msg_key(&conversation, seq), sealed),
+                Write::Index { conversation, entry } => batch.put_cf(self.cf(CF_EVENT_INDEX)?, index_key(&conversation, &entry), []),
+                Write::AuditVersion { conversation, target, version, sealed } => {
+                    batch.put_cf(self.cf(CF_AUDIT)?, audit_key(&conversation, target, version), sealed)
+                }
                 Write::ClientMessageId { conversation, client_message_id, seq } => {
                     batch.put_cf(self.cf(CF_CLIENT_IDS)?, concat(&conversation, client_message_id.as_bytes()), seq.to_be_bytes());
                 }
@@ -202,6 +395,20 @@ impl Store for RocksStore {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(batch, &opts).map_err(engine)
+    }
+}
+
+impl Store for RocksStore {
+    fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
+        let reserved = self.reserve_appends(&writes)?;
+        let result = self.write(writes, sync);
+        if result.is_err() {
+            let mut known = self.last_seqs.lock().unwrap_or_else(|e| e.into_inner());
+            for c in &reserved {
+                known.remove(c);
+            }
+        }
+        result
     }
 
     fn conversation(&self, id: &ConversationKey) -> Result<Option<StoredConversation>, StoreError> {
@@ -249,6 +456,61 @@ impl Store for RocksStore {
             if out.len() >= limit {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    fn entries_before(&self, id: &ConversationKey, before: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        if before <= 1 || limit == 0 {
+            return Ok(out);
+        }
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MESSAGES)?);
+        it.seek_for_prev(msg_key(id, before - 1));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.len() != 24 || &k[..16] != id {
+                break;
+            }
+            out.push((seq_from("messages key", &k[16..])?, v.to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+            it.prev();
+        }
+        it.status().map_err(engine)?;
+        Ok(out)
+    }
+
+    fn replies(&self, id: &ConversationKey, parent: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut prefix = id.to_vec();
+        prefix.push(b'r');
+        prefix.extend_from_slice(&parent.to_be_bytes());
+        self.seqs_under(CF_EVENT_INDEX, &prefix, after, limit)
+    }
+
+    fn deleted_after(&self, id: &ConversationKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut prefix = id.to_vec();
+        prefix.push(b'd');
+        self.seqs_under(CF_EVENT_INDEX, &prefix, after, limit)
+    }
+
+    fn mentions_after(&self, id: &ConversationKey, user: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut prefix = id.to_vec();
+        prefix.push(b'm');
+        prefix.extend_from_slice(&user_key(user, &[]));
+        self.seqs_under(CF_EVENT_INDEX, &prefix, after, limit)
+    }
+
+    fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut prefix = id.to_vec();
+        prefix.extend_from_slice(&target.to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_AUDIT)?, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(engine)?;
+            if !k.starts_with(&prefix) || k.len() != 32 {
+                break;
+            }
+            out.push((seq_from("audit key", &k[24..])?, v.into_vec()));
         }
         Ok(out)
     }
@@ -325,37 +587,12 @@ impl Store for RocksStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::StoredParticipant;
+    use std::sync::Arc;
 
-    #[test]
-    fn messages_scan_in_order_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let conv = [9u8; 16];
-        let other = [10u8; 16];
-        {
-            let store = RocksStore::open(dir.path()).unwrap();
-            let mut writes = Vec::new();
-            for seq in 1..=300u64 {
-                writes.push(Write::Message { conversation: conv, seq, sealed: seq.to_be_bytes().to_vec() });
-            }
-            writes.push(Write::Message { conversation: other, seq: 1, sealed: vec![1] });
-            writes.push(Write::ClientMessageId { conversation: conv, client_message_id: "abc".into(), seq: 42 });
-            store.commit(writes, true).unwrap();
-            assert_eq!(store.last_seq(&conv).unwrap(), 300);
-            assert_eq!(store.last_seq(&[0u8; 16]).unwrap(), 0);
-        }
-        let store = RocksStore::open(dir.path()).unwrap();
-        assert_eq!(store.last_seq(&conv).unwrap(), 300);
-        let page = store.messages(&conv, 255, 1_000, 100).unwrap();
-        assert_eq!(page.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (255..=300).collect::<Vec<_>>());
-        let page = store.messages(&conv, 10, 19, 100).unwrap();
-        assert_eq!(page.len(), 10);
-        assert_eq!(page[0].1, 10u64.to_be_bytes());
-        assert_eq!(store.messages(&conv, 1, 300, 7).unwrap().len(), 7);
-        assert_eq!(store.client_message_seq(&conv, "abc").unwrap(), Some(42));
-        assert_eq!(store.client_message_seq(&conv, "abd").unwrap(), None);
-    }
+    use super::*;
+    use crate::store::conformance::conformance_tests;
+
+    conformance_tests!(|path: &Path| -> Arc<dyn Store> { Arc::new(RocksStore::open(path).unwrap()) });
 
     #[test]
     fn messages_inserted_with_hints_read_back_in_order_whatever_the_insert_order() {
@@ -369,13 +606,13 @@ mod tests {
             let mut writes = Vec::new();
             for seq in (round * 10 + 1..=round * 10 + 10).rev().filter(|s| s % 3 != 0) {
                 for (c, conv) in convs.iter().enumerate() {
-                    writes.push(Write::Message { conversation: *conv, seq, sealed: sealed(c, seq) });
+                    writes.push(Write::Replace { conversation: *conv, seq, sealed: sealed(c, seq) });
                 }
             }
             store.commit(writes, true).unwrap();
         }
         let gaps = (1..=200u64).filter(|s| s % 3 == 0);
-        store.commit(gaps.map(|seq| Write::Message { conversation: convs[1], seq, sealed: sealed(1, seq) }).collect(), true).unwrap();
+        store.commit(gaps.map(|seq| Write::Replace { conversation: convs[1], seq, sealed: sealed(1, seq) }).collect(), true).unwrap();
         for (c, conv) in convs.iter().enumerate() {
             let page = store.messages(conv, 1, 200, 1_000).unwrap();
             let expect: Vec<u64> = (1..=200).filter(|s| c == 1 || s % 3 != 0).collect();
@@ -409,6 +646,7 @@ mod tests {
             delivered_seq: seq,
             read_at_ms: i64::try_from(seq).unwrap() * 1_000,
             delivered_at_ms: 1,
+            read_count: seq,
         };
         let write = |c: ConversationKey, user: &str, seq: u64| Write::ReadState { conversation: c, user: user.into(), state: state(seq) };
         {
@@ -433,58 +671,26 @@ mod tests {
     }
 
     #[test]
-    fn memberships_and_records() {
+    fn a_directory_of_format_1_is_upgraded_and_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let conv = [6u8; 16];
+        {
+            let store = RocksStore::open(dir.path()).unwrap();
+            let meta = StoredConversation { id: conv.to_vec(), kind: 2, ..Default::default() };
+            let read = StoredReadState { read_seq: 7, delivered_seq: 9, ..Default::default() };
+            store
+                .commit(vec![Write::Conversation(meta), Write::ReadState { conversation: conv, user: "al".into(), state: read }], true)
+                .unwrap();
+            // What format 1 left behind: no marker, read states without read counts.
+            store.db.delete(FORMAT_KEY).unwrap();
+        }
         let store = RocksStore::open(dir.path()).unwrap();
-        let c1 = [1u8; 16];
-        let c2 = [2u8; 16];
-        let conv = StoredConversation {
-            id: c1.to_vec(),
-            kind: 2,
-            title: "Case team".into(),
-            participants: vec![StoredParticipant { user_id: "al".into(), role: 3, joined_at_ms: 1 }],
-            ..Default::default()
-        };
-        store
-            .commit(
-                vec![
-                    Write::Conversation(conv.clone()),
-                    Write::Membership { user: "al".into(), conversation: c1 },
-                    Write::Membership { user: "al".into(), conversation: c2 },
-                    // "al" is a prefix of "alice": the separator keeps them apart.
-                    Write::Membership { user: "alice".into(), conversation: c2 },
-                    Write::ReadState {
-                        conversation: c1,
-                        user: "al".into(),
-                        state: StoredReadState { read_seq: 5, delivered_seq: 6, ..Default::default() },
-                    },
-                    Write::PushSubscription(StoredPushSubscription {
-                        user_id: "al".into(),
-                        endpoint: "https://push.example/1".into(),
-                        ..Default::default()
-                    }),
-                    Write::PushSubscription(StoredPushSubscription {
-                        user_id: "alice".into(),
-                        endpoint: "https://push.example/2".into(),
-                        ..Default::default()
-                    }),
-                ],
-                false,
-            )
-            .unwrap();
-        assert_eq!(store.user_conversations("al").unwrap(), vec![c1, c2]);
-        assert_eq!(store.user_conversations("alice").unwrap(), vec![c2]);
-        assert_eq!(store.conversation(&c1).unwrap(), Some(conv));
-        store.commit(vec![Write::RemoveMembership { user: "al".into(), conversation: c1 }], true).unwrap();
-        assert_eq!(store.user_conversations("al").unwrap(), vec![c2]);
-        assert_eq!(
-            store.read_states(&c1).unwrap(),
-            vec![("al".to_string(), StoredReadState { read_seq: 5, delivered_seq: 6, ..Default::default() })]
-        );
-        let subs = store.push_subscriptions("al").unwrap();
-        assert_eq!(subs.iter().map(|s| s.endpoint.as_str()).collect::<Vec<_>>(), ["https://push.example/1"]);
-        store.commit(vec![Write::RemovePushSubscription { user: "al".into(), endpoint: "https://push.example/1".into() }], true).unwrap();
-        assert!(store.push_subscriptions("al").unwrap().is_empty());
-        assert_eq!(store.push_subscriptions("alice").unwrap().len(), 1);
+        let (_, read) = store.read_states(&conv).unwrap().remove(0);
+        assert_eq!((read.read_seq, read.read_count), (7, 7), "every entry of format 1 was a message");
+        assert_eq!(store.db.get(FORMAT_KEY).unwrap(), Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        store.db.put(FORMAT_KEY, 99u32.to_be_bytes()).unwrap();
+        drop(store);
+        let err = RocksStore::open(dir.path()).unwrap_err();
+        assert!(matches!(&err, StoreError::Format(m) if m.contains("format 99")), "{err}");
     }
 }

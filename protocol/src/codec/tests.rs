@@ -9,6 +9,7 @@ fn send_frame(text: &str) -> pb::ClientFrame {
             conversation_id: "0".repeat(32),
             client_message_id: "m-1".into(),
             content: Some(pb::MessageContent { text: text.into(), ..Default::default() }),
+            reply_to_seq: 0,
         })),
     }
 }

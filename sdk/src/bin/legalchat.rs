@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use legalchat_sdk::{Client, ClientConfig, ConnectionState, Event, HistoryCursor, NewConversation, Sent, pb};
+use legalchat_sdk::{Client, ClientConfig, ConnectionState, ConversationUpdate, Event, HistoryCursor, NewConversation, Sent, pb};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -125,6 +125,117 @@ enum Command {
     },
     /// Measure the round trip to the server.
     Ping,
+    /// Reply to a message (a thread); the words are joined with spaces.
+    Reply {
+        /// Conversation id.
+        conv: String,
+        /// The seq of the message replied to.
+        seq: u64,
+        /// The reply text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Replace the text of one of your messages.
+    Edit {
+        /// Conversation id.
+        conv: String,
+        /// The message's seq.
+        seq: u64,
+        /// The new text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Delete a message (yours; others' as a conversation admin or moderator).
+    Delete {
+        /// Conversation id.
+        conv: String,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// React to a message with one emoji (`--remove` takes your reaction back).
+    React {
+        /// Conversation id.
+        conv: String,
+        /// The message's seq.
+        seq: u64,
+        /// The emoji, e.g. 👍.
+        emoji: String,
+        /// Remove the reaction instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Pin a message (`--unpin` unpins it).
+    Pin {
+        /// Conversation id.
+        conv: String,
+        /// The message's seq.
+        seq: u64,
+        /// Unpin instead.
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// List a conversation's pinned messages.
+    Pins {
+        /// Conversation id.
+        conv: String,
+    },
+    /// Print the replies to a message.
+    Thread {
+        /// Conversation id.
+        conv: String,
+        /// The message whose replies to print.
+        seq: u64,
+        /// Only replies after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Page size, 1..=100.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Change a conversation's title, description or settings.
+    Settings {
+        /// Conversation id.
+        conv: String,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Push notifications on (`true`) or muted (`false`: only mentions are pushed).
+        #[arg(long)]
+        notifications: Option<bool>,
+        /// Days to keep messages (0: the firm's policy).
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// Mark as needing extra encryption (`true`/`false`).
+        #[arg(long)]
+        encryption: Option<bool>,
+    },
+    /// Give a participant another conversation role.
+    Role {
+        /// Conversation id.
+        conv: String,
+        /// The participant.
+        user: String,
+        /// The new role.
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Print every version of a message: the audit trail (global admins only).
+    Audit {
+        /// Conversation id.
+        conv: String,
+        /// The message's seq.
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Member,
+    Moderator,
+    Admin,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -279,6 +390,88 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
                 out.presence(&p)?;
             }
         }
+        Command::Reply { conv, seq, text } => {
+            let sent = client.reply(&conv, seq, &text.join(" ")).await?;
+            out.sent(&conv, &sent)?;
+        }
+        Command::Edit { conv, seq, text } => {
+            let sent = client.edit_text(&conv, seq, &text.join(" ")).await?;
+            out.sent(&conv, &sent)?;
+        }
+        Command::Delete { conv, seq } => {
+            let sent = client.delete(&conv, seq).await?;
+            out.sent(&conv, &sent)?;
+        }
+        Command::React { conv, seq, emoji, remove } => {
+            let sent = if remove { client.unreact(&conv, seq, &emoji).await? } else { client.react(&conv, seq, &emoji).await? };
+            out.sent(&conv, &sent)?;
+        }
+        Command::Pin { conv, seq, unpin } => {
+            let sent = client.pin(&conv, seq, unpin).await?;
+            out.sent(&conv, &sent)?;
+        }
+        Command::Pins { conv } => {
+            for message in &client.pins(&conv).await?.messages {
+                out.message(message)?;
+            }
+        }
+        Command::Thread { conv, seq, after, limit } => {
+            let page = client.thread(&conv, seq, after, limit).await?;
+            for message in &page.messages {
+                out.message(message)?;
+            }
+            if page.has_more && !out.json {
+                eprintln!("(more replies; page with --after)");
+            }
+        }
+        Command::Settings { conv, title, description, notifications, retention_days, encryption } => {
+            let mut update = ConversationUpdate::new();
+            update.title = title;
+            update.description = description;
+            update.notifications = notifications;
+            update.retention_days = retention_days;
+            update.encryption = encryption;
+            let conversation = client.update_conversation(&conv, update).await?;
+            out.conversation(&conversation, client.user_id())?;
+        }
+        Command::Role { conv, user, role } => {
+            let role = match role {
+                RoleArg::Member => pb::ParticipantRole::Member,
+                RoleArg::Moderator => pb::ParticipantRole::Moderator,
+                RoleArg::Admin => pb::ParticipantRole::AdminRole,
+            };
+            let conversation = client.set_participant_role(&conv, &user, role).await?;
+            out.conversation(&conversation, client.user_id())?;
+        }
+        Command::Audit { conv, seq } => {
+            let audit = client.audit(&conv, seq).await?;
+            for v in &audit.versions {
+                let text = v.content.as_ref().map_or("", |c| c.text.as_str());
+                if out.json {
+                    out.line(&json!({
+                        "type": "version",
+                        "conversation_id": audit.conversation_id,
+                        "message_seq": audit.message_seq,
+                        "seq": v.seq,
+                        "action": lower_name(v.action().as_str_name()),
+                        "actor_id": v.actor_id,
+                        "timestamp_ms": v.timestamp_ms,
+                        "time": iso_time(v.timestamp_ms),
+                        "text": text,
+                    }))?;
+                } else {
+                    let line = format!(
+                        "#{} {} {} by {}: {}",
+                        v.seq,
+                        clock_time(v.timestamp_ms),
+                        lower_name(v.action().as_str_name()),
+                        v.actor_id,
+                        sanitize_text(text).replace('\n', "\n    ")
+                    );
+                    out.text(&sanitize_line(&line))?;
+                }
+            }
+        }
         Command::Ping => {
             let rtt = client.ping().await?;
             if out.json {
@@ -402,6 +595,8 @@ fn own_message(client: &Client, conv: &str, text: &str, sent: &Sent) -> pb::Mess
         sender_id: client.user_id().to_owned(),
         content: Some(pb::MessageContent { text: text.to_owned(), ..Default::default() }),
         timestamp_ms: sent.timestamp_ms,
+        state_seq: sent.seq,
+        ..Default::default()
     }
 }
 
@@ -562,11 +757,65 @@ impl Output {
 }
 
 /// `[#12 10:31:05] alice: hello`, continuation lines indented so that no message can
-/// pass off a line of its text as another message.
+/// pass off a line of its text as another message. Events read as what they did:
+/// `[#13 10:31:09] bob reacted 👍 to #12`; a message shows its state (edited, deleted,
+/// reactions, pinned, the message it replies to).
 fn message_line(m: &pb::Message) -> String {
+    let head = format!("[#{} {}] {}", m.seq, clock_time(m.timestamp_ms), sanitize_line(&m.sender_id));
+    if let Some(kind) = m.event.as_ref().and_then(|e| e.kind.as_ref()) {
+        return sanitize_line(&format!("{head} {}", event_words(kind)));
+    }
+    if m.deleted_at_ms != 0 {
+        return format!("{head}: (message deleted by {})", sanitize_line(&m.deleted_by));
+    }
     let text = m.content.as_ref().map_or("", |c| c.text.as_str());
     let body = sanitize_text(text).replace('\n', "\n    ");
-    format!("[#{} {}] {}: {}", m.seq, clock_time(m.timestamp_ms), sanitize_line(&m.sender_id), body)
+    let mut line = head;
+    if m.reply_to_seq > 0 {
+        line.push_str(&format!(" (reply to #{})", m.reply_to_seq));
+    }
+    line.push_str(": ");
+    line.push_str(&body);
+    let mut notes = Vec::new();
+    if m.edited_at_ms != 0 {
+        notes.push("edited".to_owned());
+    }
+    if m.pinned {
+        notes.push("pinned".to_owned());
+    }
+    for r in &m.reactions {
+        notes.push(format!("{} {}", sanitize_line(&r.emoji), r.user_ids.len()));
+    }
+    if !notes.is_empty() {
+        line.push_str(&format!("  ({})", notes.join(", ")));
+    }
+    line
+}
+
+/// What an event did, in words.
+fn event_words(kind: &pb::conversation_event::Kind) -> String {
+    use pb::conversation_event::Kind;
+    match kind {
+        Kind::Edited(e) if e.redacted => format!("edited #{} (an earlier version)", e.target_seq),
+        Kind::Edited(e) => {
+            let text = e.content.as_ref().map_or("", |c| c.text.as_str());
+            format!("edited #{}: {}", e.target_seq, sanitize_text(text).replace('\n', " "))
+        }
+        Kind::Deleted(d) => format!("deleted #{}", d.target_seq),
+        Kind::Reaction(r) if r.added => format!("reacted {} to #{}", r.emoji, r.target_seq),
+        Kind::Reaction(r) => format!("took back {} on #{}", r.emoji, r.target_seq),
+        Kind::Pin(p) if p.pinned => format!("pinned #{}", p.target_seq),
+        Kind::Pin(p) => format!("unpinned #{}", p.target_seq),
+        Kind::ParticipantsAdded(a) => {
+            format!("added {}", a.participants.iter().map(|p| p.user_id.as_str()).collect::<Vec<_>>().join(", "))
+        }
+        Kind::ParticipantRemoved(r) => format!("removed {}", r.user_id),
+        Kind::RoleChanged(r) => format!("made {} {}", r.user_id, lower_name(r.role().as_str_name())),
+        Kind::ConversationChanged(c) => {
+            let notifications = c.settings.as_ref().is_none_or(|s| s.notifications);
+            format!("changed the conversation: title {:?}, notifications {}", c.title, if notifications { "on" } else { "muted" })
+        }
+    }
 }
 
 /// `✓ bob received up to #12` / `✓✓ bob read up to #12`.
@@ -607,8 +856,28 @@ fn conversation_line(c: &pb::Conversation, me: &str) -> String {
 
 fn message_json(m: &pb::Message) -> Value {
     let content = m.content.clone().unwrap_or_default();
+    if let Some(kind) = m.event.as_ref().and_then(|e| e.kind.as_ref()) {
+        return json!({
+            "type": "event",
+            "conversation_id": m.conversation_id,
+            "seq": m.seq,
+            "event_id": m.message_id,
+            "actor_id": m.sender_id,
+            "timestamp_ms": m.timestamp_ms,
+            "time": iso_time(m.timestamp_ms),
+            "event": event_words(kind),
+        });
+    }
+    let reactions: Vec<Value> = m.reactions.iter().map(|r| json!({"emoji": r.emoji, "user_ids": r.user_ids})).collect();
     json!({
         "type": "message",
+        "reply_to_seq": m.reply_to_seq,
+        "mentions": m.mentions,
+        "edited_at_ms": m.edited_at_ms,
+        "deleted_at_ms": m.deleted_at_ms,
+        "deleted_by": m.deleted_by,
+        "reactions": reactions,
+        "pinned": m.pinned,
         "conversation_id": m.conversation_id,
         "seq": m.seq,
         "message_id": m.message_id,

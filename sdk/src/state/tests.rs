@@ -32,7 +32,7 @@ fn conversation(id: &str, last_seq: u64, participants: &[&str]) -> pb::Conversat
 }
 
 fn send(conv: &str, client_message_id: &str) -> pb::SendMessage {
-    pb::SendMessage { conversation_id: conv.into(), client_message_id: client_message_id.into(), content: None }
+    pb::SendMessage { conversation_id: conv.into(), client_message_id: client_message_id.into(), content: None, reply_to_seq: 0 }
 }
 
 fn accepted(conv: &str, seq: u64, duplicate: bool) -> Reply {

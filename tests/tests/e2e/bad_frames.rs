@@ -100,6 +100,7 @@ async fn over_long_text_is_refused_naming_the_field() {
                 conversation_id: conv.id.clone(),
                 client_message_id: client_message_id.into(),
                 content: Some(pb::MessageContent { text, r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() }),
+                reply_to_seq: 0,
             })
         };
         match raw.request(3, send("x".repeat(max_text + 1), "too-long-1")).await.expect("send over-long text") {

@@ -41,7 +41,26 @@ fn small() -> LoadOptions {
         max_in_flight: 100,
         drain: 20.0,
         sockets: 2,
+        event_mix: false,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_smoke_run_with_the_event_mix() {
+    bounded("load_smoke_mix", async {
+        let d = daemon().await;
+        // 40 sends per user: every user reacts, edits and deletes twice.
+        let options = LoadOptions { rate: 120.0, duration: 1.5, event_mix: true, ..small() };
+        let summary = load::run(&options, &target(&d), Some(probe(&d))).await.expect("load run");
+        eprintln!("{}", summary.report());
+        assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
+        assert_eq!(summary.sent, summary.acked, "every message, reaction, edit and delete was acknowledged");
+        // Messages and edits carry their timestamps to both other members.
+        assert_eq!(summary.deliveries_measured, summary.deliveries_expected);
+        assert!(summary.deliveries > summary.deliveries_measured, "reactions and deletes were delivered too");
+        assert!(summary.server_cpu_us_per_delivery.is_some_and(|us| us > 0.0));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ mod conversations;
 mod dedup;
 mod durability;
 mod encryption;
+mod events;
 mod lifecycle;
 mod load;
 mod messaging;
