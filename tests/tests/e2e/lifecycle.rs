@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use legalchat_sdk::Event;
-use legalchat_sdk::pb::ErrorCode;
+use legalchat_sdk::pb::{self, ErrorCode};
 use legalchat_tests::{EVENT_TIMEOUT, bounded, full_history, next_event};
 use tokio::time::Instant;
 
@@ -55,11 +55,15 @@ async fn graceful_shutdown_says_goodbye_and_keeps_every_ack() {
         let mut d = daemon().await;
         let alice = d.client("alice", "advocate").await;
         let bob = d.client("bob", "advocate").await;
+        // A session that never reconnects by itself, to see exactly how the old one ends.
+        let mut carol = d.raw_session_as("carol", "advocate").await;
         let conv = alice.private_chat("bob").await.expect("private chat");
         let mut acked = Vec::new();
         for n in 0..20 {
             acked.push(alice.send_text(&conv.id, &format!("before shutdown {n}")).await.expect("send").message_id);
         }
+        let data_dir = d.data_dir().to_owned();
+        let old_pid = d.process().pid();
 
         d.restart().await;
 
@@ -74,11 +78,33 @@ async fn graceful_shutdown_says_goodbye_and_keeps_every_ack() {
         };
         assert_eq!(code, ErrorCode::Unavailable);
         assert!(reason.contains("shutting down"), "{reason}");
-        assert!(alice.send_text(&conv.id, "after shutdown").await.is_err(), "the old session is gone");
 
+        // The old daemon ended the old session itself: a Goodbye as the last frame, the
+        // stream finished, and the connection closed by the server with the shutdown code
+        // (not timed out, not reset by a vanished peer).
+        let (how, frames) = carol.until_closed(EVENT_TIMEOUT).await.expect("the old session ends");
+        let last = frames.last().and_then(|f| f.event.clone());
+        match last {
+            Some(pb::server_frame::Event::Goodbye(g)) => assert_eq!(g.code(), ErrorCode::Unavailable, "{g:?}"),
+            other => panic!("the last frame of the old session should be a Goodbye, was {other:?} ({how})"),
+        }
+        match carol.connection_closed(EVENT_TIMEOUT).await.expect("the old connection closes") {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                // 4: the daemon's close code for a shutdown (`session::close_code::SHUTDOWN`).
+                assert_eq!(close.error_code.into_inner(), 4, "the shutdown close code: {close:?}");
+            }
+            other => panic!("the server should have closed the old connection, got {other}"),
+        }
+
+        // A new process on the same data directory serves what the old one acknowledged,
+        // and carries on numbering where it left off.
+        assert_eq!(d.data_dir(), data_dir);
+        assert_ne!(d.process().pid(), old_pid, "a new process");
         let alice = d.client("alice", "advocate").await;
         let stored: Vec<String> = full_history(&alice, &conv.id).await.into_iter().map(|m| m.message_id).collect();
         assert_eq!(stored, acked);
+        let next = alice.send_text(&conv.id, "after the restart").await.expect("send after the restart");
+        assert_eq!(next.seq, 21, "the next seq after 20 acknowledged messages");
         let ready = d.http_get("/readyz").await;
         assert_eq!(ready.status, 200);
     })
