@@ -1152,4 +1152,6 @@ fn open_message(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<pb::Message
 }
 
 #[cfg(test)]
+mod overload_tests;
+#[cfg(test)]
 mod tests;
