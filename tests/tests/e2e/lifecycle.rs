@@ -1,6 +1,7 @@
 //! Starting and stopping: bad configuration fails at start naming the setting, and a
 //! graceful shutdown tells connected clients goodbye without losing what was acknowledged.
 
+use std::path::Path;
 use std::process::Command;
 
 use legalchat_sdk::Event;
@@ -47,6 +48,64 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     std::fs::write(&key, "abcd").expect("write key");
     let e = start_fails(&["--master-key-file", key.to_str().expect("utf-8 path")]);
     assert!(e.contains("master key"), "{e}");
+}
+
+/// Runs `legalchatd token ARGS` in `cwd` with no settings from the environment.
+fn token_command(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(DAEMON_BIN)
+        .arg("token")
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run legalchatd token");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Whether `token` is an HS256 JWT for `user` signed with exactly these key bytes.
+fn signed_with(token: &str, key: &[u8], user: &str) -> bool {
+    let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::decode::<serde_json::Value>(token, &jsonwebtoken::DecodingKey::from_secret(key), &validation)
+        .is_ok_and(|t| t.claims["sub"] == user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_needs_only_the_jwt_secret() {
+    bounded("token", async {
+        let d = daemon().await;
+        let cwd = tempfile::tempdir().expect("temporary directory");
+
+        // As the README writes it, with a secret: no certificate, no master key, no --dev.
+        let (code, stdout, stderr) = token_command(cwd.path(), &["--user", "erin", "--role", "client", "--jwt-secret", d.jwt_secret()]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        let [token] = lines.as_slice() else { panic!("one line, the token, on stdout: {stdout:?}") };
+        assert_eq!(std::fs::read_dir(cwd.path()).expect("read the directory").count(), 0, "it creates nothing");
+        // A daemon with that secret accepts it.
+        let erin = d.connect_with_token((*token).to_owned()).await.expect("the daemon accepts the token");
+        assert_eq!((erin.user_id(), erin.role()), ("erin", pb::UserRole::Client));
+
+        // Without a secret, the error names the setting that is missing, and only that.
+        let (code, stdout, stderr) = token_command(cwd.path(), &["--user", "erin", "--role", "client"]);
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(stderr.contains("jwt.secret") && stderr.contains("LEGALCHAT_JWT_SECRET"), "{stderr}");
+        assert!(!stderr.contains("certificate") && !stderr.contains("master key"), "{stderr}");
+
+        // Development mode signs with DATA_DIR/dev/jwt-secret, used as it is written (64 hex
+        // characters as the key's bytes, not decoded), and makes no master key for it.
+        let data = cwd.path().join("data");
+        let data_arg = data.to_str().expect("utf-8 path");
+        let (code, stdout, stderr) = token_command(cwd.path(), &["--dev", "--data-dir", data_arg, "--user", "erin", "--role", "client"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let secret = std::fs::read_to_string(data.join("dev").join("jwt-secret")).expect("the development secret");
+        let secret = secret.trim();
+        assert!(secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret:?}");
+        assert!(signed_with(stdout.trim(), secret.as_bytes(), "erin"), "signed with the file's text");
+        assert!(!signed_with(stdout.trim(), &hex::decode(secret).expect("hex"), "erin"), "not with its hex-decoded bytes");
+        assert!(!data.join("dev").join("master.key").exists(), "`token` has no use for a master key");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
