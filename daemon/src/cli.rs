@@ -176,12 +176,13 @@ async fn wait_for_signal() {
     tracing::info!("signal received");
 }
 
+/// Prints a token on stdout. Needs only the HS256 secret (no certificate, no master key):
+/// it serves nothing and reads nothing else.
 fn token(args: &ConfigArgs, user: &str, role: &str, name: Option<String>, ttl_secs: u64) -> anyhow::Result<()> {
-    let config = Config::load(args)?;
-    let secrets = server::resolve_secrets(&config)?;
-    let secret = secrets
-        .jwt_secret
-        .ok_or_else(|| anyhow::anyhow!("`token` signs with an HS256 secret; none is configured (set --jwt-secret or use --dev)"))?;
+    let config = Config::load_for_signing(args)?;
+    let secret = server::resolve_jwt_secret(&config)?.ok_or_else(|| {
+        anyhow::anyhow!("jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret): `token` signs with an HS256 secret; set it, or use --dev")
+    })?;
     println!("{}", mint(&config, secret.as_bytes(), user, role, name, ttl_secs)?);
     Ok(())
 }

@@ -351,13 +351,34 @@ impl Config {
     /// Builds the configuration from flags/environment (`args`) over the TOML file named
     /// by `args.config` over the defaults, and checks every value.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let config = Self::build(args)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The configuration for signing tokens (`legalchatd token`): only the JWT settings
+    /// are checked, since nothing is served. HS256 needs a secret of at least 32 bytes,
+    /// or development mode, whose secret lives in the data directory.
+    pub fn load_for_signing(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let config = Self::build(args)?;
+        if config.jwt.algorithm != JwtAlgorithm::Hs256 {
+            return Err(invalid(
+                "jwt.algorithm (LEGALCHAT_JWT_ALGORITHM, --jwt-algorithm)",
+                "`token` signs HS256 tokens only; with a public-key algorithm, tokens come from your identity provider",
+            ));
+        }
+        config.check_jwt()?;
+        Ok(config)
+    }
+
+    fn build(args: &ConfigArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
         let master_key = std::env::var("LEGALCHAT_MASTER_KEY").ok().filter(|s| !s.is_empty());
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let config = Config {
+        Ok(Config {
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("legalchat-data")),
             listen: parse_addr("listen (LEGALCHAT_LISTEN, --listen)", args.listen.as_deref().or(file.listen.as_deref()), "127.0.0.1:7443")?,
             ops_listen: parse_addr(
@@ -413,9 +434,7 @@ impl Config {
                     .filter(|h| !h.is_empty())
                     .collect(),
             },
-        };
-        config.check()?;
-        Ok(config)
+        })
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -458,6 +477,19 @@ impl Config {
         if self.tls_cert.is_none() && !self.dev {
             return Err(invalid("tls.cert (LEGALCHAT_TLS_CERT, --tls-cert)", "a certificate and key are required outside --dev mode"));
         }
+        self.check_jwt()?;
+        if self.master_key.is_none() && self.master_key_file.is_none() && !self.dev {
+            return Err(invalid(
+                "master_key_file (LEGALCHAT_MASTER_KEY_FILE, --master-key-file) or LEGALCHAT_MASTER_KEY",
+                "a master key is required outside --dev mode",
+            ));
+        }
+        self.push.check(self.dev)
+    }
+
+    /// The token settings: an HS256 secret long enough (or development mode, which makes
+    /// one), or a public key for the other algorithms.
+    fn check_jwt(&self) -> Result<(), ConfigError> {
         match self.jwt.algorithm {
             JwtAlgorithm::Hs256 => match &self.jwt.secret {
                 Some(s) if s.len() < 32 => {
@@ -467,7 +499,10 @@ impl Config {
                     ));
                 }
                 None if !self.dev => {
-                    return Err(invalid("jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)", "required for HS256 outside --dev mode"));
+                    return Err(invalid(
+                        "jwt.secret (LEGALCHAT_JWT_SECRET, --jwt-secret)",
+                        "required for HS256 outside --dev mode (--dev uses DATA_DIR/dev/jwt-secret)",
+                    ));
                 }
                 _ => {}
             },
@@ -480,13 +515,7 @@ impl Config {
                 }
             }
         }
-        if self.master_key.is_none() && self.master_key_file.is_none() && !self.dev {
-            return Err(invalid(
-                "master_key_file (LEGALCHAT_MASTER_KEY_FILE, --master-key-file) or LEGALCHAT_MASTER_KEY",
-                "a master key is required outside --dev mode",
-            ));
-        }
-        self.push.check(self.dev)
+        Ok(())
     }
 
     /// Where the development certificate, key and secrets are kept.
@@ -628,6 +657,26 @@ mod tests {
     fn production_requires_secrets() {
         let e = Config::load(&ConfigArgs::default()).unwrap_err().to_string();
         assert!(e.contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn signing_tokens_needs_only_the_jwt_secret() {
+        // What serving needs (certificate, master key) is not asked for.
+        let secret = ConfigArgs { jwt_secret: Some("0123456789abcdef0123456789abcdef".into()), ..Default::default() };
+        assert!(Config::load(&secret).unwrap_err().to_string().contains("tls.cert"), "serving still needs a certificate");
+        let c = Config::load_for_signing(&secret).unwrap();
+        assert_eq!(c.jwt.secret.as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        assert!(Config::load_for_signing(&dev_args()).is_ok(), "development mode has its own secret");
+
+        // Without a secret, the error names the one setting that is missing.
+        let e = Config::load_for_signing(&ConfigArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("jwt.secret") && e.contains("LEGALCHAT_JWT_SECRET") && e.contains("--jwt-secret"), "{e}");
+        assert!(!e.contains("tls") && !e.contains("master"), "{e}");
+        let short = ConfigArgs { jwt_secret: Some("short".into()), ..Default::default() };
+        assert!(Config::load_for_signing(&short).unwrap_err().to_string().contains("at least 32"));
+        let rs256 = ConfigArgs { jwt_algorithm: Some(JwtAlgorithm::Rs256), ..secret };
+        let e = Config::load_for_signing(&rs256).unwrap_err().to_string();
+        assert!(e.contains("jwt.algorithm") && e.contains("HS256"), "{e}");
     }
 
     #[test]

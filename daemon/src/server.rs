@@ -78,13 +78,7 @@ pub struct Secrets {
 /// only) files in the data directory, generated on first start.
 pub fn resolve_secrets(config: &Config) -> Result<Secrets, StartError> {
     let dev_dir = config.dev_dir();
-    let jwt_secret = match (&config.jwt.secret, config.jwt.algorithm) {
-        (Some(s), _) => Some(s.clone()),
-        (None, JwtAlgorithm::Hs256) if config.dev => {
-            Some(fsutil::read_or_create(&dev_dir.join("jwt-secret"), MasterKey::generate_text).map_err(io("development JWT secret"))?)
-        }
-        (None, _) => None,
-    };
+    let jwt_secret = resolve_jwt_secret(config)?;
     let master_text = match (&config.master_key, &config.master_key_file) {
         (Some(k), _) => k.clone(),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(io(format!("reading master key file {}", path.display())))?,
@@ -94,6 +88,20 @@ pub fn resolve_secrets(config: &Config) -> Result<Secrets, StartError> {
     };
     let master_key = MasterKey::from_text(&master_text).map_err(|e| StartError::MasterKey(e.to_string()))?;
     Ok(Secrets { jwt_secret, master_key })
+}
+
+/// The HS256 secret alone (what `legalchatd token` needs): the configured one, or in
+/// development mode `DATA_DIR/dev/jwt-secret`, generated on first use. The file holds 64
+/// hex characters that are used as they are, as the secret's bytes (not hex-decoded).
+/// `None` when tokens are not HS256 or no secret is configured outside development mode.
+pub fn resolve_jwt_secret(config: &Config) -> Result<Option<String>, StartError> {
+    Ok(match (&config.jwt.secret, config.jwt.algorithm) {
+        (Some(s), _) => Some(s.clone()),
+        (None, JwtAlgorithm::Hs256) if config.dev => Some(
+            fsutil::read_or_create(&config.dev_dir().join("jwt-secret"), MasterKey::generate_text).map_err(io("development JWT secret"))?,
+        ),
+        (None, _) => None,
+    })
 }
 
 /// A running daemon.

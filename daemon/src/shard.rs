@@ -1446,4 +1446,6 @@ fn open_record(c: &Conversation, seq: u64, sealed: &[u8]) -> Result<StoredMessag
 }
 
 #[cfg(test)]
+mod overload_tests;
+#[cfg(test)]
 mod tests;

@@ -190,9 +190,13 @@ fn no_control_chars(field: &'static str, value: &str) -> Result {
     }
 }
 
-/// Message content: text non-empty for TEXT messages, at most `max_bytes`, and free of
-/// control characters other than tab and newline (they are invisible to the reader and a
-/// classic vehicle for spoofed transcripts).
+/// Message content: a TEXT message (or one of unspecified type, which means TEXT) with
+/// text that is not empty, at most `max_bytes`, and free of control characters other than
+/// tab and newline (they are invisible to the reader and a classic vehicle for spoofed
+/// transcripts).
+///
+/// FILE, IMAGE and DOCUMENT are refused: attachments cannot be sent yet, and such a
+/// message would promise the reader a file that does not exist.
 pub fn message_content(content: Option<&pb::MessageContent>, max_bytes: usize) -> Result {
     let Some(content) = content else {
         return Err(ValidationError::new("content", "is required"));
@@ -201,8 +205,10 @@ pub fn message_content(content: Option<&pb::MessageContent>, max_bytes: usize) -
         .map_err(|_| ValidationError::new("content.type", format!("unknown content type {}", content.r#type)))?;
     pb::TextFormat::try_from(content.format)
         .map_err(|_| ValidationError::new("content.format", format!("unknown text format {}", content.format)))?;
-    let is_text = matches!(ty, pb::ContentType::Text | pb::ContentType::Unspecified);
-    if is_text && content.text.trim().is_empty() {
+    if !matches!(ty, pb::ContentType::Text | pb::ContentType::Unspecified) {
+        return Err(ValidationError::new("content.type", format!("is {}; attachments are not supported yet; send TEXT", ty.as_str_name())));
+    }
+    if content.text.trim().is_empty() {
         return Err(ValidationError::new("content.text", "must not be empty"));
     }
     if content.text.len() > max_bytes {
@@ -296,6 +302,20 @@ mod tests {
         assert!(target_seq("message_seq", 1).is_ok());
         assert!(retention_days(MAX_RETENTION_DAYS).is_ok());
         assert!(retention_days(MAX_RETENTION_DAYS + 1).is_err());
+    }
+
+    #[test]
+    fn attachments_are_refused_naming_the_type() {
+        let of = |ty: pb::ContentType| pb::MessageContent { text: "contract.pdf".into(), r#type: ty.into(), ..Default::default() };
+        for (ty, name) in [(pb::ContentType::File, "FILE"), (pb::ContentType::Image, "IMAGE"), (pb::ContentType::Document, "DOCUMENT")] {
+            let err = message_content(Some(&of(ty)), 100).unwrap_err();
+            assert_eq!(err.field, "content.type");
+            assert_eq!(err.to_string(), format!("content.type: is {name}; attachments are not supported yet; send TEXT"));
+        }
+        assert!(message_content(Some(&of(pb::ContentType::Text)), 100).is_ok());
+        assert!(message_content(Some(&of(pb::ContentType::Unspecified)), 100).is_ok(), "unspecified means TEXT");
+        let unknown = pb::MessageContent { text: "x".into(), r#type: 99, ..Default::default() };
+        assert_eq!(message_content(Some(&unknown), 100).unwrap_err().field, "content.type");
     }
 
     #[test]

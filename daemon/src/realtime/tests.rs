@@ -1,6 +1,5 @@
 use super::*;
 use crate::registry::Kick;
-use prost::Message as _;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -100,27 +99,50 @@ async fn typing_is_not_echoed_and_needs_participation() {
     assert!(matches!(event(&mut rb), Some(Event::Typing(pb::TypingEvent { active: false, .. }))));
 }
 
+/// The online list a `RoomUsers` event of room `c` carries; anything else fails the test.
+fn room_users(rx: &mut crate::outbound::Receiver, c: &ConversationKey, what: &str) -> Vec<String> {
+    match event(rx) {
+        Some(Event::RoomUsers(r)) => {
+            assert_eq!(r.conversation_id, format_id(c), "{what}");
+            r.online_user_ids
+        }
+        other => panic!("{what}: expected RoomUsers, got {other:?}"),
+    }
+}
+
 #[test]
 fn room_users_follow_presence_and_membership() {
     let (alice, mut ra) = session(1);
     let (hub, registry) = hub_with(&[("alice", alice.clone())]);
     let c = [9u8; 16];
-    let answer = hub.join(c, vec!["alice".into(), "bob".into()], "alice", alice);
+    let answer = hub.join(c, vec!["alice".into(), "bob".into(), "carol".into()], "alice", alice);
     assert_eq!(answer.online_user_ids, ["alice"]);
 
+    // Bob is a participant: his coming and going changes the room's list.
     let (bob, _rb) = session(2);
+    registry.register("bob", bob.clone());
+    hub.presence_changed("bob", true);
+    assert_eq!(room_users(&mut ra, &c, "bob came online"), ["alice", "bob"]);
+    registry.unregister("bob", bob.id);
+    hub.presence_changed("bob", false);
+    assert_eq!(room_users(&mut ra, &c, "bob went offline"), ["alice"]);
+    registry.register("bob", bob.clone());
+    hub.presence_changed("bob", true);
+    assert_eq!(room_users(&mut ra, &c, "bob came back"), ["alice", "bob"]);
+
+    // Removing him changes the list at once.
+    hub.participants_changed(&c, &["alice".to_string(), "carol".to_string()]);
+    assert_eq!(room_users(&mut ra, &c, "bob was removed"), ["alice"]);
+    // From now on his presence is none of the room's business. Coming online again
+    // would have changed the list, had he still been a participant.
+    registry.unregister("bob", bob.id);
+    hub.presence_changed("bob", false);
     registry.register("bob", bob);
     hub.presence_changed("bob", true);
-    match event(&mut ra) {
-        Some(Event::RoomUsers(r)) => assert_eq!(r.online_user_ids, ["alice", "bob"]),
-        other => panic!("expected RoomUsers, got {other:?}"),
-    }
-    hub.participants_changed(&c, &["alice".to_string()]);
-    match event(&mut ra) {
-        Some(Event::RoomUsers(r)) => assert_eq!(r.online_user_ids, ["alice"]),
-        other => panic!("expected RoomUsers after bob was removed, got {other:?}"),
-    }
-    hub.presence_changed("bob", false);
     assert!(event(&mut ra).is_none(), "bob is no longer in the room");
-    let _ = pb::RoomUsers::default().encode_to_vec();
+    // And the next list, when carol comes, leaves him out although he is online.
+    let (carol, _rc) = session(3);
+    registry.register("carol", carol);
+    hub.presence_changed("carol", true);
+    assert_eq!(room_users(&mut ra, &c, "carol came online"), ["alice", "carol"]);
 }

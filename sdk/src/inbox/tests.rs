@@ -1,3 +1,5 @@
+use proptest::prelude::*;
+
 use super::*;
 
 const C: &str = "c1";
@@ -228,48 +230,88 @@ fn answers_for_forgotten_conversations_are_ignored() {
     assert!(out.is_empty());
 }
 
-/// Any interleaving of duplicates, reorderings and fetch answers yields each seq exactly
-/// once, ascending: a deterministic shuffle over many seeds.
-#[test]
-fn any_interleaving_delivers_each_seq_once_in_order() {
-    for seed in 0..200u64 {
-        let mut rng = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let mut next = || {
-            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            rng >> 33
-        };
-        let total = 60u64;
-        let mut wire: Vec<u64> = (1..=total).chain(1..=total).filter(|_| next() % 3 != 0).collect();
-        for i in (1..wire.len()).rev() {
-            let j = usize::try_from(next()).unwrap() % (i + 1);
-            wire.swap(i, j);
-        }
-        let mut inbox = Inbox::new(8);
-        inbox.start_at(C, 0);
+/// What the wire brings in [`any_interleaving_delivers_each_seq_once_in_order`]: the
+/// conversation's messages are `1..=newest`, the app has seen `1..=start`, and `wire` is a
+/// shuffle of them in which each seq comes 0 to 3 times (the newest at least once, as the
+/// live event that reveals any gap below it).
+#[derive(Debug, Clone)]
+struct Wire {
+    start: u64,
+    newest: u64,
+    wire: Vec<u64>,
+    /// Whether the server answers the fetch in flight after the n-th arrival (cycled).
+    answer_now: Vec<bool>,
+    page_size: u64,
+    max_held: usize,
+}
+
+fn wires() -> impl Strategy<Value = Wire> {
+    (0..10u64, 1..60u64, 1..12u64, 1..16usize)
+        .prop_flat_map(|(start, count, page_size, max_held)| {
+            let newest = start + count;
+            let copies = proptest::collection::vec(0..=3usize, usize::try_from(newest).unwrap());
+            (Just((start, newest, page_size, max_held)), copies, proptest::collection::vec(any::<bool>(), 1..8))
+        })
+        .prop_flat_map(|((start, newest, page_size, max_held), mut copies, answer_now)| {
+            // The newest message always arrives: it is what tells the client that more exist.
+            if let Some(last) = copies.last_mut() {
+                *last = (*last).max(1);
+            }
+            let wire: Vec<u64> = (1..=newest).zip(copies).flat_map(|(seq, n)| std::iter::repeat_n(seq, n)).collect();
+            (Just(wire).prop_shuffle(), Just((start, newest, page_size, max_held, answer_now)))
+        })
+        .prop_map(|(wire, (start, newest, page_size, max_held, answer_now))| Wire { start, newest, wire, answer_now, page_size, max_held })
+}
+
+/// The server's answer to `f`: up to `page_size` messages after it, and whether more follow.
+fn serve(f: &Fetch, newest: u64, page_size: u64) -> pb::HistoryPage {
+    let end = (f.after_seq + page_size).min(newest);
+    page(C, f.after_seq + 1..=end, end < newest, newest)
+}
+
+/// Records a fetch the inbox asked for when its cursor was `cursor`.
+fn take(f: Option<Fetch>, cursor: u64, in_flight: &mut Option<Fetch>) -> Result<(), TestCaseError> {
+    if let Some(f) = f {
+        prop_assert!(in_flight.is_none(), "a second fetch while {:?} is in flight", in_flight);
+        prop_assert_eq!(f.after_seq, cursor, "a fetch asks for what follows the cursor");
+        *in_flight = Some(f);
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Whatever the wire does — duplicates, reorderings, losses below the newest message,
+    /// fetch answers at any moment, a tiny hold buffer — the app gets every seq after its
+    /// cursor exactly once, ascending. Every fetch asks for exactly what is missing (the
+    /// cursor at that moment), there is at most one in flight, and while anything seen is
+    /// beyond the cursor one is in flight.
+    #[test]
+    fn any_interleaving_delivers_each_seq_once_in_order(w in wires()) {
+        let mut inbox = Inbox::new(w.max_held);
+        inbox.start_at(C, w.start);
         let mut out = Vec::new();
-        let mut fetches = Vec::new();
-        for s in wire {
-            if let Some(f) = inbox.receive(msg(C, s), false, &mut out) {
-                fetches.push(f);
+        let mut in_flight: Option<Fetch> = None;
+        let mut newest_seen = w.start;
+        for (n, &seq) in w.wire.iter().enumerate() {
+            let before = inbox.cursor(C).unwrap();
+            newest_seen = newest_seen.max(seq);
+            let f = inbox.receive(msg(C, seq), false, &mut out);
+            take(f, before, &mut in_flight)?;
+            if w.answer_now[n % w.answer_now.len()] && let Some(f) = in_flight.take() {
+                let page = serve(&f, w.newest, w.page_size);
+                newest_seen = newest_seen.max(page.messages.last().map_or(0, |m| m.seq));
+                let next = inbox.fetched(&f, page, |_| false, &mut out);
+                take(next, inbox.cursor(C).unwrap(), &mut in_flight)?;
             }
-            // Answer fetches now and then, in pages of 10.
-            if next() % 4 == 0
-                && let Some(f) = fetches.pop()
-            {
-                let end = (f.after_seq + 10).min(total);
-                if let Some(more) = inbox.fetched(&f, page(C, f.after_seq + 1..=end, end < total, total), |_| false, &mut out) {
-                    fetches.push(more);
-                }
-            }
+            let cursor = inbox.cursor(C).unwrap();
+            prop_assert!(cursor >= newest_seen || in_flight.is_some(), "seq {newest_seen} seen, cursor {cursor}, and no fetch for the gap");
         }
-        while let Some(f) = fetches.pop() {
-            let end = (f.after_seq + 10).min(total);
-            if let Some(more) = inbox.fetched(&f, page(C, f.after_seq + 1..=end, end < total, total), |_| false, &mut out) {
-                fetches.push(more);
-            }
+        while let Some(f) = in_flight.take() {
+            let next = inbox.fetched(&f, serve(&f, w.newest, w.page_size), |_| false, &mut out);
+            take(next, inbox.cursor(C).unwrap(), &mut in_flight)?;
         }
-        let got = seqs(&out);
-        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "seed {seed}: {got:?}");
-        assert_eq!(got.first().copied().unwrap_or(1), 1, "seed {seed}");
+        let expected: Vec<u64> = (w.start + 1..=w.newest).collect();
+        prop_assert_eq!(seqs(&out), expected);
+        prop_assert_eq!(inbox.cursor(C), Some(w.newest));
     }
 }

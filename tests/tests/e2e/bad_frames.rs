@@ -120,3 +120,41 @@ async fn over_long_text_is_refused_naming_the_field() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_messages_without_a_file_are_refused_naming_the_type() {
+    bounded("attachment_types", async {
+        let d = daemon().await;
+        let alice = d.client("alice", "advocate").await;
+        let conv = alice.private_chat("bob").await.expect("private chat");
+        let content = |ty: pb::ContentType| pb::MessageContent { text: "brief.pdf".into(), r#type: ty.into(), ..Default::default() };
+
+        // The SDK refuses before sending...
+        match alice.send(&conv.id, "file-sdk", content(pb::ContentType::File)).await {
+            Err(legalchat_sdk::Error::Invalid(e)) => assert_eq!(e.field, "content.type", "{e}"),
+            other => panic!("the SDK sent a FILE message without a file: {other:?}"),
+        }
+        // ...and the server refuses what a client sends anyway, and the session goes on.
+        let mut raw = d.raw_session_as("alice", "advocate").await;
+        for (n, ty) in [pb::ContentType::File, pb::ContentType::Image, pb::ContentType::Document].into_iter().enumerate() {
+            let request_id = 10 + u64::try_from(n).unwrap();
+            let send = pb::SendMessage {
+                conversation_id: conv.id.clone(),
+                client_message_id: format!("raw-{n}"),
+                content: Some(content(ty)),
+                reply_to_seq: 0,
+            };
+            match raw.request(request_id, Request::SendMessage(send)).await.expect("send") {
+                Ev::Error(e) => {
+                    assert_eq!((e.code(), e.request_id), (ErrorCode::InvalidArgument, request_id), "{e:?}");
+                    assert!(e.message.contains("content.type") && e.message.contains("send TEXT"), "{:?}", e.message);
+                }
+                other => panic!("a {} message without a file was accepted: {other:?}", ty.as_str_name()),
+            }
+        }
+        // Nothing was stored: the first text is the conversation's first message.
+        let sent = alice.send_text(&conv.id, "the brief follows by e-mail").await.expect("send text");
+        assert_eq!(sent.seq, 1);
+    })
+    .await;
+}

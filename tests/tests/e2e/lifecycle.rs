@@ -1,10 +1,11 @@
 //! Starting and stopping: bad configuration fails at start naming the setting, and a
 //! graceful shutdown tells connected clients goodbye without losing what was acknowledged.
 
+use std::path::Path;
 use std::process::Command;
 
 use legalchat_sdk::Event;
-use legalchat_sdk::pb::ErrorCode;
+use legalchat_sdk::pb::{self, ErrorCode};
 use legalchat_tests::{EVENT_TIMEOUT, bounded, full_history, next_event};
 use tokio::time::Instant;
 
@@ -49,17 +50,79 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     assert!(e.contains("master key"), "{e}");
 }
 
+/// Runs `legalchatd token ARGS` in `cwd` with no settings from the environment.
+fn token_command(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(DAEMON_BIN)
+        .arg("token")
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run legalchatd token");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Whether `token` is an HS256 JWT for `user` signed with exactly these key bytes.
+fn signed_with(token: &str, key: &[u8], user: &str) -> bool {
+    let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::decode::<serde_json::Value>(token, &jsonwebtoken::DecodingKey::from_secret(key), &validation)
+        .is_ok_and(|t| t.claims["sub"] == user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_needs_only_the_jwt_secret() {
+    bounded("token", async {
+        let d = daemon().await;
+        let cwd = tempfile::tempdir().expect("temporary directory");
+
+        // As the README writes it, with a secret: no certificate, no master key, no --dev.
+        let (code, stdout, stderr) = token_command(cwd.path(), &["--user", "erin", "--role", "client", "--jwt-secret", d.jwt_secret()]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        let [token] = lines.as_slice() else { panic!("one line, the token, on stdout: {stdout:?}") };
+        assert_eq!(std::fs::read_dir(cwd.path()).expect("read the directory").count(), 0, "it creates nothing");
+        // A daemon with that secret accepts it.
+        let erin = d.connect_with_token((*token).to_owned()).await.expect("the daemon accepts the token");
+        assert_eq!((erin.user_id(), erin.role()), ("erin", pb::UserRole::Client));
+
+        // Without a secret, the error names the setting that is missing, and only that.
+        let (code, stdout, stderr) = token_command(cwd.path(), &["--user", "erin", "--role", "client"]);
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(stderr.contains("jwt.secret") && stderr.contains("LEGALCHAT_JWT_SECRET"), "{stderr}");
+        assert!(!stderr.contains("certificate") && !stderr.contains("master key"), "{stderr}");
+
+        // Development mode signs with DATA_DIR/dev/jwt-secret, used as it is written (64 hex
+        // characters as the key's bytes, not decoded), and makes no master key for it.
+        let data = cwd.path().join("data");
+        let data_arg = data.to_str().expect("utf-8 path");
+        let (code, stdout, stderr) = token_command(cwd.path(), &["--dev", "--data-dir", data_arg, "--user", "erin", "--role", "client"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let secret = std::fs::read_to_string(data.join("dev").join("jwt-secret")).expect("the development secret");
+        let secret = secret.trim();
+        assert!(secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret:?}");
+        assert!(signed_with(stdout.trim(), secret.as_bytes(), "erin"), "signed with the file's text");
+        assert!(!signed_with(stdout.trim(), &hex::decode(secret).expect("hex"), "erin"), "not with its hex-decoded bytes");
+        assert!(!data.join("dev").join("master.key").exists(), "`token` has no use for a master key");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_says_goodbye_and_keeps_every_ack() {
     bounded("shutdown", async {
         let mut d = daemon().await;
         let alice = d.client("alice", "advocate").await;
         let bob = d.client("bob", "advocate").await;
+        // A session that never reconnects by itself, to see exactly how the old one ends.
+        let mut carol = d.raw_session_as("carol", "advocate").await;
         let conv = alice.private_chat("bob").await.expect("private chat");
         let mut acked = Vec::new();
         for n in 0..20 {
             acked.push(alice.send_text(&conv.id, &format!("before shutdown {n}")).await.expect("send").message_id);
         }
+        let data_dir = d.data_dir().to_owned();
+        let old_pid = d.process().pid();
 
         d.restart().await;
 
@@ -74,11 +137,33 @@ async fn graceful_shutdown_says_goodbye_and_keeps_every_ack() {
         };
         assert_eq!(code, ErrorCode::Unavailable);
         assert!(reason.contains("shutting down"), "{reason}");
-        assert!(alice.send_text(&conv.id, "after shutdown").await.is_err(), "the old session is gone");
 
+        // The old daemon ended the old session itself: a Goodbye as the last frame, the
+        // stream finished, and the connection closed by the server with the shutdown code
+        // (not timed out, not reset by a vanished peer).
+        let (how, frames) = carol.until_closed(EVENT_TIMEOUT).await.expect("the old session ends");
+        let last = frames.last().and_then(|f| f.event.clone());
+        match last {
+            Some(pb::server_frame::Event::Goodbye(g)) => assert_eq!(g.code(), ErrorCode::Unavailable, "{g:?}"),
+            other => panic!("the last frame of the old session should be a Goodbye, was {other:?} ({how})"),
+        }
+        match carol.connection_closed(EVENT_TIMEOUT).await.expect("the old connection closes") {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                // 4: the daemon's close code for a shutdown (`session::close_code::SHUTDOWN`).
+                assert_eq!(close.error_code.into_inner(), 4, "the shutdown close code: {close:?}");
+            }
+            other => panic!("the server should have closed the old connection, got {other}"),
+        }
+
+        // A new process on the same data directory serves what the old one acknowledged,
+        // and carries on numbering where it left off.
+        assert_eq!(d.data_dir(), data_dir);
+        assert_ne!(d.process().pid(), old_pid, "a new process");
         let alice = d.client("alice", "advocate").await;
         let stored: Vec<String> = full_history(&alice, &conv.id).await.into_iter().map(|m| m.message_id).collect();
         assert_eq!(stored, acked);
+        let next = alice.send_text(&conv.id, "after the restart").await.expect("send after the restart");
+        assert_eq!(next.seq, 21, "the next seq after 20 acknowledged messages");
         let ready = d.http_get("/readyz").await;
         assert_eq!(ready.status, 200);
     })

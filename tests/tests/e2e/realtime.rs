@@ -11,6 +11,12 @@ use tokio::time::Instant;
 
 use crate::{daemon, daemon_with};
 
+/// Milliseconds since the Unix epoch, as the daemon stamps times.
+fn wall_clock_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("milliseconds fit in i64")
+}
+
 /// Events of `client` up to and including the first for which `stop` holds.
 async fn events_until(client: &Client, what: &str, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
     let deadline = Instant::now() + EVENT_TIMEOUT;
@@ -187,6 +193,7 @@ async fn room_users_on_join_and_when_a_participant_comes_online() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_and_read_receipts_reach_the_sender() {
     bounded("receipts", async {
+        let started_ms = wall_clock_ms();
         let d = daemon().await;
         let alice = d.client("alice", "advocate").await;
         let bob = d.client("bob", "advocate").await;
@@ -222,7 +229,9 @@ async fn delivery_and_read_receipts_reach_the_sender() {
         let unread = |list: Vec<pb::Conversation>| list.iter().find(|c| c.id == conv.id).map(|c| c.unread_count);
         assert_eq!(unread(bob.list_conversations(10).await.expect("list")), Some(3), "delivered is not read");
 
-        // Bob reads the first two.
+        // Bob reads the first two. His delivery position moved before this (alice saw it
+        // move), his read position moves after it.
+        let before_read_ms = wall_clock_ms();
         bob.mark_read(&conv.id, 2).await.expect("mark read");
         let seen = events_until(&alice, "bob reading", |e| matches!(e, Event::Receipt(r) if r.kind() == ReceiptKind::Read)).await;
         match seen.last() {
@@ -235,7 +244,14 @@ async fn delivery_and_read_receipts_reach_the_sender() {
         let list = alice.receipts(&conv.id).await.expect("receipts");
         let bobs = list.states.iter().find(|s| s.user_id == "bob").expect("bob's positions");
         assert_eq!((bobs.delivered_seq, bobs.read_seq), (last, 2));
-        assert!(bobs.read_at_ms >= bobs.delivered_at_ms.min(bobs.read_at_ms) && bobs.read_at_ms > 0);
+        // The server stamps each position when it moves, on the same clock as this test.
+        let after_ms = wall_clock_ms();
+        let (delivered_at, read_at) = (bobs.delivered_at_ms, bobs.read_at_ms);
+        assert!(
+            started_ms <= delivered_at && delivered_at <= before_read_ms,
+            "delivered at {delivered_at}, test window {started_ms}..{before_read_ms}"
+        );
+        assert!(before_read_ms <= read_at && read_at <= after_ms, "read at {read_at}, test window {before_read_ms}..{after_ms}");
 
         // Reading everything clears the count; reading backwards changes nothing.
         bob.mark_read(&conv.id, last).await.expect("read all");

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::time::timeout;
@@ -24,8 +25,16 @@ struct Seen {
 
 /// A loopback HTTP/1.1 server (keep-alive, Content-Length bodies) that answers each path
 /// with the statuses listed for it, in order (the last one repeats), and reports every
-/// request on a channel.
+/// request on a channel. Every answer says `Retry-After: 0`, so retries are immediate.
 async fn server(answers: HashMap<&'static str, Vec<u16>>) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    server_with_retry_after(answers, 0).await
+}
+
+/// [`server`], answering with `Retry-After: retry_after_secs`.
+async fn server_with_retry_after(
+    answers: HashMap<&'static str, Vec<u16>>,
+    retry_after_secs: u64,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -61,7 +70,7 @@ async fn server(answers: HashMap<&'static str, Vec<u16>>) -> (SocketAddr, mpsc::
                         if list.len() > 1 { list.remove(0) } else { list[0] }
                     };
                     let _ = tx.send(Seen { path, headers, body });
-                    let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nretry-after: 0\r\n\r\n");
+                    let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nretry-after: {retry_after_secs}\r\n\r\n");
                     stream.get_mut().write_all(reply.as_bytes()).await.unwrap();
                 }
             });
@@ -190,14 +199,30 @@ async fn rejection_gives_up_at_once_and_retries_stop_at_max_attempts() {
     assert_eq!(store.push_subscriptions("carol").unwrap().len(), 2, "403 and 500 remove nothing");
 }
 
-#[tokio::test]
+/// The value of counter `name` whose labels include `label` (e.g. `reason="shutdown"`), 0
+/// when it was never incremented.
+fn counter(metrics: &PrometheusHandle, name: &str, label: &str) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+// One thread runs the test and every task it spawns, so that the thread-local metrics
+// recorder sees the dispatcher's counters.
+#[tokio::test(flavor = "current_thread")]
 async fn shutdown_ends_a_delivery_waiting_to_retry() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-    // A port nobody listens on: every attempt fails fast and waits to retry.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The firm's service is down and asks for a retry in five minutes.
+    let (addr, mut seen) = server_with_retry_after(HashMap::from([("/hook", vec![503])]), 300).await;
     let settings = Settings {
-        webhook: Some(WebhookTarget { url: format!("http://127.0.0.1:{port}/hook"), secret: vec![1; 32] }),
+        webhook: Some(WebhookTarget { url: format!("http://{addr}/hook"), secret: vec![1; 32] }),
         web_push: None,
         include_text: false,
         ttl_secs: 60,
@@ -208,8 +233,24 @@ async fn shutdown_ends_a_delivery_waiting_to_retry() {
     let task = tokio::spawn(run(settings, store.clone(), HttpClient::new().unwrap(), rx, stop_rx));
     let handle = PushHandle::new(store, Some(tx));
     handle.notify("dan", &notification());
+
+    // The first attempt is made and answered 503...
+    assert_eq!(next(&mut seen).await.path, "/hook");
+    // ...and the delivery counts the retry, then waits for it with no await in between:
+    // once the count shows (this thread runs every task), the delivery is asleep.
+    let waiting = async {
+        while counter(&metrics, "legalchat_push_retries_total", "kind=\"webhook\"") == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    timeout(WAIT, waiting).await.expect("the delivery waits to retry");
+    assert_eq!(counter(&metrics, "legalchat_push_failed_total", "reason=\"shutdown\""), 0);
+
     stop_tx.send(true).unwrap();
-    // Twenty attempts would take minutes; shutdown ends it within the grace period.
     timeout(SHUTDOWN_GRACE + WAIT, task).await.expect("dispatcher stops").unwrap();
+    // The delivery ended on the signal itself; had it slept on, the dispatcher would have
+    // aborted it after SHUTDOWN_GRACE and nothing would say "shutdown".
+    assert_eq!(counter(&metrics, "legalchat_push_failed_total", "reason=\"shutdown\""), 1, "{}", metrics.render());
+    assert!(seen.try_recv().is_err(), "no second attempt was made");
     drop(handle);
 }
