@@ -114,6 +114,11 @@ pub fn emoji(value: &str) -> Result {
 }
 
 fn is_emoji(value: &str) -> bool {
+    // Digits, `#` and `*` are emoji only as keycaps (with U+20E3): plain ASCII, with or
+    // without the presentation selector, never is.
+    if value.chars().all(|c| c.is_ascii() || c == '\u{FE0F}') {
+        return false;
+    }
     if emojis::get(value).is_some() {
         return true;
     }
@@ -283,11 +288,11 @@ mod tests {
 
     #[test]
     fn reactions_are_exactly_one_emoji() {
-        for ok in ["👍", "❤️", "❤", "👍🏽", "👩‍⚖️", "🇩🇪", "✌️", "✌🏿"] {
+        for ok in ["👍", "❤️", "❤", "👍🏽", "👩‍⚖️", "🇩🇪", "✌️", "✌🏿", "1️⃣"] {
             assert_eq!(emoji(ok), Ok(()), "{ok:?}");
         }
-        for bad in ["", "a", "ok", "👍👍", "👍 ", "🏽", "\u{FE0F}", "<script>", "1", "👍a"] {
-            let err = emoji(bad).unwrap_err();
+        for bad in ["", "a", "ok", "👍👍", "👍 ", "🏽", "\u{FE0F}", "<script>", "1", "#", "1\u{FE0F}", "👍a"] {
+            let err = emoji(bad).expect_err(bad);
             assert_eq!(err.field, "emoji", "{bad:?}");
         }
         assert!(emoji(&"👍".repeat(20)).is_err());
