@@ -101,7 +101,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq)]
     enum Frame {
         Client(pb::ClientFrame),
-        Server(pb::ServerFrame),
+        Server(Box<pb::ServerFrame>),
     }
 
     fn request(r: Request) -> Frame {
@@ -109,7 +109,7 @@ mod tests {
     }
 
     fn event(e: Event) -> Frame {
-        Frame::Server(pb::ServerFrame { event: Some(e) })
+        Frame::Server(Box::new(pb::ServerFrame { event: Some(e) }))
     }
 
     fn answer(a: Answer) -> Frame {
@@ -203,7 +203,7 @@ mod tests {
     fn over_the_wire(frame: &Frame) -> Frame {
         match frame {
             Frame::Client(f) => Frame::Client(codec::decode_exact(&codec::encode(f), codec::DEFAULT_MAX_FRAME_LEN).unwrap()),
-            Frame::Server(f) => Frame::Server(codec::decode_exact(&codec::encode(f), codec::DEFAULT_MAX_FRAME_LEN).unwrap()),
+            Frame::Server(f) => Frame::Server(Box::new(codec::decode_exact(&codec::encode(&**f), codec::DEFAULT_MAX_FRAME_LEN).unwrap())),
         }
     }
 

@@ -16,7 +16,8 @@ use crate::store::{Store, StoreError, StoredUser, Write};
 #[derive(Debug)]
 pub struct Directory {
     store: Arc<dyn Store>,
-    cache: RwLock<HashMap<String, Role>>,
+    /// Role and display name of each user looked up so far.
+    cache: RwLock<HashMap<String, (Role, String)>>,
     last_seen: RwLock<HashMap<String, i64>>,
 }
 
@@ -28,19 +29,30 @@ impl Directory {
 
     /// The role of `user`, if they have ever signed in (or were provisioned).
     pub fn role_of(&self, user: &str) -> Option<Role> {
-        if let Some(r) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(user) {
-            return Some(*r);
-        }
-        let stored = self.store.user(user).ok().flatten()?;
-        let role = Role::from_pb(stored.role)?;
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), role);
-        Some(role)
+        self.entry(user).map(|(role, _)| role)
     }
 
-    /// Records a signed-in identity. Writes only when the role is new or changed, so a
-    /// reconnect storm does not become a write storm.
+    /// The display name of `user` (the `name` claim of their latest token), empty when
+    /// they have none or never signed in.
+    pub fn name_of(&self, user: &str) -> String {
+        self.entry(user).map(|(_, name)| name).unwrap_or_default()
+    }
+
+    fn entry(&self, user: &str) -> Option<(Role, String)> {
+        if let Some(e) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(user) {
+            return Some(e.clone());
+        }
+        let stored = self.store.user(user).ok().flatten()?;
+        let entry = (Role::from_pb(stored.role)?, stored.name);
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), entry.clone());
+        Some(entry)
+    }
+
+    /// Records a signed-in identity. Writes only when the role or name is new or
+    /// changed, so a reconnect storm does not become a write storm.
     pub fn observe(&self, id: &Identity) -> Result<(), StoreError> {
-        if self.role_of(&id.user_id) == Some(id.role) {
+        let name = id.name.clone().unwrap_or_default();
+        if self.entry(&id.user_id).is_some_and(|(role, known)| role == id.role && known == name) {
             return Ok(());
         }
         let user = StoredUser {
@@ -50,7 +62,7 @@ impl Directory {
             last_seen_ms: ids::now_ms(),
         };
         self.store.commit(vec![Write::User(user)], false)?;
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone(), id.role);
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone(), (id.role, name));
         Ok(())
     }
 

@@ -381,6 +381,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
         max_frame_size: u32::try_from(ctx.limits.max_frame_size).unwrap_or(u32::MAX),
         max_message_bytes: u32::try_from(ctx.limits.max_message_size).unwrap_or(u32::MAX),
         server_time_ms: ids::now_ms(),
+        display_name: identity.name.clone().unwrap_or_default(),
     };
     // The ack goes first into the queue, so nothing can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));

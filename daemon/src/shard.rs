@@ -458,7 +458,7 @@ impl Conversation {
         }
     }
 
-    fn to_pb(&self, store: &dyn Store, for_user: &str) -> pb::Conversation {
+    fn to_pb(&self, store: &dyn Store, names: &Directory, for_user: &str) -> pb::Conversation {
         let (unread_count, mention_count) = self.unread(store, for_user);
         let last_ts = self.last_message.as_ref().map_or(0, |m| m.timestamp_ms);
         pb::Conversation {
@@ -468,7 +468,12 @@ impl Conversation {
                 .meta
                 .participants
                 .iter()
-                .map(|p| pb::Participant { user_id: p.user_id.clone(), role: p.role, joined_at_ms: p.joined_at_ms })
+                .map(|p| pb::Participant {
+                    user_id: p.user_id.clone(),
+                    role: p.role,
+                    joined_at_ms: p.joined_at_ms,
+                    display_name: names.name_of(&p.user_id),
+                })
                 .collect(),
             case_id: self.meta.case_id.clone(),
             title: self.meta.title.clone(),
@@ -818,6 +823,7 @@ impl Shard {
 
     fn handle(&mut self, cmd: Command, p: &mut Pending) {
         let store = self.store.clone();
+        let names = self.directory.clone();
         match cmd {
             Command::Create { id, caller, origin, spec, reply } => {
                 let r = self.create(id, &caller, origin, spec, p);
@@ -826,7 +832,7 @@ impl Shard {
             Command::Get { id, caller, reply } => {
                 let r = self.load(&id).and_then(|c| {
                     c.require_participant(&caller.user_id)?;
-                    Ok(c.to_pb(&*store, &caller.user_id))
+                    Ok(c.to_pb(&*store, &names, &caller.user_id))
                 });
                 p.reply(reply, r);
             }
@@ -835,7 +841,7 @@ impl Shard {
                 let mut failed = None;
                 for id in ids {
                     match self.load(&id) {
-                        Ok(c) if c.role_of(&user).is_some() => out.push(c.to_pb(&*store, &user)),
+                        Ok(c) if c.role_of(&user).is_some() => out.push(c.to_pb(&*store, &names, &user)),
                         Ok(_) => {}
                         // A conversation the membership index names but that is gone: skip.
                         Err(e) if e.code == ErrorCode::NotFound => {}
@@ -1016,12 +1022,13 @@ impl Shard {
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
         let store = self.store.clone();
+        let names = self.directory.clone();
         if spec.kind == ConversationType::Private {
             // Exactly one per pair: an existing one is the answer.
             match self.load(&id) {
                 Ok(c) => {
                     c.require_participant(&caller.user_id)?;
-                    return Ok(c.to_pb(&*store, &caller.user_id));
+                    return Ok(c.to_pb(&*store, &names, &caller.user_id));
                 }
                 Err(e) if e.code == ErrorCode::NotFound => {}
                 Err(e) => return Err(e),
@@ -1060,8 +1067,8 @@ impl Shard {
         }
         p.touched.insert(id);
         let c = Conversation::new(id, meta, dek, 0);
-        let view = c.to_pb(&*store, &caller.user_id);
-        announce(&c, &*store, p, origin, None);
+        let view = c.to_pb(&*store, &names, &caller.user_id);
+        announce(&c, &*store, &names, p, origin, None);
         self.conversations.insert(id, c);
         self.clock += 1;
         self.used.insert(id, self.clock);
@@ -1080,6 +1087,7 @@ impl Shard {
     ) -> Result<pb::Conversation, RequestError> {
         let directory = self.directory.clone();
         let store = self.store.clone();
+        let names = self.directory.clone();
         let c = self.load(&id)?;
         let new: Vec<String> = {
             let mut seen = HashSet::new();
@@ -1091,14 +1099,14 @@ impl Shard {
             return Err(RequestError::invalid(format!("user_ids: a conversation has at most {} participants", policy::MAX_PARTICIPANTS)));
         }
         if new.is_empty() {
-            return Ok(c.to_pb(&*store, &caller.user_id));
+            return Ok(c.to_pb(&*store, &names, &caller.user_id));
         }
         let role = if role == ParticipantRole::Unspecified { ParticipantRole::Member } else { role };
         let now = ids::now_ms();
         let mut added = Vec::with_capacity(new.len());
         for u in &new {
             let part = StoredParticipant { user_id: u.clone(), role: role as i32, joined_at_ms: now };
-            added.push(pb::Participant { user_id: u.clone(), role: part.role, joined_at_ms: now });
+            added.push(pb::Participant { user_id: u.clone(), role: part.role, joined_at_ms: now, display_name: directory.name_of(u) });
             c.meta.participants.push(part);
             p.writes.push(Write::Membership { user: u.clone(), conversation: id });
         }
@@ -1108,9 +1116,9 @@ impl Shard {
         p.touched.insert(id);
         let kind = pb::conversation_event::Kind::ParticipantsAdded(pb::ParticipantsAdded { participants: added });
         events::append_event(c, p, caller, String::new(), kind, None, now);
-        announce(c, &*store, p, origin, None);
+        announce(c, &*store, &names, p, origin, None);
         p.membership.push((id, c.member_ids().map(str::to_owned).collect()));
-        Ok(c.to_pb(&*store, &caller.user_id))
+        Ok(c.to_pb(&*store, &names, &caller.user_id))
     }
 
     fn remove(
@@ -1122,6 +1130,7 @@ impl Shard {
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
         let store = self.store.clone();
+        let names = self.directory.clone();
         let c = self.load(&id)?;
         policy::may_remove(caller.role, &caller.user_id, c.role_of(&caller.user_id), c.kind(), user)?;
         if c.role_of(user).is_none() {
@@ -1137,9 +1146,9 @@ impl Shard {
         // The removed user hears of it too: their view no longer lists them.
         let kind = pb::conversation_event::Kind::ParticipantRemoved(pb::ParticipantRemoved { user_id: user.to_owned() });
         events::append_event(c, p, caller, String::new(), kind, Some(user), now);
-        announce(c, &*store, p, origin, Some(user));
+        announce(c, &*store, &names, p, origin, Some(user));
         p.membership.push((id, c.member_ids().map(str::to_owned).collect()));
-        Ok(c.to_pb(&*store, &caller.user_id))
+        Ok(c.to_pb(&*store, &names, &caller.user_id))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1401,9 +1410,9 @@ const LAST_MESSAGE_SCAN: usize = 1_024;
 /// Each participant (and `also`, e.g. a user just removed) gets a `ConversationUpdated`
 /// with their own view of the conversation: unread counts differ per user. Conversation
 /// changes are rare, so encoding per recipient costs nothing that matters.
-fn announce(c: &Conversation, store: &dyn Store, p: &mut Pending, origin: SessionId, also: Option<&str>) {
+fn announce(c: &Conversation, store: &dyn Store, names: &Directory, p: &mut Pending, origin: SessionId, also: Option<&str>) {
     for user in c.member_ids().chain(also) {
-        let view = c.to_pb(store, user);
+        let view = c.to_pb(store, names, user);
         let frame = encode_event(pb::server_frame::Event::ConversationUpdated(pb::ConversationUpdated { conversation: Some(view) }));
         p.fanout.push(Fanout { recipients: Arc::from([user.to_owned()]), origin: Some(origin), frame, message: false, notice: None });
     }

@@ -82,6 +82,7 @@ impl Session {
                 max_frame_size: 65_536,
                 max_message_bytes: 10_240,
                 server_time_ms: 1,
+                display_name: String::new(),
             }),
         ))
         .await;

@@ -142,6 +142,10 @@ struct SeedArgs {
     /// UDP sockets the LegalChat clients share.
     #[arg(long, default_value_t = 8)]
     sockets: usize,
+    /// Make the sends a mix of events (LegalChat only): 80 % messages, 10 % reactions,
+    /// 5 % edits, 5 % deletes of each user's own newest message.
+    #[arg(long, conflicts_with = "peer")]
+    event_mix: bool,
 }
 
 /// The fleet and step length of a ramp.
@@ -264,6 +268,7 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
                 duration: s.duration,
                 warmup: s.warmup,
                 sockets: s.sockets,
+                event_mix: s.event_mix,
                 ..LoadOptions::default()
             };
             let summary = load::run(&opts, target, probe).await?;

@@ -334,7 +334,7 @@ fn last_visible_before(c: &Conversation, store: &dyn Store, before: u64) -> Resu
                 candidates.push((seq, c.batch_records[&seq].clone()));
             }
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         for (seq, rec) in &candidates {
             scanned += 1;
             if rec.is_visible_message() {
@@ -537,6 +537,7 @@ impl Shard {
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
         let store = self.store.clone();
+        let names = self.directory.clone();
         let c = self.load(&id)?;
         let participant = c.role_of(&caller.user_id).is_some();
         if !(moderates(c, caller) || (c.kind() == ConversationType::Private && participant)) {
@@ -546,7 +547,7 @@ impl Shard {
             return Err(RequestError::forbidden("only the conversation's admins and moderators may change its title or settings"));
         }
         if duplicate(c, &*store, &client_event_id, &caller.user_id)?.is_some() {
-            return Ok(c.to_pb(&*store, &caller.user_id));
+            return Ok(c.to_pb(&*store, &names, &caller.user_id));
         }
         let m = &mut c.meta;
         let before = (m.title.clone(), m.description.clone(), m.muted, m.retention_days, m.encryption);
@@ -566,7 +567,7 @@ impl Shard {
             m.encryption = e;
         }
         if before == (m.title.clone(), m.description.clone(), m.muted, m.retention_days, m.encryption) {
-            return Ok(c.to_pb(&*store, &caller.user_id));
+            return Ok(c.to_pb(&*store, &names, &caller.user_id));
         }
         let now = ids::now_ms();
         c.meta.updated_at_ms = now;
@@ -577,8 +578,8 @@ impl Shard {
             settings: Some(c.settings()),
         });
         append_event(c, p, caller, client_event_id, kind, None, now);
-        super::announce(c, &*store, p, origin, None);
-        Ok(c.to_pb(&*store, &caller.user_id))
+        super::announce(c, &*store, &names, p, origin, None);
+        Ok(c.to_pb(&*store, &names, &caller.user_id))
     }
 
     /// A participant's role.
@@ -592,6 +593,7 @@ impl Shard {
         p: &mut Pending,
     ) -> Result<pb::Conversation, RequestError> {
         let store = self.store.clone();
+        let names = self.directory.clone();
         let c = self.load(&id)?;
         if c.kind() == ConversationType::Private {
             return Err(RequestError::invalid("participants of a private conversation have no roles to change"));
@@ -608,7 +610,7 @@ impl Shard {
             return Err(RequestError::not_found(format!("user {user} is not a participant of this conversation")));
         };
         if part.role == role as i32 {
-            return Ok(c.to_pb(&*store, &caller.user_id));
+            return Ok(c.to_pb(&*store, &names, &caller.user_id));
         }
         part.role = role as i32;
         let now = ids::now_ms();
@@ -616,8 +618,8 @@ impl Shard {
         p.writes.push(Write::Conversation(c.meta.clone()));
         let kind = Kind::RoleChanged(pb::ParticipantRoleChanged { user_id: user.to_owned(), role: role as i32 });
         append_event(c, p, caller, String::new(), kind, None, now);
-        super::announce(c, &*store, p, origin, None);
-        Ok(c.to_pb(&*store, &caller.user_id))
+        super::announce(c, &*store, &names, p, origin, None);
+        Ok(c.to_pb(&*store, &names, &caller.user_id))
     }
 
     /// A page of replies to `root`.
