@@ -46,15 +46,25 @@ async fn states(client: &Client, conv: &str) -> BTreeMap<u64, pb::Message> {
 }
 
 /// The parts of a message's state every device must agree on.
-fn digest(m: &pb::Message) -> (u64, String, bool, bool, Vec<(String, Vec<String>)>, bool) {
-    (
-        m.seq,
-        text_of(m).to_owned(),
-        m.edited_at_ms != 0,
-        m.deleted_at_ms != 0,
-        m.reactions.iter().map(|r| (r.emoji.clone(), r.user_ids.clone())).collect(),
-        m.pinned,
-    )
+#[derive(Debug, PartialEq)]
+struct Digest {
+    seq: u64,
+    text: String,
+    edited: bool,
+    deleted: bool,
+    reactions: Vec<(String, Vec<String>)>,
+    pinned: bool,
+}
+
+fn digest(m: &pb::Message) -> Digest {
+    Digest {
+        seq: m.seq,
+        text: text_of(m).to_owned(),
+        edited: m.edited_at_ms != 0,
+        deleted: m.deleted_at_ms != 0,
+        reactions: m.reactions.iter().map(|r| (r.emoji.clone(), r.user_ids.clone())).collect(),
+        pinned: m.pinned,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +207,7 @@ async fn replies_threads_settings_roles_and_the_audit_trail() {
             )
             .await
             .expect("alice renames and mutes");
-        let settings = updated.settings.clone().expect("settings");
+        let settings = updated.settings.expect("settings");
         assert_eq!((updated.title.as_str(), settings.notifications, settings.retention_days), ("Smith v. Jones (appeal)", false, 3650));
         let err = bob.update_conversation(&conv.id, ConversationUpdate::new().title("mine")).await.unwrap_err();
         assert_eq!(code(err), Some(ErrorCode::Forbidden));
