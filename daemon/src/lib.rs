@@ -28,6 +28,7 @@
 //! in-process (the load generator does).
 
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod crypto;

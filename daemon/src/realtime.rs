@@ -24,7 +24,8 @@ use legalchat_protocol::codec;
 use legalchat_protocol::pb::{self, server_frame::Event};
 use legalchat_protocol::validate::format_id;
 
-use crate::registry::{Registry, SessionHandle, SessionId};
+use crate::bus::Bus;
+use crate::registry::{SessionHandle, SessionId};
 use crate::store::ConversationKey;
 
 /// Who is typing where, and until when.
@@ -88,7 +89,7 @@ struct State {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Bus>,
     typing_timeout: Duration,
     wake: Notify,
 }
@@ -111,7 +112,7 @@ fn send_to(subscribers: &[(String, SessionHandle)], bytes: &Bytes, skip_user: Op
 
 impl Hub {
     /// A hub that asks `registry` who is online.
-    pub fn new(registry: Arc<Registry>, typing_timeout: Duration) -> Self {
+    pub fn new(registry: Arc<dyn Bus>, typing_timeout: Duration) -> Self {
         Self { state: Mutex::new(State::default()), registry, typing_timeout, wake: Notify::new() }
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::{AuthError, Authenticator};
+use crate::bus::Bus;
 use crate::config::{Config, ConfigError, FsyncPolicy, JwtAlgorithm};
 use crate::crypto::MasterKey;
 use crate::directory::Directory;
@@ -118,7 +119,7 @@ pub struct Daemon {
     shards: Shards,
     threads: ShardThreads,
     store: Arc<dyn Store>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Bus>,
     internal: Arc<Internal>,
 }
 
@@ -146,7 +147,7 @@ impl Daemon {
         let db_dir = config.db_dir();
         let store: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&db_dir)).await.map_err(|e| StoreError::Engine(e.to_string()))??);
-        let registry = Arc::new(Registry::default());
+        let registry: Arc<dyn Bus> = Arc::new(Registry::default());
         let directory = Arc::new(Directory::new(store.clone()));
         let hub = Arc::new(Hub::new(registry.clone(), config.typing_timeout));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -257,7 +258,7 @@ impl Daemon {
 
     /// Stops gracefully; returns once every batch is committed and the store flushed.
     pub async fn shutdown(self) {
-        tracing::info!(sessions = self.registry.all().len(), "shutting down");
+        tracing::info!(sessions = self.registry.local_sessions(), "shutting down");
         self.ready.store(false, Ordering::Release);
         let _ = self.shutdown_tx.send(true);
         // Stop accepting; sessions see the shutdown signal and say goodbye.

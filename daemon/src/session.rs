@@ -5,7 +5,7 @@
 //!                                  │                        │ (after commit)
 //!                                  └─ reply task ◄─oneshot──┘
 //!                                        │
-//!  SendStream ◄─ writer task ◄── outbound queue (bounded) ◄── Registry fan-out
+//!  SendStream ◄─ writer task ◄── outbound queue (bounded) ◄── Bus fan-out
 //! ```
 //!
 //! The reader never waits on a shard: a full mailbox is answered OVERLOADED at once, and
@@ -26,13 +26,14 @@ use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request, server_fram
 use legalchat_protocol::validate::{self, ValidationError, format_id};
 
 use crate::auth::{Authenticator, Identity};
+use crate::bus::Bus;
 use crate::directory::Directory;
 use crate::ids;
 use crate::outbound;
 use crate::policy::RequestError;
 use crate::push::PushHandle;
 use crate::realtime::Hub;
-use crate::registry::{Kick, Registry, SessionHandle, SessionId};
+use crate::registry::{Kick, SessionHandle, SessionId};
 use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, EventRequest, SendReply, SettingsUpdate, Shards};
 use crate::store::{ConversationKey, Store};
 
@@ -73,7 +74,7 @@ pub struct SessionContext {
     /// Shard mailboxes.
     pub shards: Shards,
     /// Connected sessions.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<dyn Bus>,
     /// Storage (membership index reads).
     pub store: Arc<dyn Store>,
     /// Known users.
@@ -96,7 +97,7 @@ impl SessionContext {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shards: Shards,
-        registry: Arc<Registry>,
+        registry: Arc<dyn Bus>,
         store: Arc<dyn Store>,
         directory: Arc<Directory>,
         auth: Authenticator,

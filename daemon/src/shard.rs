@@ -6,7 +6,7 @@
 //!                                               │ apply each to in-memory state,
 //!                                               │   collecting writes + replies
 //!                                               │ ONE store commit (fsync) per batch
-//!                                               │ then: replies, fan-out via Registry
+//!                                               │ then: replies, fan-out via the Bus
 //! ```
 //!
 //! Conversation `c` lives on shard `shard_of(c)`, and only that shard reads or writes its
@@ -36,13 +36,14 @@ use legalchat_protocol::pb::{self, ConversationType, ErrorCode, ParticipantRole}
 use legalchat_protocol::validate::format_id;
 
 use crate::auth::{Identity, Role};
+use crate::bus::Bus;
 use crate::crypto::{DataKey, MasterKey};
 use crate::directory::Directory;
 use crate::ids;
 use crate::policy::{self, RequestError};
 use crate::push::{Notification, PushHandle};
 use crate::realtime::Hub;
-use crate::registry::{Registry, SessionId};
+use crate::registry::SessionId;
 use crate::store::{ConversationKey, Store, StoreError, StoredConversation, StoredMessage, StoredParticipant, StoredReadState, Write};
 
 mod events;
@@ -365,7 +366,7 @@ pub struct ShardDeps {
     /// Wraps the conversations' data keys.
     pub master: MasterKey,
     /// Connected sessions, for fan-out.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<dyn Bus>,
     /// Known users, for the role policy.
     pub directory: Arc<Directory>,
     /// Rooms, told of membership changes.
@@ -687,7 +688,7 @@ struct Shard {
     config: ShardConfig,
     store: Arc<dyn Store>,
     master: MasterKey,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Bus>,
     directory: Arc<Directory>,
     hub: Arc<Hub>,
     push: PushHandle,
@@ -796,7 +797,7 @@ impl Shard {
             for f in &batch.fanout {
                 let mut notification = None;
                 let push = &self.push;
-                self.registry.deliver_each(f.recipients.iter().map(String::as_str), &f.frame, f.origin, |user, n, online| {
+                self.registry.deliver_each(&mut f.recipients.iter().map(String::as_str), &f.frame, f.origin, &mut |user, n, online| {
                     delivered += n as u64;
                     if f.message {
                         messages_delivered += n as u64;

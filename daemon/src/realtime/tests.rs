@@ -1,5 +1,6 @@
 use super::*;
 use crate::registry::Kick;
+use crate::registry::Registry;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 

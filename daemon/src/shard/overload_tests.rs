@@ -11,6 +11,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::*;
+use crate::registry::Registry;
 use crate::store::RocksStore;
 
 /// Longest wait for the shard thread; reaching it fails the test.

@@ -7,6 +7,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::outbound;
 use crate::push::Job;
+use crate::registry::Registry;
 use crate::registry::{Kick, SessionHandle};
 use crate::store::RocksStore;
 
@@ -693,4 +694,39 @@ fn evicted_conversations_come_back_whole_from_the_store() {
     let view = rx.blocking_recv().unwrap().unwrap();
     assert_eq!((view.last_seq, view.unread_count), (1, 1));
     assert_eq!(view.last_message.as_ref().and_then(text), Some("hello"));
+}
+
+#[test]
+fn a_muted_conversation_pushes_only_the_mentioned() {
+    let (tx, mut jobs) = mpsc::channel(16);
+    // carol and dave are offline with subscriptions.
+    let f = Fixture::new(Some((tx, vec!["carol".into(), "dave".into()])));
+    let (reply, rx) = oneshot::channel();
+    let update = SettingsUpdate { notifications: Some(false), ..SettingsUpdate::default() };
+    f.submit(Command::Update { id: CONV, caller: alice(), origin: 1, client_event_id: "mute".into(), update, reply });
+    let view = rx.blocking_recv().unwrap().unwrap();
+    assert_eq!(view.settings.map(|s| s.notifications), Some(false));
+
+    let send = |id: &str, text: &str| {
+        let (reply, rx) = SendReply::channel();
+        let content = pb::MessageContent { text: text.into(), ..Default::default() };
+        f.submit(Command::Send {
+            id: CONV,
+            caller: alice(),
+            origin: 1,
+            client_message_id: id.into(),
+            content,
+            reply_to_seq: 0,
+            submitted: Instant::now(),
+            reply,
+        });
+        rx.blocking_recv().unwrap().unwrap()
+    };
+    send("quiet", "nobody is pushed for this");
+    let loud = send("mention", "@carol the filing is due");
+    assert_eq!(f.history().last_seq, loud.seq);
+    let job = jobs.try_recv().expect("carol was mentioned");
+    assert_eq!((job.user_id.as_str(), job.notification.seq), ("carol", loud.seq));
+    assert!(jobs.try_recv().is_err(), "muted: nobody else, and nothing for the message without a mention");
+    f.stop();
 }
