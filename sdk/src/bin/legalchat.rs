@@ -1127,5 +1127,42 @@ mod tests {
         assert!(matches!(cli.command, Command::Read { seq: 12, .. }));
         let cli = Cli::try_parse_from(["legalchat", "create", "--kind", "group", "--title", "T", "--with", "bob,carol"]).expect("parses");
         assert!(matches!(cli.command, Command::Create { ref with, .. } if with == &["bob", "carol"]));
+        let cli = Cli::try_parse_from(["legalchat", "react", "abc", "3", "👍", "--remove"]).expect("parses");
+        assert!(matches!(cli.command, Command::React { seq: 3, ref emoji, remove: true, .. } if emoji == "👍"));
+        let cli = Cli::try_parse_from(["legalchat", "edit", "abc", "3", "new", "text"]).expect("parses");
+        assert!(matches!(cli.command, Command::Edit { seq: 3, ref text, .. } if text == &["new", "text"]));
+        let cli =
+            Cli::try_parse_from(["legalchat", "settings", "abc", "--notifications", "false", "--retention-days", "30"]).expect("parses");
+        assert!(matches!(cli.command, Command::Settings { notifications: Some(false), retention_days: Some(30), title: None, .. }));
+        let cli = Cli::try_parse_from(["legalchat", "role", "abc", "bob", "moderator"]).expect("parses");
+        assert!(matches!(cli.command, Command::Role { role: RoleArg::Moderator, .. }));
+        assert!(Cli::try_parse_from(["legalchat", "role", "abc", "bob", "owner"]).is_err());
+    }
+
+    #[test]
+    fn events_and_message_states_read_naturally() {
+        use pb::conversation_event::Kind;
+        let event = |seq: u64, sender: &str, kind: Kind| pb::Message {
+            seq,
+            sender_id: sender.into(),
+            event: Some(pb::ConversationEvent { kind: Some(kind) }),
+            ..message(seq, sender, "", 0)
+        };
+        let reaction = event(5, "bob", Kind::Reaction(pb::ReactionChanged { target_seq: 2, emoji: "👍".into(), added: true }));
+        assert_eq!(message_line(&reaction), "[#5 00:00:00] bob reacted 👍 to #2");
+        let edited = event(6, "alice", Kind::Edited(pb::MessageEdited { target_seq: 2, content: None, redacted: true }));
+        assert_eq!(message_line(&edited), "[#6 00:00:00] alice edited #2 (an earlier version)");
+        assert_eq!(message_json(&reaction)["type"], "event");
+
+        let mut m = message(2, "alice", "see you", 0);
+        m.edited_at_ms = 1;
+        m.pinned = true;
+        m.reply_to_seq = 1;
+        m.reactions = vec![pb::Reaction { emoji: "👍".into(), user_ids: vec!["bob".into(), "carol".into()] }];
+        assert_eq!(message_line(&m), "[#2 00:00:00] alice (reply to #1): see you  (edited, pinned, 👍 2)");
+        m.deleted_at_ms = 3;
+        m.deleted_by = "alice".into();
+        m.content = None;
+        assert_eq!(message_line(&m), "[#2 00:00:00] alice: (message deleted by alice)");
     }
 }
