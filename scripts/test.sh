@@ -10,4 +10,7 @@ if command -v npm >/dev/null 2>&1; then
   npm ls --prefix benches/peers/socketio >/dev/null 2>&1 || npm ci --prefix benches/peers/socketio --no-audit --no-fund
 fi
 cargo test --workspace --all-targets "$@"
+# The HTML renderer of rich text (and its XSS corpus) is an opt-in feature of the protocol
+# crate, so that apps embedding the SDK do not compile an HTML sanitizer they do not use.
+cargo test -p legalchat-protocol --features html --all-targets "$@"
 cargo test --workspace --doc
