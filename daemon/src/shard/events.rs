@@ -412,6 +412,10 @@ impl Shard {
                 for user in new_mentions.iter().filter(|u| !target.mentions.contains(u)) {
                     p.writes.push(Write::Index { conversation: id, entry: IndexEntry::Mention { user: user.clone(), seq } });
                 }
+                // A mention edited away no longer counts.
+                for user in target.mentions.iter().filter(|u| !new_mentions.contains(u)) {
+                    p.writes.push(Write::Unindex { conversation: id, entry: IndexEntry::Mention { user: user.clone(), seq } });
+                }
                 target.text.clone_from(&content.text);
                 target.content_type = content.r#type;
                 target.format = content.format;

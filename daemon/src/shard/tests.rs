@@ -522,6 +522,11 @@ fn mentions_of_participants_are_marked_and_counted() {
     let bob_view = d.view(bob());
     assert_eq!((bob_view.unread_count, bob_view.mention_count), (2, 1));
     assert_eq!(d.view(user("dave", Role::Advocate)).mention_count, 0);
+    // Edited: bob is no longer mentioned, dave is.
+    d.event(alice(), "e1", edit(1, "@dave please review")).unwrap();
+    assert_eq!(d.view(bob()).mention_count, 0);
+    assert_eq!(d.view(user("dave", Role::Advocate)).mention_count, 1);
+    assert_eq!(d.history(bob()).unwrap().messages[0].mentions, ["dave"]);
 }
 
 #[test]

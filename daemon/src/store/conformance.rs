@@ -137,6 +137,9 @@ pub(crate) fn indexes_and_audit_versions(open: Open<'_>) {
     assert_eq!(store.mentions_after(&conv, "alice", 0, 10).unwrap(), [4]);
     assert!(store.mentions_after(&conv, "bob", 0, 10).unwrap().is_empty());
     assert_eq!(store.audit_versions(&conv, 1).unwrap(), vec![(1, b"v1".to_vec()), (6, b"v6".to_vec())]);
+    store.commit(vec![Write::Unindex { conversation: conv, entry: mention("al", 3) }], true).unwrap();
+    assert_eq!(store.mentions_after(&conv, "al", 0, 10).unwrap(), [8], "an unindexed entry is gone");
+    assert_eq!(store.mentions_after(&conv, "alice", 0, 10).unwrap(), [4], "and nothing else");
     assert_eq!(store.audit_versions(&conv, 2).unwrap().len(), 1);
     assert!(store.audit_versions(&other, 1).unwrap().is_empty());
 }

@@ -118,6 +118,13 @@ pub enum Write {
         /// The entry.
         entry: IndexEntry,
     },
+    /// Remove a secondary index entry (a mention edited away).
+    Unindex {
+        /// The conversation.
+        conversation: ConversationKey,
+        /// The entry.
+        entry: IndexEntry,
+    },
     /// Keep a superseded version of message `target` in its audit trail.
     AuditVersion {
         /// The conversation.

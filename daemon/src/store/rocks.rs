@@ -364,6 +364,7 @@ impl RocksStore {
                 }
                 Write::Replace { conversation, seq, sealed } => batch.put_cf(self.cf(CF_MESSAGES)?, msg_key(&conversation, seq), sealed),
                 Write::Index { conversation, entry } => batch.put_cf(self.cf(CF_EVENT_INDEX)?, index_key(&conversation, &entry), []),
+                Write::Unindex { conversation, entry } => batch.delete_cf(self.cf(CF_EVENT_INDEX)?, index_key(&conversation, &entry)),
                 Write::AuditVersion { conversation, target, version, sealed } => {
                     batch.put_cf(self.cf(CF_AUDIT)?, audit_key(&conversation, target, version), sealed)
                 }
