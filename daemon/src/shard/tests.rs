@@ -62,15 +62,20 @@ fn create() -> (Command, Answer<pb::Conversation>) {
 
 /// Alice sends a message with `client_message_id` to `CONV`.
 fn send(client_message_id: &str) -> (Command, Answer<pb::MessageAccepted>) {
+    send_as(alice(), client_message_id, &format!("text of {client_message_id}"), 0)
+}
+
+/// `who` sends `text` to `CONV`, replying to `reply_to_seq` unless it is 0.
+fn send_as(who: Identity, client_message_id: &str, text: &str, reply_to_seq: u64) -> (Command, Answer<pb::MessageAccepted>) {
     let (reply, rx) = SendReply::channel();
-    let content = pb::MessageContent { text: format!("text of {client_message_id}"), ..Default::default() };
+    let content = pb::MessageContent { text: text.into(), ..Default::default() };
     let cmd = Command::Send {
         id: CONV,
-        caller: alice(),
+        caller: who,
         origin: 1,
         client_message_id: client_message_id.into(),
         content,
-        reply_to_seq: 0,
+        reply_to_seq,
         submitted: Instant::now(),
         reply,
     };
@@ -246,18 +251,8 @@ impl Direct {
     }
 
     fn send_reply(&mut self, who: Identity, id: &str, text: &str, reply_to_seq: u64) -> Result<pb::MessageAccepted, RequestError> {
-        let (reply, rx) = SendReply::channel();
-        let content = pb::MessageContent { text: text.into(), ..Default::default() };
-        self.run(Command::Send {
-            id: CONV,
-            caller: who,
-            origin: 9,
-            client_message_id: id.into(),
-            content,
-            reply_to_seq,
-            submitted: Instant::now(),
-            reply,
-        });
+        let (cmd, rx) = send_as(who, id, text, reply_to_seq);
+        self.run(cmd);
         rx.blocking_recv().unwrap()
     }
 
@@ -531,31 +526,13 @@ fn mentions_of_participants_are_marked_and_counted() {
 
 #[test]
 fn a_retry_from_another_sender_in_the_same_batch_is_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut shard = Shard::new(0, config(), &deps(&dir, None));
+    let mut d = Direct::new();
+    let (first, theirs) = (send("same-id"), send_as(bob(), "same-id", "hijack", 0));
+    // One batch: the store's index does not know the id yet.
     let mut batch = Pending::default();
-    let (cmd, created) = create();
-    shard.handle(cmd, &mut batch);
-    shard.flush(&mut batch);
-    created.blocking_recv().unwrap().unwrap();
-    let (first, theirs) = (send("same-id"), {
-        let (reply, rx) = SendReply::channel();
-        let content = pb::MessageContent { text: "hijack".into(), ..Default::default() };
-        let cmd = Command::Send {
-            id: CONV,
-            caller: bob(),
-            origin: 2,
-            client_message_id: "same-id".into(),
-            content,
-            reply_to_seq: 0,
-            submitted: Instant::now(),
-            reply,
-        };
-        (cmd, rx)
-    });
-    shard.handle(first.0, &mut batch);
-    shard.handle(theirs.0, &mut batch);
-    shard.flush(&mut batch);
+    d.shard.handle(first.0, &mut batch);
+    d.shard.handle(theirs.0, &mut batch);
+    d.shard.flush(&mut batch);
     assert_eq!(first.1.blocking_recv().unwrap().unwrap().seq, 1);
     assert_eq!(theirs.1.blocking_recv().unwrap().unwrap_err().code, ErrorCode::Conflict);
 }
@@ -672,21 +649,11 @@ fn evicted_conversations_come_back_whole_from_the_store() {
         shard.handle(Command::Create { id: *id, caller: alice(), origin: 1, spec, reply }, &mut batch);
         shard.flush(&mut batch);
         rx.blocking_recv().unwrap().unwrap();
-        let (reply, rx) = SendReply::channel();
-        let content = pb::MessageContent { text: "hello".into(), ..Default::default() };
-        shard.handle(
-            Command::Send {
-                id: *id,
-                caller: alice(),
-                origin: 1,
-                client_message_id: "m".into(),
-                content,
-                reply_to_seq: 0,
-                submitted: Instant::now(),
-                reply,
-            },
-            &mut batch,
-        );
+        let (mut cmd, rx) = send_as(alice(), "m", "hello", 0);
+        if let Command::Send { id: to, .. } = &mut cmd {
+            *to = *id;
+        }
+        shard.handle(cmd, &mut batch);
         shard.flush(&mut batch);
         rx.blocking_recv().unwrap().unwrap();
     }
@@ -713,18 +680,8 @@ fn a_muted_conversation_pushes_only_the_mentioned() {
     assert_eq!(view.settings.map(|s| s.notifications), Some(false));
 
     let send = |id: &str, text: &str| {
-        let (reply, rx) = SendReply::channel();
-        let content = pb::MessageContent { text: text.into(), ..Default::default() };
-        f.submit(Command::Send {
-            id: CONV,
-            caller: alice(),
-            origin: 1,
-            client_message_id: id.into(),
-            content,
-            reply_to_seq: 0,
-            submitted: Instant::now(),
-            reply,
-        });
+        let (cmd, rx) = send_as(alice(), id, text, 0);
+        f.submit(cmd);
         rx.blocking_recv().unwrap().unwrap()
     };
     send("quiet", "nobody is pushed for this");
