@@ -43,6 +43,7 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod storage_pool;
 pub mod store;
 pub mod tls;
 
