@@ -40,6 +40,7 @@ pub mod policy;
 pub mod push;
 pub mod realtime;
 pub mod registry;
+pub mod requests;
 pub mod server;
 pub mod session;
 pub mod shard;
