@@ -211,7 +211,7 @@ async fn seed_demo(internal: &Arc<Internal>) -> anyhow::Result<()> {
     let ids: Vec<Identity> =
         DEMO_USERS.iter().map(|(u, r, n)| Identity { user_id: (*u).into(), role: *r, name: Some((*n).into()) }).collect();
     for id in &ids {
-        internal.directory.observe(id)?;
+        record(internal, id).await?;
     }
     let [alice, bob, ..] = ids.as_slice() else { anyhow::bail!("demo users") };
     // Private chat alice–bob is idempotent by construction.
@@ -222,8 +222,22 @@ async fn seed_demo(internal: &Arc<Internal>) -> anyhow::Result<()> {
         create(internal, alice, ConversationType::Case, &["bob", "dan"], "Smith v. Jones — case team", "2024-017").await?;
         create(internal, alice, ConversationType::Group, &["dan", "carol"], "Litigation team", "").await?;
         create(internal, bob, ConversationType::Support, &["carol"], "Help with the client portal", "").await?;
-        internal.directory.observe(&Identity { user_id: "demo-seeded".into(), role: Role::Admin, name: None })?;
+        record(internal, &Identity { user_id: "demo-seeded".into(), role: Role::Admin, name: None }).await?;
     }
+    Ok(())
+}
+
+/// Records a demo user in the directory the way sessions do: the lookup on a blocking
+/// thread, the write through the user's shard.
+async fn record(internal: &Arc<Internal>, id: &Identity) -> anyhow::Result<()> {
+    let (directory, who) = (internal.directory.clone(), id.clone());
+    if let Some(record) = tokio::task::spawn_blocking(move || directory.record_for(&who)).await? {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let commit = Command::Commit { writes: vec![crate::store::Write::User(record)], sync: false, reply };
+        internal.shards.submit_to(internal.shards.shard_of_user(&id.user_id), commit).map_err(|e| anyhow::anyhow!("{e}"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("shard stopped"))??;
+    }
+    internal.directory.remember(id);
     Ok(())
 }
 

@@ -48,35 +48,54 @@ impl Directory {
         Some(entry)
     }
 
-    /// Records a signed-in identity. Writes only when the role or name is new or
-    /// changed, so a reconnect storm does not become a write storm.
-    pub fn observe(&self, id: &Identity) -> Result<(), StoreError> {
+    /// The record to write for a signed-in identity, or `None` when the directory already
+    /// holds its role and name, so that a reconnect storm does not become a write storm.
+    /// May read the store: call it from a blocking context (the storage pool), then commit
+    /// the record (through the user's shard) and [`Self::remember`] the identity.
+    pub fn record_for(&self, id: &Identity) -> Option<StoredUser> {
         let name = id.name.clone().unwrap_or_default();
         if self.entry(&id.user_id).is_some_and(|(role, known)| role == id.role && known == name) {
-            return Ok(());
+            return None;
         }
-        let user = StoredUser {
-            user_id: id.user_id.clone(),
-            role: id.role.to_pb() as i32,
-            name: id.name.clone().unwrap_or_default(),
-            last_seen_ms: ids::now_ms(),
-        };
-        self.store.commit(vec![Write::User(user)], false)?;
+        Some(StoredUser { user_id: id.user_id.clone(), role: id.role.to_pb() as i32, name, last_seen_ms: ids::now_ms() })
+    }
+
+    /// Whether the directory holds `id`'s role and name in memory already, so there is
+    /// nothing to record. No IO.
+    pub fn is_current(&self, id: &Identity) -> bool {
+        let name = id.name.as_deref().unwrap_or_default();
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&id.user_id).is_some_and(|(role, known)| *role == id.role && known == name)
+    }
+
+    /// Remembers a signed-in identity whose record is committed.
+    pub fn remember(&self, id: &Identity) {
+        let name = id.name.clone().unwrap_or_default();
         self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone(), (id.role, name));
+    }
+
+    /// Records a signed-in identity, committing straight to the store: blocking, for
+    /// tooling that runs outside sessions (the demo seed). Sessions use
+    /// [`Self::record_for`] and commit through a shard.
+    pub fn observe(&self, id: &Identity) -> Result<(), StoreError> {
+        if let Some(record) = self.record_for(id) {
+            self.store.commit(vec![Write::User(record)], false)?;
+        }
+        self.remember(id);
         Ok(())
     }
 
-    /// Records that `user` was last connected at `ms` (their last session ended).
-    pub fn seen(&self, user: &str, ms: i64) {
+    /// Notes in memory that `user` was last connected at `ms` (their last session ended).
+    /// No IO: the durable copy is [`Self::last_seen_record`], written through a shard.
+    pub fn saw(&self, user: &str, ms: i64) {
         self.last_seen.write().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), ms);
-        let Some(role) = self.role_of(user) else { return };
-        let name = self.store.user(user).ok().flatten().map(|u| u.name).unwrap_or_default();
-        let record = StoredUser { user_id: user.to_owned(), role: role.to_pb() as i32, name, last_seen_ms: ms };
-        // Last-seen is informative, not a promise: a lost update after a crash is fine,
-        // so it does not wait for fsync.
-        if let Err(e) = self.store.commit(vec![Write::User(record)], false) {
-            tracing::warn!(%user, error = %e, "last-seen not stored");
-        }
+    }
+
+    /// The directory record that keeps `user`'s last-seen time `ms`, or `None` for a user
+    /// the directory does not know. May read the store: call it from a blocking context.
+    /// Last-seen is informative, not a promise: it is committed without waiting for fsync.
+    pub fn last_seen_record(&self, user: &str, ms: i64) -> Option<StoredUser> {
+        let (role, name) = self.entry(user)?;
+        Some(StoredUser { user_id: user.to_owned(), role: role.to_pb() as i32, name, last_seen_ms: ms })
     }
 
     /// When `user` was last connected (0 if never seen).

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  QUIC endpoint ──► connection task ──► session (auth, outbound queue)   [session.rs]
+//!                                            │ requests::plan → Plan         [requests/]
 //!                                            │ bounded mailbox
 //!                                            ▼
 //!                         shard k = hash(conversation) % shards           [shard.rs]
@@ -16,13 +17,16 @@
 //!                      (bodies sealed with AES-256-GCM)                   [crypto.rs]
 //! ```
 //!
+//! Store reads that no shard owns run in the bounded [`storage_pool`]; no storage IO runs
+//! on the async runtime's workers.
+//!
 //! Around the message path: receipts (delivery and read positions, durable), catch-up
 //! after a disconnect, rooms with typing and online lists ([`realtime`]), presence, and
 //! push notifications for users with no connected device ([`push`]).
 //!
-//! What it does not do (yet): edits, reactions and search; attachments; the Socket.IO
-//! bridge; multi-node operation. The seams for them are the [`shard::Command`] enum and
-//! the [`store::Write`] enum.
+//! What it does not do (yet): search; attachments; the Socket.IO
+//! bridge; multi-node operation. The seams for them are the [`requests::Plan`] and
+//! [`shard::Command`] enums and the [`store::Write`] enum.
 //!
 //! The binary is a thin shell over [`cli::main`]; [`server::Daemon`] can also be started
 //! in-process (the load generator does).
@@ -41,9 +45,11 @@ pub mod policy;
 pub mod push;
 pub mod realtime;
 pub mod registry;
+pub mod requests;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod storage_pool;
 pub mod store;
 pub mod tls;
 

@@ -16,7 +16,7 @@ use crate::outbound::{self, TrySendError};
 
 use legalchat_protocol::pb::ErrorCode;
 
-/// A session's unique id within this process.
+/// A session's id, unique across daemons (see [`crate::ids::SessionIds`]).
 pub type SessionId = u64;
 
 /// The way to reach one connected session.

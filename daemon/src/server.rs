@@ -26,6 +26,7 @@ use crate::realtime::Hub;
 use crate::registry::Registry;
 use crate::session::{self, SessionContext, SessionLimits};
 use crate::shard::{self, ShardConfig, ShardDeps, ShardThreads, Shards};
+use crate::storage_pool::{self, StoragePool};
 use crate::store::{RocksStore, Store, StoreError};
 use crate::tls::{self, TlsError};
 
@@ -185,7 +186,7 @@ impl Daemon {
         let ctx = Arc::new(SessionContext::new(
             shards.clone(),
             registry.clone(),
-            store.clone(),
+            StoragePool::new(store.clone(), storage_pool::RUNNING, storage_pool::WAITING),
             directory.clone(),
             auth,
             limits,

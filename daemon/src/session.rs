@@ -1,41 +1,58 @@
 //! One client session: a QUIC connection's session stream, from `Authenticate` to goodbye.
 //!
 //! ```text
-//!  RecvStream ─► FrameReader ─► dispatch ──try_send──► shard mailbox
-//!                                  │                        │ (after commit)
-//!                                  └─ reply task ◄─oneshot──┘
-//!                                        │
-//!  SendStream ◄─ writer task ◄── outbound queue (bounded) ◄── Bus fan-out
+//!  RecvStream ─► FrameReader ─► requests::plan ─► Plan ──try_send──► shard mailbox
+//!                                                   │                      │ (after commit)
+//!                                                   └─ reply task ◄─oneshot┘ or AckTo
+//!                                                         │                 (shard thread)
+//!  SendStream ◄─ writer task ◄── outbound queue (bounded) ◄┴── Bus fan-out
 //! ```
+//!
+//! This is the driver only: it accepts session streams, authenticates them, reads
+//! frames, executes the [`Plan`] that [`requests::plan`] makes of each request, writes
+//! frames and ends the session. What a request means — its validation, its shard, what
+//! it gathers — is `requests/`'s; the conversation state is the shards'. Nothing here
+//! touches storage: recording a sign-in or a last-seen time goes through the storage pool
+//! and the user's shard ([`Services`]).
 //!
 //! The reader never waits on a shard: a full mailbox is answered OVERLOADED at once, and
 //! the number of requests in flight is capped by a semaphore, which back-pressures the
 //! client's stream rather than growing memory. Requests about the same conversation go to
 //! the same shard mailbox in the order they were read, so their effects keep that order.
 
+mod ack;
+mod frames;
+mod link;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, watch};
 
-use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
-use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request, server_frame::Event};
-use legalchat_protocol::validate::{self, ValidationError, format_id};
+use legalchat_protocol::codec;
+use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request};
 
 use crate::auth::{Authenticator, Identity};
 use crate::bus::Bus;
 use crate::directory::Directory;
-use crate::ids;
+use crate::ids::{self, SessionIds};
 use crate::outbound;
 use crate::policy::RequestError;
 use crate::push::PushHandle;
 use crate::realtime::Hub;
 use crate::registry::{Kick, SessionHandle, SessionId};
-use crate::shard::{CatchUpPart, Command, CreateSpec, Cursor, EventRequest, SendReply, SettingsUpdate, Shards};
-use crate::store::{ConversationKey, Store};
+use crate::requests::{self, Plan, Services};
+use crate::shard::{Command, SendReply, Shards};
+use crate::storage_pool::StoragePool;
+use crate::store::ConversationKey;
+
+use ack::AckTo;
+use frames::{FrameReader, ReadError, ack_frame, answer_frame, decode_code, error_frame, goodbye_frame, unauthorized_frame};
+use link::Link;
 
 /// QUIC application close codes.
 pub mod close_code {
@@ -71,25 +88,15 @@ pub struct SessionLimits {
 /// Everything sessions share.
 #[derive(Debug)]
 pub struct SessionContext {
-    /// Shard mailboxes.
-    pub shards: Shards,
-    /// Connected sessions.
-    pub registry: Arc<dyn Bus>,
-    /// Storage (membership index reads).
-    pub store: Arc<dyn Store>,
-    /// Known users.
-    pub directory: Arc<Directory>,
+    /// What requests reach: shards, the storage pool, sessions, directory, rooms, push.
+    pub services: Arc<Services>,
     /// Token verification.
     pub auth: Authenticator,
     /// Limits.
     pub limits: SessionLimits,
     /// Flips to true at shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Rooms, typing, room presence.
-    pub hub: Arc<Hub>,
-    /// Push registration.
-    pub push: PushHandle,
-    next_id: AtomicU64,
+    session_ids: SessionIds,
 }
 
 impl SessionContext {
@@ -98,7 +105,7 @@ impl SessionContext {
     pub fn new(
         shards: Shards,
         registry: Arc<dyn Bus>,
-        store: Arc<dyn Store>,
+        pool: StoragePool,
         directory: Arc<Directory>,
         auth: Authenticator,
         limits: SessionLimits,
@@ -106,144 +113,14 @@ impl SessionContext {
         hub: Arc<Hub>,
         push: PushHandle,
     ) -> Self {
-        Self { shards, registry, store, directory, auth, limits, shutdown, hub, push, next_id: AtomicU64::new(1) }
+        let services = Arc::new(Services { shards, pool, registry, directory, hub, push });
+        Self { services, auth, limits, shutdown, session_ids: SessionIds::new() }
     }
-}
-
-/// Why reading a frame stopped.
-#[derive(Debug)]
-enum ReadError {
-    Decode(DecodeError),
-    Stream(String),
-}
-
-/// Reads whole frames off a QUIC stream, never buffering past the frame being read.
-struct FrameReader {
-    recv: quinn::RecvStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
-}
-
-impl FrameReader {
-    async fn next(&mut self) -> Result<Option<pb::ClientFrame>, ReadError> {
-        loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf).map_err(ReadError::Decode)? {
-                return Ok(Some(frame));
-            }
-            let want = self.decoder.missing(&self.buf).max(1);
-            match self.recv.read_chunk(want, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
-                Ok(None) if self.buf.is_empty() => return Ok(None),
-                Ok(None) => return Err(ReadError::Stream("stream ended inside a frame".into())),
-                Err(e) => return Err(ReadError::Stream(e.to_string())),
-            }
-        }
-    }
-}
-
-fn error_frame(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Bytes {
-    codec::encode(&pb::ServerFrame { event: Some(Event::Error(pb::Error { request_id, code: code as i32, message: message.into() })) })
-}
-
-fn ack_frame(request_id: u64, result: pb::ack::Result) -> Bytes {
-    codec::encode(&pb::ServerFrame { event: Some(Event::Ack(pb::Ack { request_id, result: Some(result) })) })
-}
-
-fn unauthorized_frame(reason: &str) -> Bytes {
-    codec::encode(&pb::ServerFrame { event: Some(Event::Unauthorized(pb::Unauthorized { reason: reason.to_owned() })) })
-}
-
-fn goodbye_frame(code: ErrorCode, reason: &str) -> Bytes {
-    codec::encode(&pb::ServerFrame { event: Some(Event::Goodbye(pb::Goodbye { code: code as i32, reason: reason.to_owned() })) })
 }
 
 /// Bidirectional streams a client may open on a new connection. Most connections carry one
 /// session; the limit grows as a multiplexing client opens more.
 pub const INITIAL_STREAMS: u32 = 4;
-
-/// What the sessions of one QUIC connection share.
-struct Link {
-    conn: quinn::Connection,
-    most_sessions: usize,
-    state: std::sync::Mutex<LinkState>,
-}
-
-struct LinkState {
-    /// Session streams accepted and not yet ended, authenticated or not.
-    open: usize,
-    /// Concurrent bidirectional streams granted to the client so far.
-    stream_limit: u32,
-    /// Whom typing datagrams on this connection speak for.
-    speaker: Speaker,
-}
-
-/// A datagram belongs to no stream, so it can only speak for the connection's user.
-enum Speaker {
-    /// No session has authenticated yet.
-    Nobody,
-    /// Every authenticated session on the connection is this user's.
-    One(Arc<str>),
-    /// Sessions of more than one user have shared the connection: datagrams are ignored
-    /// from now on.
-    Mixed,
-}
-
-impl Link {
-    fn new(conn: quinn::Connection, most_sessions: usize) -> Self {
-        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, speaker: Speaker::Nobody };
-        Self { conn, most_sessions, state: std::sync::Mutex::new(state) }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes on one more session stream, unless the connection carries its maximum.
-    /// Keeps a little headroom of streams open to the client so that opening the next
-    /// session never waits on a round trip for credit.
-    fn open(&self) -> bool {
-        let mut s = self.state();
-        if s.open >= self.most_sessions {
-            return false;
-        }
-        s.open += 1;
-        let ceiling = u32::try_from(self.most_sessions).unwrap_or(u32::MAX).saturating_add(INITIAL_STREAMS);
-        let wanted = u32::try_from(s.open).unwrap_or(u32::MAX).saturating_add(2);
-        if wanted > s.stream_limit && s.stream_limit < ceiling {
-            s.stream_limit = s.stream_limit.saturating_mul(2).max(wanted).min(ceiling);
-            self.conn.set_max_concurrent_bi_streams(s.stream_limit.into());
-        }
-        true
-    }
-
-    fn authenticated(&self, user: &str) {
-        let mut s = self.state();
-        match &s.speaker {
-            Speaker::Nobody => s.speaker = Speaker::One(user.into()),
-            Speaker::One(u) if &**u != user => s.speaker = Speaker::Mixed,
-            Speaker::One(_) | Speaker::Mixed => {}
-        }
-    }
-
-    /// The user typing datagrams on this connection speak for, if there is one.
-    fn datagram_user(&self) -> Option<Arc<str>> {
-        match &self.state().speaker {
-            Speaker::One(user) => Some(user.clone()),
-            Speaker::Nobody | Speaker::Mixed => None,
-        }
-    }
-
-    /// One session stream ended. The last one takes the connection with it, closed with
-    /// that session's code and reason; a connection nobody uses is not kept open.
-    fn close_one(&self, code: u32, reason: &str) {
-        let mut s = self.state();
-        s.open = s.open.saturating_sub(1);
-        if s.open == 0 {
-            drop(s);
-            self.conn.close(code.into(), reason.as_bytes());
-        }
-    }
-}
 
 /// Writes a last frame on a session stream, finishes it, and waits (bounded) for the
 /// peer to have it.
@@ -350,9 +227,14 @@ async fn authenticate(
             return None;
         }
     };
-    if let Err(e) = ctx.directory.observe(&identity) {
-        tracing::error!(error = %e, "recording the user failed");
-        let frame = error_frame(request_id, ErrorCode::Internal, "the server cannot record this session; try again");
+    if let Err(e) = ctx.services.record_sign_in(&identity).await {
+        let frame = if e.code == ErrorCode::Internal {
+            tracing::error!(error = %e, "recording the user failed");
+            error_frame(request_id, ErrorCode::Internal, "the server cannot record this session; try again")
+        } else {
+            // Overloaded or shutting down: the caller hears which, and may retry.
+            error_frame(request_id, e.code, e.message)
+        };
         refuse(link, send, frame, close_code::NORMAL, "internal error").await;
         return None;
     }
@@ -361,7 +243,7 @@ async fn authenticate(
 
 /// Serves one session stream, from `Authenticate` to its end.
 async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::SendStream, recv: quinn::RecvStream) {
-    let mut reader = FrameReader { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(ctx.limits.max_frame_size) };
+    let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size);
     // Boxed, like the ending: what only the first moments need must not weigh on every
     // idle session's task.
     let Some((request_id, identity, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else { return };
@@ -372,7 +254,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     link.authenticated(&identity.user_id);
 
     // Phase 2: an authenticated session.
-    let id: SessionId = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let id: SessionId = ctx.session_ids.next();
     let (out_tx, out_rx) = outbound::channel(ctx.limits.outbound);
     let kick = Arc::new(Kick::default());
     let authenticated = pb::Authenticated {
@@ -387,8 +269,8 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     // The ack goes first into the queue, so nothing can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
     let handle = SessionHandle { id, outbound: out_tx.clone(), kick: kick.clone() };
-    if ctx.registry.register(&identity.user_id, handle.clone()) {
-        tokio::spawn(announce_presence(ctx.clone(), identity.user_id.clone()));
+    if ctx.services.registry.register(&identity.user_id, handle.clone()) {
+        tokio::spawn(requests::presence::announce(ctx.services.clone(), identity.user_id.clone()));
     }
     metrics::gauge!("legalchat_sessions_active").increment(1.0);
     metrics::counter!("legalchat_sessions_total").increment(1);
@@ -407,11 +289,11 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     let ending = session.read_loop(&mut reader, &kick).await;
 
     for room in session.rooms.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-        ctx.hub.leave(&room, id);
+        ctx.services.hub.leave(&room, id);
     }
-    if ctx.registry.unregister(&session.identity.user_id, id) {
-        ctx.directory.seen(&session.identity.user_id, ids::now_ms());
-        tokio::spawn(announce_presence(ctx.clone(), session.identity.user_id.clone()));
+    if ctx.services.registry.unregister(&session.identity.user_id, id) {
+        ctx.services.record_last_seen(&session.identity.user_id, ids::now_ms());
+        tokio::spawn(requests::presence::announce(ctx.services.clone(), session.identity.user_id.clone()));
     }
     metrics::gauge!("legalchat_sessions_active").decrement(1.0);
     let Session { out, inflight, handle, .. } = session;
@@ -478,13 +360,6 @@ enum Ending {
     Abort { code: u32, reason: String },
 }
 
-fn decode_code(e: &DecodeError) -> ErrorCode {
-    match e {
-        DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-        _ => ErrorCode::MalformedFrame,
-    }
-}
-
 /// Typing signals may come as QUIC datagrams, each holding one whole frame: they are
 /// ephemeral, and a lost one is replaced by the next refresh. A datagram belongs to no
 /// stream, so it speaks for the connection's user, and is honoured only while every session
@@ -495,8 +370,8 @@ async fn read_datagrams(link: Arc<Link>, ctx: Arc<SessionContext>) {
         let user = link.datagram_user();
         match (codec::decode_exact::<pb::ClientFrame>(&bytes, ctx.limits.max_frame_size), user) {
             (Ok(pb::ClientFrame { request: Some(Request::Typing(t)), .. }), Some(user)) => {
-                if let Ok(id) = parse_conv(&t.conversation_id) {
-                    ctx.hub.typing(id, &user, t.active, tokio::time::Instant::now());
+                if let Some((id, active)) = requests::rooms::typing(&t) {
+                    ctx.services.hub.typing(id, &user, active, tokio::time::Instant::now());
                 }
             }
             _ => metrics::counter!("legalchat_frames_rejected_total", "reason" => "datagram").increment(1),
@@ -589,702 +464,88 @@ impl Session {
         }
     }
 
-    /// Answers one request: validation errors at once, everything else through a shard.
+    /// Executes what [`requests::plan`] makes of one request. Every request but a typing
+    /// signal is answered exactly once; the in-flight permit is held until it is.
     async fn dispatch(&self, frame: pb::ClientFrame) {
         let request_id = frame.request_id;
         let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
-        if request_id == 0 && !matches!(frame.request, Some(Request::Typing(_))) {
-            return self.answer_now(RequestError::invalid("request_id: must be non-zero"), 0).await;
-        }
-        let Some(request) = frame.request else {
-            return self.answer_now(RequestError::invalid("the frame carries no request (unknown to this server?)"), request_id).await;
-        };
-        // Typing is a signal: never answered, whatever its request_id.
-        if let Request::Typing(t) = request {
-            if let Ok(id) = parse_conv(&t.conversation_id) {
-                self.ctx.hub.typing(id, &self.identity.user_id, t.active, tokio::time::Instant::now());
-            }
-            drop(permit);
-            return;
-        }
         let started = Instant::now();
-        let result = match request {
-            Request::Authenticate(_) => Err(RequestError::invalid("this session is already authenticated")),
-            Request::Ping(p) => {
-                let pong = pb::ack::Result::Pong(pb::Pong { nonce: p.nonce, server_time_ms: ids::now_ms() });
-                let _ = self.out.send(ack_frame(request_id, pong)).await;
-                return;
+        let services = &self.ctx.services;
+        let cx = requests::Context {
+            caller: &self.identity,
+            session: self.id,
+            shards: services.shards.len(),
+            max_message_size: self.ctx.limits.max_message_size,
+            now_ms: ids::now_ms(),
+        };
+        match requests::plan(frame, &cx) {
+            Plan::Typing(signal) => {
+                if let Some((id, active)) = signal {
+                    services.hub.typing(id, &self.identity.user_id, active, tokio::time::Instant::now());
+                }
             }
-            Request::CreateConversation(c) => self.create(c).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
-            Request::GetConversation(g) => parse_conv(&g.conversation_id).map(|id| {
-                let (reply, rx) = oneshot::channel();
-                (self.ctx.shards.shard_of(&id), Command::Get { id, caller: self.identity.clone(), reply }, Pending::Conversation(rx))
-            }),
-            Request::AddParticipants(a) => self.add(a).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
-            Request::RemoveParticipant(r) => self.remove(r).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
-            Request::SendMessage(m) => {
-                crate::ops::hot().messages_received.increment(1);
-                return self.send(m, request_id, permit, started).await;
-            }
-            Request::GetHistory(h) => self.history(h).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
-            Request::EditMessage(e) => {
-                let request = validate::target_seq("message_seq", e.message_seq)
-                    .and_then(|()| validate::message_content(e.content.as_ref(), self.ctx.limits.max_message_size))
-                    .map(|()| EventRequest::Edit { seq: e.message_seq, content: e.content.unwrap_or_default() });
-                return self.event(&e.conversation_id, &e.client_event_id, request, request_id, permit, started).await;
-            }
-            Request::DeleteMessage(d) => {
-                let request = validate::target_seq("message_seq", d.message_seq).map(|()| EventRequest::Delete { seq: d.message_seq });
-                return self.event(&d.conversation_id, &d.client_event_id, request, request_id, permit, started).await;
-            }
-            Request::React(r) => {
-                let request = validate::target_seq("message_seq", r.message_seq)
-                    .and_then(|()| validate::emoji(&r.emoji))
-                    .map(|()| EventRequest::React { seq: r.message_seq, emoji: r.emoji, remove: r.remove });
-                return self.event(&r.conversation_id, &r.client_event_id, request, request_id, permit, started).await;
-            }
-            Request::PinMessage(m) => {
-                let request =
-                    validate::target_seq("message_seq", m.message_seq).map(|()| EventRequest::Pin { seq: m.message_seq, unpin: m.unpin });
-                return self.event(&m.conversation_id, &m.client_event_id, request, request_id, permit, started).await;
-            }
-            Request::UpdateConversation(u) => self.update(u).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
-            Request::SetParticipantRole(r) => self.set_role(r).map(|(shard, cmd, rx)| (shard, cmd, Pending::Conversation(rx))),
-            Request::GetThread(t) => self.thread(t).map(|(shard, cmd, rx)| (shard, cmd, Pending::History(rx))),
-            Request::ListPins(l) => parse_conv(&l.conversation_id).map(|id| {
-                let (reply, rx) = oneshot::channel();
-                (self.ctx.shards.shard_of(&id), Command::Pins { id, caller: self.identity.clone(), reply }, Pending::History(rx))
-            }),
-            Request::GetMessageAudit(a) => parse_conv(&a.conversation_id).and_then(|id| {
-                validate::target_seq("message_seq", a.message_seq).map_err(invalid)?;
-                let (reply, rx) = oneshot::channel();
-                let cmd = Command::Audit { id, caller: self.identity.clone(), seq: a.message_seq, reply };
-                Ok((self.ctx.shards.shard_of(&id), cmd, Pending::Audit(rx)))
-            }),
-            Request::ListConversations(l) => {
-                return self.list(l, request_id, permit).await;
-            }
-            Request::Typing(_) => return,
-            Request::MarkRead(m) => {
-                self.receipt(&m.conversation_id, pb::ReceiptKind::Read, m.seq).map(|(s, c, rx)| (s, c, Pending::Done(rx)))
-            }
-            Request::MarkDelivered(m) => {
-                self.receipt(&m.conversation_id, pb::ReceiptKind::Delivered, m.seq).map(|(s, c, rx)| (s, c, Pending::Done(rx)))
-            }
-            Request::GetReceipts(g) => parse_conv(&g.conversation_id).map(|id| {
-                let (reply, rx) = oneshot::channel();
-                (self.ctx.shards.shard_of(&id), Command::Receipts { id, caller: self.identity.clone(), reply }, Pending::Receipts(rx))
-            }),
-            Request::JoinRoom(j) => return self.join_room(&j.conversation_id, request_id, permit).await,
-            Request::LeaveRoom(l) => {
-                let result = parse_conv(&l.conversation_id).map(|id| {
-                    self.rooms.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    self.ctx.hub.leave(&id, self.id);
-                    pb::ack::Result::Done(pb::Done {})
+            Plan::Refuse(e) => self.answer(request_id, Err(e)).await,
+            Plan::Pong(pong) => self.answer(request_id, Ok(pb::ack::Result::Pong(pong))).await,
+            Plan::Shard(routed) => {
+                if let Err(e) = services.shards.submit_to(routed.shard, routed.command) {
+                    return self.answer(request_id, Err(e.into())).await;
+                }
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    let _ = out.send(answer_frame(request_id, routed.pending.wait().await)).await;
+                    drop(permit);
                 });
-                return self.answer(request_id, result).await;
             }
-            Request::RegisterPush(r) => {
-                let result = match r.target {
-                    Some(pb::register_push::Target::WebPush(w)) => self.ctx.push.register(&self.identity.user_id, &w),
-                    None => Err(RequestError::invalid("target: name a push target (web_push)")),
-                };
-                return self.answer(request_id, result.map(|()| pb::ack::Result::Done(pb::Done {}))).await;
+            Plan::Append(append) => {
+                // Answered from the shard's thread (see [`AckTo`]), not by a task of its own.
+                let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
+                let (shard, message) = (append.shard, append.is_message());
+                let cmd = append.into_command(self.identity.clone(), self.id, SendReply::new(move |result| ack.answer(result)));
+                if message {
+                    crate::ops::hot().stage_receive.record(started.elapsed().as_secs_f64());
+                }
+                if let Err(refused) = services.shards.submit(shard, cmd)
+                    && let (e, Command::Send { reply, .. } | Command::Event { reply, .. }) = *refused
+                {
+                    reply.answer(Err(e.into()));
+                }
             }
-            Request::UnregisterPush(u) => {
-                let result = self.ctx.push.unregister(&self.identity.user_id, &u.endpoint);
-                return self.answer(request_id, result.map(|()| pb::ack::Result::Done(pb::Done {}))).await;
+            Plan::JoinRoom(join) => self.join_room(join, request_id, permit).await,
+            Plan::LeaveRoom(id) => {
+                self.rooms.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                services.hub.leave(&id, self.id);
+                self.answer(request_id, Ok(pb::ack::Result::Done(pb::Done {}))).await;
             }
-            Request::GetPresence(g) => return self.presence(g, request_id, permit).await,
-            Request::CatchUp(c) => return self.catch_up(c, request_id, permit).await,
-        };
-        let (shard, cmd, pending) = match result {
-            Ok(x) => x,
-            Err(e) => return self.answer_now(e, request_id).await,
-        };
-        if let Err(e) = self.ctx.shards.submit_to(shard, cmd) {
-            return self.answer_now(e.into(), request_id).await;
+            Plan::Gather(gather) => {
+                let services = services.clone();
+                let user = self.identity.user_id.clone();
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    let _ = out.send(answer_frame(request_id, gather.run(&services, &user).await)).await;
+                    drop(permit);
+                });
+            }
         }
-        let out = self.out.clone();
-        tokio::spawn(async move {
-            let frame = match pending.wait().await {
-                Ok(result) => ack_frame(request_id, result),
-                Err(e) => error_frame(request_id, e.code, e.message),
-            };
-            let _ = out.send(frame).await;
-            drop(permit);
-        });
-    }
-
-    async fn answer_now(&self, e: RequestError, request_id: u64) {
-        let _ = self.out.send(error_frame(request_id, e.code, e.message)).await;
     }
 
     async fn answer(&self, request_id: u64, result: Result<pb::ack::Result, RequestError>) {
-        let frame = match result {
-            Ok(r) => ack_frame(request_id, r),
-            Err(e) => error_frame(request_id, e.code, e.message),
-        };
-        let _ = self.out.send(frame).await;
-    }
-
-    fn receipt(&self, conversation_id: &str, kind: pb::ReceiptKind, seq: u64) -> Result<Routed<()>, RequestError> {
-        let id = parse_conv(conversation_id)?;
-        let (reply, rx) = oneshot::channel();
-        Ok((self.ctx.shards.shard_of(&id), Command::Receipt { id, caller: self.identity.clone(), origin: self.id, kind, seq, reply }, rx))
+        let _ = self.out.send(answer_frame(request_id, result)).await;
     }
 
     /// Joining needs the participant list (from the shard) before the room can answer.
-    async fn join_room(&self, conversation_id: &str, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
-        let id = match parse_conv(conversation_id) {
-            Ok(id) => id,
-            Err(e) => return self.answer_now(e, request_id).await,
-        };
-        let (reply, rx) = oneshot::channel();
-        if let Err(e) =
-            self.ctx.shards.submit_to(self.ctx.shards.shard_of(&id), Command::Members { id, caller: self.identity.clone(), reply })
-        {
-            return self.answer_now(e.into(), request_id).await;
+    async fn join_room(&self, join: requests::rooms::Join, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
+        let services = &self.ctx.services;
+        if let Err(e) = services.shards.submit_to(join.shard, join.command) {
+            return self.answer(request_id, Err(e.into())).await;
         }
-        let members = match rx.await {
+        let members = match join.members.await {
             Ok(Ok(m)) => m,
-            Ok(Err(e)) => return self.answer_now(e, request_id).await,
-            Err(_) => return self.answer_now(RequestError::new(ErrorCode::Unavailable, "the server is shutting down"), request_id).await,
+            Ok(Err(e)) => return self.answer(request_id, Err(e)).await,
+            Err(_) => return self.answer(request_id, Err(RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))).await,
         };
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
-        let users = self.ctx.hub.join(id, members, &self.identity.user_id, self.handle.clone());
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(join.conversation);
+        let users = services.hub.join(join.conversation, members, &self.identity.user_id, self.handle.clone());
         self.answer(request_id, Ok(pb::ack::Result::RoomUsers(users))).await;
         drop(permit);
-    }
-
-    async fn presence(&self, g: pb::GetPresence, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
-        if let Err(e) = validate::participant_ids("user_ids", &g.user_ids) {
-            return self.answer_now(invalid(e), request_id).await;
-        }
-        let ctx = self.ctx.clone();
-        let me = self.identity.user_id.clone();
-        let out = self.out.clone();
-        tokio::spawn(async move {
-            let frame = match contacts_of(&ctx, &me).await {
-                Ok(contacts) => {
-                    let mut seen = HashSet::new();
-                    let users = g
-                        .user_ids
-                        .into_iter()
-                        .filter(|u| (u == &me || contacts.contains(u)) && seen.insert(u.clone()))
-                        .map(|u| presence_of(&ctx, &u))
-                        .collect();
-                    ack_frame(request_id, pb::ack::Result::Presence(pb::PresenceList { users }))
-                }
-                Err(e) => error_frame(request_id, e.code, e.message),
-            };
-            let _ = out.send(frame).await;
-            drop(permit);
-        });
-    }
-
-    async fn catch_up(&self, c: pb::CatchUp, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
-        let max_messages = match c.max_messages {
-            0 => 1_000,
-            n if n > 5_000 => return self.answer_now(RequestError::invalid(format!("max_messages: {n} exceeds 5000")), request_id).await,
-            n => n as usize,
-        };
-        let mut cursors = Vec::with_capacity(c.cursors.len());
-        for cur in &c.cursors {
-            match parse_conv(&cur.conversation_id) {
-                Ok(id) => cursors.push((id, cur.after_seq)),
-                Err(e) => return self.answer_now(e, request_id).await,
-            }
-        }
-        let ctx = self.ctx.clone();
-        let user = self.identity.user_id.clone();
-        let out = self.out.clone();
-        tokio::spawn(async move {
-            let frame = match catch_up(&ctx, &user, cursors, c.include_unlisted, max_messages).await {
-                Ok(page) => ack_frame(request_id, pb::ack::Result::CatchUp(page)),
-                Err(e) => error_frame(request_id, e.code, e.message),
-            };
-            let _ = out.send(frame).await;
-            drop(permit);
-        });
-    }
-
-    fn create(&self, c: pb::CreateConversation) -> Result<Routed<pb::Conversation>, RequestError> {
-        let kind = pb::ConversationType::try_from(c.r#type)
-            .map_err(|_| RequestError::invalid(format!("type: unknown conversation type {}", c.r#type)))?;
-        validate::participant_ids("participant_ids", &c.participant_ids).map_err(invalid)?;
-        validate::title(&c.title).map_err(invalid)?;
-        validate::description(&c.description).map_err(invalid)?;
-        let mut others: Vec<String> = Vec::with_capacity(c.participant_ids.len());
-        for u in c.participant_ids {
-            if u != self.identity.user_id && !others.contains(&u) {
-                others.push(u);
-            }
-        }
-        match kind {
-            pb::ConversationType::Case => validate::case_id(&c.case_id).map_err(invalid)?,
-            _ if !c.case_id.is_empty() => return Err(RequestError::invalid("case_id: only CASE conversations carry a case id")),
-            _ => {}
-        }
-        let id = match kind {
-            pb::ConversationType::Private => {
-                let [other] = others.as_slice() else {
-                    return Err(RequestError::invalid("participant_ids: a private conversation takes exactly one other user"));
-                };
-                ids::private_conversation_id(&self.identity.user_id, other)
-            }
-            pb::ConversationType::Unspecified => return Err(RequestError::invalid("type: must be PRIVATE, GROUP, CASE or SUPPORT")),
-            _ => ids::random_id(),
-        };
-        if others.len() + 1 > crate::policy::MAX_PARTICIPANTS {
-            return Err(RequestError::invalid(format!(
-                "participant_ids: a conversation has at most {} participants",
-                crate::policy::MAX_PARTICIPANTS
-            )));
-        }
-        let (reply, rx) = oneshot::channel();
-        let spec = CreateSpec { kind, others, title: c.title, description: c.description, case_id: c.case_id };
-        Ok((self.ctx.shards.shard_of(&id), Command::Create { id, caller: self.identity.clone(), origin: self.id, spec, reply }, rx))
-    }
-
-    fn add(&self, a: pb::AddParticipants) -> Result<Routed<pb::Conversation>, RequestError> {
-        let id = parse_conv(&a.conversation_id)?;
-        validate::participant_ids("user_ids", &a.user_ids).map_err(invalid)?;
-        if a.user_ids.is_empty() {
-            return Err(RequestError::invalid("user_ids: name at least one user"));
-        }
-        let role = pb::ParticipantRole::try_from(a.role)
-            .map_err(|_| RequestError::invalid(format!("role: unknown participant role {}", a.role)))?;
-        let (reply, rx) = oneshot::channel();
-        Ok((
-            self.ctx.shards.shard_of(&id),
-            Command::Add { id, caller: self.identity.clone(), origin: self.id, users: a.user_ids, role, reply },
-            rx,
-        ))
-    }
-
-    fn remove(&self, r: pb::RemoveParticipant) -> Result<Routed<pb::Conversation>, RequestError> {
-        let id = parse_conv(&r.conversation_id)?;
-        validate::user_id("user_id", &r.user_id).map_err(invalid)?;
-        let (reply, rx) = oneshot::channel();
-        Ok((
-            self.ctx.shards.shard_of(&id),
-            Command::Remove { id, caller: self.identity.clone(), origin: self.id, user: r.user_id, reply },
-            rx,
-        ))
-    }
-
-    /// A send is answered from its shard's thread (see [`AckTo`]), not by a task of its own.
-    async fn send(&self, m: pb::SendMessage, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit, started: Instant) {
-        let checked = parse_conv(&m.conversation_id).and_then(|id| {
-            validate::client_message_id(&m.client_message_id).map_err(invalid)?;
-            validate::message_content(m.content.as_ref(), self.ctx.limits.max_message_size).map_err(invalid)?;
-            Ok(id)
-        });
-        let id = match checked {
-            Ok(id) => id,
-            Err(e) => return self.answer_now(e, request_id).await,
-        };
-        let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
-        let cmd = Command::Send {
-            id,
-            caller: self.identity.clone(),
-            origin: self.id,
-            client_message_id: m.client_message_id,
-            content: m.content.unwrap_or_default(),
-            reply_to_seq: m.reply_to_seq,
-            submitted: Instant::now(),
-            reply: SendReply::new(move |result| ack.answer(result)),
-        };
-        crate::ops::hot().stage_receive.record(started.elapsed().as_secs_f64());
-        if let Err(refused) = self.ctx.shards.submit(self.ctx.shards.shard_of(&id), cmd)
-            && let (e, Command::Send { reply, .. }) = *refused
-        {
-            reply.answer(Err(e.into()));
-        }
-    }
-
-    /// An edit, delete, reaction or pin: answered from its shard's thread, like a send.
-    async fn event(
-        &self,
-        conversation_id: &str,
-        client_event_id: &str,
-        request: Result<EventRequest, ValidationError>,
-        request_id: u64,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        started: Instant,
-    ) {
-        let checked = parse_conv(conversation_id).and_then(|id| {
-            validate::client_event_id(client_event_id).map_err(invalid)?;
-            Ok((id, request.map_err(invalid)?))
-        });
-        let (id, request) = match checked {
-            Ok(x) => x,
-            Err(e) => return self.answer_now(e, request_id).await,
-        };
-        let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
-        let cmd = Command::Event {
-            id,
-            caller: self.identity.clone(),
-            origin: self.id,
-            client_event_id: client_event_id.to_owned(),
-            request,
-            submitted: Instant::now(),
-            reply: SendReply::new(move |result| ack.answer(result)),
-        };
-        if let Err(refused) = self.ctx.shards.submit(self.ctx.shards.shard_of(&id), cmd)
-            && let (e, Command::Event { reply, .. }) = *refused
-        {
-            reply.answer(Err(e.into()));
-        }
-    }
-
-    fn update(&self, u: pb::UpdateConversation) -> Result<Routed<pb::Conversation>, RequestError> {
-        let id = parse_conv(&u.conversation_id)?;
-        validate::client_event_id(&u.client_event_id).map_err(invalid)?;
-        if let Some(t) = &u.title {
-            validate::title(t).map_err(invalid)?;
-        }
-        if let Some(d) = &u.description {
-            validate::description(d).map_err(invalid)?;
-        }
-        if let Some(r) = u.retention_days {
-            validate::retention_days(r).map_err(invalid)?;
-        }
-        let update = SettingsUpdate {
-            title: u.title,
-            description: u.description,
-            notifications: u.notifications,
-            retention_days: u.retention_days,
-            encryption: u.encryption,
-        };
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Update { id, caller: self.identity.clone(), origin: self.id, client_event_id: u.client_event_id, update, reply };
-        Ok((self.ctx.shards.shard_of(&id), cmd, rx))
-    }
-
-    fn set_role(&self, r: pb::SetParticipantRole) -> Result<Routed<pb::Conversation>, RequestError> {
-        let id = parse_conv(&r.conversation_id)?;
-        validate::user_id("user_id", &r.user_id).map_err(invalid)?;
-        let role = pb::ParticipantRole::try_from(r.role)
-            .map_err(|_| RequestError::invalid(format!("role: unknown participant role {}", r.role)))?;
-        let (reply, rx) = oneshot::channel();
-        Ok((
-            self.ctx.shards.shard_of(&id),
-            Command::SetRole { id, caller: self.identity.clone(), origin: self.id, user: r.user_id, role, reply },
-            rx,
-        ))
-    }
-
-    fn thread(&self, t: pb::GetThread) -> Result<Routed<pb::HistoryPage>, RequestError> {
-        let id = parse_conv(&t.conversation_id)?;
-        validate::target_seq("root_seq", t.root_seq).map_err(invalid)?;
-        let limit = validate::history_limit(t.limit).map_err(invalid)?;
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Thread { id, caller: self.identity.clone(), root: t.root_seq, after: t.after_seq, limit, reply };
-        Ok((self.ctx.shards.shard_of(&id), cmd, rx))
-    }
-
-    fn history(&self, h: pb::GetHistory) -> Result<Routed<pb::HistoryPage>, RequestError> {
-        let id = parse_conv(&h.conversation_id)?;
-        let limit = validate::history_limit(h.limit).map_err(invalid)?;
-        let cursor = match h.cursor {
-            None => Cursor::Latest,
-            Some(pb::get_history::Cursor::BeforeSeq(b)) => Cursor::Before(b),
-            Some(pb::get_history::Cursor::AfterSeq(a)) => Cursor::After(a),
-        };
-        let (reply, rx) = oneshot::channel();
-        Ok((self.ctx.shards.shard_of(&id), Command::History { id, caller: self.identity.clone(), cursor, limit, reply }, rx))
-    }
-
-    /// Listing spans shards: read the user's membership index, ask each owning shard for
-    /// its summaries, merge newest first.
-    async fn list(&self, l: pb::ListConversations, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
-        let limit = match validate::list_limit(l.limit) {
-            Ok(l) => l,
-            Err(e) => return self.answer_now(invalid(e), request_id).await,
-        };
-        let ctx = self.ctx.clone();
-        let user = self.identity.user_id.clone();
-        let out = self.out.clone();
-        tokio::spawn(async move {
-            let frame = match list_conversations(&ctx, user, limit).await {
-                Ok(conversations) => ack_frame(request_id, pb::ack::Result::Conversations(pb::ConversationList { conversations })),
-                Err(e) => error_frame(request_id, e.code, e.message),
-            };
-            let _ = out.send(frame).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn list_conversations(ctx: &Arc<SessionContext>, user: String, limit: u32) -> Result<Vec<pb::Conversation>, RequestError> {
-    let ids = user_conversations(ctx, &user).await?;
-    let by_shard = group_by_shard(ctx, ids);
-    let mut waits = Vec::new();
-    for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
-        let (reply, rx) = oneshot::channel();
-        ctx.shards.submit_to(shard, Command::Summaries { ids, user: user.clone(), reply })?;
-        waits.push(rx);
-    }
-    let mut all = Vec::new();
-    for rx in waits {
-        all.extend(rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))??);
-    }
-    all.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.id.cmp(&b.id)));
-    all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    Ok(all)
-}
-
-/// Most text bytes in one catch-up page (frames stay well below the SDK's 16 MiB).
-const CATCH_UP_MAX_BYTES: usize = 4 << 20;
-
-async fn user_conversations(ctx: &Arc<SessionContext>, user: &str) -> Result<Vec<ConversationKey>, RequestError> {
-    let store = ctx.store.clone();
-    let u = user.to_owned();
-    tokio::task::spawn_blocking(move || store.user_conversations(&u))
-        .await
-        .map_err(|_| RequestError::internal("membership scan failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "membership scan failed");
-            RequestError::internal("storage failure while reading conversations")
-        })
-}
-
-/// Conversation ids sorted into their owning shards' lists.
-fn group_by_shard(ctx: &SessionContext, ids: Vec<ConversationKey>) -> Vec<Vec<ConversationKey>> {
-    let mut by_shard: Vec<Vec<ConversationKey>> = vec![Vec::new(); ctx.shards.len()];
-    for id in ids {
-        by_shard[ctx.shards.shard_of(&id)].push(id);
-    }
-    by_shard
-}
-
-/// Everyone who shares a conversation with `user`.
-async fn contacts_of(ctx: &Arc<SessionContext>, user: &str) -> Result<HashSet<String>, RequestError> {
-    let by_shard = group_by_shard(ctx, user_conversations(ctx, user).await?);
-    let mut waits = Vec::new();
-    for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
-        let (reply, rx) = oneshot::channel();
-        ctx.shards.submit_to(shard, Command::Participants { ids, reply })?;
-        waits.push(rx);
-    }
-    let mut contacts = HashSet::new();
-    for rx in waits {
-        for list in rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))?? {
-            contacts.extend(list);
-        }
-    }
-    contacts.remove(user);
-    Ok(contacts)
-}
-
-fn presence_of(ctx: &SessionContext, user: &str) -> pb::Presence {
-    let online = ctx.registry.is_online(user);
-    let last_seen_ms = if online { ids::now_ms() } else { ctx.directory.last_seen(user) };
-    pb::Presence { user_id: user.to_owned(), online, last_seen_ms }
-}
-
-/// Tells everyone who shares a conversation with `user` whether they are online now.
-/// The state is read when the event is built, so a quick disconnect and reconnect can
-/// only produce an extra event, never a wrong final state.
-async fn announce_presence(ctx: Arc<SessionContext>, user: String) {
-    let contacts = match contacts_of(&ctx, &user).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%user, error = %e, "presence not announced");
-            return;
-        }
-    };
-    let presence = presence_of(&ctx, &user);
-    let online = presence.online;
-    let frame = codec::encode(&pb::ServerFrame { event: Some(Event::Presence(pb::PresenceEvent { presence: Some(presence) })) });
-    for contact in &contacts {
-        ctx.registry.deliver(contact, &frame, None);
-    }
-    ctx.hub.presence_changed(&user, online);
-    metrics::counter!("legalchat_presence_events_total", "online" => if online { "true" } else { "false" }).increment(1);
-}
-
-/// One page of catching up across shards, within the message and byte budget.
-async fn catch_up(
-    ctx: &Arc<SessionContext>,
-    user: &str,
-    cursors: Vec<(ConversationKey, u64)>,
-    include_unlisted: bool,
-    max_messages: usize,
-) -> Result<pb::CatchUpPage, RequestError> {
-    let mine: HashSet<ConversationKey> = user_conversations(ctx, user).await?.into_iter().collect();
-    let listed: HashSet<ConversationKey> = cursors.iter().map(|(id, _)| *id).collect();
-    let mut unknown: Vec<ConversationKey> = mine.iter().filter(|id| !listed.contains(*id)).copied().collect();
-    unknown.sort_unstable();
-    // Only the caller's conversations; the order given is the order served.
-    let mut wanted: Vec<(ConversationKey, u64)> = cursors.into_iter().filter(|(id, _)| mine.contains(id)).collect();
-    if include_unlisted {
-        wanted.extend(unknown.drain(..).map(|id| (id, 0)));
-    }
-    let mut by_shard: Vec<Vec<(ConversationKey, u64)>> = vec![Vec::new(); ctx.shards.len()];
-    for (id, after) in wanted {
-        by_shard[ctx.shards.shard_of(&id)].push((id, after));
-    }
-    let mut page = pb::CatchUpPage::default();
-    let mut bytes = 0usize;
-    for (shard, cursors) in by_shard.into_iter().enumerate().filter(|(_, c)| !c.is_empty()) {
-        let room = max_messages.saturating_sub(page.messages.len());
-        if room == 0 || bytes >= CATCH_UP_MAX_BYTES {
-            // Budget spent: the rest is for the next page.
-            page.next.extend(
-                cursors.into_iter().map(|(id, after)| pb::ConversationCursor { conversation_id: format_id(&id), after_seq: after }),
-            );
-            continue;
-        }
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::CatchUp { cursors, user: user.to_owned(), max_messages: room, max_bytes: CATCH_UP_MAX_BYTES - bytes, reply };
-        ctx.shards.submit_to(shard, cmd)?;
-        let part: CatchUpPart = rx.await.map_err(|_| RequestError::new(ErrorCode::Unavailable, "the server is shutting down"))??;
-        bytes += part.bytes;
-        page.messages.extend(part.messages);
-        page.next
-            .extend(part.next.into_iter().map(|(id, after)| pb::ConversationCursor { conversation_id: format_id(&id), after_seq: after }));
-        page.receipts.extend(part.receipts);
-    }
-    page.has_more = !page.next.is_empty();
-    page.unknown = unknown.iter().map(format_id).collect();
-    metrics::counter!("legalchat_catch_up_messages_total").increment(page.messages.len() as u64);
-    Ok(page)
-}
-
-/// The answer to come from a shard.
-type ReplyRx<T> = oneshot::Receiver<Result<T, RequestError>>;
-
-/// A request ready for its shard: (shard index, command, where its answer will arrive).
-type Routed<T> = (usize, Command, ReplyRx<T>);
-
-/// Where a send's answer goes: queued on the session's stream by whichever thread has it
-/// (the shard's, after the commit), with the request's in-flight permit let go once it is.
-/// Dropped unanswered (the shard stopped first), it answers that the server is going away.
-struct AckTo {
-    out: outbound::Sender,
-    kick: Arc<Kick>,
-    request_id: u64,
-    started: Instant,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl AckTo {
-    fn answer(mut self, result: Result<pb::MessageAccepted, RequestError>) {
-        let frame = match result {
-            Ok(accepted) => {
-                crate::ops::hot().send_ack_seconds.record(self.started.elapsed().as_secs_f64());
-                ack_frame(self.request_id, pb::ack::Result::MessageAccepted(accepted))
-            }
-            Err(e) => error_frame(self.request_id, e.code, e.message),
-        };
-        self.queue(frame);
-    }
-
-    /// Queues `frame` without waiting (the caller may be a shard thread). A session whose
-    /// queue is full has stopped reading: it is ended as a slow consumer, as fan-out does.
-    fn queue(&mut self, frame: Bytes) {
-        if let Err(outbound::TrySendError::Full) = self.out.try_send(frame) {
-            metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
-            self.kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
-        }
-        self.permit = None;
-    }
-}
-
-impl Drop for AckTo {
-    fn drop(&mut self) {
-        if self.permit.is_some() {
-            let frame = error_frame(self.request_id, ErrorCode::Unavailable, "the server is shutting down; the request was not applied");
-            self.queue(frame);
-        }
-    }
-}
-
-/// A reply still to come from a shard.
-enum Pending {
-    Conversation(ReplyRx<pb::Conversation>),
-    History(ReplyRx<pb::HistoryPage>),
-    Done(ReplyRx<()>),
-    Receipts(ReplyRx<pb::ReceiptList>),
-    Audit(ReplyRx<pb::MessageAudit>),
-}
-
-impl Pending {
-    async fn wait(self) -> Result<pb::ack::Result, RequestError> {
-        fn gone() -> RequestError {
-            RequestError::new(ErrorCode::Unavailable, "the server is shutting down; the request was not applied")
-        }
-        match self {
-            Pending::Conversation(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Conversation),
-            Pending::History(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::History),
-            Pending::Done(rx) => rx.await.map_err(|_| gone())?.map(|()| pb::ack::Result::Done(pb::Done {})),
-            Pending::Receipts(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Receipts),
-            Pending::Audit(rx) => rx.await.map_err(|_| gone())?.map(pb::ack::Result::Audit),
-        }
-    }
-}
-
-fn invalid(e: ValidationError) -> RequestError {
-    RequestError::invalid(e.to_string())
-}
-
-fn parse_conv(s: &str) -> Result<ConversationKey, RequestError> {
-    validate::parse_id("conversation_id", s).map_err(invalid)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode(frame: &Bytes) -> Event {
-        let server: pb::ServerFrame = codec::decode_exact(frame, 1 << 20).expect("a whole frame");
-        server.event.expect("an event")
-    }
-
-    fn ack_to(out: &outbound::Sender, kick: &Arc<Kick>, inflight: &Arc<Semaphore>) -> AckTo {
-        let permit = inflight.clone().try_acquire_owned().expect("a free permit");
-        AckTo { out: out.clone(), kick: kick.clone(), request_id: 7, started: Instant::now(), permit: Some(permit) }
-    }
-
-    #[tokio::test]
-    async fn a_send_is_answered_on_the_stream_and_lets_its_permit_go() {
-        let (out, mut rx) = outbound::channel(4);
-        let (kick, inflight) = (Arc::new(Kick::default()), Arc::new(Semaphore::new(1)));
-
-        let accepted = pb::MessageAccepted { seq: 3, ..Default::default() };
-        ack_to(&out, &kick, &inflight).answer(Ok(accepted.clone()));
-        let mut got = Vec::new();
-        assert_eq!(rx.recv_many(&mut got, 8).await, outbound::Taken::Frames(1));
-        let Event::Ack(ack) = decode(&got[0]) else { panic!("not an ack") };
-        assert_eq!((ack.request_id, ack.result), (7, Some(pb::ack::Result::MessageAccepted(accepted))));
-        assert_eq!(inflight.available_permits(), 1, "the permit is back");
-
-        ack_to(&out, &kick, &inflight).answer(Err(RequestError::forbidden("not yours")));
-        got.clear();
-        rx.recv_many(&mut got, 8).await;
-        let Event::Error(e) = decode(&got[0]) else { panic!("not an error") };
-        assert_eq!((e.request_id, e.code, e.message.as_str()), (7, ErrorCode::Forbidden as i32, "not yours"));
-
-        // The shard went away with the send unanswered: the caller hears why all the same.
-        drop(ack_to(&out, &kick, &inflight));
-        got.clear();
-        rx.recv_many(&mut got, 8).await;
-        let Event::Error(e) = decode(&got[0]) else { panic!("not an error") };
-        assert_eq!((e.request_id, e.code), (7, ErrorCode::Unavailable as i32));
-        assert_eq!(inflight.available_permits(), 1);
-    }
-
-    #[tokio::test]
-    async fn an_answer_that_finds_the_queue_full_ends_the_session_as_a_slow_consumer() {
-        let (out, _rx) = outbound::channel(1);
-        let (kick, inflight) = (Arc::new(Kick::default()), Arc::new(Semaphore::new(1)));
-        out.try_send(Bytes::from_static(b"unread")).expect("room for one");
-        ack_to(&out, &kick, &inflight).answer(Ok(pb::MessageAccepted::default()));
-        let (code, _) = tokio::time::timeout(Duration::from_secs(5), kick.kicked()).await.expect("kicked");
-        assert_eq!(code, ErrorCode::Overloaded);
-        assert_eq!(inflight.available_permits(), 1, "the permit is back even so");
     }
 }

@@ -204,10 +204,14 @@ pub enum Command {
     Receipts { id: ConversationKey, caller: Identity, reply: Reply<pb::ReceiptList> },
     /// The participants of a conversation, for a participant (joining a room).
     Members { id: ConversationKey, caller: Identity, reply: Reply<Vec<String>> },
-    /// The participants of several conversations of this shard (presence fan-out).
-    Participants { ids: Vec<ConversationKey>, reply: Reply<Vec<Vec<String>>> },
     /// Missed messages after cursors, within a budget (catching up).
     CatchUp { cursors: Vec<(ConversationKey, u64)>, user: String, max_messages: usize, max_bytes: usize, reply: Reply<CatchUpPart> },
+    /// Commit records that belong to no conversation (a user's directory entry, push
+    /// subscriptions) in this shard's next group commit; answered once it is done. Routed
+    /// by [`Shards::shard_of_user`], so one user's writes keep their order. With `sync`
+    /// the batch is fsynced whatever the shard's fsync policy: the caller's answer
+    /// promises durability.
+    Commit { writes: Vec<Write>, sync: bool, reply: Reply<()> },
 }
 
 /// One shard's share of a catch-up page.
@@ -237,7 +241,6 @@ impl Command {
                 | Command::Audit { .. }
                 | Command::Receipts { .. }
                 | Command::Members { .. }
-                | Command::Participants { .. }
                 | Command::CatchUp { .. }
         )
     }
@@ -284,6 +287,11 @@ impl Shards {
     /// The shard owning `id`.
     pub fn shard_of(&self, id: &ConversationKey) -> usize {
         ids::shard_of(id, self.mailboxes.len())
+    }
+
+    /// The shard that commits `user`'s records outside conversations ([`Command::Commit`]).
+    pub fn shard_of_user(&self, user: &str) -> usize {
+        ids::shard_of_user(user, self.mailboxes.len())
     }
 
     /// Hands `cmd` to shard `shard` without waiting; a full mailbox is an answer, not a wait.
@@ -607,6 +615,8 @@ struct Pending {
     messages: u64,
     /// Events other than messages appended by this batch.
     events: u64,
+    /// Fsync this batch even when the shard's policy does not ([`Command::Commit`]).
+    sync: bool,
 }
 
 impl Pending {
@@ -762,7 +772,7 @@ impl Shard {
         } else {
             let started = Instant::now();
             let n = batch.writes.len();
-            let r = self.store.commit(batch.writes, self.config.sync).map_err(store_err);
+            let r = self.store.commit(batch.writes, self.config.sync || batch.sync).map_err(store_err);
             let hot = crate::ops::hot();
             let took = started.elapsed();
             hot.write_batch_seconds.record(took.as_secs_f64());
@@ -918,20 +928,10 @@ impl Shard {
                 });
                 p.reply(reply, r);
             }
-            Command::Participants { ids, reply } => {
-                let mut lists = Vec::with_capacity(ids.len());
-                let mut failed = None;
-                for id in &ids {
-                    match self.load(id) {
-                        Ok(c) => lists.push(c.member_ids().map(str::to_owned).collect()),
-                        Err(e) if e.code == ErrorCode::NotFound => {}
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                let _ = reply.send(match failed {
-                    Some(e) => Err(e),
-                    None => Ok(lists),
-                });
+            Command::Commit { writes, sync, reply } => {
+                p.writes.extend(writes);
+                p.sync |= sync;
+                p.reply(reply, Ok(()));
             }
             Command::CatchUp { cursors, user, max_messages, max_bytes, reply } => {
                 let _ = reply.send(self.catch_up(cursors, &user, max_messages, max_bytes));

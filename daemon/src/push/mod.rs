@@ -149,8 +149,21 @@ impl PushHandle {
         }
     }
 
-    /// Registers a Web Push subscription of `user` after checking it.
+    /// Registers a Web Push subscription of `user` after checking it, committing straight
+    /// to the store (with fsync). Blocking; sessions use the steps one by one:
+    /// [`Self::registration`] in the storage pool, the writes through the user's shard,
+    /// then [`Self::registered`].
     pub fn register(&self, user: &str, sub: &pb::WebPushSubscription) -> Result<(), RequestError> {
+        let writes = self.registration(user, sub)?;
+        self.store.commit(writes, true).map_err(|_| RequestError::internal("storage failure"))?;
+        self.registered(user);
+        Ok(())
+    }
+
+    /// The writes that register a Web Push subscription of `user`, after checking it: the
+    /// subscription, and the removal of the oldest ones beyond
+    /// [`MAX_SUBSCRIPTIONS_PER_USER`]. Reads the user's subscriptions: blocking.
+    pub fn registration(&self, user: &str, sub: &pb::WebPushSubscription) -> Result<Vec<Write>, RequestError> {
         let stored = parse_subscription(user, sub)?;
         check_host(&stored.endpoint, &self.allowed_hosts)?;
         let mut existing = self.store.push_subscriptions(user).map_err(|_| RequestError::internal("storage failure"))?;
@@ -162,27 +175,43 @@ impl PushHandle {
             writes.push(Write::RemovePushSubscription { user: user.to_owned(), endpoint: oldest.endpoint });
         }
         writes.push(Write::PushSubscription(stored));
-        self.store.commit(writes, true).map_err(|_| RequestError::internal("storage failure"))?;
+        Ok(writes)
+    }
+
+    /// Notes that `user` has a subscription (its writes are committed), so that their
+    /// notifications are queued from now on.
+    pub fn registered(&self, user: &str) {
         if let Some(subscribers) = &self.subscribers {
             subscribers.write().unwrap_or_else(PoisonError::into_inner).insert(user.to_owned());
         }
+    }
+
+    /// Removes a Web Push subscription of `user`, committing straight to the store (with
+    /// fsync). Blocking; sessions use [`Self::unregistration`], the user's shard, then
+    /// [`Self::unregistered`].
+    pub fn unregister(&self, user: &str, endpoint: &str) -> Result<(), RequestError> {
+        let write = Self::unregistration(user, endpoint)?;
+        self.store.commit(vec![write], true).map_err(|_| RequestError::internal("storage failure"))?;
+        self.unregistered(user);
         Ok(())
     }
 
-    /// Removes a Web Push subscription of `user`.
-    pub fn unregister(&self, user: &str, endpoint: &str) -> Result<(), RequestError> {
+    /// The write that removes `user`'s subscription at `endpoint`, after checking it. Pure.
+    pub fn unregistration(user: &str, endpoint: &str) -> Result<Write, RequestError> {
         if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
             return Err(RequestError::invalid("endpoint: must be 1..=1024 bytes"));
         }
-        self.store
-            .commit(vec![Write::RemovePushSubscription { user: user.to_owned(), endpoint: endpoint.to_owned() }], true)
-            .map_err(|_| RequestError::internal("storage failure"))?;
+        Ok(Write::RemovePushSubscription { user: user.to_owned(), endpoint: endpoint.to_owned() })
+    }
+
+    /// Notes that a subscription of `user` is gone (committed): when it was their last,
+    /// their notifications stop being queued. Reads the user's subscriptions: blocking.
+    pub fn unregistered(&self, user: &str) {
         if let Some(subscribers) = &self.subscribers
             && self.store.push_subscriptions(user).is_ok_and(|left| left.is_empty())
         {
             subscribers.write().unwrap_or_else(PoisonError::into_inner).remove(user);
         }
-        Ok(())
     }
 }
 

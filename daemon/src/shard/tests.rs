@@ -692,3 +692,22 @@ fn a_muted_conversation_pushes_only_the_mentioned() {
     assert!(jobs.try_recv().is_err(), "muted: nobody else, and nothing for the message without a mention");
     f.stop();
 }
+
+#[test]
+fn records_outside_conversations_are_answered_after_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(&dir, None);
+    let store = deps.store.clone();
+    let (shards, threads) = start(2, ShardConfig::for_tests(), deps).unwrap();
+    let record =
+        crate::store::StoredUser { user_id: "erin".into(), role: pb::UserRole::Client as i32, name: "Erin".into(), last_seen_ms: 5 };
+    let (reply, rx) = oneshot::channel();
+    let shard = shards.shard_of_user("erin");
+    assert!(shard < 2);
+    shards.submit_to(shard, Command::Commit { writes: vec![Write::User(record)], sync: true, reply }).unwrap();
+    rx.blocking_recv().unwrap().unwrap();
+    // Answered means committed: the record is readable at once.
+    assert_eq!(store.user("erin").unwrap().map(|u| (u.name, u.last_seen_ms)), Some(("Erin".into(), 5)));
+    drop(shards);
+    threads.join();
+}

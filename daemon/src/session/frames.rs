@@ -1,0 +1,74 @@
+//! Frames in and out of a session stream: [`FrameReader`] reads whole client frames off
+//! a QUIC stream; the `*_frame` functions encode the server frames the driver writes.
+//! No request logic lives here.
+
+use bytes::{Bytes, BytesMut};
+
+use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
+use legalchat_protocol::pb::{self, ErrorCode, server_frame::Event};
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    Decode(DecodeError),
+    Stream(String),
+}
+
+/// Reads whole frames off a QUIC stream, never buffering past the frame being read.
+pub(super) struct FrameReader {
+    pub(super) recv: quinn::RecvStream,
+    pub(super) buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    pub(super) fn new(recv: quinn::RecvStream, max_frame_size: usize) -> Self {
+        Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame_size) }
+    }
+
+    pub(super) async fn next(&mut self) -> Result<Option<pb::ClientFrame>, ReadError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf).map_err(ReadError::Decode)? {
+                return Ok(Some(frame));
+            }
+            let want = self.decoder.missing(&self.buf).max(1);
+            match self.recv.read_chunk(want, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(ReadError::Stream("stream ended inside a frame".into())),
+                Err(e) => return Err(ReadError::Stream(e.to_string())),
+            }
+        }
+    }
+}
+
+pub(super) fn error_frame(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Error(pb::Error { request_id, code: code as i32, message: message.into() })) })
+}
+
+pub(super) fn ack_frame(request_id: u64, result: pb::ack::Result) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Ack(pb::Ack { request_id, result: Some(result) })) })
+}
+
+/// The answer to a request: its `Ack` or its `Error`.
+pub(super) fn answer_frame(request_id: u64, result: Result<pb::ack::Result, crate::policy::RequestError>) -> Bytes {
+    match result {
+        Ok(r) => ack_frame(request_id, r),
+        Err(e) => error_frame(request_id, e.code, e.message),
+    }
+}
+
+pub(super) fn unauthorized_frame(reason: &str) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Unauthorized(pb::Unauthorized { reason: reason.to_owned() })) })
+}
+
+pub(super) fn goodbye_frame(code: ErrorCode, reason: &str) -> Bytes {
+    codec::encode(&pb::ServerFrame { event: Some(Event::Goodbye(pb::Goodbye { code: code as i32, reason: reason.to_owned() })) })
+}
+
+pub(super) fn decode_code(e: &DecodeError) -> ErrorCode {
+    match e {
+        DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::MalformedFrame,
+    }
+}

@@ -1,0 +1,91 @@
+//! What the sessions of one QUIC connection share: how many are open, the stream credit
+//! granted to the client, and whom typing datagrams speak for. No frames are read or
+//! written here.
+
+use std::sync::Arc;
+
+use super::INITIAL_STREAMS;
+
+/// What the sessions of one QUIC connection share.
+pub(super) struct Link {
+    pub(super) conn: quinn::Connection,
+    most_sessions: usize,
+    state: std::sync::Mutex<LinkState>,
+}
+
+struct LinkState {
+    /// Session streams accepted and not yet ended, authenticated or not.
+    open: usize,
+    /// Concurrent bidirectional streams granted to the client so far.
+    stream_limit: u32,
+    /// Whom typing datagrams on this connection speak for.
+    speaker: Speaker,
+}
+
+/// A datagram belongs to no stream, so it can only speak for the connection's user.
+enum Speaker {
+    /// No session has authenticated yet.
+    Nobody,
+    /// Every authenticated session on the connection is this user's.
+    One(Arc<str>),
+    /// Sessions of more than one user have shared the connection: datagrams are ignored
+    /// from now on.
+    Mixed,
+}
+
+impl Link {
+    pub(super) fn new(conn: quinn::Connection, most_sessions: usize) -> Self {
+        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, speaker: Speaker::Nobody };
+        Self { conn, most_sessions, state: std::sync::Mutex::new(state) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes on one more session stream, unless the connection carries its maximum.
+    /// Keeps a little headroom of streams open to the client so that opening the next
+    /// session never waits on a round trip for credit.
+    pub(super) fn open(&self) -> bool {
+        let mut s = self.state();
+        if s.open >= self.most_sessions {
+            return false;
+        }
+        s.open += 1;
+        let ceiling = u32::try_from(self.most_sessions).unwrap_or(u32::MAX).saturating_add(INITIAL_STREAMS);
+        let wanted = u32::try_from(s.open).unwrap_or(u32::MAX).saturating_add(2);
+        if wanted > s.stream_limit && s.stream_limit < ceiling {
+            s.stream_limit = s.stream_limit.saturating_mul(2).max(wanted).min(ceiling);
+            self.conn.set_max_concurrent_bi_streams(s.stream_limit.into());
+        }
+        true
+    }
+
+    pub(super) fn authenticated(&self, user: &str) {
+        let mut s = self.state();
+        match &s.speaker {
+            Speaker::Nobody => s.speaker = Speaker::One(user.into()),
+            Speaker::One(u) if &**u != user => s.speaker = Speaker::Mixed,
+            Speaker::One(_) | Speaker::Mixed => {}
+        }
+    }
+
+    /// The user typing datagrams on this connection speak for, if there is one.
+    pub(super) fn datagram_user(&self) -> Option<Arc<str>> {
+        match &self.state().speaker {
+            Speaker::One(user) => Some(user.clone()),
+            Speaker::Nobody | Speaker::Mixed => None,
+        }
+    }
+
+    /// One session stream ended. The last one takes the connection with it, closed with
+    /// that session's code and reason; a connection nobody uses is not kept open.
+    pub(super) fn close_one(&self, code: u32, reason: &str) {
+        let mut s = self.state();
+        s.open = s.open.saturating_sub(1);
+        if s.open == 0 {
+            drop(s);
+            self.conn.close(code.into(), reason.as_bytes());
+        }
+    }
+}

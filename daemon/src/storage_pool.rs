@@ -1,0 +1,142 @@
+//! Store reads that no shard owns, run off the async runtime with a bound.
+//!
+//! Some reads belong to no conversation: a user's membership index (listing, catch-up,
+//! presence), their directory entry, their push subscriptions. RocksDB reads block, and a
+//! blocked runtime worker stalls every session it carries, so these reads run on Tokio's
+//! blocking threads — but never without limit:
+//!
+//! ```text
+//!  request ──try_acquire──► admitted (running + waiting ≤ RUNNING + WAITING)
+//!                │ full                      │ acquire (waits its turn)
+//!                ▼                           ▼
+//!           OVERLOADED              spawn_blocking(read)   at most RUNNING at once
+//! ```
+//!
+//! A read beyond the bound is refused at once ([`PoolError::Full`], answered
+//! `OVERLOADED`) instead of queueing without limit. The pool only reads: writes go through
+//! the shards (`shard::Command::Commit`), whose group commit is what makes them durable.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use legalchat_protocol::pb::ErrorCode;
+
+use crate::policy::RequestError;
+use crate::store::Store;
+
+/// Reads running at once. A store read is a point lookup or a short prefix scan; a few
+/// threads keep the disk busy without starving the shards' own reads of IO.
+pub const RUNNING: usize = 16;
+
+/// Reads admitted to wait for a running slot. Enough for a reconnect storm of a thousand
+/// users to queue its presence reads; beyond it the caller hears OVERLOADED.
+pub const WAITING: usize = 1_024;
+
+/// Why a read did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Running and waiting reads are at their bound.
+    #[error("the server is busy reading storage; retry shortly")]
+    Full,
+    /// The read panicked, or the runtime is shutting down.
+    #[error("a storage read did not complete")]
+    Failed,
+}
+
+impl From<PoolError> for RequestError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Full => RequestError::new(ErrorCode::Overloaded, e.to_string()),
+            PoolError::Failed => RequestError::internal(e.to_string()),
+        }
+    }
+}
+
+/// A bounded pool of blocking store reads.
+#[derive(Debug, Clone)]
+pub struct StoragePool {
+    store: Arc<dyn Store>,
+    /// Reads admitted (running or waiting).
+    admitted: Arc<Semaphore>,
+    /// Reads running.
+    running: Arc<Semaphore>,
+}
+
+impl StoragePool {
+    /// A pool over `store` running at most `running` reads with at most `waiting` more
+    /// admitted behind them.
+    pub fn new(store: Arc<dyn Store>, running: usize, waiting: usize) -> Self {
+        let running = running.max(1);
+        Self { store, admitted: Arc::new(Semaphore::new(running + waiting)), running: Arc::new(Semaphore::new(running)) }
+    }
+
+    /// Runs `read` on a blocking thread once a slot is free, or refuses at once when the
+    /// pool is full. `read` returns its own result (usually a `Result` of the store's).
+    pub async fn read<T, F>(&self, read: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> T + Send + 'static,
+    {
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+            metrics::counter!("legalchat_storage_reads_refused_total").increment(1);
+            return Err(PoolError::Full);
+        };
+        let running = self.running.clone().acquire_owned().await.map_err(|_| PoolError::Failed)?;
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = read(&*store);
+            drop(running);
+            drop(admitted);
+            r
+        })
+        .await;
+        result.map_err(|_| PoolError::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RocksStore;
+
+    #[tokio::test]
+    async fn a_full_pool_refuses_at_once_and_frees_its_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+        let pool = StoragePool::new(store, 1, 1);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        // One read runs (held until released), one waits behind it.
+        let running = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.read(move |_| {
+                    let _ = started_tx.send(());
+                    release_rx.recv().ok();
+                    1
+                })
+                .await
+            }
+        });
+        started_rx.await.unwrap();
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.read(|s| s.user("nobody").map(|u| u.is_none())).await }
+        });
+        tokio::task::yield_now().await;
+        while pool.admitted.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // The third is refused without waiting, with an answer the caller can pass on.
+        let refused = pool.read(|_| ()).await.unwrap_err();
+        assert_eq!(refused, PoolError::Full);
+        assert_eq!(RequestError::from(refused).code, ErrorCode::Overloaded);
+
+        release_tx.send(()).unwrap();
+        assert_eq!(running.await.unwrap(), Ok(1));
+        assert!(waiting.await.unwrap().unwrap().unwrap(), "the waiting read ran once a slot was free");
+        assert_eq!(pool.read(|_| 2).await, Ok(2), "every slot is back");
+    }
+}
