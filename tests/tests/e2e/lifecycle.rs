@@ -169,3 +169,62 @@ async fn graceful_shutdown_says_goodbye_and_keeps_every_ack() {
     })
     .await;
 }
+
+/// The protocol promises one answer per request: a shutdown answers every request the
+/// server has read before it says goodbye, and stores nothing it did not acknowledge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_every_request_it_read_before_the_goodbye() {
+    use pb::client_frame::Request;
+    use pb::server_frame::Event as Ev;
+    bounded("answers_before_goodbye", async {
+        let mut d = daemon().await;
+        let alice = d.client("alice", "advocate").await;
+        let conv = alice.create_conversation(legalchat_sdk::NewConversation::group("Shutdown", vec!["bob".into()])).await.expect("create");
+        alice.close().await;
+        let mut raw = d.raw_session_as("alice", "advocate").await;
+        const SENDS: u64 = 300;
+        for i in 1..=SENDS {
+            let send = Request::SendMessage(pb::SendMessage {
+                conversation_id: conv.id.clone(),
+                client_message_id: format!("m{i}"),
+                content: Some(pb::MessageContent { text: format!("message {i}"), ..Default::default() }),
+                reply_to_seq: 0,
+            });
+            raw.send_frame(&pb::ClientFrame { request_id: i, request: Some(send) }).await.expect("pipelined send");
+        }
+        // SIGTERM while those are in flight; the session is read to its end meanwhile.
+        let (restarted, ended) = tokio::join!(d.restart(), raw.until_closed(EVENT_TIMEOUT));
+        let ((), (_, frames)) = (restarted, ended.expect("the session ends"));
+
+        let mut acked = std::collections::BTreeSet::new();
+        let mut refused = 0;
+        let mut goodbye = false;
+        for f in &frames {
+            match &f.event {
+                Some(Ev::Ack(a)) => {
+                    assert!(!goodbye, "an answer after the goodbye");
+                    acked.insert(format!("m{}", a.request_id));
+                }
+                Some(Ev::Error(e)) if e.request_id != 0 => {
+                    assert!(!goodbye, "an answer after the goodbye");
+                    assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+                    refused += 1;
+                }
+                Some(Ev::Goodbye(g)) => {
+                    assert_eq!(g.code(), ErrorCode::Unavailable);
+                    goodbye = true;
+                }
+                _ => {}
+            }
+        }
+        assert!(goodbye, "the session ends with a goodbye");
+        eprintln!("shutdown: {} of {SENDS} sends acknowledged, {refused} refused before the goodbye", acked.len());
+
+        // What was acknowledged is stored; what was not acknowledged is not.
+        let bob = d.client("bob", "advocate").await;
+        let stored: std::collections::BTreeSet<String> =
+            full_history(&bob, &conv.id).await.into_iter().filter(|m| m.event.is_none()).map(|m| m.client_message_id).collect();
+        assert_eq!(stored, acked, "exactly the acknowledged sends are stored");
+    })
+    .await;
+}
