@@ -250,7 +250,15 @@ async fn events_survive_kill9_after_the_ack_and_a_restart() {
         bob.react(&conv.id, m.seq, "✅").await.expect("react");
         alice.edit_text(&conv.id, m.seq, "retainer signed and filed").await.expect("edit");
         let gone = alice.send_text(&conv.id, "typo").await.expect("send");
-        let last = alice.delete(&conv.id, gone.seq).await.expect("delete");
+        alice.delete(&conv.id, gone.seq).await.expect("delete");
+        let answer = bob.reply(&conv.id, m.seq, "thanks, @alice").await.expect("reply");
+        alice.pin(&conv.id, m.seq, false).await.expect("pin");
+        alice.set_participant_role(&conv.id, "bob", pb::ParticipantRole::Moderator).await.expect("role");
+        let last = alice
+            .update_conversation(&conv.id, ConversationUpdate::new().title("Retainer").notifications(false))
+            .await
+            .expect("settings")
+            .last_seq;
         // Every one of those was acknowledged: kill -9 must lose none.
         drop((alice, bob));
         d.kill9_and_restart().await;
@@ -259,7 +267,15 @@ async fn events_survive_kill9_after_the_ack_and_a_restart() {
         assert_eq!(text_of(&server[&m.seq]), "retainer signed and filed");
         assert_eq!(server[&m.seq].reactions.len(), 1);
         assert!(server[&gone.seq].deleted_at_ms > 0);
-        assert_eq!(carol.get_conversation(&conv.id).await.unwrap().last_seq, last.seq);
+        assert!(server[&m.seq].pinned);
+        let reply = &server[&answer.seq];
+        assert_eq!((reply.reply_to_seq, reply.mentions.as_slice()), (m.seq, ["alice".to_string()].as_slice()));
+        assert_eq!(reply.reply_preview.as_ref().map(|p| p.text.as_str()), Some("retainer signed and filed"));
+        let view = carol.get_conversation(&conv.id).await.unwrap();
+        assert_eq!((view.last_seq, view.title.as_str(), view.pinned_seqs.as_slice()), (last, "Retainer", [m.seq].as_slice()));
+        assert_eq!(view.settings.map(|s| s.notifications), Some(false));
+        let bob_role = view.participants.iter().find(|p| p.user_id == "bob").map(|p| p.role());
+        assert_eq!(bob_role, Some(pb::ParticipantRole::Moderator));
         d.restart().await;
         let carol = d.client("carol", "advocate").await;
         let again = states(&carol, &conv.id).await;
