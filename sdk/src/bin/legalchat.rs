@@ -396,19 +396,19 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
         }
         Command::Edit { conv, seq, text } => {
             let sent = client.edit_text(&conv, seq, &text.join(" ")).await?;
-            out.sent(&conv, &sent)?;
+            out.event_stored(&conv, "edit", &sent)?;
         }
         Command::Delete { conv, seq } => {
             let sent = client.delete(&conv, seq).await?;
-            out.sent(&conv, &sent)?;
+            out.event_stored(&conv, "delete", &sent)?;
         }
         Command::React { conv, seq, emoji, remove } => {
             let sent = if remove { client.unreact(&conv, seq, &emoji).await? } else { client.react(&conv, seq, &emoji).await? };
-            out.sent(&conv, &sent)?;
+            out.event_stored(&conv, "reaction", &sent)?;
         }
         Command::Pin { conv, seq, unpin } => {
             let sent = client.pin(&conv, seq, unpin).await?;
-            out.sent(&conv, &sent)?;
+            out.event_stored(&conv, if unpin { "unpin" } else { "pin" }, &sent)?;
         }
         Command::Pins { conv } => {
             for message in &client.pins(&conv).await?.messages {
@@ -736,6 +736,27 @@ impl Output {
         }
         eprintln!("legalchat: {}", sanitize_line(&state.to_string()));
         Ok(())
+    }
+
+    /// `reaction stored as #13 at 10:31:09`, or `reaction: already in place (#13)` when
+    /// it was (a reaction the user already had, or a retry the server had stored).
+    fn event_stored(&self, conv: &str, what: &str, sent: &Sent) -> io::Result<()> {
+        if self.json {
+            return self.line(&json!({
+                "type": "event_stored",
+                "event": what,
+                "conversation_id": conv,
+                "seq": sent.seq,
+                "timestamp_ms": sent.timestamp_ms,
+                "time": iso_time(sent.timestamp_ms),
+                "changed": !sent.duplicate,
+            }));
+        }
+        if sent.duplicate {
+            self.text(&format!("{what}: already in place (#{})", sent.seq))
+        } else {
+            self.text(&format!("{what} stored as #{} at {}", sent.seq, clock_time(sent.timestamp_ms)))
+        }
     }
 
     fn sent(&self, conv: &str, sent: &Sent) -> io::Result<()> {
