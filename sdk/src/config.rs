@@ -17,6 +17,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default capacity of the event queue behind [`Client::next_event`](crate::Client::next_event).
 pub const DEFAULT_EVENT_BUFFER: usize = 10_000;
+/// Messages per conversation whose folded state a client keeps by default: a screenful
+/// and its scroll-back, not the whole conversation.
+pub const DEFAULT_TIMELINE_CAPACITY: usize = 200;
 /// Default largest frame accepted *from* the server.
 ///
 /// Larger than the server's own limit on what it accepts (64 KiB): a history page of 100
@@ -80,6 +83,11 @@ pub struct ClientConfig {
     /// Most sends waiting for their acknowledgment at once (queued while disconnected, or
     /// in flight). A send beyond it fails with [`Error::OutboxFull`].
     pub outbox_capacity: usize,
+    /// Messages per conversation whose folded state the client keeps for
+    /// [`Client::message`](crate::Client::message) and [`Event::MessageUpdated`](crate::Event::MessageUpdated)
+    /// (the newest first kept); 0 keeps none. Each held message costs a copy of it: a
+    /// program holding many sessions (a gateway, a load generator) sets this low or to 0.
+    pub timeline_capacity: usize,
     /// How long a send may wait for its acknowledgment, including time spent queued in
     /// the outbox while the client reconnects (see [`Client::send`](crate::Client::send)).
     pub send_timeout: Duration,
@@ -225,6 +233,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("reconnect", &self.reconnect)
             .field("outbox_capacity", &self.outbox_capacity)
+            .field("timeline_capacity", &self.timeline_capacity)
             .field("send_timeout", &self.send_timeout)
             .field("resume_cursors", &format_args!("<{} conversations>", self.resume_cursors.len()))
             .field("idle_timeout", &self.idle_timeout)
@@ -256,6 +265,7 @@ impl ClientConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             reconnect: ReconnectPolicy::default(),
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            timeline_capacity: DEFAULT_TIMELINE_CAPACITY,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             resume_cursors: Vec::new(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -334,6 +344,13 @@ impl ClientConfig {
     /// Most unacknowledged sends at once.
     pub fn with_outbox_capacity(mut self, capacity: usize) -> Self {
         self.outbox_capacity = capacity;
+        self
+    }
+
+    /// Messages per conversation whose folded state is kept (0: none); see
+    /// [`ClientConfig::timeline_capacity`].
+    pub fn with_timeline_capacity(mut self, messages_per_conversation: usize) -> Self {
+        self.timeline_capacity = messages_per_conversation;
         self
     }
 

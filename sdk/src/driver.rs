@@ -378,7 +378,13 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
     };
 
     let session = established.session.clone();
-    let mut state = ClientState::new(&session.user_id, config.event_buffer, config.outbox_capacity, crate::inbox::DEFAULT_MAX_HELD);
+    let mut state = ClientState::new(
+        &session.user_id,
+        config.event_buffer,
+        config.outbox_capacity,
+        crate::inbox::DEFAULT_MAX_HELD,
+        config.timeline_capacity,
+    );
     let resume = !config.resume_cursors.is_empty();
     state.start_from_cursors(&config.resume_cursors);
     // Until the first cursors are set, live events wait (see `ClientState::on_event`).

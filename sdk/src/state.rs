@@ -93,7 +93,7 @@ pub(crate) struct ClientState {
 }
 
 impl ClientState {
-    pub(crate) fn new(me: &str, event_buffer: usize, outbox_capacity: usize, max_held: usize) -> Self {
+    pub(crate) fn new(me: &str, event_buffer: usize, outbox_capacity: usize, max_held: usize, timeline_capacity: usize) -> Self {
         Self {
             me: me.to_owned(),
             inbox: Inbox::new(max_held),
@@ -110,7 +110,7 @@ impl ClientState {
             state: ConnectionState::Connected,
             direct: None,
             finished: false,
-            timeline: Timeline::new(),
+            timeline: Timeline::with_capacity(timeline_capacity),
             deferred_gaps: BTreeSet::new(),
         }
     }
@@ -226,6 +226,9 @@ impl ClientState {
 
     /// Messages read from history: their states as of the read.
     pub(crate) fn loaded(&mut self, messages: &[pb::Message]) {
+        if !self.timeline.keeps_messages() {
+            return;
+        }
         for m in messages {
             self.timeline.insert(m.clone());
         }
@@ -337,7 +340,9 @@ impl ClientState {
             let changed = if m.event.is_some() {
                 self.timeline.apply(&m).cloned()
             } else {
-                self.timeline.insert(m.clone());
+                if self.timeline.keeps_messages() {
+                    self.timeline.insert(m.clone());
+                }
                 None
             };
             self.emit(Event::Message(m));
@@ -537,7 +542,7 @@ impl ClientState {
             self.resume_deferred_gap(conversation, seq, &mut effects);
         }
         // The user's own message is in the timeline too, so that reactions to it fold.
-        if let (Ok(pb::ack::Result::MessageAccepted(a)), Some(p)) = (&reply, &pending) {
+        if let (Ok(pb::ack::Result::MessageAccepted(a)), Some(p), true) = (&reply, &pending, self.timeline.keeps_messages()) {
             self.timeline.insert(pb::Message {
                 conversation_id: p.message.conversation_id.clone(),
                 seq: a.seq,

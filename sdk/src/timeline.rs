@@ -13,26 +13,39 @@
 //! Events about messages the timeline does not hold change nothing: whoever loads such a
 //! message later gets its current state from the server.
 //!
-//! No IO; bounded: per conversation it keeps the newest [`MAX_MESSAGES_PER_CONVERSATION`]
-//! messages.
+//! No IO; bounded: per conversation it keeps the newest `capacity` messages
+//! ([`Timeline::with_capacity`]; 0 keeps none, and then costs nothing).
 
 use std::collections::{BTreeMap, HashMap};
 
 use legalchat_protocol::pb::{self, conversation_event::Kind};
 
-/// Messages kept per conversation; older ones are dropped first.
+/// Messages kept per conversation by [`Timeline::new`]; older ones are dropped first.
 pub const MAX_MESSAGES_PER_CONVERSATION: usize = 5_000;
 
 /// The current state of the messages a device has seen, per conversation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timeline {
     conversations: HashMap<String, BTreeMap<u64, pb::Message>>,
+    capacity: usize,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self::with_capacity(MAX_MESSAGES_PER_CONVERSATION)
+    }
 }
 
 impl Timeline {
-    /// An empty timeline.
+    /// An empty timeline keeping [`MAX_MESSAGES_PER_CONVERSATION`] per conversation.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty timeline keeping the newest `messages_per_conversation` messages of each
+    /// conversation (0: none).
+    pub fn with_capacity(messages_per_conversation: usize) -> Self {
+        Self { conversations: HashMap::new(), capacity: messages_per_conversation }
     }
 
     /// Takes one log entry. Returns the new state of the message it changed: the message
@@ -62,7 +75,7 @@ impl Timeline {
     /// Takes a message in a state from the server (a history page, a catch-up, a live
     /// message). Kept only when it is at least as new as what the timeline holds.
     pub fn insert(&mut self, message: pb::Message) -> Option<&pb::Message> {
-        if message.event.is_some() {
+        if message.event.is_some() || self.capacity == 0 {
             return None;
         }
         let messages = self.conversations.entry(message.conversation_id.clone()).or_default();
@@ -73,11 +86,16 @@ impl Timeline {
             let mut message = message;
             message.state_seq = state_seq;
             messages.insert(seq, message);
-            while messages.len() > MAX_MESSAGES_PER_CONVERSATION {
+            while messages.len() > self.capacity {
                 messages.pop_first();
             }
         }
         messages.get(&seq)
+    }
+
+    /// Whether it keeps any message (its capacity is not 0).
+    pub fn keeps_messages(&self) -> bool {
+        self.capacity > 0
     }
 
     /// The state of message `seq` of a conversation, if the timeline holds it.

@@ -127,10 +127,13 @@ impl Conn {
     pub async fn connect(target: &Target, via: Via, token: String, event_buffer: usize) -> anyhow::Result<Self> {
         match target {
             Target::LegalChat { server, ca_pem, server_name, .. } => {
+                // The generator plays a thousand devices in one process, measuring the
+                // server: like the peer's clients, they keep no message state.
                 let mut config = ClientConfig::new(*server, token)
                     .with_ca_pem(ca_pem.clone())
                     .with_server_name(server_name.as_str())
-                    .with_event_buffer(event_buffer);
+                    .with_event_buffer(event_buffer)
+                    .with_timeline_capacity(0);
                 match via {
                     Via::Own => {}
                     Via::Socket(endpoint) => config = config.with_endpoint(endpoint),

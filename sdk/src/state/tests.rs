@@ -9,7 +9,7 @@ const C: &str = "c1";
 const D: &str = "d2";
 
 fn state() -> ClientState {
-    ClientState::new(ME, 100, 10, 16)
+    ClientState::new(ME, 100, 10, 16, 100)
 }
 
 fn msg(conv: &str, seq: u64, sender: &str) -> pb::Message {
@@ -186,7 +186,7 @@ fn a_reconnect_delivers_missed_messages_then_receipts_then_resumed_then_live_eve
 
 #[test]
 fn live_events_that_overflow_during_a_catch_up_cause_another_round() {
-    let mut s = ClientState::new(ME, 2, 10, 16);
+    let mut s = ClientState::new(ME, 2, 10, 16, 100);
     s.begin_catch_up();
     s.start_from_list(&[conversation(C, 0, &[ME, "bob"])]);
     let _ = s.finish_catch_up(false);
@@ -288,7 +288,7 @@ fn refused_sends_fail_their_caller() {
 
 #[test]
 fn the_outbox_is_bounded() {
-    let mut s = ClientState::new(ME, 100, 2, 16);
+    let mut s = ClientState::new(ME, 100, 2, 16, 100);
     let mut keep = Vec::new();
     for i in 0..2 {
         let (tx, rx) = oneshot::channel();
@@ -383,7 +383,7 @@ fn joined_rooms_are_remembered_and_rejoins_reported() {
 
 #[test]
 fn the_event_queue_reports_when_it_is_full() {
-    let mut s = ClientState::new(ME, 2, 10, 16);
+    let mut s = ClientState::new(ME, 2, 10, 16, 100);
     s.begin_catch_up();
     s.start_from_list(&[conversation(C, 0, &[ME, "bob"])]);
     let _ = s.finish_catch_up(false);

@@ -286,6 +286,14 @@ fn events_about_unknown_messages_and_conversation_events_change_nothing() {
 }
 
 #[test]
+fn a_timeline_of_capacity_zero_keeps_nothing() {
+    let mut t = Timeline::with_capacity(0);
+    assert!(t.insert(pb::Message { conversation_id: CONV.into(), seq: 1, ..Default::default() }).is_none());
+    assert_eq!(t.messages(CONV).count(), 0);
+    assert!(!t.keeps_messages());
+}
+
+#[test]
 fn the_timeline_is_bounded_per_conversation() {
     let mut t = Timeline::new();
     for seq in 1..=(MAX_MESSAGES_PER_CONVERSATION as u64 + 10) {
