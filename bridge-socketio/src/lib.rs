@@ -9,8 +9,11 @@
 //!  browser ── Socket.IO (event names below) ──► bridge ── legalchat/1 over QUIC ──► legalchatd
 //! ```
 //!
-//! This crate currently holds the event mapping, which is the contract the bridge server
-//! and web client will be built on; the Socket.IO server itself is not here yet.
+//! This crate currently holds the event mapping and the JSON payloads ([`payload`]), which
+//! are the contract the bridge server and web client will be built on; the Socket.IO
+//! server itself is not here yet.
+
+pub mod payload;
 
 use legalchat_protocol::pb;
 

@@ -30,6 +30,7 @@
 
 pub mod codec;
 pub mod richtext;
+pub mod time;
 pub mod validate;
 
 /// Generated protobuf types of `legalchat.v1` (see `proto/legalchat/v1/chat.proto`).

@@ -983,28 +983,12 @@ fn is_deceptive(c: char) -> bool {
 
 /// `HH:MM:SS` of a Unix time in milliseconds, UTC.
 fn clock_time(ms: i64) -> String {
-    let secs_of_day = ms.div_euclid(1_000).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}", secs_of_day / 3_600, secs_of_day % 3_600 / 60, secs_of_day % 60)
+    legalchat_protocol::time::clock(ms)
 }
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T10:31:05.123Z`.
 fn iso_time(ms: i64) -> String {
-    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-    format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock_time(ms), ms.rem_euclid(1_000))
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    legalchat_protocol::time::rfc3339(ms)
 }
 
 #[cfg(test)]
@@ -1041,16 +1025,6 @@ mod tests {
         assert_eq!(sanitize_text("pay \u{202E}0001$"), "pay \u{FFFD}0001$");
         assert_eq!(sanitize_line("two\nlines"), "two lines");
         assert_eq!(sanitize_text("tab\tok"), "tab\tok");
-    }
-
-    #[test]
-    fn times_are_utc() {
-        assert_eq!(clock_time(0), "00:00:00");
-        assert_eq!(clock_time(86_399_999), "23:59:59");
-        assert_eq!(clock_time(-1_000), "23:59:59");
-        assert_eq!(iso_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! The JSON that web clients exchange, shaped like the requirements' `MessageSchema` and
+//! `ConversationSchema`, to and from the protobuf of the QUIC protocol.
+//!
+//! ```text
+//!  pb::Message       ──message()──────► { _id, conversationId, seq, senderId, content, timestamp, … }
+//!  pb::Conversation  ──conversation()─► { _id, type, participants, settings, lastMessage, … }
+//!  send_message JSON ──send_message()─► pb::SendMessage (checked with the protocol's rules)
+//! ```
+//!
+//! Pure functions, no IO: what a field means is the `.proto`'s; this module only spells it
+//! the way the requirements' schemas do (camelCase, RFC 3339 times, lower-case enums) and
+//! adds `seq`, which browsers need to resume. Times are the server's. A log entry that is
+//! not a message (an edit, a reaction, ...) keeps its place in the log and carries an
+//! `event` object saying what it did.
+
+use serde_json::{Map, Value, json};
+
+use legalchat_protocol::pb::{self, conversation_event::Kind};
+use legalchat_protocol::time::rfc3339;
+use legalchat_protocol::validate::{self, ValidationError};
+
+/// `null` for an unset time, else its RFC 3339 spelling.
+fn time_or_null(ms: i64) -> Value {
+    if ms == 0 { Value::Null } else { Value::String(rfc3339(ms)) }
+}
+
+fn content_type(t: i32) -> &'static str {
+    match pb::ContentType::try_from(t).unwrap_or(pb::ContentType::Unspecified) {
+        pb::ContentType::File => "file",
+        pb::ContentType::Image => "image",
+        pb::ContentType::Document => "document",
+        pb::ContentType::Text | pb::ContentType::Unspecified => "text",
+    }
+}
+
+fn text_format(f: i32) -> &'static str {
+    match pb::TextFormat::try_from(f).unwrap_or(pb::TextFormat::Unspecified) {
+        pb::TextFormat::Markdown => "markdown",
+        pb::TextFormat::Plain | pb::TextFormat::Unspecified => "plain",
+    }
+}
+
+fn role(r: i32) -> &'static str {
+    match pb::ParticipantRole::try_from(r).unwrap_or(pb::ParticipantRole::Unspecified) {
+        pb::ParticipantRole::AdminRole => "admin",
+        pb::ParticipantRole::Moderator => "moderator",
+        pb::ParticipantRole::Member | pb::ParticipantRole::Unspecified => "member",
+    }
+}
+
+fn conversation_type(t: i32) -> &'static str {
+    match pb::ConversationType::try_from(t).unwrap_or(pb::ConversationType::Unspecified) {
+        pb::ConversationType::Private => "private",
+        pb::ConversationType::Group => "group",
+        pb::ConversationType::Case => "case",
+        pb::ConversationType::Support => "support",
+        pb::ConversationType::Unspecified => "unknown",
+    }
+}
+
+/// What a non-message entry did, as `{type, targetSeq, ...}`.
+fn event(kind: &Kind) -> Value {
+    match kind {
+        Kind::Edited(e) => json!({
+            "type": "edited",
+            "targetSeq": e.target_seq,
+            "content": e.content.as_ref().map(|c| json!({"text": c.text, "type": content_type(c.r#type), "format": text_format(c.format)})),
+            "redacted": e.redacted,
+        }),
+        Kind::Deleted(d) => json!({"type": "deleted", "targetSeq": d.target_seq}),
+        Kind::Reaction(r) => {
+            json!({"type": if r.added { "reaction_added" } else { "reaction_removed" }, "targetSeq": r.target_seq, "emoji": r.emoji})
+        }
+        Kind::Pin(p) => json!({"type": if p.pinned { "pinned" } else { "unpinned" }, "targetSeq": p.target_seq}),
+        Kind::ParticipantsAdded(a) => json!({
+            "type": "participants_added",
+            "participants": a.participants.iter().map(participant).collect::<Vec<_>>(),
+        }),
+        Kind::ParticipantRemoved(r) => json!({"type": "participant_removed", "userId": r.user_id}),
+        Kind::RoleChanged(r) => json!({"type": "role_changed", "userId": r.user_id, "role": role(r.role)}),
+        Kind::ConversationChanged(c) => json!({
+            "type": "conversation_changed",
+            "title": c.title,
+            "description": c.description,
+            "settings": c.settings.as_ref().map(settings),
+        }),
+    }
+}
+
+fn participant(p: &pb::Participant) -> Value {
+    json!({"userId": p.user_id, "role": role(p.role), "joinedAt": time_or_null(p.joined_at_ms), "displayName": p.display_name})
+}
+
+fn settings(s: &pb::ConversationSettings) -> Value {
+    json!({"encryption": s.encryption, "retention": s.retention_days, "notifications": s.notifications})
+}
+
+/// A log entry in the shape of the requirements' `MessageSchema`, plus `seq`, `stateSeq`
+/// and (for entries that are not messages) `event`. `receipts` fills `deliveryStatus`:
+/// the message at `seq` was delivered to / read by a participant whose position is at or
+/// beyond it.
+pub fn message(m: &pb::Message, receipts: Option<&pb::ReceiptList>) -> Value {
+    let mut out = Map::new();
+    out.insert("_id".into(), json!(m.message_id));
+    out.insert("conversationId".into(), json!(m.conversation_id));
+    out.insert("seq".into(), json!(m.seq));
+    out.insert("senderId".into(), json!(m.sender_id));
+    out.insert("clientMessageId".into(), json!(m.client_message_id));
+    out.insert("timestamp".into(), json!(rfc3339(m.timestamp_ms)));
+    if let Some(kind) = m.event.as_ref().and_then(|e| e.kind.as_ref()) {
+        out.insert("event".into(), event(kind));
+        return Value::Object(out);
+    }
+    let content = m
+        .content
+        .as_ref()
+        .map(|c| json!({"text": c.text, "type": content_type(c.r#type), "format": text_format(c.format), "attachments": []}));
+    out.insert("content".into(), content.unwrap_or(Value::Null));
+    out.insert("editedAt".into(), time_or_null(m.edited_at_ms));
+    out.insert("deletedAt".into(), time_or_null(m.deleted_at_ms));
+    out.insert("deletedBy".into(), if m.deleted_by.is_empty() { Value::Null } else { json!(m.deleted_by) });
+    let reached = |seq_of: fn(&pb::ReceiptState) -> u64, at: fn(&pb::ReceiptState) -> i64| -> Vec<Value> {
+        receipts
+            .map(|list| {
+                list.states
+                    .iter()
+                    .filter(|s| s.user_id != m.sender_id && seq_of(s) >= m.seq)
+                    .map(|s| json!({"userId": s.user_id, "timestamp": time_or_null(at(s))}))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    out.insert(
+        "deliveryStatus".into(),
+        json!({
+            "sent": rfc3339(m.timestamp_ms),
+            "delivered": reached(|s| s.delivered_seq, |s| s.delivered_at_ms),
+            "read": reached(|s| s.read_seq, |s| s.read_at_ms),
+        }),
+    );
+    // The requirements' flat list: one entry per (user, emoji).
+    let reactions: Vec<Value> =
+        m.reactions.iter().flat_map(|r| r.user_ids.iter().map(move |u| json!({"userId": u, "emoji": r.emoji}))).collect();
+    out.insert("reactions".into(), Value::Array(reactions));
+    out.insert("replyTo".into(), if m.reply_to_seq == 0 { Value::Null } else { json!(m.reply_to_seq) });
+    out.insert(
+        "replyPreview".into(),
+        m.reply_preview.as_ref().map_or(Value::Null, |p| json!({"senderId": p.sender_id, "text": p.text, "deleted": p.deleted})),
+    );
+    out.insert("mentions".into(), json!(m.mentions));
+    out.insert("pinned".into(), json!(m.pinned));
+    out.insert("stateSeq".into(), json!(m.state_seq));
+    Value::Object(out)
+}
+
+/// A conversation in the shape of the requirements' `ConversationSchema`, plus `seq`
+/// bookkeeping (`lastSeq`), unread and mention counts and pins.
+pub fn conversation(c: &pb::Conversation) -> Value {
+    json!({
+        "_id": c.id,
+        "type": conversation_type(c.r#type),
+        "participants": c.participants.iter().map(participant).collect::<Vec<_>>(),
+        "caseId": if c.case_id.is_empty() { Value::Null } else { json!(c.case_id) },
+        "title": c.title,
+        "description": c.description,
+        "settings": c.settings.as_ref().map(settings),
+        "lastMessage": c.last_message.as_ref().map(|m| json!({
+            "content": m.content.as_ref().map_or("", |x| x.text.as_str()),
+            "timestamp": rfc3339(m.timestamp_ms),
+            "senderId": m.sender_id,
+            "seq": m.seq,
+        })),
+        "createdAt": time_or_null(c.created_at_ms),
+        "updatedAt": time_or_null(c.updated_at_ms),
+        "lastSeq": c.last_seq,
+        "unreadCount": c.unread_count,
+        "mentionCount": c.mention_count,
+        "pinnedSeqs": c.pinned_seqs,
+    })
+}
+
+/// Reads a `send_message` payload: `{conversationId, content, clientMessageId?, replyTo?}`
+/// where `content` is a string or `{text, type?, format?}`. Checked with the protocol's
+/// own rules (`max_message_bytes` of text), so a browser hears of a mistake from the bridge
+/// exactly as a native app would from the daemon. Without `clientMessageId`, `fresh_id` is
+/// used (retries from the browser should send their own).
+pub fn send_message(
+    payload: &Value,
+    max_message_bytes: usize,
+    fresh_id: impl FnOnce() -> String,
+) -> Result<pb::SendMessage, ValidationError> {
+    let object = payload.as_object().ok_or_else(|| ValidationError::new("payload", "must be an object"))?;
+    let conversation_id = string_field(object, "conversationId")?.ok_or_else(|| ValidationError::new("conversationId", "is required"))?;
+    validate::parse_id("conversationId", conversation_id)?;
+    let content = match object.get("content") {
+        Some(Value::String(text)) => {
+            pb::MessageContent { text: text.clone(), r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() }
+        }
+        Some(Value::Object(c)) => {
+            let text = string_field(c, "text")?.unwrap_or_default().to_owned();
+            let r#type = match string_field(c, "type")?.unwrap_or("text") {
+                "text" => pb::ContentType::Text,
+                "file" => pb::ContentType::File,
+                "image" => pb::ContentType::Image,
+                "document" => pb::ContentType::Document,
+                other => return Err(ValidationError::new("content.type", format!("{other:?} is not text, file, image or document"))),
+            };
+            let format = match string_field(c, "format")?.unwrap_or("plain") {
+                "plain" => pb::TextFormat::Plain,
+                "markdown" => pb::TextFormat::Markdown,
+                other => return Err(ValidationError::new("content.format", format!("{other:?} is not plain or markdown"))),
+            };
+            pb::MessageContent { text, r#type: r#type.into(), format: format.into() }
+        }
+        Some(_) => return Err(ValidationError::new("content", "must be a string or an object {text, type, format}")),
+        None => return Err(ValidationError::new("content", "is required")),
+    };
+    validate::message_content(Some(&content), max_message_bytes)?;
+    let client_message_id = match string_field(object, "clientMessageId")? {
+        Some(id) => id.to_owned(),
+        None => fresh_id(),
+    };
+    validate::client_message_id(&client_message_id)?;
+    let reply_to_seq = match object.get("replyTo") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ValidationError::new("replyTo", "must be the seq of a message (a positive integer)"))?,
+    };
+    Ok(pb::SendMessage { conversation_id: conversation_id.to_owned(), client_message_id, content: Some(content), reply_to_seq })
+}
+
+fn string_field<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, ValidationError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ValidationError::new(field, "must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
