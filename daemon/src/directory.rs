@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::auth::{Identity, Role};
 use crate::ids;
-use crate::store::{Store, StoreError, StoredUser, Write};
+use crate::store::{Store, StoredUser};
 
 /// Known users and their roles.
 #[derive(Debug)]
@@ -71,17 +71,6 @@ impl Directory {
     pub fn remember(&self, id: &Identity) {
         let name = id.name.clone().unwrap_or_default();
         self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(id.user_id.clone(), (id.role, name));
-    }
-
-    /// Records a signed-in identity, committing straight to the store: blocking, for
-    /// tooling that runs outside sessions (the demo seed). Sessions use
-    /// [`Self::record_for`] and commit through a shard.
-    pub fn observe(&self, id: &Identity) -> Result<(), StoreError> {
-        if let Some(record) = self.record_for(id) {
-            self.store.commit(vec![Write::User(record)], false)?;
-        }
-        self.remember(id);
-        Ok(())
     }
 
     /// Notes in memory that `user` was last connected at `ms` (their last session ended).

@@ -986,30 +986,9 @@ impl Shard {
         let mut c = Conversation::new(*id, meta, dek, last_seq);
         c.reads = self.store.read_states(id).map_err(store_err)?.into_iter().collect();
         if last_seq > 0 {
-            // The newest entry tells how many messages the log holds; the newest visible
-            // message is usually the newest entry, or a few entries back.
-            let mut before = last_seq + 1;
-            let mut scanned = 0usize;
-            while before > 1 && scanned < LAST_MESSAGE_SCAN {
-                let page = self.store.entries_before(id, before, 64).map_err(store_err)?;
-                if page.is_empty() {
-                    break;
-                }
-                for (seq, sealed) in page {
-                    let rec = open_record(&c, seq, &sealed)?;
-                    if seq == last_seq {
-                        c.message_count = rec.messages_through(seq);
-                    }
-                    scanned += 1;
-                    before = seq;
-                    if rec.is_visible_message() {
-                        let state = events::to_wire(&c, seq, &rec, seq, None);
-                        c.last_message = Some(Arc::new(state));
-                        scanned = LAST_MESSAGE_SCAN;
-                        break;
-                    }
-                }
-            }
+            // The newest entry tells how many messages the log holds.
+            c.message_count = events::record(&c, &*self.store, last_seq)?.messages_through(last_seq);
+            c.last_message = events::last_visible_before(&c, &*self.store, last_seq + 1)?;
         }
         Ok(c)
     }
@@ -1404,9 +1383,6 @@ impl Shard {
         Ok(pb::HistoryPage { conversation_id: format_id(id), messages, has_more, last_seq: last })
     }
 }
-
-/// Entries read back at most to find a conversation's newest visible message on load.
-const LAST_MESSAGE_SCAN: usize = 1_024;
 
 /// Each participant (and `also`, e.g. a user just removed) gets a `ConversationUpdated`
 /// with their own view of the conversation: unread counts differ per user. Conversation

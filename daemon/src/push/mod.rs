@@ -150,9 +150,10 @@ impl PushHandle {
     }
 
     /// Registers a Web Push subscription of `user` after checking it, committing straight
-    /// to the store (with fsync). Blocking; sessions use the steps one by one:
-    /// [`Self::registration`] in the storage pool, the writes through the user's shard,
-    /// then [`Self::registered`].
+    /// to the store (with fsync): the three steps sessions take one by one
+    /// ([`Self::registration`] in the storage pool, the writes through the user's shard,
+    /// then [`Self::registered`]), in one call for tests.
+    #[cfg(test)]
     pub fn register(&self, user: &str, sub: &pb::WebPushSubscription) -> Result<(), RequestError> {
         let writes = self.registration(user, sub)?;
         self.store.commit(writes, true).map_err(|_| RequestError::internal("storage failure"))?;
@@ -187,8 +188,9 @@ impl PushHandle {
     }
 
     /// Removes a Web Push subscription of `user`, committing straight to the store (with
-    /// fsync). Blocking; sessions use [`Self::unregistration`], the user's shard, then
-    /// [`Self::unregistered`].
+    /// fsync): [`Self::unregistration`], the commit, then [`Self::unregistered`], in one
+    /// call for tests.
+    #[cfg(test)]
     pub fn unregister(&self, user: &str, endpoint: &str) -> Result<(), RequestError> {
         let write = Self::unregistration(user, endpoint)?;
         self.store.commit(vec![write], true).map_err(|_| RequestError::internal("storage failure"))?;

@@ -10,7 +10,8 @@ use super::*;
 use crate::auth::Role;
 use crate::crypto::MasterKey;
 use crate::registry::Registry;
-use crate::store::{RocksStore, Store, StoreError, StoredConversation, StoredParticipant};
+use crate::store::faulty::FaultyStore;
+use crate::store::{RocksStore, Store, StoredConversation, StoredParticipant};
 
 const SHARDS: usize = 4;
 
@@ -327,7 +328,7 @@ fn conversation(id: ConversationKey, users: &[&str]) -> Vec<Write> {
 #[test]
 fn contacts_come_from_the_stored_participant_lists_and_a_failed_read_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Unreadable { inner: RocksStore::open(dir.path()).unwrap(), broken: None };
+    let store = FaultyStore::new(RocksStore::open(dir.path()).unwrap());
     let (one, two, gone) = ([1; 16], [2; 16], [3; 16]);
     store.commit(conversation(one, &["alice", "bob"]), false).unwrap();
     store.commit(conversation(two, &["alice", "carol", "dave"]), false).unwrap();
@@ -338,72 +339,8 @@ fn contacts_come_from_the_stored_participant_lists_and_a_failed_read_is_an_error
     sorted.sort();
     assert_eq!(sorted, ["bob", "carol", "dave"], "everyone who shares a conversation, the user excluded");
 
-    let broken = Unreadable { broken: Some(two), ..store };
-    assert!(presence::contacts_of(&broken, "alice").is_err(), "an unreadable conversation is an error, not a skipped one");
-}
-
-/// A store whose `conversation` read fails for one conversation.
-#[derive(Debug)]
-struct Unreadable {
-    inner: RocksStore,
-    broken: Option<ConversationKey>,
-}
-
-impl Store for Unreadable {
-    fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
-        self.inner.commit(writes, sync)
-    }
-    fn conversation(&self, id: &ConversationKey) -> Result<Option<StoredConversation>, StoreError> {
-        if self.broken == Some(*id) {
-            return Err(StoreError::Engine("sector unreadable".into()));
-        }
-        self.inner.conversation(id)
-    }
-    fn data_key(&self, id: &ConversationKey) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.data_key(id)
-    }
-    fn last_seq(&self, id: &ConversationKey) -> Result<u64, StoreError> {
-        self.inner.last_seq(id)
-    }
-    fn client_message_seq(&self, id: &ConversationKey, c: &str) -> Result<Option<u64>, StoreError> {
-        self.inner.client_message_seq(id, c)
-    }
-    fn messages(&self, id: &ConversationKey, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.messages(id, from, to, limit)
-    }
-    fn entries_before(&self, id: &ConversationKey, before: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.entries_before(id, before, limit)
-    }
-    fn replies(&self, id: &ConversationKey, parent: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.inner.replies(id, parent, after, limit)
-    }
-    fn deleted_after(&self, id: &ConversationKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.inner.deleted_after(id, after, limit)
-    }
-    fn mentions_after(&self, id: &ConversationKey, user: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.inner.mentions_after(id, user, after, limit)
-    }
-    fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.audit_versions(id, target)
-    }
-    fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
-        self.inner.user_conversations(user)
-    }
-    fn read_states(&self, id: &ConversationKey) -> Result<Vec<(String, crate::store::StoredReadState)>, StoreError> {
-        self.inner.read_states(id)
-    }
-    fn user(&self, user: &str) -> Result<Option<crate::store::StoredUser>, StoreError> {
-        self.inner.user(user)
-    }
-    fn push_subscriptions(&self, user: &str) -> Result<Vec<crate::store::StoredPushSubscription>, StoreError> {
-        self.inner.push_subscriptions(user)
-    }
-    fn push_subscribers(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.push_subscribers()
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
+    store.make_unreadable(two);
+    assert!(presence::contacts_of(&store, "alice").is_err(), "an unreadable conversation is an error, not a skipped one");
 }
 
 /// Real shards over a real store, and the services sessions use.

@@ -24,7 +24,7 @@ use prost::Message as _;
 use legalchat_protocol::pb::{self, ConversationType, ErrorCode, ParticipantRole, conversation_event::Kind};
 use legalchat_protocol::validate::format_id;
 
-use super::{Conversation, Fanout, LAST_MESSAGE_SCAN, Pending, Shard, encode_event, open_record, store_err};
+use super::{Conversation, Fanout, Pending, Shard, encode_event, open_record, store_err};
 use crate::auth::{Identity, Role};
 use crate::ids;
 use crate::policy::RequestError;
@@ -35,6 +35,8 @@ use crate::store::{IndexEntry, Store, StoredMessage, StoredVersion, Write};
 pub const DEFAULT_MAX_REACTIONS: usize = 20;
 /// Pinned messages one conversation may have.
 pub const MAX_PINS: usize = 100;
+/// Entries read back at most to find a conversation's newest visible message.
+const LAST_MESSAGE_SCAN: usize = 1_024;
 /// Bytes of a parent's text in a reply's preview.
 const PREVIEW_BYTES: usize = 200;
 
@@ -314,7 +316,7 @@ fn redact_edit(c: &mut Conversation, store: &dyn Store, p: &mut Pending, edit_se
 }
 
 /// The newest visible message with a seq below `before`, in its current state.
-fn last_visible_before(c: &Conversation, store: &dyn Store, before: u64) -> Result<Option<Arc<pb::Message>>, RequestError> {
+pub(super) fn last_visible_before(c: &Conversation, store: &dyn Store, before: u64) -> Result<Option<Arc<pb::Message>>, RequestError> {
     let mut next = before;
     let mut scanned = 0usize;
     while next > 1 && scanned < LAST_MESSAGE_SCAN {

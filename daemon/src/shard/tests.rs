@@ -537,77 +537,13 @@ fn a_retry_from_another_sender_in_the_same_batch_is_a_conflict() {
     assert_eq!(theirs.1.blocking_recv().unwrap().unwrap_err().code, ErrorCode::Conflict);
 }
 
-/// A store whose commits fail while `failing` is set; everything else is RocksDB's.
-#[derive(Debug)]
-struct FlakyStore {
-    inner: RocksStore,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-impl Store for FlakyStore {
-    fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Engine("disk on fire".into()));
-        }
-        self.inner.commit(writes, sync)
-    }
-    fn conversation(&self, id: &ConversationKey) -> Result<Option<StoredConversation>, StoreError> {
-        self.inner.conversation(id)
-    }
-    fn data_key(&self, id: &ConversationKey) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.data_key(id)
-    }
-    fn last_seq(&self, id: &ConversationKey) -> Result<u64, StoreError> {
-        self.inner.last_seq(id)
-    }
-    fn client_message_seq(&self, id: &ConversationKey, c: &str) -> Result<Option<u64>, StoreError> {
-        self.inner.client_message_seq(id, c)
-    }
-    fn messages(&self, id: &ConversationKey, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.messages(id, from, to, limit)
-    }
-    fn entries_before(&self, id: &ConversationKey, before: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.entries_before(id, before, limit)
-    }
-    fn replies(&self, id: &ConversationKey, parent: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.inner.replies(id, parent, after, limit)
-    }
-    fn deleted_after(&self, id: &ConversationKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.inner.deleted_after(id, after, limit)
-    }
-    fn mentions_after(&self, id: &ConversationKey, user: &str, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.inner.mentions_after(id, user, after, limit)
-    }
-    fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.audit_versions(id, target)
-    }
-    fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
-        self.inner.user_conversations(user)
-    }
-    fn read_states(&self, id: &ConversationKey) -> Result<Vec<(String, StoredReadState)>, StoreError> {
-        self.inner.read_states(id)
-    }
-    fn user(&self, user: &str) -> Result<Option<crate::store::StoredUser>, StoreError> {
-        self.inner.user(user)
-    }
-    fn push_subscriptions(&self, user: &str) -> Result<Vec<crate::store::StoredPushSubscription>, StoreError> {
-        self.inner.push_subscriptions(user)
-    }
-    fn push_subscribers(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.push_subscribers()
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
 #[test]
 fn a_failed_commit_answers_every_request_of_its_batch_and_loses_no_seq() {
     let dir = tempfile::tempdir().unwrap();
-    let flaky = Arc::new(FlakyStore { inner: RocksStore::open(&dir.path().join("db")).unwrap(), failing: false.into() });
+    let flaky = Arc::new(crate::store::faulty::FaultyStore::new(RocksStore::open(&dir.path().join("db")).unwrap()));
     let mut d = Direct::with(config(), Some(flaky.clone()));
     d.send_as(alice(), "m1", "before").unwrap();
-    flaky.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    flaky.fail_commits(true);
     // One batch with a send and a reaction: both are told, neither is stored.
     let mut batch = Pending::default();
     let (cmd, sent) = send("m2");
@@ -623,7 +559,7 @@ fn a_failed_commit_answers_every_request_of_its_batch_and_loses_no_seq() {
     assert_eq!(reacted.blocking_recv().unwrap().unwrap_err().code, ErrorCode::Internal);
     // Once the store works again, the next send takes seq 2: memory was not left ahead of
     // the disk, and the retry of the failed send is stored, not answered as a duplicate.
-    flaky.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    flaky.fail_commits(false);
     let retried = d.send_as(alice(), "m2", "again").unwrap();
     assert_eq!((retried.seq, retried.duplicate), (2, false));
     let page = d.history(alice()).unwrap();

@@ -18,6 +18,8 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod faulty;
 mod records;
 mod rocks;
 
