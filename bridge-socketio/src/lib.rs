@@ -9,11 +9,26 @@
 //!  browser ── Socket.IO (event names below) ──► bridge ── legalchat/1 over QUIC ──► legalchatd
 //! ```
 //!
-//! This crate currently holds the event mapping and the JSON payloads ([`payload`]), which
-//! are the contract the bridge server and web client will be built on; the Socket.IO
-//! server itself is not here yet.
+//! Each browser socket is a daemon session through the SDK ([`legalchat_sdk::Client`]),
+//! many of them multiplexed on shared QUIC connections ([`pool`]); the bridge keeps no chat
+//! state of its own. [`server::start`] runs it; the `legalchat-bridge` binary runs it
+//! standalone, against one or more daemons. `bridge-socketio/README.md` documents every
+//! event and payload.
+//!
+//! - [`payload`]: messages and conversations as JSON in the requirements' schemas;
+//! - [`incoming`]: what a browser asks, as SDK requests;
+//! - [`outgoing`]: what a browser hears, from SDK events;
+//! - [`server`]: the Socket.IO server, authentication and the per-socket relay.
 
+pub mod config;
+pub mod incoming;
+pub mod outgoing;
 pub mod payload;
+pub mod pool;
+pub mod server;
+
+pub use config::{BridgeConfig, DemoAccount};
+pub use server::{RunningBridge, start};
 
 use legalchat_protocol::pb;
 
@@ -144,7 +159,7 @@ mod tests {
         match name {
             "connection" => vec![],
             "disconnect" => vec![event(Event::Goodbye(pb::Goodbye { code: pb::ErrorCode::Unavailable.into(), reason: "bye".into() }))],
-            "authenticate" => vec![request(Request::Authenticate(pb::Authenticate { token: "t".into(), client_info: String::new() }))],
+            "authenticate" => vec![request(Request::Authenticate(pb::Authenticate { token: "t".into(), ..Default::default() }))],
             "send_message" => vec![request(Request::SendMessage(pb::SendMessage {
                 conversation_id: "c".into(),
                 client_message_id: "m".into(),

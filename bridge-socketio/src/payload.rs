@@ -192,9 +192,28 @@ pub fn send_message(
     let object = payload.as_object().ok_or_else(|| ValidationError::new("payload", "must be an object"))?;
     let conversation_id = string_field(object, "conversationId")?.ok_or_else(|| ValidationError::new("conversationId", "is required"))?;
     validate::parse_id("conversationId", conversation_id)?;
-    let content = match object.get("content") {
+    let content = content(object.get("content"))?;
+    validate::message_content(Some(&content), max_message_bytes)?;
+    let client_message_id = match string_field(object, "clientMessageId")? {
+        Some(id) => id.to_owned(),
+        None => fresh_id(),
+    };
+    validate::client_message_id(&client_message_id)?;
+    let reply_to_seq = match object.get("replyTo") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ValidationError::new("replyTo", "must be the seq of a message (a positive integer)"))?,
+    };
+    Ok(pb::SendMessage { conversation_id: conversation_id.to_owned(), client_message_id, content: Some(content), reply_to_seq })
+}
+
+/// Reads a message's `content`: a string (plain text) or `{text, type?, format?}`.
+pub fn content(value: Option<&Value>) -> Result<pb::MessageContent, ValidationError> {
+    match value {
         Some(Value::String(text)) => {
-            pb::MessageContent { text: text.clone(), r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() }
+            Ok(pb::MessageContent { text: text.clone(), r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() })
         }
         Some(Value::Object(c)) => {
             let text = string_field(c, "text")?.unwrap_or_default().to_owned();
@@ -210,25 +229,11 @@ pub fn send_message(
                 "markdown" => pb::TextFormat::Markdown,
                 other => return Err(ValidationError::new("content.format", format!("{other:?} is not plain or markdown"))),
             };
-            pb::MessageContent { text, r#type: r#type.into(), format: format.into() }
+            Ok(pb::MessageContent { text, r#type: r#type.into(), format: format.into() })
         }
-        Some(_) => return Err(ValidationError::new("content", "must be a string or an object {text, type, format}")),
-        None => return Err(ValidationError::new("content", "is required")),
-    };
-    validate::message_content(Some(&content), max_message_bytes)?;
-    let client_message_id = match string_field(object, "clientMessageId")? {
-        Some(id) => id.to_owned(),
-        None => fresh_id(),
-    };
-    validate::client_message_id(&client_message_id)?;
-    let reply_to_seq = match object.get("replyTo") {
-        None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_u64()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| ValidationError::new("replyTo", "must be the seq of a message (a positive integer)"))?,
-    };
-    Ok(pb::SendMessage { conversation_id: conversation_id.to_owned(), client_message_id, content: Some(content), reply_to_seq })
+        Some(_) => Err(ValidationError::new("content", "must be a string or an object {text, type, format}")),
+        None => Err(ValidationError::new("content", "is required")),
+    }
 }
 
 fn string_field<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, ValidationError> {

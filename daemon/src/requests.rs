@@ -203,13 +203,14 @@ impl Append {
         matches!(self.entry, AppendEntry::Message { .. })
     }
 
-    /// The shard command, answered through `reply`.
-    pub fn into_command(self, caller: Identity, origin: SessionId, reply: SendReply) -> Command {
+    /// The shard command, answered through `reply`. `echo`: the sending session gets its
+    /// own new message back too.
+    pub fn into_command(self, caller: Identity, origin: SessionId, echo: bool, reply: SendReply) -> Command {
         let id = self.conversation;
         let submitted = Instant::now();
         match self.entry {
             AppendEntry::Message { client_message_id, content, reply_to_seq } => {
-                Command::Send { id, caller, origin, client_message_id, content, reply_to_seq, submitted, reply }
+                Command::Send { id, caller, origin, echo, client_message_id, content, reply_to_seq, submitted, reply }
             }
             AppendEntry::Event { client_event_id, request } => {
                 Command::Event { id, caller, origin, client_event_id, request, submitted, reply }

@@ -191,17 +191,17 @@ async fn authenticate(
     ctx: &SessionContext,
     send: quinn::SendStream,
     reader: &mut FrameReader,
-) -> Option<(u64, Identity, quinn::SendStream)> {
+) -> Option<(u64, Identity, bool, quinn::SendStream)> {
     let deadline = Instant::now() + ctx.limits.auth_timeout;
 
     let first = tokio::time::timeout_at(deadline.into(), reader.next()).await;
-    let (request_id, token) = match first {
+    let (request_id, hello) = match first {
         Err(_) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
             refuse(link, send, unauthorized_frame("authentication timed out"), close_code::UNAUTHORIZED, "authentication timed out").await;
             return None;
         }
-        Ok(Ok(Some(pb::ClientFrame { request_id, request: Some(Request::Authenticate(a)) }))) => (request_id, a.token),
+        Ok(Ok(Some(pb::ClientFrame { request_id, request: Some(Request::Authenticate(a)) }))) => (request_id, a),
         Ok(Ok(Some(_))) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "not_first").increment(1);
             let reason = "the first frame of a session must be Authenticate";
@@ -218,7 +218,7 @@ async fn authenticate(
             return None;
         }
     };
-    let identity = match ctx.auth.verify(&token) {
+    let identity = match ctx.auth.verify(&hello.token) {
         Ok(id) => id,
         Err(e) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "token").increment(1);
@@ -238,7 +238,7 @@ async fn authenticate(
         refuse(link, send, frame, close_code::NORMAL, "internal error").await;
         return None;
     }
-    Some((request_id, identity, send))
+    Some((request_id, identity, hello.echo_own_messages, send))
 }
 
 /// Serves one session stream, from `Authenticate` to its end.
@@ -246,7 +246,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size);
     // Boxed, like the ending: what only the first moments need must not weigh on every
     // idle session's task.
-    let Some((request_id, identity, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else { return };
+    let Some((request_id, identity, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else { return };
     if reader.buf.is_empty() {
         // The buffer that held the token: an idle session keeps none.
         reader.buf = BytesMut::new();
@@ -281,6 +281,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
         ctx: ctx.clone(),
         identity,
         id,
+        echo_own_messages,
         out: out_tx,
         handle,
         rooms: std::sync::Mutex::new(HashSet::new()),
@@ -422,6 +423,8 @@ struct Session {
     ctx: Arc<SessionContext>,
     identity: Identity,
     id: SessionId,
+    /// The client asked for its own new messages back (`Authenticate.echo_own_messages`).
+    echo_own_messages: bool,
     out: outbound::Sender,
     /// This session as the registry and rooms see it.
     handle: SessionHandle,
@@ -500,7 +503,7 @@ impl Session {
                 // Answered from the shard's thread (see [`AckTo`]), not by a task of its own.
                 let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
                 let (shard, message) = (append.shard, append.is_message());
-                let cmd = append.into_command(self.identity.clone(), self.id, SendReply::new(move |result| ack.answer(result)));
+                let cmd = append.into_command(self.identity.clone(), self.id, self.echo_own_messages, SendReply::new(move |result| ack.answer(result)));
                 if message {
                     crate::ops::hot().stage_receive.record(started.elapsed().as_secs_f64());
                 }

@@ -153,6 +153,8 @@ pub enum Command {
         id: ConversationKey,
         caller: Identity,
         origin: SessionId,
+        /// The sending session gets the new message too (`Authenticate.echo_own_messages`).
+        echo: bool,
         client_message_id: String,
         content: pb::MessageContent,
         /// The message replied to (0: none).
@@ -872,11 +874,11 @@ impl Shard {
                 let r = self.remove(id, &caller, origin, &user, p);
                 p.reply(reply, r);
             }
-            Command::Send { id, caller, origin, client_message_id, content, reply_to_seq, submitted, reply } => {
+            Command::Send { id, caller, origin, echo, client_message_id, content, reply_to_seq, submitted, reply } => {
                 let started = Instant::now();
                 let hot = crate::ops::hot();
                 hot.stage_queue.record(started.duration_since(submitted).as_secs_f64());
-                let r = self.send(id, &caller, origin, client_message_id, content, reply_to_seq, p);
+                let r = self.send(id, &caller, (!echo).then_some(origin), client_message_id, content, reply_to_seq, p);
                 hot.stage_sequence.record(started.elapsed().as_secs_f64());
                 p.reply(reply, r);
             }
@@ -1136,7 +1138,9 @@ impl Shard {
         &mut self,
         id: ConversationKey,
         caller: &Identity,
-        origin: SessionId,
+        // The session not to deliver the new message to (its sender's, unless it asked for
+        // an echo).
+        origin: Option<SessionId>,
         client_message_id: String,
         content: pb::MessageContent,
         reply_to_seq: u64,
@@ -1231,7 +1235,7 @@ impl Shard {
             muted: c.meta.muted,
         });
         c.last_message = Some(message);
-        p.fanout.push(Fanout { recipients, origin: Some(origin), frame, message: true, notice });
+        p.fanout.push(Fanout { recipients, origin, frame, message: true, notice });
         Ok(accepted)
     }
 

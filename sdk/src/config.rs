@@ -88,6 +88,11 @@ pub struct ClientConfig {
     /// (the newest first kept); 0 keeps none. Each held message costs a copy of it: a
     /// program holding many sessions (a gateway, a load generator) sets this low or to 0.
     pub timeline_capacity: usize,
+    /// The user's own new messages sent through this client come back as
+    /// [`Event::Message`](crate::Event::Message) too, in their place in the log, so that
+    /// the events hold every seq of a conversation. Off by default (the send reports
+    /// them); a gateway that relays the whole log to a client of its own turns it on.
+    pub echo_own_messages: bool,
     /// How long a send may wait for its acknowledgment, including time spent queued in
     /// the outbox while the client reconnects (see [`Client::send`](crate::Client::send)).
     pub send_timeout: Duration,
@@ -234,6 +239,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("reconnect", &self.reconnect)
             .field("outbox_capacity", &self.outbox_capacity)
             .field("timeline_capacity", &self.timeline_capacity)
+            .field("echo_own_messages", &self.echo_own_messages)
             .field("send_timeout", &self.send_timeout)
             .field("resume_cursors", &format_args!("<{} conversations>", self.resume_cursors.len()))
             .field("idle_timeout", &self.idle_timeout)
@@ -266,6 +272,7 @@ impl ClientConfig {
             reconnect: ReconnectPolicy::default(),
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
             timeline_capacity: DEFAULT_TIMELINE_CAPACITY,
+            echo_own_messages: false,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             resume_cursors: Vec::new(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -351,6 +358,12 @@ impl ClientConfig {
     /// [`ClientConfig::timeline_capacity`].
     pub fn with_timeline_capacity(mut self, messages_per_conversation: usize) -> Self {
         self.timeline_capacity = messages_per_conversation;
+        self
+    }
+
+    /// Own new messages come back as events too; see [`ClientConfig::echo_own_messages`].
+    pub fn with_own_messages_echoed(mut self, on: bool) -> Self {
+        self.echo_own_messages = on;
         self
     }
 

@@ -77,6 +77,7 @@ pub(crate) async fn establish(
             request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
                 token: config.token.clone(),
                 client_info: config.client_info.clone(),
+                echo_own_messages: config.echo_own_messages,
             })),
         };
         send.write_all(&codec::encode(&hello))

@@ -385,6 +385,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         crate::inbox::DEFAULT_MAX_HELD,
         config.timeline_capacity,
     );
+    state.echo_own_messages(config.echo_own_messages);
     let resume = !config.resume_cursors.is_empty();
     state.start_from_cursors(&config.resume_cursors);
     // Until the first cursors are set, live events wait (see `ClientState::on_event`).

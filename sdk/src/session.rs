@@ -31,6 +31,8 @@ pub struct SessionInfo {
     pub max_message_bytes: usize,
     /// Server time when the session was authenticated, milliseconds since the epoch.
     pub server_time_ms: i64,
+    /// The user's display name, when the token carries one (else empty).
+    pub display_name: String,
 }
 
 impl SessionInfo {
@@ -47,6 +49,7 @@ impl SessionInfo {
             server_time_ms: a.server_time_ms,
             user_id: a.user_id,
             session_id: a.session_id,
+            display_name: a.display_name,
         }
     }
 }

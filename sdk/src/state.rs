@@ -90,6 +90,10 @@ pub(crate) struct ClientState {
     /// acknowledgment of the user's own (events and answers travel separately), and the
     /// acknowledgment fills the gap without a round trip to the store.
     deferred_gaps: BTreeSet<String>,
+    /// The server delivers this session's own new messages back to it
+    /// ([`ClientConfig::with_own_messages_echoed`](crate::ClientConfig::with_own_messages_echoed)):
+    /// they are delivered like everyone else's, and nothing is skipped.
+    echo_own: bool,
 }
 
 impl ClientState {
@@ -112,7 +116,13 @@ impl ClientState {
             finished: false,
             timeline: Timeline::with_capacity(timeline_capacity),
             deferred_gaps: BTreeSet::new(),
+            echo_own: false,
         }
+    }
+
+    /// The server echoes this session's own new messages: deliver them, skip none.
+    pub(crate) fn echo_own_messages(&mut self, on: bool) {
+        self.echo_own = on;
     }
 
     // ───────────────────────────── events for the app ─────────────────────────────
@@ -294,7 +304,8 @@ impl ClientState {
     /// Makes a gap fetch now, or, while this session's own sends into the conversation
     /// are unanswered, after their answers (which may fill the gap).
     fn fetch_or_defer(&mut self, fetch: Fetch, effects: &mut Effects) {
-        if self.outbox.has_pending_in(&fetch.conversation_id) {
+        // With echoes, an acknowledgment fills no gap: the echo arrives in its place.
+        if !self.echo_own && self.outbox.has_pending_in(&fetch.conversation_id) {
             self.inbox.fetch_failed(&fetch.conversation_id);
             self.deferred_gaps.insert(fetch.conversation_id);
         } else {
@@ -319,7 +330,8 @@ impl ClientState {
 
     /// A message of the user's that this session sent and still waits to hear about.
     fn is_own_waiting(&self, m: &pb::Message) -> bool {
-        m.sender_id == self.me && self.outbox.is_waiting(&m.conversation_id, &m.client_message_id)
+        !self.echo_own
+            && m.sender_id == self.me && self.outbox.is_waiting(&m.conversation_id, &m.client_message_id)
     }
 
     /// Queues in-order messages for the app and works out the delivery reports.
@@ -360,8 +372,9 @@ impl ClientState {
         match reply {
             Ok(page) => {
                 let mut out = Vec::new();
-                let (me, outbox) = (&self.me, &self.outbox);
-                let own = |m: &pb::Message| m.sender_id == *me && outbox.is_waiting(&m.conversation_id, &m.client_message_id);
+                let (me, outbox, echo) = (&self.me, &self.outbox, self.echo_own);
+                let own =
+                    |m: &pb::Message| !echo && m.sender_id == *me && outbox.is_waiting(&m.conversation_id, &m.client_message_id);
                 effects.fetches.extend(self.inbox.fetched(fetch, page, own, &mut out));
                 self.deliver(out, &mut effects);
             }
@@ -528,8 +541,9 @@ impl ClientState {
             _ => None,
         };
         let conversation = accepted_in.or_else(|| pending.as_ref().map(|p| p.message.conversation_id.clone()));
-        // Even when the caller gave up, the seq is ours: never deliver it back.
-        if let (Ok(pb::ack::Result::MessageAccepted(a)), Some(conversation)) = (&reply, &conversation) {
+        // Even when the caller gave up, the seq is ours: never deliver it back (unless the
+        // server echoes it, in its place in the log).
+        if let (Ok(pb::ack::Result::MessageAccepted(a)), Some(conversation), false) = (&reply, &conversation, self.echo_own) {
             let mut out = Vec::new();
             self.inbox.own_sent(conversation, a.seq, &mut out);
             self.deliver(out, &mut effects);

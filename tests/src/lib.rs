@@ -388,7 +388,7 @@ impl RawSession {
 
     /// Authenticates with `token` (request id 1); must succeed.
     pub async fn authenticate(&mut self, token: &str) -> anyhow::Result<pb::Authenticated> {
-        let auth = pb::Authenticate { token: token.to_owned(), client_info: "legalchat-tests raw session".into() };
+        let auth = pb::Authenticate { token: token.to_owned(), client_info: "legalchat-tests raw session".into(), ..Default::default() };
         match self.request(1, pb::client_frame::Request::Authenticate(auth)).await? {
             pb::server_frame::Event::Ack(pb::Ack { result: Some(pb::ack::Result::Authenticated(a)), .. }) => Ok(a),
             other => bail!("authentication failed: {other:?}"),

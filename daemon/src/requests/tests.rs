@@ -158,7 +158,7 @@ fn a_send_becomes_the_shards_send_command_with_the_caller_and_session() {
     let Plan::Append(append) = plan_of(request) else { panic!("not an append") };
     assert!(append.is_message());
     let (reply, _rx) = SendReply::channel();
-    match append.into_command(alice(), 9, reply) {
+    match append.into_command(alice(), 9, false, reply) {
         Command::Send { id: c, caller, origin, client_message_id, reply_to_seq, .. } => {
             assert_eq!((c, caller.user_id.as_str(), origin, client_message_id.as_str(), reply_to_seq), (id, "alice", 9, "m1", 2));
         }

@@ -38,6 +38,7 @@ fn send(reply: SendReply) -> Command {
         id: [1; 16],
         caller: Identity { user_id: "alice".into(), role: Role::Advocate, name: None },
         origin: 1,
+        echo: false,
         client_message_id: "m1".into(),
         content: pb::MessageContent { text: "hello".into(), ..Default::default() },
         reply_to_seq: 0,

@@ -73,6 +73,7 @@ fn send_as(who: Identity, client_message_id: &str, text: &str, reply_to_seq: u64
         id: CONV,
         caller: who,
         origin: 1,
+        echo: false,
         client_message_id: client_message_id.into(),
         content,
         reply_to_seq,

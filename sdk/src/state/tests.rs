@@ -224,6 +224,25 @@ fn own_sends_are_never_delivered_back() {
 }
 
 #[test]
+fn echoed_own_messages_are_delivered_in_their_place() {
+    let mut s = live_state(&[(C, 0)]);
+    s.echo_own_messages(true);
+    let (tx, mut rx) = oneshot::channel();
+    let entry = s.queue_send(send(C, "cm-c1-2"), tx).expect("queued");
+    // Bob's 1, then the echo of ours as 2, then Bob's 3; the ack comes last.
+    for m in [msg(C, 1, "bob"), msg(C, 2, ME), msg(C, 3, "bob")] {
+        assert!(live(&mut s, Event::Message(m)).fetches.is_empty());
+    }
+    let _ = s.send_answered(entry, accepted(C, 2, false));
+    assert_eq!(rx.try_recv().expect("answered").expect("stored").seq, 2);
+    assert_eq!(summary(&drain(&mut s)), ["c1#1", "c1#2", "c1#3"], "every seq, ours included, once and in order");
+    // A gap is a gap: fetched at once, not deferred for our pending sends.
+    let (tx, _rx) = oneshot::channel();
+    s.queue_send(send(C, "cm-c1-9"), tx).expect("queued");
+    assert_eq!(live(&mut s, Event::Message(msg(C, 5, "bob"))).fetches, [Fetch { conversation_id: C.into(), after_seq: 3 }]);
+}
+
+#[test]
 fn an_ack_that_fills_a_gap_releases_what_waited_behind_it() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, _rx) = oneshot::channel();

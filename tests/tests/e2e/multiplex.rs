@@ -123,7 +123,7 @@ async fn raw_session(conn: &quinn::Connection, token: String) -> (quinn::SendStr
     let (mut send, mut recv) = conn.open_bi().await.expect("a session stream");
     let hello = pb::ClientFrame {
         request_id: 1,
-        request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate { token, client_info: "raw".into() })),
+        request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate { token, client_info: "raw".into(), ..Default::default() })),
     };
     send.write_all(&codec::encode(&hello)).await.expect("Authenticate goes out");
     let mut buf = bytes::BytesMut::new();

@@ -1,0 +1,441 @@
+//! The Socket.IO server: sockets in, daemon sessions out.
+//!
+//! ```text
+//!  handshake {auth: {token, cursors}} ──► middleware: Client::connect (shared QUIC connection,
+//!        │                                resume from cursors, own messages echoed)
+//!        │                                refused ──► connect_error "unauthorized: <reason>"
+//!        ▼
+//!  connected ──► `authenticated` {userId, …, cursors} ──► pump: Client::next_event ──► emit
+//!        │        (without a token: `authenticate` within auth_timeout, else `unauthorized`)
+//!        ├── request events ──► incoming::handle ──► acknowledgement {…} | {error}
+//!        └── disconnect ──► Client::close (the session ends; the daemon keeps everything)
+//! ```
+//!
+//! The bridge holds no chat state: a socket's session is an SDK [`Client`] whose cursors,
+//! outbox and catch-up do the work. When the daemon connection drops, the client
+//! reconnects and catches up by itself, and the browser hears `connection_state` only.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use legalchat_protocol::pb;
+use legalchat_protocol::validate;
+use legalchat_sdk::{Client, ClientConfig, ClientEndpoint};
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler as _;
+use socketioxide::{SendError, SocketError, SocketIo, TransportType};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::{debug, info, warn};
+
+use crate::config::BridgeConfig;
+use crate::incoming::{self, Failure};
+use crate::outgoing::{self, Outgoing};
+use crate::pool::{DaemonPool, Lease};
+
+/// Most conversations a handshake's `cursors` may name.
+pub const MAX_CURSORS: usize = 10_000;
+/// How often a socket whose queue is full is looked at again.
+const FULL_QUEUE_RETRY: Duration = Duration::from_millis(10);
+
+/// The bridge's shared parts.
+#[derive(Debug)]
+pub struct Bridge {
+    config: BridgeConfig,
+    pool: DaemonPool,
+}
+
+/// A socket's daemon session.
+#[derive(Debug)]
+struct Session {
+    client: Client,
+    _lease: Lease,
+}
+
+/// What the bridge keeps per socket: its session once authenticated.
+#[derive(Debug, Default)]
+struct Slot {
+    session: OnceLock<Arc<Session>>,
+    /// An authentication is under way or done: a second `authenticate` is refused.
+    claimed: AtomicBool,
+}
+
+/// Why a handshake was refused: the `connect_error` message.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A running bridge.
+#[derive(Debug)]
+pub struct RunningBridge {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    io: SocketIo,
+    bridge: Arc<Bridge>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningBridge {
+    /// Sessions currently open, per connection, per daemon.
+    pub fn sessions(&self) -> Vec<(SocketAddr, Vec<usize>)> {
+        self.bridge.pool.sessions()
+    }
+
+    /// Disconnects every socket, ends their sessions and stops listening.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for socket in self.io.sockets() {
+            let _ = socket.disconnect();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.bridge.pool.close();
+    }
+
+    /// Waits until the server stops by itself (it does not, short of an IO error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match (&mut self.server).await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Binds `config.listen` and serves Socket.IO (WebSocket and long-polling), `/healthz`,
+/// the development sign-in list and the web app.
+pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let bind: SocketAddr = if config.daemons[0].is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let endpoint = ClientEndpoint::bind(bind)?;
+    let pool = DaemonPool::new(&config.daemons, &endpoint, config.sessions_per_connection);
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let bridge = Arc::new(Bridge { config, pool });
+
+    let (layer, io) = SocketIo::builder()
+        .max_buffer_size(bridge.config.socket_buffer)
+        .max_payload(bridge.config.max_payload)
+        .transports([TransportType::Polling, TransportType::Websocket])
+        .with_state(bridge.clone())
+        .build_layer();
+    io.ns("/", on_connect.with(handshake));
+
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/dev/accounts", get(dev_accounts))
+        .with_state(bridge.clone());
+    if let Some(root) = &bridge.config.web_root {
+        app = app.fallback_service(tower_http::services::ServeDir::new(root).append_index_html_on_directories(true));
+    }
+    let app = app.layer(layer).layer(cors(&bridge.config.cors_origins));
+
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    info!(%addr, daemons = ?bridge.config.daemons, "bridge listening");
+    Ok(RunningBridge { addr, io, bridge, server, stop })
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new().allow_methods([axum::http::Method::GET, axum::http::Method::POST]).allow_headers([
+        axum::http::header::CONTENT_TYPE,
+    ]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list = origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok());
+        layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+async fn healthz(axum::extract::State(bridge): axum::extract::State<Arc<Bridge>>) -> impl IntoResponse {
+    let sessions: usize = bridge.pool.sessions().iter().flat_map(|(_, c)| c.iter()).sum();
+    axum::Json(json!({"ok": true, "sessions": sessions}))
+}
+
+/// The demo accounts for the sign-in page; development mode only (404 otherwise).
+async fn dev_accounts(axum::extract::State(bridge): axum::extract::State<Arc<Bridge>>) -> axum::response::Response {
+    if bridge.config.demo_accounts.is_empty() {
+        return (axum::http::StatusCode::NOT_FOUND, "no demo accounts: the bridge is not in development mode").into_response();
+    }
+    let accounts: Vec<Value> =
+        bridge.config.demo_accounts.iter().map(|a| json!({"userId": a.user_id, "role": a.role, "token": a.token})).collect();
+    axum::Json(json!({"accounts": accounts})).into_response()
+}
+
+/// Reads `{token, cursors}` (the handshake's `auth`, or an `authenticate` payload).
+fn credentials(auth: &Value) -> Result<(Option<String>, Vec<(String, u64)>), String> {
+    let token = match auth.get("token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t.is_empty() => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err("auth.token must be a string (the JWT)".into()),
+    };
+    let cursors = match auth.get("cursors") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => {
+            if map.len() > MAX_CURSORS {
+                return Err(format!("auth.cursors names {} conversations; at most {MAX_CURSORS}", map.len()));
+            }
+            let mut cursors = Vec::with_capacity(map.len());
+            for (conversation, seq) in map {
+                validate::parse_id("auth.cursors", conversation).map_err(|e| format!("{}: {}", e.field, e.reason))?;
+                let seq = seq.as_u64().ok_or_else(|| format!("auth.cursors[{conversation:?}] must be a seq (a non-negative integer)"))?;
+                cursors.push((conversation.clone(), seq));
+            }
+            cursors
+        }
+        Some(_) => return Err("auth.cursors must be an object {conversationId: seq}".into()),
+    };
+    Ok((token, cursors))
+}
+
+impl Bridge {
+    /// A daemon session for `token`, resuming after `cursors` when given.
+    async fn open_session(&self, token: String, cursors: Vec<(String, u64)>) -> Result<Arc<Session>, Failure> {
+        let lease = self.pool.lease();
+        let config = ClientConfig::new(lease.addr, token)
+            .with_ca_pem(self.config.ca_pem.clone())
+            .with_server_name(self.config.server_name.clone())
+            .with_shared_connection(lease.connection.clone())
+            .with_client_info("legalchat-bridge (Socket.IO)")
+            .with_timeline_capacity(0)
+            .with_own_messages_echoed(true)
+            .with_resume_cursors(cursors);
+        let client = Client::connect(config).await.map_err(|e| {
+            let failure = Failure::from(e);
+            debug!(code = failure.code, reason = %failure.message, "a socket's session was refused");
+            failure
+        })?;
+        Ok(Arc::new(Session { client, _lease: lease }))
+    }
+}
+
+/// Handshake middleware: with a token, the session is opened now and a refusal is the
+/// socket's `connect_error`; without one, the socket must `authenticate`.
+async fn handshake(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(auth): TryData<Value>) -> Result<(), Refused> {
+    let slot = Arc::new(Slot::default());
+    s.extensions.insert(slot.clone());
+    let auth = auth.unwrap_or(Value::Null);
+    let (token, cursors) = credentials(&auth).map_err(|e| Refused(format!("unauthorized: {e}")))?;
+    let Some(token) = token else { return Ok(()) };
+    slot.claimed.store(true, Ordering::Release);
+    let session = bridge.open_session(token, cursors).await.map_err(|f| {
+        let reason = if f.code == "UNAUTHENTICATED" { f.message } else { format!("unavailable: {}", f.message) };
+        Refused(if reason.starts_with("unauthorized") || reason.starts_with("unavailable") { reason } else { format!("unauthorized: {reason}") })
+    })?;
+    let _ = slot.session.set(session);
+    Ok(())
+}
+
+fn slot(s: &SocketRef) -> Arc<Slot> {
+    // Inserted by the handshake, which runs before anything else of the socket.
+    s.extensions.get::<Arc<Slot>>().unwrap_or_default()
+}
+
+async fn on_connect(s: SocketRef, State(bridge): State<Arc<Bridge>>) {
+    let this = slot(&s);
+    s.on("authenticate", authenticate);
+    for &name in incoming::REQUESTS {
+        s.on(name, async move |s: SocketRef, TryData(payload): TryData<Value>, ack: AckSender| {
+            request(s, name, payload, ack).await;
+        });
+    }
+    s.on_disconnect(async |s: SocketRef| {
+        if let Some(session) = slot(&s).session.get().cloned() {
+            tokio::spawn(async move { session.client.close().await });
+        }
+    });
+    match this.session.get().cloned() {
+        Some(session) => begin(&s, session, bridge.config.slow_socket_grace),
+        None => {
+            // Without a token in the handshake: `authenticate` must come in time.
+            let timeout = bridge.config.auth_timeout;
+            let socket = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if socket.connected() && this.session.get().is_none() && !this.claimed.load(Ordering::Acquire) {
+                    let message = format!("no token: send auth.token in the handshake or an authenticate event within {} s", timeout.as_secs());
+                    let _ = socket.emit("unauthorized", &json!({"code": "UNAUTHENTICATED", "message": message}));
+                    let _ = socket.disconnect();
+                }
+            });
+        }
+    }
+}
+
+/// `authenticate {token, cursors?}`: the session for a socket that connected without a
+/// token. A refusal is `unauthorized`, and the socket is closed.
+async fn authenticate(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(payload): TryData<Value>, ack: AckSender) {
+    let slot = slot(&s);
+    if slot.claimed.swap(true, Ordering::AcqRel) {
+        let failure = Failure { code: "ALREADY_EXISTS", message: "this socket is authenticated already".into() };
+        let _ = ack.send(&failure.to_json());
+        return;
+    }
+    let refuse = |s: &SocketRef, ack: AckSender, failure: Failure| {
+        let _ = ack.send(&failure.to_json());
+        let _ = s.emit("unauthorized", &json!({"code": "UNAUTHENTICATED", "message": failure.message}));
+        let _ = s.clone().disconnect();
+    };
+    let (token, cursors) = match payload.map_err(|e| e.to_string()).and_then(|p| credentials(&p)) {
+        Ok((Some(token), cursors)) => (token, cursors),
+        Ok((None, _)) => return refuse(&s, ack, Failure { code: "UNAUTHENTICATED", message: "token is required".into() }),
+        Err(e) => return refuse(&s, ack, Failure { code: "UNAUTHENTICATED", message: e }),
+    };
+    match bridge.open_session(token, cursors).await {
+        Ok(session) => {
+            let _ = slot.session.set(session.clone());
+            let _ = ack.send(&identity(&session.client));
+            if s.connected() {
+                begin(&s, session, bridge.config.slow_socket_grace);
+            } else {
+                session.client.close().await;
+            }
+        }
+        Err(failure) => refuse(&s, ack, failure),
+    }
+}
+
+/// Who the session is, and where its cursors start: the first event of every socket.
+fn identity(client: &Client) -> Value {
+    let info = client.session();
+    let role = match info.role {
+        pb::UserRole::Advocate => "advocate",
+        pb::UserRole::Client => "client",
+        pb::UserRole::Admin => "admin",
+        _ => "staff",
+    };
+    let cursors: serde_json::Map<String, Value> = client.cursors().into_iter().map(|(c, s)| (c, json!(s))).collect();
+    json!({
+        "userId": info.user_id,
+        "role": role,
+        "displayName": info.display_name,
+        "sessionId": info.session_id,
+        "maxMessageBytes": info.max_message_bytes,
+        "cursors": cursors,
+    })
+}
+
+/// Tells the browser who it is, then relays the session's events until either side ends.
+fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
+    let _ = s.emit("authenticated", &identity(&session.client));
+    let socket = s.clone();
+    tokio::spawn(async move {
+        while let Some(event) = session.client.next_event().await {
+            let Some(out) = outgoing::translate(event) else { continue };
+            match emit(&socket, &out, grace).await {
+                Ok(()) if out.last => {
+                    let _ = socket.disconnect();
+                    break;
+                }
+                Ok(()) => {}
+                Err(Stop::Gone) => break,
+                Err(Stop::Slow) => {
+                    warn!(socket = %socket.id, "a browser fell behind by a full queue; disconnecting it to resync from its cursors");
+                    let _ = socket.disconnect();
+                    break;
+                }
+            }
+        }
+        session.client.close().await;
+    });
+}
+
+enum Stop {
+    /// The socket is gone.
+    Gone,
+    /// The socket's queue stayed full for the whole grace period.
+    Slow,
+}
+
+/// Queues `out` for the browser; a full queue is waited on for at most `grace`.
+async fn emit(s: &SocketRef, out: &Outgoing, grace: Duration) -> Result<(), Stop> {
+    let mut since: Option<Instant> = None;
+    loop {
+        match s.emit(out.name, &out.payload) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                let started = *since.get_or_insert_with(Instant::now);
+                if started.elapsed() >= grace {
+                    return Err(Stop::Slow);
+                }
+                tokio::time::sleep(FULL_QUEUE_RETRY).await;
+            }
+            Err(SendError::Serialize(e)) => {
+                warn!(event = out.name, error = %e, "an event could not be encoded; skipped");
+                return Ok(());
+            }
+            Err(_) => return Err(Stop::Gone),
+        }
+    }
+}
+
+/// One request event: answered through its acknowledgement.
+async fn request(s: SocketRef, name: &'static str, payload: Result<Value, socketioxide::ParserError>, ack: AckSender) {
+    let Some(session) = slot(&s).session.get().cloned() else {
+        let failure = Failure { code: "UNAUTHENTICATED", message: format!("{name}: authenticate first (auth.token or the authenticate event)") };
+        let _ = s.emit("unauthorized", &json!({"code": failure.code, "message": failure.message}));
+        let _ = ack.send(&failure.to_json());
+        return;
+    };
+    let outcome = match payload {
+        Ok(payload) => incoming::handle(&session.client, name, payload).await,
+        Err(e) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("payload: {e}") }),
+    };
+    match outcome {
+        Ok(answer) => {
+            if name == "send_message" {
+                // The requirements' flow, step 5: the sender hears that the message is stored.
+                let mut stored = answer.clone();
+                stored["status"] = json!("sent");
+                let _ = s.emit("message_delivered", &stored);
+            }
+            let _ = ack.send(&answer);
+        }
+        Err(failure) => {
+            debug!(event = name, code = failure.code, reason = %failure.message, "request refused");
+            let _ = ack.send(&failure.to_json());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_read_token_and_cursors() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let (token, cursors) = credentials(&json!({"token": "t", "cursors": {id: 4}})).unwrap();
+        assert_eq!((token.as_deref(), cursors), (Some("t"), vec![(id.to_string(), 4)]));
+        assert_eq!(credentials(&json!({})).unwrap(), (None, vec![]));
+        assert_eq!(credentials(&json!({"token": ""})).unwrap().0, None);
+    }
+
+    #[test]
+    fn bad_credentials_say_which_part() {
+        assert!(credentials(&json!({"token": 5})).unwrap_err().contains("auth.token"));
+        assert!(credentials(&json!({"token": "t", "cursors": [1]})).unwrap_err().contains("auth.cursors"));
+        assert!(credentials(&json!({"token": "t", "cursors": {"x": 1}})).unwrap_err().contains("auth.cursors"));
+        let id = "0123456789abcdef0123456789abcdef";
+        assert!(credentials(&json!({"token": "t", "cursors": {id: -1}})).unwrap_err().contains("non-negative"));
+    }
+}
