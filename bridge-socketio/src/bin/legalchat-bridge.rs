@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use legalchat_bridge::config::{self, BridgeConfig, parse_origins};
+use legalchat_bridge::config::{self, BridgeConfig, DemoAccount, parse_origins};
 
 /// The Socket.IO bridge for LegalChat web clients.
 #[derive(Debug, Parser)]
@@ -56,6 +56,10 @@ struct Args {
     /// Directory of the built web app to serve at `/`.
     #[arg(long, env = "LEGALCHAT_WEB_ROOT")]
     web_root: Option<PathBuf>,
+    /// Development only: a demo account the sign-in page offers, as `user:role:token`
+    /// (repeatable). Never in production: anyone who can reach the page signs in as it.
+    #[arg(long = "demo-account", value_name = "USER:ROLE:TOKEN")]
+    demo_accounts: Vec<String>,
 }
 
 #[tokio::main]
@@ -86,6 +90,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(root) = args.web_root {
         anyhow::ensure!(root.join("index.html").is_file(), "--web-root {}: no index.html there (build the web app first)", root.display());
         config.web_root = Some(root);
+    }
+    for account in &args.demo_accounts {
+        let mut parts = account.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(user), Some(role), Some(token)) if !user.is_empty() && !token.is_empty() => {
+                config.demo_accounts.push(DemoAccount { user_id: user.into(), role: role.into(), token: token.into() });
+            }
+            _ => anyhow::bail!("--demo-account must be USER:ROLE:TOKEN"),
+        }
+    }
+    if !config.demo_accounts.is_empty() {
+        tracing::warn!(accounts = config.demo_accounts.len(), "development mode: the sign-in page offers demo accounts to anyone who reaches it");
     }
     let bridge = legalchat_bridge::start(config).await?;
     println!("legalchat-bridge ready http={}", bridge.addr);

@@ -1,0 +1,182 @@
+// The JSON the bridge speaks, as TypeScript types. `bridge-socketio/README.md` is the
+// contract; these types follow it field by field.
+
+/** A point in time, RFC 3339 in UTC with milliseconds (`2026-12-03T10:28:09.645Z`). */
+export type Timestamp = string;
+
+export type ContentType = 'text' | 'file' | 'image' | 'document';
+export type TextFormat = 'plain' | 'markdown';
+export type UserRole = 'advocate' | 'client' | 'admin' | 'staff';
+export type ParticipantRole = 'member' | 'moderator' | 'admin';
+export type ConversationType = 'private' | 'group' | 'case' | 'support';
+
+/** What a message says. */
+export interface MessageContent {
+  text: string;
+  type: ContentType;
+  format: TextFormat;
+  attachments: unknown[];
+}
+
+/** What to send: plain text, or text with a format. */
+export type ContentInput = string | { text: string; type?: ContentType; format?: TextFormat };
+
+/** What a log entry that is not a message did. */
+export type EntryEvent =
+  | { type: 'edited'; targetSeq: number; content: { text: string; type: ContentType; format: TextFormat } | null; redacted: boolean }
+  | { type: 'deleted'; targetSeq: number }
+  | { type: 'reaction_added' | 'reaction_removed'; targetSeq: number; emoji: string }
+  | { type: 'pinned' | 'unpinned'; targetSeq: number }
+  | { type: 'participants_added'; participants: Participant[] }
+  | { type: 'participant_removed'; userId: string }
+  | { type: 'role_changed'; userId: string; role: ParticipantRole }
+  | { type: 'conversation_changed'; title: string; description: string; settings: ConversationSettings | null };
+
+/** One entry of a conversation's log: a message (`event` absent) or an event about one. */
+export interface Entry {
+  _id: string;
+  conversationId: string;
+  /** The entry's place in its conversation's log: 1, 2, 3, … without gaps. */
+  seq: number;
+  senderId: string;
+  clientMessageId: string;
+  timestamp: Timestamp;
+  /** Set on entries that are not messages. */
+  event?: EntryEvent;
+}
+
+/** A message entry, in the shape of the requirements' `MessageSchema` (plus `seq`). */
+export interface Message extends Entry {
+  content: MessageContent | null;
+  editedAt: Timestamp | null;
+  deletedAt: Timestamp | null;
+  deletedBy: string | null;
+  deliveryStatus: {
+    sent: Timestamp;
+    delivered: { userId: string; timestamp: Timestamp | null }[];
+    read: { userId: string; timestamp: Timestamp | null }[];
+  };
+  reactions: { userId: string; emoji: string }[];
+  /** The seq of the message this one replies to. */
+  replyTo: number | null;
+  replyPreview: { senderId: string; text: string; deleted: boolean } | null;
+  mentions: string[];
+  pinned: boolean;
+  /** The entry up to which this state is folded (see the `.proto`'s folding rule). */
+  stateSeq: number;
+}
+
+export interface Participant {
+  userId: string;
+  role: ParticipantRole;
+  joinedAt: Timestamp | null;
+  displayName: string;
+}
+
+export interface ConversationSettings {
+  encryption: boolean;
+  retention: number;
+  notifications: boolean;
+}
+
+/** A conversation, in the shape of the requirements' `ConversationSchema`. */
+export interface Conversation {
+  _id: string;
+  type: ConversationType | 'unknown';
+  participants: Participant[];
+  caseId: string | null;
+  title: string;
+  description: string;
+  settings: ConversationSettings | null;
+  lastMessage: { content: string; timestamp: Timestamp; senderId: string; seq: number } | null;
+  createdAt: Timestamp | null;
+  updatedAt: Timestamp | null;
+  lastSeq: number;
+  unreadCount: number;
+  mentionCount: number;
+  pinnedSeqs: number[];
+}
+
+/** The acknowledgement of a stored entry. */
+export interface StoredAck {
+  _id: string;
+  conversationId: string;
+  seq: number;
+  timestamp: Timestamp;
+  /** A retry of something already stored: the fields describe the original. */
+  duplicate: boolean;
+  clientMessageId?: string;
+}
+
+export interface HistoryPage {
+  conversationId: string;
+  messages: Message[];
+  hasMore: boolean;
+  lastSeq: number;
+}
+
+export interface Identity {
+  userId: string;
+  role: UserRole;
+  displayName: string;
+  sessionId: string;
+  maxMessageBytes: number;
+  /** Where this session's events start, per conversation. */
+  cursors: Record<string, number>;
+}
+
+export interface Receipt {
+  conversationId: string;
+  userId: string;
+  seq: number;
+  timestamp: Timestamp;
+  kind: 'delivered' | 'read';
+}
+
+export interface TypingSignal {
+  conversationId: string;
+  userId: string;
+  active: boolean;
+}
+
+export interface PresenceSignal {
+  userId: string;
+  online: boolean;
+  lastSeen: Timestamp | null;
+}
+
+export interface RoomUsers {
+  conversationId: string;
+  users: string[];
+}
+
+/** A refused request: the acknowledgement's `error`. */
+export interface ErrorBody {
+  code: string;
+  message: string;
+}
+
+/** How the client stands: `online` once authenticated on a live socket. */
+export type ClientState = 'idle' | 'connecting' | 'online' | 'offline' | 'closed';
+
+/** The events a `ChatClient` reports, with their arguments. */
+export interface ChatEvents {
+  /** A new message (the user's own too, from any device), exactly once, in seq order. */
+  message: [Message];
+  /** Every log entry, messages and events alike, exactly once, in seq order. */
+  entry: [Entry];
+  /** An entry that changes a message (edit, delete, reaction, pin). */
+  message_event: [Entry];
+  /** A conversation's participants or settings changed, or the user was added to one. */
+  conversation: [Conversation];
+  receipt: [Receipt];
+  typing: [TypingSignal];
+  presence: [PresenceSignal];
+  room_users: [RoomUsers];
+  state: [ClientState, string?];
+  /** The bridge's session with the daemon: `disconnected`, `reconnecting`, `resumed`. */
+  server_state: [{ state: string; reason?: string; attempt?: number; delayMs?: number; missed?: number }];
+  /** The token was refused; the client has stopped. Get a new token and `connect` again. */
+  unauthorized: [ErrorBody];
+  error: [ErrorBody];
+}
