@@ -44,6 +44,9 @@ use crate::pool::{DaemonPool, Lease};
 pub const MAX_CURSORS: usize = 10_000;
 /// How often a socket whose queue is full is looked at again.
 const FULL_QUEUE_RETRY: Duration = Duration::from_millis(10);
+/// How long a disconnect waits for a place in a full queue (the Engine.IO heartbeat
+/// closes a connection that stays stalled longer).
+const CLOSE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The bridge's shared parts.
 #[derive(Debug)]
@@ -343,20 +346,34 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
             let Some(out) = outgoing::translate(event) else { continue };
             match emit(&socket, &out, grace).await {
                 Ok(()) if out.last => {
-                    let _ = socket.disconnect();
+                    close(&socket).await;
                     break;
                 }
                 Ok(()) => {}
                 Err(Stop::Gone) => break,
                 Err(Stop::Slow) => {
                     warn!(socket = %socket.id, "a browser fell behind by a full queue; disconnecting it to resync from its cursors");
-                    let _ = socket.disconnect();
+                    close(&socket).await;
                     break;
                 }
             }
         }
         session.client.close().await;
     });
+}
+
+/// Disconnects a socket. The disconnect packet needs a place in the socket's queue: while
+/// the queue is full it is tried again, so that a browser that reads again hears
+/// `io server disconnect` after what was queued before it (and resyncs from its cursors).
+/// One that never reads again is closed by the Engine.IO heartbeat.
+async fn close(socket: &SocketRef) {
+    let deadline = Instant::now() + CLOSE_PATIENCE;
+    while socket.connected() {
+        match socket.clone().disconnect() {
+            Err(SocketError::InternalChannelFull) if Instant::now() < deadline => tokio::time::sleep(FULL_QUEUE_RETRY).await,
+            _ => return,
+        }
+    }
 }
 
 enum Stop {
