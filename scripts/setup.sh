@@ -17,10 +17,15 @@ have_libclang() {
 }
 have_libclang || need+=(libclang-dev)
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
-# CI runs every test, and the Socket.IO peer's tests need Node.js and npm.
-if [ "${CI:-}" = "true" ]; then
+# The web app is built with Node.js and npm (LEGALCHAT_WITH_NODE=1: scripts/dev.sh). CI
+# runs every test: the Socket.IO peer's and the bridge's need Node.js and npm, the web
+# app's end-to-end tests a headless Chromium (Debian's; nothing is downloaded at test time).
+if [ "${CI:-}" = "true" ] || [ "${LEGALCHAT_WITH_NODE:-}" = "1" ]; then
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
+if [ "${CI:-}" = "true" ]; then
+  command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
 
 if ((${#need[@]})); then

@@ -14,3 +14,21 @@ cargo test --workspace --all-targets "$@"
 # crate, so that apps embedding the SDK do not compile an HTML sanitizer they do not use.
 cargo test -p legalchat-protocol --features html --all-targets "$@"
 cargo test --workspace --doc
+
+# The bridge and the web app: Node tests with the official socket.io-client against a real
+# daemon and bridge, and end-to-end tests in headless Chromium. Without Node.js they are
+# skipped here (and fail under CI=true).
+web=bridge-socketio/web
+if command -v npm >/dev/null 2>&1; then
+  cargo build -p legalchat-daemon --bin legalchatd -p legalchat-bridge --bin legalchat-bridge
+  (cd "$web" && { npm ls >/dev/null 2>&1 || npm ci --no-audit --no-fund; } && node build.mjs)
+  # One file at a time: each starts its own daemon and bridge.
+  for t in "$web"/test/*.test.mjs; do
+    (cd "$web" && node --test "test/$(basename "$t")")
+  done
+elif [ "${CI:-}" = "true" ]; then
+  echo "test: Node.js and npm are required for the bridge and web app tests under CI" >&2
+  exit 1
+else
+  echo "test: SKIPPED the bridge and web app tests: Node.js and npm are not installed" >&2
+fi

@@ -2,7 +2,8 @@
 //! build an identical binary (the end-to-end tests do).
 
 use std::io::Write as _;
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -32,10 +33,13 @@ enum Cmd {
         config: ConfigArgs,
     },
     /// Development mode: like `run --dev`, and also creates demo accounts and
-    /// conversations and prints a token for each demo user.
+    /// conversations, prints a token for each demo user, and serves the Socket.IO bridge
+    /// and the web app (with a sign-in page offering the demo accounts).
     Dev {
         #[command(flatten)]
         config: ConfigArgs,
+        #[command(flatten)]
+        web: WebArgs,
     },
     /// Mint a token signed with the configured HS256 secret (development and demos).
     Token {
@@ -58,6 +62,23 @@ enum Cmd {
     Keygen,
 }
 
+/// The web side of development mode: the Socket.IO bridge, in this process.
+#[derive(Debug, Clone, clap::Args)]
+struct WebArgs {
+    /// Port of the Socket.IO bridge and the web app (on 127.0.0.1).
+    #[arg(long, env = "SOCKET_IO_PORT", default_value_t = 3001)]
+    web_port: u16,
+    /// The built web app (`bridge-socketio/web/dist/web`); without it, Socket.IO only.
+    #[arg(long, env = "LEGALCHAT_WEB_ROOT")]
+    web_root: Option<PathBuf>,
+    /// Origins allowed cross-origin (comma-separated), e.g. a separate front-end dev server.
+    #[arg(long, env = "SOCKET_IO_CORS_ORIGIN", default_value = "")]
+    cors_origin: String,
+    /// No bridge and no web app: the daemon alone.
+    #[arg(long)]
+    no_web: bool,
+}
+
 /// Demo users: (id, role, display name).
 const DEMO_USERS: [(&str, Role, &str); 4] = [
     ("alice", Role::Advocate, "Alice Advocate"),
@@ -71,11 +92,11 @@ pub fn main() {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        None => run(cli.config, false),
-        Some(Cmd::Run { config }) => run(merge(cli.config, config), false),
-        Some(Cmd::Dev { mut config }) => {
+        None => run(cli.config, None),
+        Some(Cmd::Run { config }) => run(merge(cli.config, config), None),
+        Some(Cmd::Dev { mut config, web }) => {
             config.dev = true;
-            run(merge(cli.config, config), true)
+            run(merge(cli.config, config), Some(web))
         }
         Some(Cmd::Token { user, role, name, ttl_secs, config }) => token(&merge(cli.config, config), &user, &role, name, ttl_secs),
         Some(Cmd::Keygen) => {
@@ -133,24 +154,76 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
-fn run(args: ConfigArgs, demo: bool) -> anyhow::Result<()> {
+/// Runs the daemon; `demo` (development mode) also seeds the demo accounts and, unless
+/// switched off, serves the bridge and the web app.
+fn run(args: ConfigArgs, demo: Option<WebArgs>) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("legalchatd").build()?;
     runtime.block_on(async move {
         let daemon = Daemon::start(config.clone()).await?;
-        if demo {
+        let mut bridge = None;
+        if let Some(web) = demo {
             seed_demo(&daemon.internal()).await?;
-            print_demo(&config, &daemon)?;
+            let accounts = demo_accounts(&config)?;
+            if !web.no_web {
+                bridge = Some(start_bridge(&config, &daemon, &web, &accounts).await?);
+            }
+            print_demo(&config, &daemon, &accounts, bridge.as_ref())?;
         }
         // The one line tools wait for; logs go to stderr.
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "legalchatd ready quic={} ops={}", daemon.quic_addr(), daemon.ops_addr())?;
+        match &bridge {
+            Some(b) => writeln!(stdout, "legalchatd ready quic={} ops={} web=http://{}", daemon.quic_addr(), daemon.ops_addr(), b.addr)?,
+            None => writeln!(stdout, "legalchatd ready quic={} ops={}", daemon.quic_addr(), daemon.ops_addr())?,
+        }
         stdout.flush()?;
         drop(stdout);
         wait_for_signal().await;
+        if let Some(b) = bridge {
+            b.shutdown().await;
+        }
         daemon.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// The bridge of development mode, in front of this daemon, offering the demo accounts.
+async fn start_bridge(
+    config: &Config,
+    daemon: &Daemon,
+    web: &WebArgs,
+    accounts: &[legalchat_bridge::DemoAccount],
+) -> anyhow::Result<legalchat_bridge::RunningBridge> {
+    let ca = std::fs::read(config.tls_dir().join("cert.pem"))?;
+    let mut quic = daemon.quic_addr();
+    if quic.ip().is_unspecified() {
+        quic.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    let mut bridge = legalchat_bridge::BridgeConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, web.web_port)), vec![quic], ca);
+    bridge.cors_origins = legalchat_bridge::config::parse_origins(&web.cors_origin);
+    bridge.demo_accounts = accounts.to_vec();
+    match &web.web_root {
+        Some(root) if root.join("index.html").is_file() => bridge.web_root = Some(root.clone()),
+        Some(root) => tracing::warn!(
+            web_root = %root.display(),
+            "no index.html there: serving Socket.IO only (build the web app with `npm ci && npm run build` in bridge-socketio/web)"
+        ),
+        None => {}
+    }
+    legalchat_bridge::start(bridge).await
+}
+
+/// A token for each demo user, valid 24 h.
+fn demo_accounts(config: &Config) -> anyhow::Result<Vec<legalchat_bridge::DemoAccount>> {
+    let secrets = server::resolve_secrets(config)?;
+    let Some(secret) = secrets.jwt_secret else { return Ok(Vec::new()) };
+    DEMO_USERS
+        .iter()
+        .map(|(user, role, name)| {
+            let token = mint(config, secret.as_bytes(), user, role.as_str(), Some((*name).into()), 86_400)?;
+            Ok(legalchat_bridge::DemoAccount { user_id: (*user).into(), role: role.as_str().into(), token })
+        })
+        .collect()
 }
 
 async fn wait_for_signal() {
@@ -269,18 +342,28 @@ async fn create(
     Ok(rx.await.map_err(|_| anyhow::anyhow!("shard stopped"))??)
 }
 
-fn print_demo(config: &Config, daemon: &Daemon) -> anyhow::Result<()> {
-    let secrets = server::resolve_secrets(config)?;
-    let Some(secret) = secrets.jwt_secret else { return Ok(()) };
+fn print_demo(
+    config: &Config,
+    daemon: &Daemon,
+    accounts: &[legalchat_bridge::DemoAccount],
+    bridge: Option<&legalchat_bridge::RunningBridge>,
+) -> anyhow::Result<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
     let cert = config.tls_dir().join("cert.pem");
     let mut err = std::io::stderr().lock();
     writeln!(err)?;
     writeln!(err, "LegalChat development server — demo accounts (tokens valid 24 h):")?;
-    for (user, role, name) in DEMO_USERS {
-        let token = mint(config, secret.as_bytes(), user, role.as_str(), Some(name.into()), 86_400)?;
-        writeln!(err, "  {user:<6} {:<9} {token}", role.as_str())?;
+    for a in accounts {
+        writeln!(err, "  {:<6} {:<9} {}", a.user_id, a.role, a.token)?;
     }
     writeln!(err)?;
+    if let Some(b) = bridge {
+        writeln!(err, "Web app: http://{} — sign in as alice (advocate) in one window and bob (client) in another", b.addr)?;
+        writeln!(err, "  (Socket.IO clients connect to the same address with auth.token)")?;
+        writeln!(err)?;
+    }
     writeln!(err, "Try it (in another terminal):")?;
     writeln!(err, "  export LEGALCHAT_SERVER={} LEGALCHAT_CA={}", daemon.quic_addr(), display(&cert))?;
     writeln!(
