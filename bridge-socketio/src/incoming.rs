@@ -199,7 +199,10 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
         }
         "list_conversations" => {
             let limit = optional_u64(args, "limit")?.unwrap_or(100);
-            let limit = u32::try_from(limit).ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| ValidationError::new("limit", "must be 1..=100"))?;
+            let limit = u32::try_from(limit)
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| ValidationError::new("limit", "must be 1..=100"))?;
             let list = client.list_conversations(limit).await?;
             Ok(json!({"conversations": list.iter().map(payload::conversation).collect::<Vec<_>>()}))
         }
@@ -241,7 +244,8 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                     update = update.encryption(e);
                 }
                 if let Some(r) = optional_u64(settings, "retention")? {
-                    update = update.retention_days(u32::try_from(r).map_err(|_| ValidationError::new("settings.retention", "is too large"))?);
+                    update =
+                        update.retention_days(u32::try_from(r).map_err(|_| ValidationError::new("settings.retention", "is too large"))?);
                 }
             }
             Ok(payload::conversation(&client.update_conversation(conv()?, update).await?))
@@ -350,14 +354,18 @@ fn optional_bool(args: &Map<String, Value>, field: &'static str) -> Result<Optio
 
 /// A message's seq: a positive integer.
 fn seq(args: &Map<String, Value>, field: &'static str) -> Result<u64, Failure> {
-    optional_u64(args, field)?.filter(|s| *s > 0).ok_or_else(|| ValidationError::new(field, "must be the seq of a message (a positive integer)").into())
+    optional_u64(args, field)?
+        .filter(|s| *s > 0)
+        .ok_or_else(|| ValidationError::new(field, "must be the seq of a message (a positive integer)").into())
 }
 
 /// A page size, 1..=100 (default 50).
 fn limit(args: &Map<String, Value>) -> Result<u32, Failure> {
     match optional_u64(args, "limit")? {
         None => Ok(50),
-        Some(l) => u32::try_from(l).ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| ValidationError::new("limit", "must be 1..=100").into()),
+        Some(l) => {
+            u32::try_from(l).ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| ValidationError::new("limit", "must be 1..=100").into())
+        }
     }
 }
 

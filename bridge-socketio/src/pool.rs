@@ -58,10 +58,8 @@ impl Drop for Lease {
 impl DaemonPool {
     /// A pool over `daemons`, all reached through `endpoint`.
     pub fn new(daemons: &[SocketAddr], endpoint: &ClientEndpoint, per_connection: usize) -> Self {
-        let daemons = daemons
-            .iter()
-            .map(|&addr| Daemon { addr, endpoint: endpoint.clone(), connections: Mutex::new(Vec::new()) })
-            .collect();
+        let daemons =
+            daemons.iter().map(|&addr| Daemon { addr, endpoint: endpoint.clone(), connections: Mutex::new(Vec::new()) }).collect();
         Self { daemons, next: AtomicUsize::new(0), per_connection: per_connection.max(1) }
     }
 

@@ -135,10 +135,7 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
         .build_layer();
     io.ns("/", on_connect.with(handshake));
 
-    let mut app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/dev/accounts", get(dev_accounts))
-        .with_state(bridge.clone());
+    let mut app = Router::new().route("/healthz", get(healthz)).route("/api/dev/accounts", get(dev_accounts)).with_state(bridge.clone());
     if let Some(root) = &bridge.config.web_root {
         app = app.fallback_service(tower_http::services::ServeDir::new(root).append_index_html_on_directories(true));
     }
@@ -157,9 +154,9 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new().allow_methods([axum::http::Method::GET, axum::http::Method::POST]).allow_headers([
-        axum::http::header::CONTENT_TYPE,
-    ]);
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([axum::http::header::CONTENT_TYPE]);
     if origins.iter().any(|o| o == "*") {
         layer.allow_origin(AllowOrigin::any())
     } else {
@@ -183,8 +180,11 @@ async fn dev_accounts(axum::extract::State(bridge): axum::extract::State<Arc<Bri
     axum::Json(json!({"accounts": accounts})).into_response()
 }
 
+/// `(conversation id, newest seq the client has)` pairs.
+type Cursors = Vec<(String, u64)>;
+
 /// Reads `{token, cursors}` (the handshake's `auth`, or an `authenticate` payload).
-fn credentials(auth: &Value) -> Result<(Option<String>, Vec<(String, u64)>), String> {
+fn credentials(auth: &Value) -> Result<(Option<String>, Cursors), String> {
     let token = match auth.get("token") {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) if t.is_empty() => None,
@@ -212,7 +212,7 @@ fn credentials(auth: &Value) -> Result<(Option<String>, Vec<(String, u64)>), Str
 
 impl Bridge {
     /// A daemon session for `token`, resuming after `cursors` when given.
-    async fn open_session(&self, token: String, cursors: Vec<(String, u64)>) -> Result<Arc<Session>, Failure> {
+    async fn open_session(&self, token: String, cursors: Cursors) -> Result<Arc<Session>, Failure> {
         let lease = self.pool.lease();
         let config = ClientConfig::new(lease.addr, token)
             .with_ca_pem(self.config.ca_pem.clone())
@@ -242,7 +242,11 @@ async fn handshake(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(auth
     slot.claimed.store(true, Ordering::Release);
     let session = bridge.open_session(token, cursors).await.map_err(|f| {
         let reason = if f.code == "UNAUTHENTICATED" { f.message } else { format!("unavailable: {}", f.message) };
-        Refused(if reason.starts_with("unauthorized") || reason.starts_with("unavailable") { reason } else { format!("unauthorized: {reason}") })
+        Refused(if reason.starts_with("unauthorized") || reason.starts_with("unavailable") {
+            reason
+        } else {
+            format!("unauthorized: {reason}")
+        })
     })?;
     let _ = slot.session.set(session);
     Ok(())
@@ -275,7 +279,8 @@ async fn on_connect(s: SocketRef, State(bridge): State<Arc<Bridge>>) {
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
                 if socket.connected() && this.session.get().is_none() && !this.claimed.load(Ordering::Acquire) {
-                    let message = format!("no token: send auth.token in the handshake or an authenticate event within {} s", timeout.as_secs());
+                    let message =
+                        format!("no token: send auth.token in the handshake or an authenticate event within {} s", timeout.as_secs());
                     let _ = socket.emit("unauthorized", &json!({"code": "UNAUTHENTICATED", "message": message}));
                     let _ = socket.disconnect();
                 }
@@ -408,7 +413,8 @@ async fn emit(s: &SocketRef, out: &Outgoing, grace: Duration) -> Result<(), Stop
 /// One request event: answered through its acknowledgement.
 async fn request(s: SocketRef, name: &'static str, payload: Result<Value, socketioxide::ParserError>, ack: AckSender) {
     let Some(session) = slot(&s).session.get().cloned() else {
-        let failure = Failure { code: "UNAUTHENTICATED", message: format!("{name}: authenticate first (auth.token or the authenticate event)") };
+        let failure =
+            Failure { code: "UNAUTHENTICATED", message: format!("{name}: authenticate first (auth.token or the authenticate event)") };
         let _ = s.emit("unauthorized", &json!({"code": failure.code, "message": failure.message}));
         let _ = ack.send(&failure.to_json());
         return;

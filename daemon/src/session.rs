@@ -246,7 +246,9 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size);
     // Boxed, like the ending: what only the first moments need must not weigh on every
     // idle session's task.
-    let Some((request_id, identity, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else { return };
+    let Some((request_id, identity, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else {
+        return;
+    };
     if reader.buf.is_empty() {
         // The buffer that held the token: an idle session keeps none.
         reader.buf = BytesMut::new();
@@ -503,7 +505,12 @@ impl Session {
                 // Answered from the shard's thread (see [`AckTo`]), not by a task of its own.
                 let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
                 let (shard, message) = (append.shard, append.is_message());
-                let cmd = append.into_command(self.identity.clone(), self.id, self.echo_own_messages, SendReply::new(move |result| ack.answer(result)));
+                let cmd = append.into_command(
+                    self.identity.clone(),
+                    self.id,
+                    self.echo_own_messages,
+                    SendReply::new(move |result| ack.answer(result)),
+                );
                 if message {
                     crate::ops::hot().stage_receive.record(started.elapsed().as_secs_f64());
                 }

@@ -330,8 +330,7 @@ impl ClientState {
 
     /// A message of the user's that this session sent and still waits to hear about.
     fn is_own_waiting(&self, m: &pb::Message) -> bool {
-        !self.echo_own
-            && m.sender_id == self.me && self.outbox.is_waiting(&m.conversation_id, &m.client_message_id)
+        !self.echo_own && m.sender_id == self.me && self.outbox.is_waiting(&m.conversation_id, &m.client_message_id)
     }
 
     /// Queues in-order messages for the app and works out the delivery reports.
@@ -373,8 +372,7 @@ impl ClientState {
             Ok(page) => {
                 let mut out = Vec::new();
                 let (me, outbox, echo) = (&self.me, &self.outbox, self.echo_own);
-                let own =
-                    |m: &pb::Message| !echo && m.sender_id == *me && outbox.is_waiting(&m.conversation_id, &m.client_message_id);
+                let own = |m: &pb::Message| !echo && m.sender_id == *me && outbox.is_waiting(&m.conversation_id, &m.client_message_id);
                 effects.fetches.extend(self.inbox.fetched(fetch, page, own, &mut out));
                 self.deliver(out, &mut effects);
             }

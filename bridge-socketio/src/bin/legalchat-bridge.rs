@@ -101,7 +101,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if !config.demo_accounts.is_empty() {
-        tracing::warn!(accounts = config.demo_accounts.len(), "development mode: the sign-in page offers demo accounts to anyone who reaches it");
+        tracing::warn!(
+            accounts = config.demo_accounts.len(),
+            "development mode: the sign-in page offers demo accounts to anyone who reaches it"
+        );
     }
     let bridge = legalchat_bridge::start(config).await?;
     println!("legalchat-bridge ready http={}", bridge.addr);
