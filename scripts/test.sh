@@ -20,12 +20,15 @@ cargo test --workspace --doc
 # skipped here (and fail under CI=true).
 web=bridge-socketio/web
 if command -v npm >/dev/null 2>&1; then
-  cargo build -p legalchat-daemon --bin legalchatd -p legalchat-bridge --bin legalchat-bridge
+  cargo build -p legalchat-daemon --bin legalchatd -p legalchat-bridge --bin legalchat-bridge -p legalchat-benches --bin legalchat-load
   (cd "$web" && { npm ls >/dev/null 2>&1 || npm ci --no-audit --no-fund; } && node build.mjs)
   # One file at a time: each starts its own daemon and bridge.
   for t in "$web"/test/*.test.mjs; do
     (cd "$web" && node --test "test/$(basename "$t")")
   done
+  # A short smoke of the load generator's bridge scenario (Socket.IO clients against bridge
+  # and daemon), so that it cannot rot.
+  "${CARGO_TARGET_DIR:-target}/debug/legalchat-load" --bridge run --users 20 --group-size 5 --rate 100 --duration 2 --warmup 1
 elif [ "${CI:-}" = "true" ]; then
   echo "test: Node.js and npm are required for the bridge and web app tests under CI" >&2
   exit 1

@@ -33,6 +33,7 @@
 //! The harness lives here rather than in `legalchat-tests` so that the load generator does
 //! not have to build the daemon (and RocksDB) to link against it.
 
+pub mod bridge_process;
 pub mod daemon_process;
 pub mod load;
 pub mod peer_process;

@@ -14,10 +14,11 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-/// Reads one process's usage.
+/// Reads one process's usage (or two processes' together: a server made of two).
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessProbe {
     pid: u32,
+    also: Option<u32>,
 }
 
 /// One reading.
@@ -59,8 +60,16 @@ const MIB: f64 = 1024.0 * 1024.0;
 impl ProcessProbe {
     /// A probe of process `pid`; fails at once if it cannot be read.
     pub fn new(pid: u32) -> anyhow::Result<Self> {
-        let probe = Self { pid };
+        let probe = Self { pid, also: None };
         probe.sample().with_context(|| format!("cannot read /proc/{pid}: is the process running on this machine?"))?;
+        Ok(probe)
+    }
+
+    /// A probe of two processes counted as one server (e.g. the Socket.IO bridge and the
+    /// daemon behind it): CPU time and memory are their sums.
+    pub fn pair(pid: u32, other: u32) -> anyhow::Result<Self> {
+        let probe = Self { pid, also: Some(other) };
+        probe.sample().with_context(|| format!("cannot read /proc/{pid} and /proc/{other}: are both running on this machine?"))?;
         Ok(probe)
     }
 
@@ -76,13 +85,15 @@ impl ProcessProbe {
 
     /// Reads CPU time and memory now.
     pub fn sample(&self) -> anyhow::Result<Sample> {
-        let at = Instant::now();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let cpu_ticks = parse_cpu_ticks(&stat)?;
-        let rss_bytes = status_kib(&status, "VmRSS:").context("no VmRSS in /proc/<pid>/status")? * 1024;
-        let peak_rss_bytes = status_kib(&status, "VmHWM:").unwrap_or(rss_bytes / 1024) * 1024;
-        Ok(Sample { at, cpu_ticks, rss_bytes, peak_rss_bytes })
+        let mut sample = sample_of(self.pid)?;
+        if let Some(other) = self.also {
+            let more = sample_of(other)?;
+            sample.cpu_ticks += more.cpu_ticks;
+            sample.rss_bytes += more.rss_bytes;
+            // The sum of the peaks: an upper bound of the pair's peak.
+            sample.peak_rss_bytes += more.peak_rss_bytes;
+        }
+        Ok(sample)
     }
 
     /// Usage between two samples of this probe.
@@ -96,6 +107,16 @@ impl ProcessProbe {
             peak_rss_mib: end.peak_rss_bytes as f64 / MIB,
         }
     }
+}
+
+fn sample_of(pid: u32) -> anyhow::Result<Sample> {
+    let at = Instant::now();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let cpu_ticks = parse_cpu_ticks(&stat)?;
+    let rss_bytes = status_kib(&status, "VmRSS:").context("no VmRSS in /proc/<pid>/status")? * 1024;
+    let peak_rss_bytes = status_kib(&status, "VmHWM:").unwrap_or(rss_bytes / 1024) * 1024;
+    Ok(Sample { at, cpu_ticks, rss_bytes, peak_rss_bytes })
 }
 
 /// `/proc` reports CPU time in USER_HZ ticks, which Linux fixes at 100 per second on every

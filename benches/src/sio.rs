@@ -136,15 +136,53 @@ struct ReceiveMessage {
     text: String,
 }
 
+/// The LegalChat bridge's `receive_message` (the requirements' `MessageSchema`); the
+/// other fields are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BridgeMessage {
+    conversation_id: String,
+    seq: u64,
+    sender_id: String,
+    content: Option<BridgeContent>,
+}
+
+#[derive(Deserialize)]
+struct BridgeContent {
+    text: String,
+}
+
+/// Which server's event payloads a client speaks: the same event names, different fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// The reference peer: `join_room {room}`, `send_message {room, client_message_id, text}`,
+    /// `receive_message {room, seq, sender, text}`.
+    Peer,
+    /// The LegalChat bridge: `send_message {conversationId, clientMessageId, content}`,
+    /// `receive_message {conversationId, seq, senderId, content: {text}}`; members receive
+    /// their conversations' messages without joining.
+    Bridge,
+}
+
 impl PeerMessage {
     /// Reads the arguments of a `receive_message` event: one object.
-    fn from_event_args(mut args: Vec<Value>) -> Result<Self, SioError> {
+    fn from_event_args(mut args: Vec<Value>, dialect: Dialect) -> Result<Self, SioError> {
         let malformed = |problem: String| SioError::Malformed { what: "receive_message event", problem };
         if args.is_empty() {
             return Err(malformed("no argument".into()));
         }
-        let event: ReceiveMessage = serde_json::from_value(args.swap_remove(0)).map_err(|e| malformed(e.to_string()))?;
-        Ok(Self { room: event.room, seq: event.seq, sender: event.sender, text: event.text })
+        let arg = args.swap_remove(0);
+        match dialect {
+            Dialect::Peer => {
+                let event: ReceiveMessage = serde_json::from_value(arg).map_err(|e| malformed(e.to_string()))?;
+                Ok(Self { room: event.room, seq: event.seq, sender: event.sender, text: event.text })
+            }
+            Dialect::Bridge => {
+                let event: BridgeMessage = serde_json::from_value(arg).map_err(|e| malformed(e.to_string()))?;
+                let text = event.content.map(|c| c.text).unwrap_or_default();
+                Ok(Self { room: event.conversation_id, seq: event.seq, sender: event.sender_id, text })
+            }
+        }
     }
 }
 
@@ -159,6 +197,7 @@ pub struct SioClient {
 struct Inner {
     addr: SocketAddr,
     sid: String,
+    dialect: Dialect,
     outgoing: mpsc::Sender<Message>,
     acks: Arc<Mutex<AckTable>>,
     next_ack_id: AtomicU64,
@@ -190,6 +229,15 @@ impl SioClient {
     ///
     /// A refused token fails with [`SioError::Refused`] carrying the server's message.
     pub async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<(SioClient, mpsc::Receiver<PeerMessage>)> {
+        Self::connect_speaking(addr, token, Dialect::Peer).await
+    }
+
+    /// [`connect`](Self::connect), speaking `dialect`.
+    pub async fn connect_speaking(
+        addr: SocketAddr,
+        token: &str,
+        dialect: Dialect,
+    ) -> anyhow::Result<(SioClient, mpsc::Receiver<PeerMessage>)> {
         let (ws, open, sid) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(addr, token))
             .await
             .unwrap_or_else(|_| Err(SioError::Handshake { addr, reason: format!("no answer within {HANDSHAKE_TIMEOUT:?}") }))?;
@@ -202,14 +250,19 @@ impl SioClient {
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let acks = Arc::new(Mutex::new(AckTable::default()));
         let writer = tokio::spawn(write_loop(sink, outgoing_rx, Arc::clone(&acks)));
-        let reader = Reader { stream, outgoing: outgoing.clone(), events: Some(events), acks: Arc::clone(&acks), silence };
+        let reader = Reader { stream, outgoing: outgoing.clone(), events: Some(events), acks: Arc::clone(&acks), silence, dialect };
         let reader = tokio::spawn(reader.run(writer.abort_handle()));
-        let inner = Inner { addr, sid, outgoing, acks, next_ack_id: AtomicU64::new(0), tasks: Mutex::new(vec![reader, writer]) };
+        let inner = Inner { addr, sid, dialect, outgoing, acks, next_ack_id: AtomicU64::new(0), tasks: Mutex::new(vec![reader, writer]) };
         Ok((SioClient { inner: Arc::new(inner) }, events_rx))
     }
 
     /// Emits `join_room {room}` and waits for the ack `{ok: true, users: […]}`.
     pub async fn join_room(&self, room: &str) -> anyhow::Result<()> {
+        if self.inner.dialect == Dialect::Bridge {
+            // The bridge delivers a conversation's messages to its members; rooms are for
+            // typing signals only.
+            return Ok(());
+        }
         let reply = self.emit_with_ack("join_room", json!({ "room": room })).await?;
         if reply.get("ok") != Some(&Value::Bool(true)) {
             return Err(SioError::Malformed { what: "join_room ack", problem: "no \"ok\": true".into() }.into());
@@ -220,7 +273,10 @@ impl SioClient {
     /// Emits `send_message {room, client_message_id, text}` with an ack id and waits for the
     /// ack; returns the room's sequence number `seq` the server gave the message.
     pub async fn send_message(&self, room: &str, client_message_id: &str, text: &str) -> anyhow::Result<u64> {
-        let payload = json!({ "room": room, "client_message_id": client_message_id, "text": text });
+        let payload = match self.inner.dialect {
+            Dialect::Peer => json!({ "room": room, "client_message_id": client_message_id, "text": text }),
+            Dialect::Bridge => json!({ "conversationId": room, "clientMessageId": client_message_id, "content": text }),
+        };
         let reply = self.emit_with_ack("send_message", payload).await?;
         let seq = reply.get("seq").and_then(Value::as_u64);
         Ok(seq.ok_or_else(|| SioError::Malformed { what: "send_message ack", problem: "no \"seq\" number".into() })?)
@@ -415,6 +471,7 @@ struct Reader {
     events: Option<mpsc::Sender<PeerMessage>>,
     acks: Arc<Mutex<AckTable>>,
     silence: Duration,
+    dialect: Dialect,
 }
 
 impl Reader {
@@ -466,7 +523,7 @@ impl Reader {
         match body {
             SocketBody::Ack { ack_id, args } => lock(&self.acks).resolve(ack_id, args),
             SocketBody::Event { name, args, .. } if name == "receive_message" => {
-                let message = PeerMessage::from_event_args(args)?;
+                let message = PeerMessage::from_event_args(args, self.dialect)?;
                 if let Some(events) = &self.events {
                     // Waits while the queue is full: back-pressure rather than growth.
                     if events.send(message).await.is_err() {
@@ -493,13 +550,25 @@ mod tests {
         let args = vec![json!({
             "room": "r1", "seq": 7, "sender": "alice", "client_message_id": "c1", "text": "hi", "sent_at_ms": 1
         })];
-        let message = PeerMessage::from_event_args(args).expect("valid event");
+        let message = PeerMessage::from_event_args(args, Dialect::Peer).expect("valid event");
         assert_eq!((message.room.as_str(), message.seq, message.sender.as_str(), message.text.as_str()), ("r1", 7, "alice", "hi"));
 
         for bad in [vec![], vec![json!({"room": "r1", "seq": "7", "sender": "a", "text": ""})], vec![json!("text")]] {
-            let err = PeerMessage::from_event_args(bad).expect_err("malformed");
+            let err = PeerMessage::from_event_args(bad, Dialect::Peer).expect_err("malformed");
             assert!(matches!(err, SioError::Malformed { what: "receive_message event", .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn reads_the_bridges_receive_message_event() {
+        let args = vec![json!({
+            "_id": "m", "conversationId": "c1", "seq": 9, "senderId": "bob", "clientMessageId": "x",
+            "content": {"text": "hello", "type": "text", "format": "plain", "attachments": []}, "timestamp": "2026-12-03T10:00:00.000Z"
+        })];
+        let message = PeerMessage::from_event_args(args, Dialect::Bridge).expect("valid event");
+        assert_eq!((message.room.as_str(), message.seq, message.sender.as_str(), message.text.as_str()), ("c1", 9, "bob", "hello"));
+        let peer_shaped = vec![json!({"room": "r1", "seq": 7, "sender": "alice", "text": "hi"})];
+        assert!(PeerMessage::from_event_args(peer_shaped, Dialect::Bridge).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use legalchat_benches::bridge_process::BridgeProcess;
 use legalchat_benches::daemon_process::{DaemonConfig, DaemonProcess};
 use legalchat_benches::load::{self, Fleet, Layout, LoadOptions, RampMetric, RampOptions, Target, scenarios};
 use legalchat_benches::peer_process::{PeerConfig, PeerProcess};
@@ -59,6 +60,17 @@ struct TargetArgs {
     /// `SharedConnection`); 1 gives every client a connection of its own.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     sessions_per_connection: u32,
+    /// Load LegalChat through the Socket.IO bridge, as browsers use it: a daemon and a
+    /// `legalchat-bridge` are started for the run, and the clients speak Socket.IO.
+    #[arg(long, global = true, conflicts_with_all = ["peer", "server"])]
+    bridge: bool,
+    /// The bridge binary for --bridge [default: `legalchat-bridge` next to this executable].
+    #[arg(long, global = true)]
+    bridge_bin: Option<PathBuf>,
+    /// Pin the servers started for the run to these CPUs (`taskset -a -p -c LIST`), e.g. 0
+    /// with the generator itself run under `taskset -c 1`.
+    #[arg(long, global = true)]
+    server_cpus: Option<String>,
     /// Also print a one-line JSON summary (the last line of output).
     #[arg(long, global = true)]
     json: bool,
@@ -194,7 +206,21 @@ impl StepArgs {
 enum Server {
     Daemon(DaemonProcess),
     Peer(PeerProcess),
+    Bridge(Box<(BridgeProcess, DaemonProcess)>),
     External,
+}
+
+/// Pins process `pid` (all its threads) to `cpus`.
+fn pin(pid: u32, cpus: Option<&str>) -> anyhow::Result<()> {
+    let Some(cpus) = cpus else { return Ok(()) };
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    anyhow::ensure!(status.success(), "taskset -a -p -c {cpus} {pid} failed: {status}");
+    eprintln!("pinned pid {pid} to CPUs {cpus}");
+    Ok(())
 }
 
 async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe>, Server)> {
@@ -203,6 +229,7 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
         config.node_bin.clone_from(&args.node);
         let peer = PeerProcess::start(config).await?;
         eprintln!("started the socket.io peer: addr={} pid={}", peer.addr(), peer.pid());
+        pin(peer.pid(), args.server_cpus.as_deref())?;
         let target = Target::Peer { addr: peer.addr(), secret: peer.secret().to_owned() };
         let probe = ProcessProbe::new(peer.pid()).ok();
         return Ok((target, probe, Server::Peer(peer)));
@@ -227,6 +254,28 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
     };
     let d = DaemonProcess::start(DaemonConfig::new(bin).args(args.daemon_args.clone())).await?;
     eprintln!("started legalchatd: quic={} ops={} dir={}", d.quic_addr(), d.ops_addr(), d.root_dir().display());
+    if let Some(pid) = d.pid() {
+        pin(pid, args.server_cpus.as_deref())?;
+    }
+    if args.bridge {
+        let bin = match &args.bridge_bin {
+            Some(bin) => bin.clone(),
+            None => BridgeProcess::default_bin()?,
+        };
+        let bridge = BridgeProcess::start(&bin, d.quic_addr(), &d.ca_cert_path(), &[]).await?;
+        eprintln!("started legalchat-bridge: http={} pid={}", bridge.addr(), bridge.pid());
+        pin(bridge.pid(), args.server_cpus.as_deref())?;
+        let target = Target::Bridge {
+            addr: bridge.addr(),
+            daemon: d.quic_addr(),
+            ca_pem: d.ca_cert_pem()?,
+            secret: d.jwt_secret().to_owned(),
+            server_name: args.server_name.clone(),
+        };
+        let daemon_pid = d.pid().context("the daemon has no pid")?;
+        let probe = Some(ProcessProbe::pair(bridge.pid(), daemon_pid)?);
+        return Ok((target, probe, Server::Bridge(Box::new((bridge, d)))));
+    }
     let target = Target::LegalChat {
         server: d.quic_addr(),
         ca_pem: d.ca_cert_pem()?,
@@ -242,6 +291,11 @@ async fn stop(server: Server) {
     let stopped = match server {
         Server::Daemon(mut d) => d.stop().await.map(drop),
         Server::Peer(mut p) => p.stop().await.map(drop),
+        Server::Bridge(both) => {
+            let (mut bridge, mut daemon) = *both;
+            let first = bridge.stop().await;
+            daemon.stop().await.map(drop).and(first)
+        }
         Server::External => Ok(()),
     };
     if let Err(e) = stopped {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use legalchat_sdk::{Client, ClientConfig, ClientEndpoint, Event, SharedConnection};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::sio::{PeerMessage, SioClient};
+use crate::sio::{Dialect, PeerMessage, SioClient};
 
 /// The server a run loads.
 #[derive(Clone)]
@@ -32,6 +32,19 @@ pub enum Target {
         /// Its HS256 secret.
         secret: String,
     },
+    /// `legalchat-bridge` in front of `legalchatd`: Socket.IO clients, as browsers use it.
+    Bridge {
+        /// The bridge's HTTP address.
+        addr: SocketAddr,
+        /// The daemon behind it (conversations are set up there, over QUIC).
+        daemon: SocketAddr,
+        /// PEM of the daemon's certificate.
+        ca_pem: Vec<u8>,
+        /// The daemon's HS256 secret.
+        secret: String,
+        /// The daemon's TLS name.
+        server_name: String,
+    },
 }
 
 impl std::fmt::Debug for Target {
@@ -40,6 +53,7 @@ impl std::fmt::Debug for Target {
         match self {
             Self::LegalChat { server, .. } => f.debug_struct("LegalChat").field("server", server).finish_non_exhaustive(),
             Self::Peer { addr, .. } => f.debug_struct("Peer").field("addr", addr).finish_non_exhaustive(),
+            Self::Bridge { addr, daemon, .. } => f.debug_struct("Bridge").field("addr", addr).field("daemon", daemon).finish_non_exhaustive(),
         }
     }
 }
@@ -48,7 +62,7 @@ impl Target {
     /// The HS256 secret tokens are minted with.
     pub fn secret(&self) -> &str {
         match self {
-            Self::LegalChat { secret, .. } | Self::Peer { secret, .. } => secret,
+            Self::LegalChat { secret, .. } | Self::Peer { secret, .. } | Self::Bridge { secret, .. } => secret,
         }
     }
 
@@ -56,7 +70,7 @@ impl Target {
     pub fn sessions_per_connection(&self) -> usize {
         match self {
             Self::LegalChat { sessions_per_connection, .. } => (*sessions_per_connection).max(1),
-            Self::Peer { .. } => 1,
+            Self::Peer { .. } | Self::Bridge { .. } => 1,
         }
     }
 
@@ -65,6 +79,7 @@ impl Target {
         match self {
             Self::LegalChat { .. } => "legalchatd",
             Self::Peer { .. } => "socket.io peer",
+            Self::Bridge { .. } => "legalchat-bridge + legalchatd",
         }
     }
 
@@ -72,7 +87,17 @@ impl Target {
     pub fn addr(&self) -> SocketAddr {
         match self {
             Self::LegalChat { server, .. } => *server,
-            Self::Peer { addr, .. } => *addr,
+            Self::Peer { addr, .. } | Self::Bridge { addr, .. } => *addr,
+        }
+    }
+
+    /// Where conversations are created: the daemon over QUIC (`None` for the peer, whose
+    /// rooms need no setting up).
+    pub fn daemon(&self) -> Option<(SocketAddr, &[u8], &str)> {
+        match self {
+            Self::LegalChat { server, ca_pem, server_name, .. } => Some((*server, ca_pem, server_name)),
+            Self::Bridge { daemon, ca_pem, server_name, .. } => Some((*daemon, ca_pem, server_name)),
+            Self::Peer { .. } => None,
         }
     }
 }
@@ -117,7 +142,8 @@ pub enum Via {
 pub enum Conn {
     /// An SDK client.
     LegalChat(Client),
-    /// A Socket.IO client, and its incoming messages (taken by one reader at a time).
+    /// A Socket.IO client (of the peer or of the bridge), and its incoming messages
+    /// (taken by one reader at a time).
     Peer(SioClient, Mutex<mpsc::Receiver<PeerMessage>>),
 }
 
@@ -143,6 +169,10 @@ impl Conn {
             }
             Target::Peer { addr, .. } => {
                 let (client, rx) = SioClient::connect(*addr, &token).await?;
+                Ok(Self::Peer(client, Mutex::new(rx)))
+            }
+            Target::Bridge { addr, .. } => {
+                let (client, rx) = SioClient::connect_speaking(*addr, &token, Dialect::Bridge).await?;
                 Ok(Self::Peer(client, Mutex::new(rx)))
             }
         }

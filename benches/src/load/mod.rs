@@ -498,7 +498,7 @@ pub async fn connect_all(
             let endpoints = (0..sockets.max(1)).map(|_| ClientEndpoint::bind(bind)).collect::<Result<Vec<_>, _>>()?;
             (endpoints, (*sessions_per_connection).max(1))
         }
-        Target::Peer { .. } => (Vec::new(), 1),
+        Target::Peer { .. } | Target::Bridge { .. } => (Vec::new(), 1),
     };
     let shared: Vec<SharedConnection> = if per_connection > 1 && !endpoints.is_empty() {
         let n = user_ids.len().div_ceil(per_connection);
@@ -573,9 +573,9 @@ impl Fleet {
         let mut recipients_of = vec![0u64; opts.users];
         let index: BTreeMap<&str, usize> = user_ids.iter().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
         let mut conversations = Vec::with_capacity(groups.len());
-        if let Target::LegalChat { server, ca_pem, server_name, .. } = target {
+        if let Some((server, ca_pem, server_name)) = target.daemon() {
             let token = minter.token(&format!("load-{run_id:08x}-admin"), "admin")?;
-            let config = ClientConfig::new(*server, token).with_ca_pem(ca_pem.clone()).with_server_name(server_name.as_str());
+            let config = ClientConfig::new(server, token).with_ca_pem(ca_pem.to_vec()).with_server_name(server_name);
             let admin = Client::connect(config).await.context("connecting the admin")?;
             for (g, members) in groups.iter().enumerate() {
                 let conv = admin

@@ -226,7 +226,7 @@ pub async fn reconnect_storm(
     }
 
     let mut waits = JoinSet::new();
-    let is_peer = matches!(target, Target::Peer { .. });
+    let is_peer = matches!(target, Target::Peer { .. } | Target::Bridge { .. });
     for (i, c) in conns.into_iter().enumerate() {
         let conv = conversation_of[i].clone();
         let missed = expected.get(&conv).copied();
