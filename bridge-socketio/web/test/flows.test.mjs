@@ -224,3 +224,22 @@ for (const transport of ['websocket', 'polling']) {
     });
   });
 }
+
+test('CORS: long-polling answers the origins of SOCKET_IO_CORS_ORIGIN, and only those', async () => {
+  const cors = await startBridge(daemon, ['--cors-origin', 'http://app.example:3000']);
+  try {
+    const poll = (origin) => fetch(`${cors.url}/socket.io/?EIO=4&transport=polling`, { headers: { Origin: origin } });
+    const allowed = await poll('http://app.example:3000');
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.example:3000');
+    const other = await poll('http://evil.example');
+    assert.equal(other.headers.get('access-control-allow-origin'), null);
+    // A browser of the allowed origin connects over polling.
+    const s = socket(cors.url, { token: daemon.token('cora', 'advocate') }, 'polling', { extraHeaders: { Origin: 'http://app.example:3000' } });
+    assert.equal((await next(s, 'authenticated')).userId, 'cora');
+    s.close();
+  } finally {
+    await cors.stop();
+  }
+});
+
