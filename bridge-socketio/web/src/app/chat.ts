@@ -1,0 +1,342 @@
+// ChatContainer: the signed-in app. It owns the ChatClient, the store and the views, and
+// wires them: client events → store → (re-render, save to the cache); user actions →
+// client requests.
+//
+// Offline: the store starts from the cache (conversations, recent history, unsent
+// messages, resume cursors), so a reload without a network shows what was there. Sends
+// are shown at once as "Sending…"; the ChatClient's outbox holds them until the
+// connection returns and sends them with the same client message id, so each is stored
+// once; their `message` event (same id) then replaces the placeholder.
+
+import { ChatClient, type ClientState, type Identity, type Message, type TextFormat } from '../client/index.js';
+import * as cache from './cache.js';
+import { ConversationList } from './conversation-list.js';
+import { h, setChildren } from './dom.js';
+import { type InputMode, MessageInput } from './message-input.js';
+import { MessageList } from './message-list.js';
+import { ConnectionBanner, presenceDot, TypingIndicator } from './status.js';
+import { ChatStore, type PendingSend, type Snapshot } from './store.js';
+
+/** Who is signed in: kept in sessionStorage, so it lasts as long as the tab. */
+export interface Session {
+  token: string;
+  /** Known once signed in (or from the demo account chosen): names the cache. */
+  me?: { userId: string; role: string };
+}
+
+/** How long a send may wait for the connection before it shows as failed. */
+const SEND_TIMEOUT_MS = 60 * 60_000;
+const HISTORY_PAGE = 50;
+
+const cacheKey = (userId: string) => `user:${userId}`;
+
+/** Forgets what this device keeps for a user (on sign-out). */
+export function forget(userId: string): Promise<void> {
+  return cache.remove(cacheKey(userId));
+}
+
+/**
+ * Shows the chat in `root`. `saveSession` keeps what was learned about the session;
+ * `signOut` is called on "Sign out" and when the server refuses the token.
+ */
+export async function startChat(
+  root: HTMLElement,
+  session: Session,
+  saveSession: (s: Session) => void,
+  signOut: (reason?: string) => void,
+): Promise<void> {
+  // With the user known before connecting, the cache shows at once and the session
+  // resumes from its cursors; else both start with the first connection.
+  const snapshot = session.me ? await cache.load<Snapshot>(cacheKey(session.me.userId)) : undefined;
+  const client = new ChatClient(undefined, { cursors: snapshot?.version === 1 ? snapshot.cursors : undefined, sendTimeoutMs: SEND_TIMEOUT_MS });
+  const store = new ChatStore(session.me?.userId ?? '');
+  if (snapshot?.version === 1) store.restore(snapshot);
+  // Everything registered here goes when the user signs out.
+  const teardown = new AbortController();
+  const leave = (reason?: string) => {
+    if (teardown.signal.aborted) return;
+    teardown.abort();
+    client.disconnect();
+    if (store.me) void forget(store.me);
+    signOut(reason);
+  };
+  const who = h('span', { class: 'who' }, session.me ? `Signed in as ${session.me.userId} (${session.me.role})` : '');
+  // The first authentication names the user; later ones must name the same one.
+  const adopt = (identity: Identity) => {
+    if (store.me && store.me !== identity.userId) return leave('That token belongs to another user.');
+    store.me = identity.userId;
+    who.textContent = `Signed in as ${identity.displayName || identity.userId} (${identity.role})`;
+    if (!session.me) saveSession({ ...session, me: { userId: identity.userId, role: identity.role } });
+  };
+  wire(root, client, store, { who, adopt, leave, signal: teardown.signal });
+  client.connect(session.token).catch((e: Error) => leave(`Sign-in refused: ${e.message}`));
+}
+
+interface Hooks {
+  who: HTMLElement;
+  adopt(identity: Identity): void;
+  leave(reason?: string): void;
+  signal: AbortSignal;
+}
+
+function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Hooks): void {
+  const { signal } = hooks;
+  const banner = new ConnectionBanner();
+  const notice = h('p', { class: 'notice', role: 'alert' });
+  const main = h('main', { class: 'layout' });
+  setChildren(
+    root,
+    h('header', { class: 'top' }, h('h1', {}, 'LegalChat'), hooks.who, h('button', { type: 'button', class: 'signout', onclick: () => hooks.leave() }, 'Sign out')),
+    banner.el,
+    notice,
+    main,
+  );
+  let openId: string | null = null;
+  let state: ClientState = client.state;
+  let joined: string | null = null;
+
+  const say = (text: string) => {
+    notice.textContent = text;
+  };
+  const failed = (what: string) => (e: Error) => say(`${what} failed: ${e.message}`);
+
+  // ─────────────── sending ───────────────
+
+  const transmit = (p: PendingSend) => {
+    client
+      .sendMessage(p.conversationId, { text: p.text, format: p.format }, { clientMessageId: p.clientMessageId, replyTo: p.replyTo ?? undefined })
+      .then((ack) => store.settle(p.clientMessageId, ack), (e: Error) => store.fail(p.clientMessageId, e.message));
+  };
+
+  const submit = async (text: string, format: TextFormat, mode: InputMode): Promise<boolean> => {
+    if (!openId) return false;
+    say('');
+    if (mode.kind === 'edit') {
+      return client.editMessage(openId, mode.of.seq, { text, format }).then(() => true, (e: Error) => (failed('Editing')(e), false));
+    }
+    const p: PendingSend = {
+      clientMessageId: newId(),
+      conversationId: openId,
+      text,
+      format,
+      replyTo: mode.kind === 'reply' ? mode.to.seq : null,
+      createdAt: new Date().toISOString(),
+      seq: null,
+      failed: null,
+    };
+    store.addPending(p);
+    transmit(p);
+    return true;
+  };
+
+  // ─────────────── views ───────────────
+
+  const list = new ConversationList({
+    store,
+    onCreate: async (participants, title) => {
+      if (participants.length === 0) return 'Name at least one person.';
+      const type = participants.length === 1 && !title ? 'private' : 'group';
+      try {
+        const c = await client.createConversation({ type, participants, title: title || undefined });
+        store.upsertConversation(c);
+        location.hash = `c=${encodeURIComponent(c._id)}`;
+        return null;
+      } catch (e) {
+        // One private conversation per pair: open the one there is.
+        const existing = type === 'private' && store.conversations().find((c) => c.type === 'private' && c.participants.some((p) => p.userId === participants[0]));
+        if (existing) {
+          location.hash = `c=${encodeURIComponent(existing._id)}`;
+          return null;
+        }
+        return (e as Error).message;
+      }
+    },
+  });
+
+  const messages = new MessageList({
+    store,
+    onReply: (m) => input.replyTo(m),
+    onEdit: (m) => input.edit(m),
+    onDelete: (m) => {
+      if (confirm('Delete this message for everyone?')) client.deleteMessage(m.conversationId, m.seq).catch(failed('Deleting'));
+    },
+    onPin: (m) => void client.pin(m.conversationId, m.seq, m.pinned).catch(failed('Pinning')),
+    onReact: (m, emoji) => {
+      const mine = m.reactions.some((r) => r.userId === store.me && r.emoji === emoji);
+      (mine ? client.unreact(m.conversationId, m.seq, emoji) : client.react(m.conversationId, m.seq, emoji)).catch(failed('Reacting'));
+    },
+    onRetry: (p) => {
+      store.addPending({ ...p, failed: null });
+      transmit(p);
+    },
+    onDiscard: (p) => store.discard(p.clientMessageId),
+    onLoadOlder: async () => {
+      const id = openId;
+      const before = id && store.oldestSeq(id);
+      if (!id || !before) return;
+      await client.history(id, { before, limit: HISTORY_PAGE }).then((page) => store.addPage(page, 'older'), failed('Loading history'));
+    },
+  });
+
+  const input = new MessageInput({
+    onSubmit: submit,
+    onTyping: () => openId && client.startTyping(openId),
+    onStopTyping: () => openId && client.stopTyping(openId),
+    nameOf: (u) => (u === store.me ? 'yourself' : store.nameOf(u)),
+  });
+
+  const typing = new TypingIndicator();
+  const title = h('h2', { tabindex: '-1' });
+  const people = h('p', { class: 'people' });
+  const back = h('a', { href: '#', class: 'back', 'aria-label': 'Back to conversations' }, '‹');
+  const chat = h(
+    'section',
+    { class: 'chat-pane', 'aria-labelledby': 'chat-title' },
+    h('div', { class: 'pane-head chat-head' }, back, h('div', {}, title, people)),
+    messages.el,
+    typing.el,
+    input.el,
+  );
+  title.id = 'chat-title';
+  const placeholder = h('section', { class: 'chat-pane placeholder' }, h('p', {}, 'Choose a conversation, or start a new one.'));
+  setChildren(main, list.el, placeholder);
+
+  // ─────────────── rendering ───────────────
+
+  let scheduled = false;
+  const render = () => {
+    scheduled = false;
+    banner.render(state);
+    list.render(openId);
+    const c = openId ? store.conversation(openId) : undefined;
+    main.classList.toggle('has-open', !!c);
+    const pane = c ? chat : placeholder;
+    if (!pane.isConnected) main.replaceChild(pane, c ? placeholder : chat);
+    if (!c) return;
+    title.textContent = store.titleOf(c);
+    setChildren(
+      people,
+      c.participants.map((p) =>
+        h('span', { class: 'person' }, p.userId === store.me ? 'You' : store.nameOf(p.userId), p.userId !== store.me && presenceDot(store.isOnline(p.userId))),
+      ),
+    );
+    messages.render(c._id, state === 'online');
+    typing.render(store.typingIn(c._id));
+    markRead();
+  };
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    queueMicrotask(render);
+  };
+
+  // Saved after every change, one write at a time: changes made while a write is under
+  // way go in the next one. (Not on a timer: background tabs delay timers by seconds or
+  // more, and a reload in between would lose what the cache should have had.)
+  let saving: 'idle' | 'soon' | 'writing' = 'idle';
+  let again = false;
+  const save = () => {
+    if (saving === 'writing') again = true;
+    if (saving !== 'idle') return;
+    saving = 'soon';
+    // After this task's other changes: one snapshot for a burst of events.
+    queueMicrotask(async () => {
+      saving = 'writing';
+      do {
+        again = false;
+        if (store.me && !signal.aborted) await cache.save(cacheKey(store.me), store.snapshot(client.cursors()));
+      } while (again);
+      saving = 'idle';
+    });
+  };
+  store.onChange(() => {
+    schedule();
+    save();
+  });
+  document.addEventListener('visibilitychange', () => schedule(), { signal });
+
+  // Reads what is on screen: up to the newest message, when the tab is visible.
+  let reading = 0;
+  const markRead = () => {
+    if (!openId || state !== 'online' || document.visibilityState !== 'visible') return;
+    const newest = store.newestMessageSeq(openId);
+    if (newest <= Math.max(store.myReadSeq(openId), reading)) return;
+    const id = openId;
+    reading = newest;
+    client.markReadAt(id, newest).then(() => store.markedRead(id, newest), () => (reading = 0));
+  };
+
+  // ─────────────── opening a conversation ───────────────
+
+  const refreshOpen = async () => {
+    const id = openId;
+    if (!id || state !== 'online') return;
+    if (joined && joined !== id) void client.leaveConversation(joined).catch(() => {});
+    joined = id;
+    const [page, receipts] = await Promise.all([
+      client.history(id, { limit: HISTORY_PAGE }),
+      client.receipts(id),
+      client.joinConversation(id),
+    ]).catch((e: Error) => (failed('Loading the conversation')(e), [null, null]));
+    if (page) store.addPage(page, 'latest');
+    if (receipts) store.setReceipts(id, receipts.states);
+  };
+
+  const route = () => {
+    const id = decodeURIComponent(/^#c=(.+)$/.exec(location.hash)?.[1] ?? '') || null;
+    if (id === openId) return;
+    if (openId) client.stopTyping(openId);
+    openId = id;
+    reading = 0;
+    input.reset();
+    say('');
+    schedule();
+    if (id) {
+      void refreshOpen();
+      queueMicrotask(() => title.focus());
+    }
+  };
+  window.addEventListener('hashchange', route, { signal });
+
+  // ─────────────── client events ───────────────
+
+  client.on('state', (s) => {
+    if (s === 'online' && client.me) hooks.adopt(client.me);
+    if (signal.aborted) return;
+    state = s;
+    if (s !== 'online') {
+      store.clearTyping();
+      joined = null;
+    }
+    schedule();
+    if (s === 'online') void refresh();
+  });
+  client.on('message', (m: Message) => store.addMessage(m));
+  client.on('message_event', (e) => store.applyEvent(e));
+  client.on('conversation', (c) => store.upsertConversation(c));
+  client.on('receipt', (r) => store.receipt(r));
+  client.on('typing', (t) => store.typing(t.conversationId, t.userId, t.active));
+  client.on('presence', (p) => store.setPresence(p.userId, p.online));
+  client.on('unauthorized', (e) => hooks.leave(`Signed out: ${e.message}`));
+
+  const refresh = async () => {
+    try {
+      store.setConversations(await client.listConversations());
+      const contacts = store.contacts();
+      if (contacts.length) for (const p of await client.presence(contacts)) store.setPresence(p.userId, p.online);
+    } catch (e) {
+      failed('Loading conversations')(e as Error);
+    }
+    await refreshOpen();
+  };
+
+  // Unsent messages from before a reload go again, with their ids: stored once at most.
+  for (const p of store.pending()) if (p.seq === null && !p.failed) transmit(p);
+  route();
+  schedule();
+}
+
+/** A client message id: 32 hex digits (crypto.randomUUID needs a secure context). */
+function newId(): string {
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
+}

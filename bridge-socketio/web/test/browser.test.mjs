@@ -1,0 +1,298 @@
+// The web app end to end: two people in two headless Chromium contexts, signed in through
+// the demo accounts of a real bridge in front of a real daemon. Every wait is for a
+// selector or a condition, with a deadline.
+//
+// Needs chromium (Debian's, at /usr/bin/chromium, or CHROMIUM_PATH) and a build
+// (node build.mjs). Without chromium the tests are skipped, except in CI (CI=true), where
+// that is a failure.
+
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { startBridge, startDaemon } from './harness.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const webRoot = join(root, 'dist/web');
+const artifacts = join(root, 'test-artifacts');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const missing = existsSync(CHROMIUM) ? null : `chromium is not installed at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`;
+const skip = missing && process.env.CI !== 'true' ? missing : false;
+/** Longest wait for anything to appear on a page. */
+const WAIT = 20_000;
+const TEST_TIMEOUT = 90_000;
+
+/** A message on a page, by the text of its body (not of a quote of it). */
+const message = (page, text) => page.locator('article.msg').filter({ has: page.locator('.body', { hasText: text }) });
+
+/** Types a message into the composer and sends it with Enter. */
+async function send(page, text) {
+  const box = page.getByLabel('Message', { exact: true });
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** Polls `check` (async) until it holds, for at most WAIT. */
+async function eventually(check, what) {
+  const deadline = Date.now() + WAIT;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Whether the app's cache (IndexedDB) holds `text` for alice. */
+const cached = (page, text) =>
+  page.evaluate(
+    (text) =>
+      new Promise((resolve) => {
+        const open = indexedDB.open('legalchat');
+        open.onerror = () => resolve(false);
+        open.onsuccess = () => {
+          const get = open.result.transaction('kv').objectStore('kv').get('user:alice');
+          get.onsuccess = () => resolve(JSON.stringify(get.result ?? null).includes(text));
+          get.onerror = () => resolve(false);
+        };
+      }),
+    text,
+  );
+
+/** Resolves once `page`'s banner is empty (online). */
+const online = (page) => page.waitForFunction(() => document.querySelector('.banner')?.textContent === '', null, { timeout: WAIT });
+
+describe('the web app in Chromium', { skip }, () => {
+  let daemon;
+  let bridge;
+  let browser;
+  let alice;
+  let bob;
+  const errors = [];
+
+  /** A new browser context signed in through the demo account `label`. */
+  async function signIn(label) {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    page.on('pageerror', (e) => errors.push(`${label}: ${e.message}`));
+    await page.goto(bridge.url);
+    await page.getByRole('button', { name: `Sign in as ${label}` }).click();
+    await page.getByText(/^Signed in as /).waitFor();
+    await online(page);
+    return page;
+  }
+
+  before(async () => {
+    if (missing) throw new Error(missing);
+    assert.ok(existsSync(join(webRoot, 'index.html')), 'the web app is not built: run node build.mjs');
+    daemon = await startDaemon();
+    const demo = [
+      ['alice', 'advocate'],
+      ['bob', 'client'],
+    ].flatMap(([user, role]) => ['--demo-account', `${user}:${role}:${daemon.token(user, role)}`]);
+    bridge = await startBridge(daemon, ['--web-root', webRoot, ...demo]);
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    alice = await signIn('alice (advocate)');
+    bob = await signIn('bob (client)');
+  });
+
+  after(async () => {
+    await browser?.close();
+    await bridge?.stop();
+    await daemon?.stop();
+  });
+
+  test('two people chat: alice starts a conversation with bob and bob reads her message', { timeout: TEST_TIMEOUT }, async () => {
+    await alice.getByRole('button', { name: 'New conversation' }).click();
+    await alice.getByLabel('People (user IDs, separated by commas)').fill('bob');
+    await alice.getByRole('button', { name: 'Create' }).click();
+    await alice.getByRole('heading', { name: 'bob', exact: true }).waitFor();
+
+    // Bob hears of the conversation and opens it from his list.
+    await bob.getByRole('link', { name: /alice/ }).click();
+    await bob.getByRole('heading', { name: 'alice', exact: true }).waitFor();
+
+    await send(alice, 'Hello Bob, the **draft** is ready.');
+    const received = message(bob, 'Hello Bob, the draft is ready.');
+    await received.waitFor();
+    // Markdown arrives as markup built from the text, never as HTML.
+    assert.equal(await received.locator('.body strong').textContent(), 'draft');
+    await message(alice, 'Hello Bob').locator('.status', { hasText: /Sent|Delivered|Read/ }).waitFor();
+    assert.deepEqual(errors, []);
+  });
+
+  test('typing shows on the other screen and clears by itself', { timeout: TEST_TIMEOUT }, async () => {
+    const typing = alice.locator('.typing');
+    await bob.getByLabel('Message', { exact: true }).pressSequentially('I am writi');
+    await typing.getByText('bob is typing…').waitFor();
+    // No more keystrokes: the typing signal stops by itself after 3 s.
+    const at = Date.now();
+    await alice.waitForFunction(() => document.querySelector('.typing')?.textContent === '', null, { timeout: WAIT });
+    assert.ok(Date.now() - at >= 1_000, 'typing cleared after the timeout, not at once');
+    await bob.getByLabel('Message', { exact: true }).fill('');
+  });
+
+  test('a reply, a reaction and a read receipt show on the other screen', { timeout: TEST_TIMEOUT }, async () => {
+    // Bob replies to Alice's message.
+    const original = message(bob, 'Hello Bob');
+    await original.getByRole('button', { name: /^Actions for/ }).click();
+    await original.getByRole('button', { name: 'Reply' }).click();
+    await bob.getByText('Replying to alice').waitFor();
+    await send(bob, 'Thanks, reading it now.');
+
+    const reply = message(alice, 'Thanks, reading it now.');
+    await reply.locator('.quote', { hasText: 'Hello Bob, the draft is ready.' }).waitFor();
+
+    // Alice reacts to the reply; Bob sees the count.
+    await reply.getByRole('button', { name: /^Actions for/ }).click();
+    await reply.getByRole('button', { name: 'React', exact: true }).click();
+    await reply.getByRole('button', { name: 'React with thumbs up' }).click();
+    await message(bob, 'Thanks, reading it now.').locator('.chip', { hasText: '👍 1' }).waitFor();
+    await reply.locator('.chip[aria-pressed="true"]', { hasText: '👍 1' }).waitFor();
+
+    // Bob has the conversation open, so he has read Alice's message.
+    await message(alice, 'Hello Bob').locator('.status', { hasText: 'Read by bob' }).waitFor();
+    assert.deepEqual(errors, []);
+  });
+
+  test('edits and deletes of one’s own messages show on the other screen', { timeout: TEST_TIMEOUT }, async () => {
+    const mine = message(alice, 'Hello Bob');
+    await mine.getByRole('button', { name: /^Actions for/ }).click();
+    await mine.getByRole('button', { name: 'Edit' }).click();
+    const box = alice.getByLabel('Message', { exact: true });
+    assert.equal(await box.inputValue(), 'Hello Bob, the **draft** is ready.');
+    await box.fill('Hello Bob, the final draft is ready.');
+    await box.press('Enter');
+    const edited = message(bob, 'Hello Bob, the final draft is ready.');
+    await edited.locator('.meta', { hasText: '(edited)' }).waitFor();
+    // The quote in Bob's reply follows the edit.
+    await message(bob, 'Thanks, reading it now.').locator('.quote', { hasText: 'the final draft' }).waitFor();
+
+    await send(alice, 'Wrong conversation, sorry');
+    await message(bob, 'Wrong conversation, sorry').waitFor();
+    const wrong = message(alice, 'Wrong conversation, sorry');
+    await wrong.getByRole('button', { name: /^Actions for/ }).click();
+    alice.once('dialog', (d) => void d.accept());
+    await wrong.getByRole('button', { name: 'Delete' }).click();
+    await bob.waitForFunction(() => ![...document.querySelectorAll('.body')].some((b) => b.textContent.includes('Wrong conversation')), null, { timeout: WAIT });
+    await bob.locator('.body.deleted', { hasText: 'Message deleted' }).waitFor();
+    assert.deepEqual(errors, []);
+  });
+
+  test('offline: a banner, a reload from the cache, queued sends delivered once, nothing missed', { timeout: TEST_TIMEOUT }, async () => {
+    const conversationId = decodeURIComponent(new URL(alice.url()).hash.replace(/^#c=/, ''));
+    assert.match(conversationId, /^[0-9a-f]{32}$/);
+    // The app shell is cached by the service worker once it controls the page.
+    await alice.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: WAIT });
+
+    await bridge.stop();
+    const banner = alice.locator('.banner');
+    await banner.getByText('Offline — messages will be sent when the connection returns').waitFor();
+    await send(alice, 'Queued while offline');
+    await message(alice, 'Queued while offline').locator('.status', { hasText: 'Sending…' }).waitFor();
+
+    // A reload without the bridge: the shell, the history and the queued send come from the cache.
+    await eventually(() => cached(alice, 'Queued while offline'), 'the queued message in the cache');
+    await alice.reload();
+    await banner.getByText('Offline').waitFor();
+    await message(alice, 'Hello Bob, the final draft is ready.').waitFor();
+    await message(alice, 'Queued while offline').locator('.status', { hasText: 'Sending…' }).waitFor();
+
+    // Meanwhile Bob writes from another device, through another bridge.
+    const { ChatClient } = await import('../dist/client/index.js');
+    const other = await startBridge(daemon);
+    const phone = new ChatClient(other.url);
+    try {
+      await phone.connect(daemon.token('bob', 'client'));
+      await phone.sendMessage(conversationId, 'Sent while Alice was offline');
+    } finally {
+      phone.disconnect();
+      await other.stop();
+    }
+
+    await bridge.start();
+    await online(alice);
+    await online(bob);
+    await message(bob, 'Queued while offline').waitFor();
+    await message(alice, 'Sent while Alice was offline').waitFor();
+    await message(alice, 'Queued while offline').locator('.status', { hasText: /Sent|Delivered|Read/ }).waitFor();
+    await send(bob, 'Back online');
+    await message(alice, 'Back online').waitFor();
+
+    for (const [name, page] of [['alice', alice], ['bob', bob]]) {
+      for (const text of ['Queued while offline', 'Sent while Alice was offline', 'Back online', 'Thanks, reading it now.']) {
+        assert.equal(await message(page, text).count(), 1, `${name} sees “${text}” once`);
+      }
+    }
+    assert.deepEqual(errors, []);
+  });
+
+  test('accessibility: axe finds nothing serious or critical on the sign-in page and the chat', { timeout: TEST_TIMEOUT }, async () => {
+    const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+    const scan = async (page, what) => {
+      await page.addScriptTag({ content: axeSource });
+      const { violations } = await page.evaluate(() => window.axe.run());
+      const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+      const report = bad.map((v) => `${v.impact} ${v.id}: ${v.help}\n  ${v.nodes.map((n) => n.target.join(' ')).join('\n  ')}`);
+      assert.deepEqual(report, [], `${what}:\n${report.join('\n')}`);
+    };
+
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      page.setDefaultTimeout(WAIT);
+      await page.goto(bridge.url);
+      await page.getByRole('button', { name: 'Sign in as alice (advocate)' }).waitFor();
+      await scan(page, 'sign-in page with demo accounts');
+      // Without demo accounts (production), the page asks for a token.
+      await page.route('**/api/dev/accounts', (r) => r.fulfill({ status: 404, body: 'not found' }));
+      await page.reload();
+      await page.getByLabel('Paste your access token').waitFor();
+      await scan(page, 'sign-in page with the token field');
+    } finally {
+      await context.close();
+    }
+
+    await scan(alice, 'chat view');
+    const reply = message(alice, 'Thanks, reading it now.');
+    await reply.getByRole('button', { name: /^Actions for/ }).click();
+    await reply.getByRole('button', { name: 'React', exact: true }).click();
+    await scan(alice, 'chat view with a message menu and the reaction picker open');
+    await alice.keyboard.press('Escape');
+  });
+
+  test('screenshots at phone and desktop sizes; one pane at a time on a phone', { timeout: TEST_TIMEOUT }, async () => {
+    mkdirSync(artifacts, { recursive: true });
+    // Touch targets: every visible button and link is at least 44 px high.
+    const smallTargets = () =>
+      alice.evaluate(() =>
+        [...document.querySelectorAll('button, a')]
+          .filter((el) => el.offsetParent !== null && el.getBoundingClientRect().height < 44)
+          .map((el) => el.getAttribute('aria-label') ?? el.textContent),
+      );
+    const shot = async (name) => {
+      const path = join(artifacts, `${name}.png`);
+      await alice.screenshot({ path });
+      assert.ok(statSync(path).size > 1_000, `${path} was written`);
+    };
+    await alice.setViewportSize({ width: 1280, height: 800 });
+    assert.ok(await alice.locator('.list-pane').isVisible(), 'desktop: the list beside the chat');
+    assert.ok(await alice.locator('.chat-pane').isVisible());
+    await shot('chat-desktop');
+
+    await alice.setViewportSize({ width: 390, height: 844 });
+    await alice.locator('.list-pane').waitFor({ state: 'hidden' });
+    await shot('chat-phone');
+    assert.deepEqual(await smallTargets(), [], 'the chat');
+    // The back button leads to the list, which then fills the screen.
+    await alice.getByRole('link', { name: 'Back to conversations' }).click();
+    await alice.locator('.chat-pane').waitFor({ state: 'hidden' });
+    await alice.locator('.list-pane').waitFor();
+    await shot('list-phone');
+    assert.deepEqual(await smallTargets(), [], 'the list');
+    await alice.setViewportSize({ width: 1280, height: 800 });
+    assert.deepEqual(errors, []);
+  });
+});
