@@ -123,6 +123,17 @@ describe('the web app in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
+  test('message text is untrusted: markup in it stays text', { timeout: TEST_TIMEOUT }, async () => {
+    const text = '<img src=x onerror="window.pwned=1"> <a href="javascript:alert(1)">click</a> `<b>code</b>`';
+    await send(alice, text);
+    const shown = message(bob, '<img src=x');
+    await shown.waitFor();
+    assert.equal(await shown.locator('.body').textContent(), '<img src=x onerror="window.pwned=1"> <a href="javascript:alert(1)">click</a> <b>code</b>');
+    assert.equal(await shown.locator('.body img, .body a, .body b').count(), 0);
+    assert.equal(await shown.locator('.body code').textContent(), '<b>code</b>');
+    assert.equal(await bob.evaluate(() => window.pwned), undefined);
+  });
+
   test('typing shows on the other screen and clears by itself', { timeout: TEST_TIMEOUT }, async () => {
     const typing = alice.locator('.typing');
     await bob.getByLabel('Message', { exact: true }).pressSequentially('I am writi');
@@ -293,6 +304,49 @@ describe('the web app in Chromium', { skip }, () => {
     await shot('list-phone');
     assert.deepEqual(await smallTargets(), [], 'the list');
     await alice.setViewportSize({ width: 1280, height: 800 });
+    assert.deepEqual(errors, []);
+  });
+
+  test('history: the newest page first, older pages on scrolling up; sign-out forgets this device’s copy', { timeout: TEST_TIMEOUT }, async () => {
+    const { ChatClient } = await import('../dist/client/index.js');
+    const writer = new ChatClient(bridge.url);
+    const total = 120;
+    try {
+      await writer.connect(daemon.token('carol', 'advocate'));
+      const c = await writer.createConversation({ type: 'group', participants: ['alice'], title: 'Discovery archive' });
+      for (let i = 1; i <= total; i++) await writer.sendMessage(c._id, `Exhibit ${i}`);
+    } finally {
+      writer.disconnect();
+    }
+
+    // A new device: nothing cached, so the history comes page by page.
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    try {
+      const page = await context.newPage();
+      page.setDefaultTimeout(WAIT);
+      page.on('pageerror', (e) => errors.push(`alice on a phone: ${e.message}`));
+      await page.goto(bridge.url);
+      await page.getByRole('button', { name: 'Sign in as alice (advocate)' }).click();
+      await page.getByRole('link', { name: /Discovery archive/ }).click();
+      await message(page, `Exhibit ${total}`).waitFor();
+      assert.equal(await message(page, /^Exhibit 1$/).count(), 0, 'only the newest page at first');
+      await page.getByRole('button', { name: 'Load older messages' }).waitFor();
+
+      await eventually(async () => {
+        await page.locator('.scroller').evaluate((el) => (el.scrollTop = 0));
+        return (await message(page, /^Exhibit 1$/).count()) === 1;
+      }, 'the first message after scrolling up');
+      const texts = await page.locator('article.msg .body').allTextContents();
+      assert.deepEqual(texts, Array.from({ length: total }, (_, i) => `Exhibit ${i + 1}`), 'every message once, in order');
+      await page.getByRole('button', { name: 'Load older messages' }).waitFor({ state: 'hidden' });
+
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await page.getByRole('button', { name: 'Sign in as alice (advocate)' }).waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+      await eventually(async () => !(await cached(page, 'Exhibit')), 'the cache to be forgotten');
+    } finally {
+      await context.close();
+    }
     assert.deepEqual(errors, []);
   });
 });
