@@ -19,10 +19,10 @@ const webRoot = join(root, 'dist/web');
 const artifacts = join(root, 'test-artifacts');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const missing = existsSync(CHROMIUM) ? null : `chromium is not installed at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`;
-const skip = missing && process.env.CI !== 'true' ? missing : false;
 /** Longest wait for anything to appear on a page. */
 const WAIT = 20_000;
-const TEST_TIMEOUT = 90_000;
+/** Every test: bounded in time, and skipped with the reason when chromium is missing. */
+const options = { timeout: 90_000, skip: missing ?? false };
 
 /** A message on a page, by the text of its body (not of a quote of it). */
 const message = (page, text) => page.locator('article.msg').filter({ has: page.locator('.body', { hasText: text }) });
@@ -62,7 +62,10 @@ const cached = (page, text) =>
 /** Resolves once `page`'s banner is empty (online). */
 const online = (page) => page.waitForFunction(() => document.querySelector('.banner')?.textContent === '', null, { timeout: WAIT });
 
-describe('the web app in Chromium', { skip }, () => {
+// In CI a missing browser is a failure, not a skip.
+if (missing && process.env.CI === 'true') test('chromium is installed for the browser tests', () => assert.fail(missing));
+
+describe('the web app in Chromium', () => {
   let daemon;
   let bridge;
   let browser;
@@ -84,7 +87,7 @@ describe('the web app in Chromium', { skip }, () => {
   }
 
   before(async () => {
-    if (missing) throw new Error(missing);
+    if (missing) return;
     assert.ok(existsSync(join(webRoot, 'index.html')), 'the web app is not built: run node build.mjs');
     daemon = await startDaemon();
     const demo = [
@@ -104,7 +107,7 @@ describe('the web app in Chromium', { skip }, () => {
     await daemon?.stop();
   });
 
-  test('two people chat: alice starts a conversation with bob and bob reads her message', { timeout: TEST_TIMEOUT }, async () => {
+  test('two people chat: alice starts a conversation with bob and bob reads her message', options, async () => {
     await alice.getByRole('button', { name: 'New conversation' }).click();
     await alice.getByLabel('People (user IDs, separated by commas)').fill('bob');
     await alice.getByRole('button', { name: 'Create' }).click();
@@ -123,7 +126,7 @@ describe('the web app in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
-  test('message text is untrusted: markup in it stays text', { timeout: TEST_TIMEOUT }, async () => {
+  test('message text is untrusted: markup in it stays text', options, async () => {
     const text = '<img src=x onerror="window.pwned=1"> <a href="javascript:alert(1)">click</a> `<b>code</b>`';
     await send(alice, text);
     const shown = message(bob, '<img src=x');
@@ -134,7 +137,21 @@ describe('the web app in Chromium', { skip }, () => {
     assert.equal(await bob.evaluate(() => window.pwned), undefined);
   });
 
-  test('typing shows on the other screen and clears by itself', { timeout: TEST_TIMEOUT }, async () => {
+  test('the formatting buttons send Markdown', options, async () => {
+    const box = alice.getByLabel('Message', { exact: true });
+    await box.fill('Deadline moved');
+    await box.press('ControlOrMeta+a');
+    await alice.getByRole('button', { name: 'Bold (Ctrl+B)' }).click();
+    assert.equal(await box.inputValue(), '**Deadline moved**');
+    await box.press('End');
+    await box.pressSequentially(' to Friday');
+    await box.press('Enter');
+    const shown = message(bob, 'Deadline moved to Friday');
+    await shown.waitFor();
+    assert.equal(await shown.locator('.body strong').textContent(), 'Deadline moved');
+  });
+
+  test('typing shows on the other screen and clears by itself', options, async () => {
     const typing = alice.locator('.typing');
     await bob.getByLabel('Message', { exact: true }).pressSequentially('I am writi');
     await typing.getByText('bob is typing…').waitFor();
@@ -145,7 +162,7 @@ describe('the web app in Chromium', { skip }, () => {
     await bob.getByLabel('Message', { exact: true }).fill('');
   });
 
-  test('a reply, a reaction and a read receipt show on the other screen', { timeout: TEST_TIMEOUT }, async () => {
+  test('a reply, a reaction and a read receipt show on the other screen', options, async () => {
     // Bob replies to Alice's message.
     const original = message(bob, 'Hello Bob');
     await original.getByRole('button', { name: /^Actions for/ }).click();
@@ -168,7 +185,7 @@ describe('the web app in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
-  test('edits and deletes of one’s own messages show on the other screen', { timeout: TEST_TIMEOUT }, async () => {
+  test('edits and deletes of one’s own messages show on the other screen', options, async () => {
     const mine = message(alice, 'Hello Bob');
     await mine.getByRole('button', { name: /^Actions for/ }).click();
     await mine.getByRole('button', { name: 'Edit' }).click();
@@ -192,7 +209,7 @@ describe('the web app in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
-  test('offline: a banner, a reload from the cache, queued sends delivered once, nothing missed', { timeout: TEST_TIMEOUT }, async () => {
+  test('offline: a banner, a reload from the cache, queued sends delivered once, nothing missed', options, async () => {
     const conversationId = decodeURIComponent(new URL(alice.url()).hash.replace(/^#c=/, ''));
     assert.match(conversationId, /^[0-9a-f]{32}$/);
     // The app shell is cached by the service worker once it controls the page.
@@ -240,7 +257,7 @@ describe('the web app in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
-  test('accessibility: axe finds nothing serious or critical on the sign-in page and the chat', { timeout: TEST_TIMEOUT }, async () => {
+  test('accessibility: axe finds nothing serious or critical on the sign-in page and the chat', options, async () => {
     const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
     const scan = async (page, what) => {
       await page.addScriptTag({ content: axeSource });
@@ -274,7 +291,7 @@ describe('the web app in Chromium', { skip }, () => {
     await alice.keyboard.press('Escape');
   });
 
-  test('screenshots at phone and desktop sizes; one pane at a time on a phone', { timeout: TEST_TIMEOUT }, async () => {
+  test('screenshots at phone and desktop sizes; one pane at a time on a phone', options, async () => {
     mkdirSync(artifacts, { recursive: true });
     // Touch targets: every visible button and link is at least 44 px high.
     const smallTargets = () =>
@@ -307,7 +324,7 @@ describe('the web app in Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
-  test('history: the newest page first, older pages on scrolling up; sign-out forgets this device’s copy', { timeout: TEST_TIMEOUT }, async () => {
+  test('history: the newest page first, older pages on scrolling up; sign-out forgets this device’s copy', options, async () => {
     const { ChatClient } = await import('../dist/client/index.js');
     const writer = new ChatClient(bridge.url);
     const total = 120;

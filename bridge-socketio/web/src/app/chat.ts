@@ -139,13 +139,13 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
       try {
         const c = await client.createConversation({ type, participants, title: title || undefined });
         store.upsertConversation(c);
-        location.hash = `c=${encodeURIComponent(c._id)}`;
+        location.hash = `c=${c._id}`;
         return null;
       } catch (e) {
         // One private conversation per pair: open the one there is.
         const existing = type === 'private' && store.conversations().find((c) => c.type === 'private' && c.participants.some((p) => p.userId === participants[0]));
         if (existing) {
-          location.hash = `c=${encodeURIComponent(existing._id)}`;
+          location.hash = `c=${existing._id}`;
           return null;
         }
         return (e as Error).message;
@@ -271,7 +271,6 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   const refreshOpen = async () => {
     const id = openId;
     if (!id || state !== 'online') return;
-    if (joined && joined !== id) void client.leaveConversation(joined).catch(() => {});
     joined = id;
     const [page, receipts] = await Promise.all([
       client.history(id, { limit: HISTORY_PAGE }),
@@ -283,9 +282,12 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   };
 
   const route = () => {
-    const id = decodeURIComponent(/^#c=(.+)$/.exec(location.hash)?.[1] ?? '') || null;
+    const id = /^#c=([0-9a-f]+)$/i.exec(location.hash)?.[1] ?? null;
     if (id === openId) return;
     if (openId) client.stopTyping(openId);
+    // Typing signals come only for the open conversation.
+    if (joined) void client.leaveConversation(joined).catch(() => {});
+    joined = null;
     openId = id;
     reading = 0;
     input.reset();

@@ -25,7 +25,7 @@ export class ConversationList {
     const error = h('p', { class: 'form-error', role: 'alert' });
     this.form = h(
       'form',
-      { class: 'new-conv', hidden: true },
+      { class: 'new-conv', id: 'new-conv', hidden: true },
       h('label', { for: 'new-people' }, 'People (user IDs, separated by commas)'),
       people,
       h('label', { for: 'new-title' }, 'Title (optional)'),
@@ -43,7 +43,6 @@ export class ConversationList {
       }
     });
     this.toggle = h('button', { type: 'button', 'aria-expanded': 'false', 'aria-controls': 'new-conv', onclick: () => (this.form.hidden ? this.open() : this.close()) }, 'New conversation');
-    this.form.id = 'new-conv';
     const ul = h('ul', { class: 'convs' });
     this.list = new KeyedList(ul);
     this.el = h('nav', { class: 'list-pane', 'aria-label': 'Conversations' }, h('div', { class: 'pane-head' }, h('h2', {}, 'Conversations'), this.toggle), this.form, ul, this.empty);
@@ -83,7 +82,7 @@ export class ConversationList {
       {},
       h(
         'a',
-        { class: 'conv', href: `#c=${encodeURIComponent(c._id)}`, 'aria-current': current ? 'page' : null, 'data-focus': 'conv' },
+        { class: 'conv', href: `#c=${c._id}`, 'aria-current': current ? 'page' : null, 'data-focus': 'conv' },
         h('span', { class: 'conv-title' }, online !== undefined && presenceDot(online), h('span', { class: 'name' }, title)),
         h('span', { class: 'conv-preview' }, preview),
         c.unreadCount > 0 && h('span', { class: 'badge' }, c.unreadCount, srOnly(' unread')),

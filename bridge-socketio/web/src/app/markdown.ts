@@ -13,8 +13,11 @@ const INLINE = /`([^`\n]+)`|\*\*(?=\S)([\s\S]*?\S)\*\*|\*(?=[^\s*])([^*\n]*?[^\s
 export function renderMarkdown(text: string): DocumentFragment {
   const out = document.createDocumentFragment();
   const parts = text.split(FENCE);
-  // An odd count of fences leaves the last one unclosed: it stays literal.
-  if (parts.length % 2 === 0) parts.push(FENCE + parts.pop()!);
+  // An odd count of fences leaves the last one unclosed: it and what follows stay text.
+  if (parts.length % 2 === 0) {
+    const tail = parts.pop()!;
+    parts[parts.length - 1] += FENCE + tail;
+  }
   parts.forEach((part, i) => {
     if (i % 2 === 0) {
       out.append(...inline(part));

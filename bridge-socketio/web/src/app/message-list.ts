@@ -43,6 +43,7 @@ export class MessageList {
   /** The message whose action menu is open, and whether its reaction picker is. */
   private menu: { key: string; picker: boolean } | null = null;
   private loading = false;
+  private online = false;
   private canLoad = false;
 
   constructor(private readonly props: MessageListProps) {
@@ -74,7 +75,7 @@ export class MessageList {
 
   private setMenu(menu: { key: string; picker: boolean } | null): void {
     this.menu = menu;
-    if (this.conversationId) this.render(this.conversationId, this.canLoad);
+    if (this.conversationId) this.render(this.conversationId, this.online);
   }
 
   /** `online`: whether older pages can be fetched now. */
@@ -87,6 +88,7 @@ export class MessageList {
       this.conversationId = conversationId;
     }
     const oldest = store.oldestSeq(conversationId);
+    this.online = online;
     this.canLoad = online && oldest !== null && oldest > 1;
     this.older.hidden = !this.canLoad;
 
@@ -138,7 +140,7 @@ export class MessageList {
       m.replyTo !== null && this.quote(m),
       deleted ? h('p', { class: 'body deleted' }, 'Message deleted') : this.body(m.content!.text, m.content!.format === 'markdown'),
       this.reactions(m),
-      mine && h('p', { class: 'status' }, status === 'Sent' ? '✓ ' : '✓✓ ', status),
+      mine && h('p', { class: 'status' }, h('span', { 'aria-hidden': 'true' }, status === 'Sent' ? '✓ ' : '✓✓ '), status),
       !deleted &&
         h(
           'button',
@@ -260,7 +262,7 @@ export class MessageList {
             ' ',
             h('button', { type: 'button', 'data-focus': 'discard', onclick: () => this.props.onDiscard(p) }, 'Discard'),
           )
-        : h('p', { class: 'status' }, p.seq === null ? 'Sending…' : '✓ Sent'),
+        : h('p', { class: 'status' }, p.seq === null ? 'Sending…' : [h('span', { 'aria-hidden': 'true' }, '✓ '), 'Sent']),
     );
   }
 }

@@ -106,10 +106,15 @@ export class ChatStore {
     return this.convs.get(id);
   }
 
-  /** The server's list replaces ours. */
+  /** The server's list replaces ours, except for newer last messages that came while it was on its way. */
   setConversations(list: Conversation[]): void {
+    const held = new Map(this.convs);
     this.convs.clear();
-    for (const c of list) this.convs.set(c._id, c);
+    for (const c of list) {
+      const mine = held.get(c._id);
+      const newer = mine?.lastMessage && mine.lastMessage.seq > (c.lastMessage?.seq ?? 0);
+      this.convs.set(c._id, newer ? { ...c, lastMessage: mine.lastMessage, lastSeq: Math.max(c.lastSeq, mine.lastSeq), updatedAt: mine.updatedAt } : c);
+    }
     this.changed();
   }
 
@@ -244,8 +249,8 @@ export class ChatStore {
       if (e.event) this.foldInto(log, e);
       else this.put(log, e as Message);
     }
-    log.lo = page.hasMore || kind === 'latest' ? Math.min(log.lo, first) : 1;
-    if (kind === 'latest' && !page.hasMore) log.lo = 1;
+    // `hasMore`: older entries exist (the newest page and pages before a seq alike).
+    log.lo = page.hasMore ? Math.min(log.lo, first) : 1;
     log.hi = Math.max(log.hi, last);
     this.changed();
   }
