@@ -200,12 +200,45 @@ pub struct SharedConnection {
     pub(crate) current: Arc<std::sync::Mutex<Option<quinn::Connection>>>,
     /// Held while connecting, so that clients arriving together make one connection.
     pub(crate) connecting: Arc<tokio::sync::Mutex<()>>,
+    /// The TLS and transport settings its clients use, built once: a gateway's thousands
+    /// of clients would otherwise each hold a copy (a root store, a crypto provider).
+    quic: Arc<std::sync::Mutex<Option<QuicSettings>>>,
+}
+
+/// A built QUIC client configuration and what it was built from.
+#[derive(Debug)]
+struct QuicSettings {
+    ca_cert_pem: Vec<u8>,
+    idle_timeout: Duration,
+    keep_alive_interval: Duration,
+    config: quinn::ClientConfig,
 }
 
 impl SharedConnection {
     /// A connection through `endpoint`, made when the first client needs it.
     pub fn new(endpoint: ClientEndpoint) -> Self {
-        Self { endpoint, current: Arc::default(), connecting: Arc::default() }
+        Self { endpoint, current: Arc::default(), connecting: Arc::default(), quic: Arc::default() }
+    }
+
+    /// The QUIC client configuration for `config`: the one already built for an earlier
+    /// client with the same CA and timeouts, or a new one (kept for the next).
+    pub(crate) fn client_config(&self, config: &ClientConfig) -> Result<quinn::ClientConfig, Error> {
+        let mut cached = self.quic.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = cached.as_ref()
+            && s.ca_cert_pem == config.ca_cert_pem
+            && s.idle_timeout == config.idle_timeout
+            && s.keep_alive_interval == config.keep_alive_interval
+        {
+            return Ok(s.config.clone());
+        }
+        let built = crate::tls::client_config_with(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?;
+        *cached = Some(QuicSettings {
+            ca_cert_pem: config.ca_cert_pem.clone(),
+            idle_timeout: config.idle_timeout,
+            keep_alive_interval: config.keep_alive_interval,
+            config: built.clone(),
+        });
+        Ok(built)
     }
 
     /// Whether the connection is up now.

@@ -19,6 +19,8 @@ use crate::{ClientConfig, Error, Result, SharedConnection};
 pub(crate) const AUTH_REQUEST_ID: u64 = 1;
 /// Most bytes taken off the stream per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer kept between frames; a larger one is released once empty.
+const RETAINED_BUFFER: usize = 16 * 1024;
 /// How long each step of a graceful close may take.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a closing client waits for its endpoint to go idle. The CONNECTION_CLOSE
@@ -262,7 +264,8 @@ impl FrameReader {
     }
 
     fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
-        Self { recv, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
+        // No buffer up front: a gateway holds thousands of sessions, most of them idle.
+        Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame) }
     }
 
     /// The next frame; `Ok(None)` when the server finished the stream cleanly between
@@ -271,6 +274,11 @@ impl FrameReader {
     pub(crate) async fn read_frame(&mut self) -> Result<Option<pb::ServerFrame>, ReadFailure> {
         loop {
             if let Some(frame) = self.decoder.decode::<pb::ServerFrame>(&mut self.buf).map_err(ReadFailure::Decode)? {
+                if self.buf.is_empty() && self.buf.capacity() > RETAINED_BUFFER {
+                    // A burst (a catch-up page, a large message) grew it: an idle session
+                    // keeps none of that.
+                    self.buf = BytesMut::new();
+                }
                 return Ok(Some(frame));
             }
             match self.recv.read_chunk(READ_CHUNK, true).await {

@@ -356,7 +356,10 @@ pub(crate) struct Started {
 /// saved cursors), and starts the supervisor.
 pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
     config.validate()?;
-    let quic = crate::tls::client_config_with(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?;
+    let quic = match &config.connection {
+        Some(shared) => shared.client_config(&config)?,
+        None => crate::tls::client_config_with(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?,
+    };
     let bind: std::net::SocketAddr = if config.server_addr.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {

@@ -15,6 +15,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use legalchat_bridge::config::{self, BridgeConfig, DemoAccount, parse_origins};
 
+// As the daemon: mimalloc without transparent huge pages keeps thousands of idle sessions'
+// small allocations compact (glibc's per-thread arenas hold far more resident memory).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Socket.IO bridge for LegalChat web clients.
 #[derive(Debug, Parser)]
 #[command(name = "legalchat-bridge", version, about)]
