@@ -70,6 +70,29 @@ test('a client that comes back with its cursors gets what it missed, receipts in
   cid.disconnect();
 });
 
+test('rooms joined before a cut are joined again: typing still arrives', async () => {
+  const alice = new ChatClient(bridge.url, { socket: { reconnectionDelay: 100, reconnectionDelayMax: 200 } });
+  const bob = new ChatClient(bridge.url);
+  await alice.connect(daemon.token('amy', 'advocate'));
+  await bob.connect(daemon.token('bert', 'client'));
+  const conv = await alice.createConversation({ type: 'group', participants: ['bert'], title: 'Rooms' });
+  await alice.joinConversation(conv._id);
+  await bob.joinConversation(conv._id);
+  const states = [];
+  alice.on('state', (s) => states.push(s));
+  alice.socket.io.engine.close();
+  await until(() => states.includes('offline') && alice.state === 'online', 'alice to come back');
+  const typing = [];
+  alice.on('typing', (t) => typing.push(t));
+  // The rejoin is asked for as the new session starts; typing is retried until it is in.
+  await until(() => {
+    bob.startTyping(conv._id);
+    return typing.some((t) => t.userId === 'bert' && t.active);
+  }, 'bert typing to reach alice after her reconnect');
+  alice.disconnect();
+  bob.disconnect();
+});
+
 test('a browser that stops reading is disconnected, not buffered without bound, and resyncs from its cursors', { timeout: 300_000 }, async () => {
   const sender = new ChatClient(strict.url, { transports: ['websocket'] });
   const reader = new ChatClient(strict.url, { transports: ['websocket'], socket: { reconnectionDelay: 100, reconnectionDelayMax: 500 } });

@@ -67,6 +67,14 @@ const FINAL_CODES = new Set([
   'FAILED_PRECONDITION',
   'PAYLOAD_TOO_LARGE',
 ]);
+/**
+ * A fresh client message id: 128 random bits as hex. (`crypto.randomUUID` exists only in
+ * secure contexts; `getRandomValues` everywhere.)
+ */
+function randomId(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 /** Held out-of-order entries per conversation before they are dropped and refetched. */
 const MAX_HELD = 1_000;
 /** Message ids remembered for `markAsRead(messageId)`. */
@@ -101,6 +109,8 @@ export class ChatClient {
   private readonly index = new Map<string, { conversationId: string; seq: number }>();
   private readonly handlers = new Map<keyof ChatEvents, Set<Handler<keyof ChatEvents>>>();
   private readonly typingTimers = new Map<string, { last: number; timer: ReturnType<typeof setTimeout> }>();
+  /** Rooms the app joined: joined again on every new socket. */
+  private readonly rooms = new Set<string>();
   /** Counts authenticated connections; acks of an older one are stale. */
   private epoch = 0;
   private stopped = false;
@@ -208,6 +218,8 @@ export class ChatClient {
       }
       this.setState('online');
       this.flushOutbox();
+      // A new socket is a new session: the rooms joined before are joined again.
+      for (const c of this.rooms) void this.request('join_room', { conversationId: c }).catch(() => {});
     });
     socket.on('unauthorized', (e: ErrorBody) => this.refused(e));
     socket.on('connect_error', (err: Error & { data?: unknown }) => {
@@ -419,7 +431,7 @@ export class ChatClient {
     if (this.outbox.size >= this.options.outboxCapacity) {
       return Promise.reject(new ChatError({ code: 'OVERLOADED', message: `the outbox holds ${this.outbox.size} unsent messages` }));
     }
-    const clientMessageId = options.clientMessageId ?? crypto.randomUUID();
+    const clientMessageId = options.clientMessageId ?? randomId();
     const existing = this.outbox.get(clientMessageId);
     if (existing) return new Promise((resolve, reject) => {
       const [r0, j0] = [existing.resolve, existing.reject];
@@ -538,11 +550,15 @@ export class ChatClient {
 
   /** Joins a conversation's room: typing signals and who is there (`room_users`). */
   joinConversation(conversationId: string): Promise<RoomUsers> {
-    return this.request('join_room', { conversationId });
+    return this.request<RoomUsers>('join_room', { conversationId }).then((r) => {
+      this.rooms.add(conversationId);
+      return r;
+    });
   }
 
   /** Leaves the room. Messages keep coming: they are the user's by membership. */
   leaveConversation(conversationId: string): Promise<{ conversationId: string }> {
+    this.rooms.delete(conversationId);
     return this.request('leave_room', { conversationId });
   }
 
