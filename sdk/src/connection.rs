@@ -65,61 +65,74 @@ pub(crate) async fn establish(
     deadline: Instant,
 ) -> Result<Established> {
     let shared = config.connection.is_some();
-    let connection = match &config.connection {
-        Some(connection) => shared_connection(connection, quic_config, config, deadline).await?,
-        None => connect(endpoint, quic_config, config, deadline).await?,
-    };
     let addr = config.server_addr;
-    let authenticated = async {
-        let (mut send, recv) = connection.open_bi().await.map_err(|e| {
-            Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)))
-        })?;
-        let hello = pb::ClientFrame {
-            request_id: AUTH_REQUEST_ID,
-            request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
-                token: config.token.clone(),
-                client_info: config.client_info.clone(),
-                echo_own_messages: config.echo_own_messages,
-            })),
+    // A shared connection may be closing as this session starts on it (a server ends a
+    // connection when its last session ends, or when it has been idle): a session that
+    // failed because its connection closed under it is tried once more on a fresh one.
+    let mut retried = false;
+    loop {
+        let connection = match &config.connection {
+            Some(connection) => shared_connection(connection, quic_config.clone(), config, deadline).await?,
+            None => connect(endpoint, quic_config.clone(), config, deadline).await?,
         };
-        send.write_all(&codec::encode(&hello))
-            .await
-            .map_err(|e| refused_during_auth(&connection, config.idle_timeout, &format!("cannot send Authenticate: {e}")))?;
-
-        let mut reader = FrameReader::new(recv, config.max_inbound_frame);
-        loop {
-            match reader.read_frame().await {
-                Ok(Some(frame)) => match session::authentication_outcome(frame, AUTH_REQUEST_ID) {
-                    Some(Ok(session)) => return Ok((session, reader, send)),
-                    Some(Err(e)) => return Err(e),
-                    None => debug!("ignored a frame of an unknown kind before authentication"),
-                },
-                Ok(None) => {
-                    return Err(refused_during_auth(
-                        &connection,
-                        config.idle_timeout,
-                        "the server ended the session without answering Authenticate",
-                    ));
+        // On failure, a connection of this client's own goes; a shared one stays for the
+        // others, and this session's stream ends as its halves are dropped.
+        match timeout_at(deadline, authenticate_on(&connection, config)).await {
+            Ok(Ok((session, reader, send))) => return Ok(Established { connection, shared, session, reader, send }),
+            Ok(Err(e)) => {
+                if shared && !retried && connection.close_reason().is_some() && !matches!(e, Error::Unauthorized(_)) {
+                    debug!(error = %e, "the shared connection closed while this session started; trying a fresh one");
+                    retried = true;
+                    continue;
                 }
-                Err(failure) => return Err(refused_during_auth(&connection, config.idle_timeout, &failure.describe(config.idle_timeout))),
+                if !shared {
+                    connection.close(CLOSE_NORMAL.into(), b"");
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                if !shared {
+                    connection.close(CLOSE_NORMAL.into(), b"");
+                }
+                return Err(Error::Connect(format!("{addr} accepted the connection but did not answer Authenticate in time")));
             }
         }
+    }
+}
+
+/// Opens the session stream on `connection`, sends `Authenticate` and reads its answer.
+async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Result<(SessionInfo, FrameReader, quinn::SendStream)> {
+    let (mut send, recv) = connection.open_bi().await.map_err(|e| {
+        Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)))
+    })?;
+    let hello = pb::ClientFrame {
+        request_id: AUTH_REQUEST_ID,
+        request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
+            token: config.token.clone(),
+            client_info: config.client_info.clone(),
+            echo_own_messages: config.echo_own_messages,
+        })),
     };
-    // On failure, a connection of this client's own goes; a shared one stays for the
-    // others, and this session's stream ends as its halves are dropped.
-    match timeout_at(deadline, authenticated).await {
-        Ok(Ok((session, reader, send))) => Ok(Established { connection, shared, session, reader, send }),
-        Ok(Err(e)) => {
-            if !shared {
-                connection.close(CLOSE_NORMAL.into(), b"");
+    send.write_all(&codec::encode(&hello))
+        .await
+        .map_err(|e| refused_during_auth(connection, config.idle_timeout, &format!("cannot send Authenticate: {e}")))?;
+
+    let mut reader = FrameReader::new(recv, config.max_inbound_frame);
+    loop {
+        match reader.read_frame().await {
+            Ok(Some(frame)) => match session::authentication_outcome(frame, AUTH_REQUEST_ID) {
+                Some(Ok(session)) => return Ok((session, reader, send)),
+                Some(Err(e)) => return Err(e),
+                None => debug!("ignored a frame of an unknown kind before authentication"),
+            },
+            Ok(None) => {
+                return Err(refused_during_auth(
+                    connection,
+                    config.idle_timeout,
+                    "the server ended the session without answering Authenticate",
+                ));
             }
-            Err(e)
-        }
-        Err(_) => {
-            if !shared {
-                connection.close(CLOSE_NORMAL.into(), b"");
-            }
-            Err(Error::Connect(format!("{addr} accepted the connection but did not answer Authenticate in time")))
+            Err(failure) => return Err(refused_during_auth(connection, config.idle_timeout, &failure.describe(config.idle_timeout))),
         }
     }
 }

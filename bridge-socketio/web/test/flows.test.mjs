@@ -243,3 +243,14 @@ test('CORS: long-polling answers the origins of SOCKET_IO_CORS_ORIGIN, and only 
   }
 });
 
+test('sockets that come and go in quick succession all sign in (the shared QUIC connection may be closing under them)', async () => {
+  for (let i = 0; i < 100; i++) {
+    const a = socket(bridge.url, { token: daemon.token(`churn${i}a`, 'advocate') }, 'websocket');
+    const b = socket(bridge.url, { token: daemon.token(`churn${i}b`, 'client') }, 'websocket');
+    const [x, y] = await Promise.all([next(a, 'authenticated'), next(b, 'authenticated')]);
+    assert.deepEqual([x.userId, y.userId], [`churn${i}a`, `churn${i}b`]);
+    a.close();
+    b.close();
+  }
+});
+

@@ -35,6 +35,8 @@ function spawnReady(bin, args, ready, name) {
   child.stderr.on('data', (d) => {
     stderr.push(d.toString());
     if (stderr.length > 200) stderr.shift();
+    // LEGALCHAT_TEST_STDERR=1 shows the servers' logs as they come.
+    if (process.env.LEGALCHAT_TEST_STDERR === '1') process.stderr.write(`[${name}] ${d}`);
   });
   const lines = createInterface({ input: child.stdout });
   return new Promise((resolvePromise, reject) => {
