@@ -102,9 +102,10 @@ pub(crate) async fn establish(
 
 /// Opens the session stream on `connection`, sends `Authenticate` and reads its answer.
 async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Result<(SessionInfo, FrameReader, quinn::SendStream)> {
-    let (mut send, recv) = connection.open_bi().await.map_err(|e| {
-        Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)))
-    })?;
+    let (mut send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout))))?;
     let hello = pb::ClientFrame {
         request_id: AUTH_REQUEST_ID,
         request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {

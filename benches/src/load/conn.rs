@@ -53,7 +53,9 @@ impl std::fmt::Debug for Target {
         match self {
             Self::LegalChat { server, .. } => f.debug_struct("LegalChat").field("server", server).finish_non_exhaustive(),
             Self::Peer { addr, .. } => f.debug_struct("Peer").field("addr", addr).finish_non_exhaustive(),
-            Self::Bridge { addr, daemon, .. } => f.debug_struct("Bridge").field("addr", addr).field("daemon", daemon).finish_non_exhaustive(),
+            Self::Bridge { addr, daemon, .. } => {
+                f.debug_struct("Bridge").field("addr", addr).field("daemon", daemon).finish_non_exhaustive()
+            }
         }
     }
 }
