@@ -351,14 +351,18 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
             let Some(out) = outgoing::translate(event) else { continue };
             match emit(&socket, &out, grace).await {
                 Ok(()) if out.last => {
-                    close(&socket).await;
+                    close(&socket, None).await;
                     break;
                 }
                 Ok(()) => {}
                 Err(Stop::Gone) => break,
                 Err(Stop::Slow) => {
                     warn!(socket = %socket.id, "a browser fell behind by a full queue; disconnecting it to resync from its cursors");
-                    close(&socket).await;
+                    let reason = json!({
+                        "code": "OVERLOADED",
+                        "message": "this connection fell behind; reconnect and resume from your cursors",
+                    });
+                    close(&socket, Some(reason)).await;
                     break;
                 }
             }
@@ -367,12 +371,23 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
     });
 }
 
-/// Disconnects a socket. The disconnect packet needs a place in the socket's queue: while
-/// the queue is full it is tried again, so that a browser that reads again hears
-/// `io server disconnect` after what was queued before it (and resyncs from its cursors).
-/// One that never reads again is closed by the Engine.IO heartbeat.
-async fn close(socket: &SocketRef) {
+/// Disconnects a socket, telling it why first (an `error` event) when `reason` is given.
+/// Each packet needs a place in the socket's queue: while the queue is full it is tried
+/// again, so that a browser that reads again hears the reason and `io server disconnect`
+/// after what was queued before them (and resyncs from its cursors). One that never reads
+/// again is closed by the Engine.IO heartbeat.
+async fn close(socket: &SocketRef, reason: Option<Value>) {
     let deadline = Instant::now() + CLOSE_PATIENCE;
+    if let Some(reason) = reason {
+        loop {
+            match socket.emit("error", &reason) {
+                Err(SendError::Socket(SocketError::InternalChannelFull)) if Instant::now() < deadline => {
+                    tokio::time::sleep(FULL_QUEUE_RETRY).await;
+                }
+                _ => break,
+            }
+        }
+    }
     while socket.connected() {
         match socket.clone().disconnect() {
             Err(SocketError::InternalChannelFull) if Instant::now() < deadline => tokio::time::sleep(FULL_QUEUE_RETRY).await,

@@ -103,6 +103,8 @@ test('a browser that stops reading is disconnected, not buffered without bound, 
   let dropped = 0;
   reader.on('entry', (e) => e.conversationId === conv._id && got.push(e.seq));
   reader.on('state', (s) => s === 'offline' && (dropped += 1));
+  const errors = [];
+  reader.on('error', (e) => errors.push(e));
 
   // The reader's socket stops reading (its TCP connection is paused) while 8 MB arrive.
   const tcp = reader.socket.io.engine.transport.ws._socket;
@@ -117,6 +119,7 @@ test('a browser that stops reading is disconnected, not buffered without bound, 
   tcp.resume();
   await until(() => got.length > 0 && got[got.length - 1] >= last, `the reader to reach seq ${last}`, 120_000);
   assert.ok(dropped >= 1, 'the bridge disconnected the stalled reader');
+  assert.ok(errors.some((e) => e.code === 'OVERLOADED' && /resume from your cursors/.test(e.message)), `the reason came first: ${JSON.stringify(errors)}`);
   got.forEach((seq, i) => assert.equal(seq, i + 1));
   sender.disconnect();
   reader.disconnect();
