@@ -254,3 +254,18 @@ test('sockets that come and go in quick succession all sign in (the shared QUIC 
   }
 });
 
+test('every HTTP answer carries the security headers: own scripts only, never framed, no sniffing', async () => {
+  const res = await fetch(`${bridge.url}/healthz`);
+  const health = await res.json();
+  assert.equal(health.ok, true);
+  assert.equal(typeof health.sessions, 'number');
+  const csp = res.headers.get('content-security-policy');
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self';/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(res.headers.get('x-frame-options'), 'DENY');
+  // Outside development mode there are no demo accounts to hand out.
+  assert.equal((await fetch(`${bridge.url}/api/dev/accounts`)).status, 404);
+});
+
