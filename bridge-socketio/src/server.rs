@@ -261,16 +261,19 @@ async fn handshake(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(auth
     let (token, cursors) = credentials(&auth).map_err(|e| Refused(format!("unauthorized: {e}")))?;
     let Some(token) = token else { return Ok(()) };
     slot.claimed.store(true, Ordering::Release);
-    let session = bridge.open_session(token, cursors).await.map_err(|f| {
-        let reason = if f.code == "UNAUTHENTICATED" { f.message } else { format!("unavailable: {}", f.message) };
-        Refused(if reason.starts_with("unauthorized") || reason.starts_with("unavailable") {
-            reason
-        } else {
-            format!("unauthorized: {reason}")
-        })
-    })?;
+    let session = bridge.open_session(token, cursors).await.map_err(refusal)?;
     let _ = slot.session.set(session);
     Ok(())
+}
+
+/// The `connect_error` message for a session the daemon (or the SDK's checks) refused:
+/// `unauthorized: …` for the credentials, `unavailable: …` for what a retry may cure.
+fn refusal(f: Failure) -> Refused {
+    match f.code {
+        "UNAUTHENTICATED" | "UNAUTHORIZED" | "INVALID_ARGUMENT" if f.message.starts_with("unauthorized") => Refused(f.message),
+        "UNAUTHENTICATED" | "UNAUTHORIZED" | "INVALID_ARGUMENT" => Refused(format!("unauthorized: {}", f.message)),
+        _ => Refused(format!("unavailable: {}", f.message)),
+    }
 }
 
 fn slot(s: &SocketRef) -> Arc<Slot> {
@@ -487,6 +490,16 @@ mod tests {
         assert_eq!((token.as_deref(), cursors), (Some("t"), vec![(id.to_string(), 4)]));
         assert_eq!(credentials(&json!({})).unwrap(), (None, vec![]));
         assert_eq!(credentials(&json!({"token": ""})).unwrap().0, None);
+    }
+
+    #[test]
+    fn refusals_say_whether_to_fix_the_token_or_retry() {
+        let refused = |code, message: &str| refusal(Failure { code, message: message.into() }).0;
+        assert_eq!(refused("UNAUTHENTICATED", "unauthorized: token expired"), "unauthorized: token expired");
+        assert_eq!(refused("UNAUTHORIZED", "bad signature"), "unauthorized: bad signature");
+        assert_eq!(refused("INVALID_ARGUMENT", "token: is too long"), "unauthorized: token: is too long");
+        assert_eq!(refused("UNAVAILABLE", "cannot connect: refused"), "unavailable: cannot connect: refused");
+        assert_eq!(refused("OVERLOADED", "try later"), "unavailable: try later");
     }
 
     #[test]
