@@ -55,6 +55,9 @@ const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("x-frame-options", "DENY"),
 ];
 
+/// Initial WebSocket read buffer per socket (socketioxide's default is 4 KiB).
+const WS_READ_BUFFER: usize = 1024;
+
 /// Most conversations a handshake's `cursors` may name.
 pub const MAX_CURSORS: usize = 10_000;
 /// How often a socket whose queue is full is looked at again.
@@ -144,6 +147,9 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
 
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(bridge.config.socket_buffer)
+        // Browsers send little (a chat message is at most 10 KiB of text); a small read
+        // buffer, grown when a large frame comes, keeps idle sockets small.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .max_payload(bridge.config.max_payload)
         .transports([TransportType::Polling, TransportType::Websocket])
         .with_state(bridge.clone())
