@@ -29,6 +29,7 @@
 //! everything in it is tested with plain values.
 
 pub mod codec;
+pub mod files;
 pub mod richtext;
 pub mod time;
 pub mod validate;
