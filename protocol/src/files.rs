@@ -17,8 +17,84 @@
 //! ```
 //!
 //! The result is never empty, never longer than [`MAX_FILE_NAME_BYTES`], and sanitizing
-//! it again changes nothing. Which *kind* of file it is, is not decided by the name: the
-//! server looks at the content.
+//! it again changes nothing.
+//!
+//! Which *kind* of file it is, is not decided by the name or by what the sender declares:
+//! [`check_content`] looks at the first [`SNIFF_BYTES`] of the content (magic bytes) and
+//! takes only the types of an allow-list ([`DEFAULT_ALLOWED_TYPES`]: PDF, Office
+//! documents, common images, plain text). An executable renamed `.pdf` is an executable.
+
+use crate::pb;
+use crate::validate::ValidationError;
+
+/// How much of the start of a file [`check_content`] looks at.
+pub const SNIFF_BYTES: usize = 8 * 1024;
+
+/// The attachment types allowed unless configured otherwise (MIME types).
+pub const DEFAULT_ALLOWED_TYPES: &[&str] = &[
+    "application/pdf",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "text/plain",
+];
+
+/// What a file's content turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detected {
+    /// Its MIME type.
+    pub mime: &'static str,
+    /// How a message carrying it is typed: images are `IMAGE`, the rest `DOCUMENT`.
+    pub content_type: pb::ContentType,
+}
+
+/// What the content starting with `head` (the first [`SNIFF_BYTES`], or all of a smaller
+/// file) is, by its magic bytes; `None` when it is nothing recognisable. Text is
+/// recognised as UTF-8 without control characters other than tab, line breaks and form
+/// feed (a multi-byte character cut off at the end of `head` is fine).
+pub fn detect(head: &[u8]) -> Option<&'static str> {
+    if let Some(kind) = infer::get(head) {
+        return Some(kind.mime_type());
+    }
+    is_plain_text(head).then_some("text/plain")
+}
+
+/// Checks that the content starting with `head` is of a type in `allowed`; the error says
+/// what it is instead.
+pub fn check_content<S: AsRef<str>>(head: &[u8], allowed: &[S]) -> Result<Detected, ValidationError> {
+    let allowed_list = || allowed.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ");
+    let Some(mime) = detect(head) else {
+        return Err(ValidationError::new("content", format!("is not a file type that can be attached (allowed: {})", allowed_list())));
+    };
+    if !allowed.iter().any(|a| a.as_ref().eq_ignore_ascii_case(mime)) {
+        return Err(ValidationError::new("content", format!("is {mime}, which cannot be attached (allowed: {})", allowed_list())));
+    }
+    let content_type = if mime.starts_with("image/") { pb::ContentType::Image } else { pb::ContentType::Document };
+    Ok(Detected { mime, content_type })
+}
+
+fn is_plain_text(head: &[u8]) -> bool {
+    if head.is_empty() {
+        return false;
+    }
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // Cut inside a character at the end of the sample: judge what came before it.
+        Err(e) if e.error_len().is_none() && head.len() >= SNIFF_BYTES => match std::str::from_utf8(&head[..e.valid_up_to()]) {
+            Ok(text) => text,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\u{c}'))
+}
 
 /// Longest file name kept, in bytes of UTF-8 (what most file systems allow).
 pub const MAX_FILE_NAME_BYTES: usize = 255;
@@ -136,6 +212,67 @@ mod tests {
         for (hostile, safe) in cases {
             assert_eq!(sanitize_file_name(hostile), safe, "{hostile:?}");
         }
+    }
+
+    /// The first bytes of a ZIP whose first entry is `name` (enough for type detection).
+    fn zip_head(name: &str) -> Vec<u8> {
+        let mut b = b"PK\x03\x04".to_vec();
+        b.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, method, time, date
+        b.extend_from_slice(&[0; 12]); // crc, sizes
+        b.extend_from_slice(&u16::try_from(name.len()).unwrap().to_le_bytes());
+        b.extend_from_slice(&[0, 0]); // extra length
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(b"<?xml version=\"1.0\"?><w:document/>");
+        b
+    }
+
+    #[test]
+    fn content_decides_the_type_not_the_name() {
+        let allowed = DEFAULT_ALLOWED_TYPES;
+        let ok = |head: &[u8]| check_content(head, allowed).map(|d| (d.mime, d.content_type));
+        assert_eq!(ok(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj"), Ok(("application/pdf", pb::ContentType::Document)));
+        assert_eq!(ok(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Ok(("image/png", pb::ContentType::Image)));
+        assert_eq!(ok(b"\xff\xd8\xff\xe0\0\x10JFIF\0"), Ok(("image/jpeg", pb::ContentType::Image)));
+        assert_eq!(ok(b"GIF89a\x01\0\x01\0"), Ok(("image/gif", pb::ContentType::Image)));
+        assert_eq!(
+            ok(&zip_head("word/document.xml")),
+            Ok(("application/vnd.openxmlformats-officedocument.wordprocessingml.document", pb::ContentType::Document))
+        );
+        assert_eq!(ok("Schriftsatz vom 3. Dezember\r\n\tMüller ./. Schmidt\n".as_bytes()), Ok(("text/plain", pb::ContentType::Document)));
+
+        // An executable is an executable, whatever it is called.
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec();
+        elf.resize(64, 0);
+        let err = check_content(&elf, allowed).unwrap_err();
+        assert_eq!(err.field, "content");
+        assert!(err.reason.contains("application/x-executable"), "{}", err.reason);
+        let mut pe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
+        pe.resize(0x40, 0);
+        pe[0x3c] = 0x40;
+        pe.extend_from_slice(b"PE\0\0");
+        assert!(check_content(&pe, allowed).is_err());
+        for refused in [
+            &b"#!/bin/sh\nrm -rf /\n"[..],
+            b"<!DOCTYPE html><html><script>alert(1)</script>",
+            &zip_head("payload.exe"),
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1 not really a compound file",
+            b"\0\x01\x02binary",
+            b"",
+        ] {
+            assert!(check_content(refused, allowed).is_err(), "{refused:?}");
+        }
+        // The allow-list is the configuration's.
+        assert!(check_content(b"%PDF-1.7", &["image/png"]).unwrap_err().reason.contains("application/pdf"));
+    }
+
+    #[test]
+    fn text_cut_inside_a_character_at_the_end_of_the_sample_is_text() {
+        let mut head = format!("a{}", "ä".repeat(SNIFF_BYTES / 2 - 1)).into_bytes();
+        head.push(0xc3); // the first byte of another "ä", cut off
+        assert_eq!(head.len(), SNIFF_BYTES);
+        assert_eq!(detect(&head), Some("text/plain"));
+        // Invalid UTF-8 in the middle is not text.
+        assert_eq!(detect(b"abc\xff\xfedef"), None);
     }
 
     #[test]
