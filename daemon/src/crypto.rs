@@ -14,7 +14,10 @@
 //! conversation or another sequence number fails to open, so nobody with write access to
 //! the disk can splice one client's message into another's transcript. Nonces are 96
 //! random bits per seal; at the 2^32 seals per key where random nonces start to get risky,
-//! a conversation would have sent four billion messages.
+//! a conversation would have sent four billion messages. Attachments are sealed in chunks
+//! under the same data key, each bound to its file and position ([`stream`]).
+
+pub mod stream;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
