@@ -169,14 +169,14 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                 (None, Some(a)) => HistoryCursor::After(a),
                 (None, None) => HistoryCursor::Latest,
             };
-            let limit = limit(args)?;
+            let limit = limit(args, 50)?;
             let (page, receipts) = tokio::join!(client.history(conversation, cursor, limit), client.receipts(conversation));
             Ok(page_json(&page?, receipts.ok().as_ref()))
         }
         "get_thread" => {
             let conversation = conv()?;
             let after = optional_u64(args, "after")?.unwrap_or(0);
-            let page = client.thread(conversation, seq(args, "seq")?, after, limit(args)?).await?;
+            let page = client.thread(conversation, seq(args, "seq")?, after, limit(args, 50)?).await?;
             Ok(page_json(&page, None))
         }
         "list_pins" => Ok(page_json(&client.pins(conv()?).await?, None)),
@@ -198,12 +198,7 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
             Ok(json!({"conversationId": list.conversation_id, "states": states}))
         }
         "list_conversations" => {
-            let limit = optional_u64(args, "limit")?.unwrap_or(100);
-            let limit = u32::try_from(limit)
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| ValidationError::new("limit", "must be 1..=100"))?;
-            let list = client.list_conversations(limit).await?;
+            let list = client.list_conversations(limit(args, 100)?).await?;
             Ok(json!({"conversations": list.iter().map(payload::conversation).collect::<Vec<_>>()}))
         }
         "get_conversation" => Ok(payload::conversation(&client.get_conversation(conv()?).await?)),
@@ -359,10 +354,10 @@ fn seq(args: &Map<String, Value>, field: &'static str) -> Result<u64, Failure> {
         .ok_or_else(|| ValidationError::new(field, "must be the seq of a message (a positive integer)").into())
 }
 
-/// A page size, 1..=100 (default 50).
-fn limit(args: &Map<String, Value>) -> Result<u32, Failure> {
+/// A page size, 1..=100 (`default` when not given).
+fn limit(args: &Map<String, Value>, default: u32) -> Result<u32, Failure> {
     match optional_u64(args, "limit")? {
-        None => Ok(50),
+        None => Ok(default),
         Some(l) => {
             u32::try_from(l).ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| ValidationError::new("limit", "must be 1..=100").into())
         }
@@ -409,9 +404,9 @@ mod tests {
 
     #[test]
     fn limits_and_lists_name_their_field() {
-        assert_eq!(limit(&args(json!({}))), Ok(50));
-        assert_eq!(limit(&args(json!({"limit": 100}))), Ok(100));
-        assert!(limit(&args(json!({"limit": 101}))).unwrap_err().message.starts_with("limit: "));
+        assert_eq!(limit(&args(json!({})), 50), Ok(50));
+        assert_eq!(limit(&args(json!({"limit": 100})), 50), Ok(100));
+        assert!(limit(&args(json!({"limit": 101})), 50).unwrap_err().message.starts_with("limit: "));
         assert_eq!(string_list(&args(json!({"userIds": ["a", "b"]})), "userIds"), Ok(vec!["a".to_string(), "b".to_string()]));
         assert!(string_list(&args(json!({"userIds": [1]})), "userIds").unwrap_err().message.starts_with("userIds: "));
         assert!(role("owner").unwrap_err().message.contains("member, moderator or admin"));

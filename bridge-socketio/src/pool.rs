@@ -56,7 +56,8 @@ impl Drop for Lease {
 }
 
 impl DaemonPool {
-    /// A pool over `daemons`, all reached through `endpoint`.
+    /// A pool over `daemons` (at least one; [`BridgeConfig::validate`](crate::BridgeConfig::validate)
+    /// checks), all reached through `endpoint`.
     pub fn new(daemons: &[SocketAddr], endpoint: &ClientEndpoint, per_connection: usize) -> Self {
         let daemons =
             daemons.iter().map(|&addr| Daemon { addr, endpoint: endpoint.clone(), connections: Mutex::new(Vec::new()) }).collect();

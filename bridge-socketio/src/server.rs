@@ -27,7 +27,7 @@ use legalchat_protocol::pb;
 use legalchat_protocol::validate;
 use legalchat_sdk::{Client, ClientConfig, ClientEndpoint};
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler as _;
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 use tokio::net::TcpListener;
@@ -290,11 +290,8 @@ fn slot(s: &SocketRef) -> Arc<Slot> {
 async fn on_connect(s: SocketRef, State(bridge): State<Arc<Bridge>>) {
     let this = slot(&s);
     s.on("authenticate", authenticate);
-    for &name in incoming::REQUESTS {
-        s.on(name, async move |s: SocketRef, TryData(payload): TryData<Value>, ack: AckSender| {
-            request(s, name, payload, ack).await;
-        });
-    }
+    // Every request event through one handler: a socket holds one, not one per event.
+    s.on_fallback(request);
     s.on_disconnect(async |s: SocketRef| {
         if let Some(session) = slot(&s).session.get().cloned() {
             tokio::spawn(async move { session.client.close().await });
@@ -456,7 +453,13 @@ async fn emit(s: &SocketRef, out: &Outgoing, grace: Duration) -> Result<(), Stop
 }
 
 /// One request event: answered through its acknowledgement.
-async fn request(s: SocketRef, name: &'static str, payload: Result<Value, socketioxide::ParserError>, ack: AckSender) {
+async fn request(s: SocketRef, Event(name): Event, TryData(payload): TryData<Value>, ack: AckSender) {
+    let name = name.as_str();
+    if !incoming::REQUESTS.contains(&name) {
+        let failure = Failure { code: "INVALID_ARGUMENT", message: format!("{name:?} is not an event this bridge serves") };
+        let _ = ack.send(&failure.to_json());
+        return;
+    }
     let Some(session) = slot(&s).session.get().cloned() else {
         let failure =
             Failure { code: "UNAUTHENTICATED", message: format!("{name}: authenticate first (auth.token or the authenticate event)") };

@@ -220,6 +220,9 @@ for (const transport of ['websocket', 'polling']) {
       assert.match(bad.error.message, /conversationId/);
       const notAnObject = await alice.s.emitWithAck('react', 'hello');
       assert.match(notAnObject.error.message, /payload: must be an object/);
+      const unknown = await alice.s.emitWithAck('drop_tables', {});
+      assert.equal(unknown.error.code, 'INVALID_ARGUMENT');
+      assert.match(unknown.error.message, /"drop_tables" is not an event this bridge serves/);
       alice.s.close();
     });
   });
