@@ -26,6 +26,9 @@ if [ "${CI:-}" = "true" ] || [ "${LEGALCHAT_WITH_NODE:-}" = "1" ]; then
 fi
 if [ "${CI:-}" = "true" ]; then
   command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+  # The attachment tests scan uploads with a real clamd (loaded with a signature file the
+  # test writes; no signatures are downloaded).
+  [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null 2>&1 || need+=(clamav-daemon)
 fi
 
 if ((${#need[@]})); then

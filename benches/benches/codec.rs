@@ -27,6 +27,7 @@ fn receive_message(text_len: usize, seq: u64) -> pb::ServerFrame {
                     text: "x".repeat(text_len),
                     r#type: pb::ContentType::Text.into(),
                     format: pb::TextFormat::Plain.into(),
+                    ..Default::default()
                 }),
                 timestamp_ms: 1_764_000_000_000,
                 state_seq: seq,

@@ -183,7 +183,12 @@ mod tests {
             "room_users" => vec![event(Event::RoomUsers(pb::RoomUsers { conversation_id: "c".into(), online_user_ids: vec!["u".into()] }))],
             "user_online" => vec![presence(true)],
             "user_offline" => vec![presence(false)],
-            "error" => vec![event(Event::Error(pb::Error { request_id: 7, code: pb::ErrorCode::Forbidden.into(), message: "no".into() }))],
+            "error" => vec![event(Event::Error(pb::Error {
+                request_id: 7,
+                code: pb::ErrorCode::Forbidden.into(),
+                message: "no".into(),
+                ..Default::default()
+            }))],
             "unauthorized" => vec![event(Event::Unauthorized(pb::Unauthorized { reason: "expired".into() }))],
             other => panic!("{other} is not an event of the requirements"),
         }

@@ -212,9 +212,12 @@ pub fn send_message(
 /// Reads a message's `content`: a string (plain text) or `{text, type?, format?}`.
 pub fn content(value: Option<&Value>) -> Result<pb::MessageContent, ValidationError> {
     match value {
-        Some(Value::String(text)) => {
-            Ok(pb::MessageContent { text: text.clone(), r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() })
-        }
+        Some(Value::String(text)) => Ok(pb::MessageContent {
+            text: text.clone(),
+            r#type: pb::ContentType::Text.into(),
+            format: pb::TextFormat::Plain.into(),
+            ..Default::default()
+        }),
         Some(Value::Object(c)) => {
             let text = string_field(c, "text")?.unwrap_or_default().to_owned();
             let r#type = match string_field(c, "type")?.unwrap_or("text") {
@@ -229,7 +232,7 @@ pub fn content(value: Option<&Value>) -> Result<pb::MessageContent, ValidationEr
                 "markdown" => pb::TextFormat::Markdown,
                 other => return Err(ValidationError::new("content.format", format!("{other:?} is not plain or markdown"))),
             };
-            Ok(pb::MessageContent { text, r#type: r#type.into(), format: format.into() })
+            Ok(pb::MessageContent { text, r#type: r#type.into(), format: format.into(), ..Default::default() })
         }
         Some(_) => Err(ValidationError::new("content", "must be a string or an object {text, type, format}")),
         None => Err(ValidationError::new("content", "is required")),

@@ -143,6 +143,10 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         push_ttl_secs: inner.push_ttl_secs.or(outer.push_ttl_secs),
         push_max_attempts: inner.push_max_attempts.or(outer.push_max_attempts),
         push_allowed_hosts: inner.push_allowed_hosts.or(outer.push_allowed_hosts),
+        max_file_size: inner.max_file_size.or(outer.max_file_size),
+        uploads_per_hour: inner.uploads_per_hour.or(outer.uploads_per_hour),
+        clamd: inner.clamd.or(outer.clamd),
+        clamd_fail_open: inner.clamd_fail_open.or(outer.clamd_fail_open),
     }
 }
 

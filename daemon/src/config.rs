@@ -127,6 +127,8 @@ pub struct Config {
     pub max_cached_conversations: usize,
     /// Push notifications for users with no connected device.
     pub push: PushConfig,
+    /// Attachments: size, types, upload rate, malware scanning.
+    pub files: crate::files::FilesConfig,
 }
 
 /// Push notification settings (`[push]`; see `docs/push.md`).
@@ -211,6 +213,20 @@ struct FileConfig {
     jwt: FileJwt,
     #[serde(default)]
     push: FilePush,
+    #[serde(default)]
+    attachments: FileAttachments,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAttachments {
+    max_file_size: Option<u64>,
+    allowed_types: Option<Vec<String>>,
+    uploads_per_hour: Option<u32>,
+    orphan_grace_secs: Option<u64>,
+    clamd: Option<String>,
+    clamd_fail_open: Option<bool>,
+    clamd_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +361,19 @@ pub struct ConfigArgs {
     /// browsers' public push services.
     #[arg(long, env = "LEGALCHAT_PUSH_ALLOWED_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
     pub push_allowed_hosts: Option<Vec<String>>,
+    /// Largest attachment in bytes. Default 52428800 (50 MiB).
+    #[arg(long, env = "MAX_FILE_SIZE", value_name = "BYTES")]
+    pub max_file_size: Option<u64>,
+    /// New uploads per user per hour; 0 for no limit. Default 10.
+    #[arg(long, env = "LEGALCHAT_UPLOADS_PER_HOUR", value_name = "N")]
+    pub uploads_per_hour: Option<u32>,
+    /// Scan every upload with ClamAV's daemon: unix:/path/to/clamd.sock or tcp:host:port.
+    #[arg(long, env = "LEGALCHAT_CLAMD", value_name = "ADDRESS")]
+    pub clamd: Option<String>,
+    /// Accept uploads unscanned when clamd is unavailable (true/false). Default false:
+    /// refuse them until it is back.
+    #[arg(long, env = "LEGALCHAT_CLAMD_FAIL_OPEN", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub clamd_fail_open: Option<bool>,
 }
 
 impl Config {
@@ -434,6 +463,29 @@ impl Config {
                     .filter(|h| !h.is_empty())
                     .collect(),
             },
+            files: crate::files::FilesConfig {
+                max_file_size: args.max_file_size.or(file.attachments.max_file_size).unwrap_or(crate::files::DEFAULT_MAX_FILE_SIZE),
+                allowed_types: file
+                    .attachments
+                    .allowed_types
+                    .unwrap_or_else(|| legalchat_protocol::files::DEFAULT_ALLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect())
+                    .into_iter()
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+                uploads_per_hour: args.uploads_per_hour.or(file.attachments.uploads_per_hour).unwrap_or(10),
+                orphan_grace: Duration::from_secs(file.attachments.orphan_grace_secs.unwrap_or(24 * 3600)),
+                scanner: match args.clamd.clone().or(file.attachments.clamd).filter(|s| !s.trim().is_empty()) {
+                    None => None,
+                    Some(address) => Some(crate::files::scan::ScannerConfig {
+                        address: address
+                            .parse()
+                            .map_err(|reason| ConfigError::Invalid { key: "clamd (LEGALCHAT_CLAMD, --clamd)", reason })?,
+                        fail_open: args.clamd_fail_open.or(file.attachments.clamd_fail_open).unwrap_or(false),
+                        timeout: Duration::from_millis(file.attachments.clamd_timeout_ms.unwrap_or(30_000)),
+                    }),
+                },
+            },
         })
     }
 
@@ -445,6 +497,22 @@ impl Config {
         range("max_cached_conversations", self.max_cached_conversations, 16, 10_000_000)?;
         range("max_frame_size (LEGALCHAT_MAX_FRAME_SIZE, --max-frame-size)", self.max_frame_size, 1_024, 16 << 20)?;
         range("max_message_size (MAX_MESSAGE_SIZE, --max-message-size)", self.max_message_size, 1, 1 << 20)?;
+        // 4 GiB: beyond that an upload is not a chat attachment.
+        let max_file = self.files.max_file_size;
+        if !(1..=1 << 32).contains(&max_file) {
+            return Err(invalid(
+                "attachments.max_file_size (MAX_FILE_SIZE, --max-file-size)",
+                format!("{max_file} is outside 1..=4294967296"),
+            ));
+        }
+        if self.files.allowed_types.is_empty() {
+            return Err(invalid("attachments.allowed_types", "must name at least one type"));
+        }
+        for t in &self.files.allowed_types {
+            if !t.contains('/') {
+                return Err(invalid("attachments.allowed_types", format!("{t:?} is not a MIME type (type/subtype)")));
+            }
+        }
         if self.max_message_size + 1_024 > self.max_frame_size {
             return Err(invalid(
                 "max_message_size (MAX_MESSAGE_SIZE, --max-message-size)",

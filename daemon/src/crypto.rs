@@ -30,6 +30,10 @@ const MSG_AAD: &[u8] = b"legalchat/msg/v1";
 /// A version in a message's audit trail: a domain of its own, so that a version can never
 /// be opened as a log entry (or the other way round), even at the same seq.
 const AUDIT_AAD: &[u8] = b"legalchat/aud/v1";
+/// A file's metadata record.
+const FILE_RECORD_AAD: &[u8] = b"legalchat/fmd/v1";
+/// What the data key's file-id key is derived for.
+const FILE_ID_DOMAIN: &[u8] = b"legalchat/fid/v1";
 
 /// Why sealing or opening failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,9 +57,14 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// A conversation's data key.
+/// A conversation's data key, with the key that names its files.
 #[derive(Clone)]
-pub struct DataKey(Aes256Gcm);
+pub struct DataKey {
+    cipher: Aes256Gcm,
+    /// Keys the HMAC that turns a file's hash into its id: ids are content addresses
+    /// within the conversation that reveal nothing of the hash to whoever reads the disk.
+    address: [u8; 32],
+}
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,15 +126,14 @@ impl MasterKey {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let wrapped = seal(&self.0, &dek_aad(conversation), &raw);
-        // 32 bytes is always a valid AES-256 key.
-        let key = DataKey(Aes256Gcm::new((&raw).into()));
-        (key, wrapped)
+        (DataKey::from_raw(&raw), wrapped)
     }
 
     /// Unwraps a stored data key of `conversation`.
     pub fn unwrap_data_key(&self, conversation: &[u8; 16], wrapped: &[u8]) -> Result<DataKey, CryptoError> {
         let raw = open(&self.0, &dek_aad(conversation), wrapped)?;
-        Aes256Gcm::new_from_slice(&raw).map(DataKey).map_err(|_| CryptoError::BadKey("stored data key has the wrong size".into()))
+        let raw: [u8; 32] = raw.try_into().map_err(|_| CryptoError::BadKey("stored data key has the wrong size".into()))?;
+        Ok(DataKey::from_raw(&raw))
     }
 }
 
@@ -141,6 +149,14 @@ fn msg_aad(conversation: &[u8; 16], seq: u64) -> [u8; 16 + 16 + 8] {
     aad
 }
 
+fn file_record_aad(conversation: &[u8; 16], file: &[u8; 16]) -> [u8; 48] {
+    let mut aad = [0u8; 48];
+    aad[..16].copy_from_slice(FILE_RECORD_AAD);
+    aad[16..32].copy_from_slice(conversation);
+    aad[32..].copy_from_slice(file);
+    aad
+}
+
 fn audit_aad(conversation: &[u8; 16], target: u64, version: u64) -> [u8; 16 + 16 + 8 + 8] {
     let mut aad = [0u8; 48];
     aad[..16].copy_from_slice(AUDIT_AAD);
@@ -151,25 +167,56 @@ fn audit_aad(conversation: &[u8; 16], target: u64, version: u64) -> [u8; 16 + 16
 }
 
 impl DataKey {
+    fn from_raw(raw: &[u8; 32]) -> Self {
+        use hmac::Mac;
+        // HMAC takes keys of any length: this cannot fail.
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(raw).expect("HMAC takes any key length");
+        mac.update(FILE_ID_DOMAIN);
+        Self { cipher: Aes256Gcm::new(raw.into()), address: mac.finalize().into_bytes().into() }
+    }
+
+    /// The id of a file with SHA-256 `sha256` in this conversation: the same content has
+    /// the same id (so it is stored once), and nobody without the key can tell from an id
+    /// which content it names.
+    pub fn file_id(&self, sha256: &[u8; 32]) -> [u8; 16] {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.address).expect("HMAC takes any key length");
+        mac.update(sha256);
+        let out = mac.finalize().into_bytes();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&out[..16]);
+        id
+    }
+
+    /// Seals the metadata record of file `file` (its name, type, size, hash).
+    pub fn seal_file_record(&self, conversation: &[u8; 16], file: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.cipher, &file_record_aad(conversation, file), plaintext)
+    }
+
+    /// Opens a file's metadata record; fails if it was stored for another file.
+    pub fn open_file_record(&self, conversation: &[u8; 16], file: &[u8; 16], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open(&self.cipher, &file_record_aad(conversation, file), sealed)
+    }
+
     /// Seals a message record at (`conversation`, `seq`).
     pub fn seal_message(&self, conversation: &[u8; 16], seq: u64, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.0, &msg_aad(conversation, seq), plaintext)
+        seal(&self.cipher, &msg_aad(conversation, seq), plaintext)
     }
 
     /// Opens a message record; fails if it was stored anywhere but (`conversation`, `seq`).
     pub fn open_message(&self, conversation: &[u8; 16], seq: u64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open(&self.0, &msg_aad(conversation, seq), sealed)
+        open(&self.cipher, &msg_aad(conversation, seq), sealed)
     }
 
     /// Seals version `version` (the seq of the event that made it) of message `target`'s
     /// audit trail.
     pub fn seal_version(&self, conversation: &[u8; 16], target: u64, version: u64, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.0, &audit_aad(conversation, target, version), plaintext)
+        seal(&self.cipher, &audit_aad(conversation, target, version), plaintext)
     }
 
     /// Opens an audit version; fails if it was stored anywhere but where it was sealed for.
     pub fn open_version(&self, conversation: &[u8; 16], target: u64, version: u64, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open(&self.0, &audit_aad(conversation, target, version), sealed)
+        open(&self.cipher, &audit_aad(conversation, target, version), sealed)
     }
 }
 
@@ -197,6 +244,26 @@ mod tests {
         assert!(master.unwrap_data_key(&[2u8; 16], &wrapped).is_err());
         let other = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
         assert!(other.unwrap_data_key(&conv, &wrapped).is_err());
+    }
+
+    #[test]
+    fn file_ids_are_keyed_content_addresses() {
+        let master = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
+        let conv = [1u8; 16];
+        let (key, wrapped) = master.new_data_key(&conv);
+        let again = master.unwrap_data_key(&conv, &wrapped).unwrap();
+        let hash = [7u8; 32];
+        assert_eq!(key.file_id(&hash), again.file_id(&hash), "the same content has the same id");
+        assert_ne!(key.file_id(&hash), key.file_id(&[8u8; 32]));
+        let (other, _) = master.new_data_key(&[2u8; 16]);
+        assert_ne!(key.file_id(&hash), other.file_id(&hash), "another conversation names it otherwise");
+        assert_ne!(&key.file_id(&hash)[..], &hash[..16], "the id is not the hash");
+
+        let file = key.file_id(&hash);
+        let record = key.seal_file_record(&conv, &file, b"contract.pdf");
+        assert_eq!(key.open_file_record(&conv, &file, &record).unwrap(), b"contract.pdf");
+        assert!(key.open_file_record(&conv, &[0u8; 16], &record).is_err());
+        assert!(key.open_message(&conv, 1, &record).is_err(), "a file record is not a log entry");
     }
 
     #[test]

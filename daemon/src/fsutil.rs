@@ -1,4 +1,4 @@
-//! Small file helpers for secrets.
+//! Small file helpers: secrets written atomically, durable renames.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -36,4 +36,23 @@ pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> std::io::Re
         }
         Err(e) => Err(e),
     }
+}
+
+/// Makes a directory's entries (files created, renamed or removed in it) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Moves a file whose contents are already durable to `to`, creating `to`'s directory if
+/// needed, and makes the move durable: after a crash the file is at `to`, or where it was.
+pub fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let dir = to.parent().ok_or_else(|| std::io::Error::other(format!("{} has no directory", to.display())))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        if let Some(up) = dir.parent() {
+            sync_dir(up)?;
+        }
+    }
+    std::fs::rename(from, to)?;
+    sync_dir(dir)
 }

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod directory;
+pub mod files;
 mod fsutil;
 pub mod ids;
 pub mod ops;

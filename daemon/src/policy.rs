@@ -20,12 +20,27 @@ pub struct RequestError {
     pub code: ErrorCode,
     /// Explanation that names the problem.
     pub message: String,
+    /// RATE_LIMITED: how long until the request would be accepted.
+    pub retry_after_ms: u64,
 }
 
 impl RequestError {
     /// An error of `code`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), retry_after_ms: 0 }
+    }
+    /// RATE_LIMITED: `what` may be done again after `wait`; the message says when.
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let when = match secs {
+            0..=90 => format!("{secs} s"),
+            _ => format!("{} min {} s", secs / 60, secs % 60),
+        };
+        Self {
+            code: ErrorCode::RateLimited,
+            message: format!("{what}; try again in {when}"),
+            retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        }
     }
     /// FORBIDDEN.
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -45,7 +60,7 @@ impl RequestError {
     }
     /// As the wire error for `request_id`.
     pub fn to_pb(&self, request_id: u64) -> pb::Error {
-        pb::Error { request_id, code: self.code as i32, message: self.message.clone() }
+        pb::Error { request_id, code: self.code as i32, message: self.message.clone(), retry_after_ms: self.retry_after_ms }
     }
 }
 

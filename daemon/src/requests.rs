@@ -233,12 +233,19 @@ pub enum Gather {
     RegisterPush(push::Register),
     /// Unregister a push target.
     UnregisterPush(push::Unregister),
+    /// A ticket to upload a file.
+    StartUpload(pb::StartUpload),
+    /// A ticket to download a file.
+    StartDownload(pb::StartDownload),
 }
 
 impl Gather {
-    /// Gathers the answer for `user`.
-    pub async fn run(self, services: &Services, user: &str) -> Result<pb::ack::Result, RequestError> {
+    /// Gathers the answer for `caller`.
+    pub async fn run(self, services: &Services, caller: &Identity) -> Result<pb::ack::Result, RequestError> {
+        let user = caller.user_id.as_str();
         match self {
+            Gather::StartUpload(u) => services.files.start_upload(caller, u, ids::now_ms()).await.map(pb::ack::Result::Ticket),
+            Gather::StartDownload(d) => services.files.start_download(caller, &d, ids::now_ms()).await.map(pb::ack::Result::Ticket),
             Gather::List(l) => l.run(services, user).await,
             Gather::CatchUp(c) => c.run(services, user).await,
             Gather::Presence(p) => p.run(services, user).await,
@@ -264,6 +271,8 @@ pub struct Services {
     pub hub: Arc<Hub>,
     /// Push notifications and registrations.
     pub push: PushHandle,
+    /// Attachments.
+    pub files: Arc<crate::files::Files>,
 }
 
 impl Services {
@@ -358,6 +367,8 @@ pub fn plan(frame: pb::ClientFrame, cx: &Context<'_>) -> Plan {
         Request::CatchUp(c) => catch_up::plan(c).map(|c| Plan::Gather(Gather::CatchUp(c))),
         Request::RegisterPush(r) => push::register(r, cx).map(|r| Plan::Gather(Gather::RegisterPush(r))),
         Request::UnregisterPush(u) => push::unregister(&u, cx).map(|u| Plan::Gather(Gather::UnregisterPush(u))),
+        Request::StartUpload(u) => Ok(Plan::Gather(Gather::StartUpload(u))),
+        Request::StartDownload(d) => Ok(Plan::Gather(Gather::StartDownload(d))),
     };
     planned.unwrap_or_else(Plan::Refuse)
 }

@@ -20,6 +20,7 @@ use crate::bus::Bus;
 use crate::config::{Config, ConfigError, FsyncPolicy, JwtAlgorithm};
 use crate::crypto::MasterKey;
 use crate::directory::Directory;
+use crate::files::Files;
 use crate::fsutil;
 use crate::push;
 use crate::realtime::Hub;
@@ -183,16 +184,30 @@ impl Daemon {
             inflight: config.session_inflight,
             sessions_per_connection: config.max_sessions_per_connection,
         };
+        let pool = StoragePool::new(store.clone(), storage_pool::RUNNING, storage_pool::WAITING);
+        let files =
+            Files::open(&config.data_dir, config.files.clone(), shards.clone(), pool.clone()).map_err(io("opening the files directory"))?;
+        let files = Arc::new(files);
+        if let Some(scanner) = &config.files.scanner {
+            let clamd = crate::files::scan::Clamd::new(scanner.clone());
+            match tokio::task::spawn_blocking(move || clamd.ping()).await {
+                Ok(Ok(())) => tracing::info!(address = %scanner.address, "malware scanner answers"),
+                Ok(Err(e)) => tracing::warn!(error = %e, fail_open = scanner.fail_open, "malware scanner not answering now"),
+                Err(_) => {}
+            }
+        }
+        let sweeper = files.spawn_sweeper(FILE_SWEEP_INTERVAL, shutdown_rx.clone());
         let ctx = Arc::new(SessionContext::new(
             shards.clone(),
             registry.clone(),
-            StoragePool::new(store.clone(), storage_pool::RUNNING, storage_pool::WAITING),
+            pool,
             directory.clone(),
             auth,
             limits,
             shutdown_rx.clone(),
             hub,
             push,
+            files,
         ));
 
         let server_crypto = tls::server_config(material)?;
@@ -238,7 +253,7 @@ impl Daemon {
         ready.store(true, Ordering::Release);
         tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
         let internal = Arc::new(Internal { shards: shards.clone(), directory });
-        let background = vec![typing, push_task];
+        let background = vec![typing, push_task, sweeper];
         Ok(Self { quic_addr, ops_addr, shutdown_tx, ready, endpoint, accept, ops, background, shards, threads, store, registry, internal })
     }
 
@@ -340,6 +355,9 @@ async fn accept_loop(
 /// a burst from many clients at once must fit: with the kernel's default (about 208 KiB)
 /// a thousand busy clients overflow it, and each dropped datagram costs a QUIC loss
 /// recovery (tens of milliseconds). The kernel caps the request at `net.core.rmem_max`.
+/// How often files no message refers to are looked for.
+const FILE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Binds the QUIC listener's UDP socket with large buffers.

@@ -39,6 +39,7 @@ use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request};
 use crate::auth::{Authenticator, Identity};
 use crate::bus::Bus;
 use crate::directory::Directory;
+use crate::files::{STREAM_SESSION, STREAM_TRANSFER, TransferSlots};
 use crate::ids::{self, SessionIds};
 use crate::outbound;
 use crate::policy::RequestError;
@@ -112,8 +113,9 @@ impl SessionContext {
         shutdown: watch::Receiver<bool>,
         hub: Arc<Hub>,
         push: PushHandle,
+        files: Arc<crate::files::Files>,
     ) -> Self {
-        let services = Arc::new(Services { shards, pool, registry, directory, hub, push });
+        let services = Arc::new(Services { shards, pool, registry, directory, hub, push, files });
         Self { services, auth, limits, shutdown, session_ids: SessionIds::new() }
     }
 }
@@ -153,15 +155,12 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
         }
     };
     let datagrams = tokio::spawn(read_datagrams(link.clone(), ctx.clone()));
+    let transfers = TransferSlots::default();
     let mut sessions = tokio::task::JoinSet::new();
     let mut next = Some(first);
     loop {
         if let Some((send, recv)) = next.take() {
-            if link.open() {
-                sessions.spawn(serve_session(link.clone(), ctx.clone(), send, recv));
-            } else {
-                sessions.spawn(refuse_extra(ctx.limits.sessions_per_connection, send, recv));
-            }
+            sessions.spawn(serve_stream(link.clone(), ctx.clone(), transfers.clone(), send, recv));
         }
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -173,6 +172,46 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     }
     datagrams.abort();
     while sessions.join_next().await.is_some() {}
+}
+
+/// Serves one bidirectional stream by the kind its first byte names: a session, or a
+/// transfer (see the `.proto`, "transfers"). A stream that names neither in time is
+/// refused like a session that did not authenticate.
+async fn serve_stream(
+    link: Arc<Link>,
+    ctx: Arc<SessionContext>,
+    transfers: TransferSlots,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let kind = match tokio::time::timeout(ctx.limits.auth_timeout, recv.read_chunk(1, true)).await {
+        Ok(Ok(Some(chunk))) => chunk.bytes.first().copied(),
+        Ok(Ok(None) | Err(_)) => return,
+        Err(_) => None,
+    };
+    match kind {
+        Some(STREAM_SESSION) => {
+            if link.open() {
+                serve_session(link, ctx, send, recv).await;
+            } else {
+                refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
+            }
+        }
+        Some(STREAM_TRANSFER) => Box::pin(ctx.services.files.clone().serve_transfer(transfers, send, recv)).await,
+        other => {
+            if !link.open() {
+                return refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
+            }
+            let reason = match other {
+                None => "authentication timed out".to_owned(),
+                Some(b) => format!("a stream must start with 0x00 (session) or 0x01 (transfer), not 0x{b:02x}"),
+            };
+            let _ = recv.stop(close_code::PROTOCOL.into());
+            let what = if other.is_none() { "timeout" } else { "stream_kind" };
+            metrics::counter!("legalchat_auth_failures_total", "reason" => what).increment(1);
+            refuse(&link, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
+        }
+    }
 }
 
 /// Answers a session stream beyond the connection's maximum, without touching the others.
@@ -244,6 +283,8 @@ async fn authenticate(
 /// Serves one session stream, from `Authenticate` to its end.
 async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::SendStream, recv: quinn::RecvStream) {
     let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size);
+    // The kind byte already read is the first byte of the first frame's length.
+    reader.buf.extend_from_slice(&[STREAM_SESSION]);
     // Boxed, like the ending: what only the first moments need must not weigh on every
     // idle session's task.
     let Some((request_id, identity, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else {
@@ -528,10 +569,10 @@ impl Session {
             }
             Plan::Gather(gather) => {
                 let services = services.clone();
-                let user = self.identity.user_id.clone();
+                let caller = self.identity.clone();
                 let out = self.out.clone();
                 tokio::spawn(async move {
-                    let _ = out.send(answer_frame(request_id, gather.run(&services, &user).await)).await;
+                    let _ = out.send(answer_frame(request_id, gather.run(&services, &caller).await)).await;
                     drop(permit);
                 });
             }

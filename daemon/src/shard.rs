@@ -44,9 +44,12 @@ use crate::policy::{self, RequestError};
 use crate::push::{Notification, PushHandle};
 use crate::realtime::Hub;
 use crate::registry::SessionId;
-use crate::store::{ConversationKey, Store, StoreError, StoredConversation, StoredMessage, StoredParticipant, StoredReadState, Write};
+use crate::store::{
+    ConversationKey, Store, StoreError, StoredConversation, StoredFile, StoredMessage, StoredParticipant, StoredReadState, Write,
+};
 
 mod events;
+mod files;
 pub use events::{DEFAULT_MAX_REACTIONS, EventRequest, SettingsUpdate};
 
 /// The answer channel of one command.
@@ -214,6 +217,25 @@ pub enum Command {
     /// the batch is fsynced whatever the shard's fsync policy: the caller's answer
     /// promises durability.
     Commit { writes: Vec<Write>, sync: bool, reply: Reply<()> },
+    /// For a participant: the conversation's data key and, with `file`, that file's
+    /// record (transfers check access and seal or open files with them).
+    FileAccess { id: ConversationKey, caller: Identity, file: Option<[u8; 16]>, reply: Reply<(DataKey, Option<StoredFile>)> },
+    /// Keep an uploaded file: move its sealed content from `part` into `dir` (the
+    /// conversation's directory of files) and commit its record (or, when the same content
+    /// is stored already, keep that and renew its record). Answered with the record once
+    /// durable.
+    StoreFile {
+        id: ConversationKey,
+        file: [u8; 16],
+        record: StoredFile,
+        part: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        reply: Reply<StoredFile>,
+    },
+    /// Remove a file's record when no message refers to it and it was stored before
+    /// `cutoff_ms`; answered with the name of its content on disk, for the caller to delete
+    /// once the removal is durable (`None`: kept).
+    SweepFile { id: ConversationKey, file: [u8; 16], cutoff_ms: i64, reply: Reply<Option<String>> },
 }
 
 /// One shard's share of a catch-up page.
@@ -244,6 +266,7 @@ impl Command {
                 | Command::Receipts { .. }
                 | Command::Members { .. }
                 | Command::CatchUp { .. }
+                | Command::FileAccess { .. }
         )
     }
 }
@@ -619,6 +642,9 @@ struct Pending {
     events: u64,
     /// Fsync this batch even when the shard's policy does not ([`Command::Commit`]).
     sync: bool,
+    /// Files whose records this batch removes: a send later in the batch, which still
+    /// reads them from the store, must not attach them.
+    removed_files: HashSet<(ConversationKey, [u8; 16])>,
 }
 
 impl Pending {
@@ -935,6 +961,19 @@ impl Shard {
                 p.sync |= sync;
                 p.reply(reply, Ok(()));
             }
+            Command::FileAccess { id, caller, file, reply } => {
+                let r = self.file_access(&id, &caller, file);
+                p.reply(reply, r);
+            }
+            Command::StoreFile { id, file, record, part, dir, reply } => {
+                let r = self.store_file(id, file, record, &part, &dir, p);
+                p.sync |= r.is_ok();
+                p.reply(reply, r);
+            }
+            Command::SweepFile { id, file, cutoff_ms, reply } => {
+                let r = self.sweep_file(id, file, cutoff_ms, p);
+                p.reply(reply, r);
+            }
             Command::CatchUp { cursors, user, max_messages, max_bytes, reply } => {
                 let _ = reply.send(self.catch_up(cursors, &user, max_messages, max_bytes));
             }
@@ -1167,6 +1206,8 @@ impl Shard {
         } else {
             None
         };
+        let mut content = content;
+        let files = events::resolve_attachments(c, &*store, &mut content.attachments, &p.removed_files)?;
 
         let seq = c.last_seq + 1;
         let message_id = ids::random_id();
@@ -1185,6 +1226,7 @@ impl Shard {
             reply_to_seq,
             mentions,
             message_number,
+            attachments: content.attachments.clone(),
             ..Default::default()
         };
         let sealed = c.dek.seal_message(&id, seq, &record.encode_to_vec());
@@ -1197,6 +1239,9 @@ impl Shard {
         }
         for user in &record.mentions {
             p.writes.push(Write::Index { conversation: id, entry: crate::store::IndexEntry::Mention { user: user.clone(), seq } });
+        }
+        for file in files {
+            p.writes.push(Write::Index { conversation: id, entry: crate::store::IndexEntry::FileRef { file, seq } });
         }
         // Sending implies having read everything before: the sender's unread count is 0.
         let read = StoredReadState {

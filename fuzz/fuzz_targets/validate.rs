@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(validate::format_id(&id), s);
     }
 
-    let content = pb::MessageContent { text: s.to_owned(), r#type: ty, format };
+    let content = pb::MessageContent { text: s.to_owned(), r#type: ty, format, ..Default::default() };
     for max in [0, 16, validate::DEFAULT_MAX_MESSAGE_BYTES] {
         match validate::message_content(Some(&content), max) {
             Ok(()) => assert!(content.text.len() <= max),

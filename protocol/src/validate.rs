@@ -195,13 +195,18 @@ fn no_control_chars(field: &'static str, value: &str) -> Result {
     }
 }
 
-/// Message content: a TEXT message (or one of unspecified type, which means TEXT) with
-/// text that is not empty, at most `max_bytes`, and free of control characters other than
-/// tab and newline (they are invisible to the reader and a classic vehicle for spoofed
-/// transcripts).
+/// Most attachments on one message.
+pub const MAX_ATTACHMENTS: usize = 10;
+
+/// Message content: text that is at most `max_bytes` and free of control characters other
+/// than tab and newline (they are invisible to the reader and a classic vehicle for
+/// spoofed transcripts), and at most [`MAX_ATTACHMENTS`] attachments, each named by a
+/// well-formed `file_id`.
 ///
-/// FILE, IMAGE and DOCUMENT are refused: attachments cannot be sent yet, and such a
-/// message would promise the reader a file that does not exist.
+/// A TEXT message (or one of unspecified type, which means TEXT) needs text. A FILE,
+/// IMAGE or DOCUMENT message needs at least one attachment (it would promise the reader a
+/// file that does not exist) and may have no text. Whether the files exist is the
+/// server's to check.
 pub fn message_content(content: Option<&pb::MessageContent>, max_bytes: usize) -> Result {
     let Some(content) = content else {
         return Err(ValidationError::new("content", "is required"));
@@ -210,10 +215,27 @@ pub fn message_content(content: Option<&pb::MessageContent>, max_bytes: usize) -
         .map_err(|_| ValidationError::new("content.type", format!("unknown content type {}", content.r#type)))?;
     pb::TextFormat::try_from(content.format)
         .map_err(|_| ValidationError::new("content.format", format!("unknown text format {}", content.format)))?;
-    if !matches!(ty, pb::ContentType::Text | pb::ContentType::Unspecified) {
-        return Err(ValidationError::new("content.type", format!("is {}; attachments are not supported yet; send TEXT", ty.as_str_name())));
+    if content.attachments.len() > MAX_ATTACHMENTS {
+        return Err(ValidationError::new(
+            "content.attachments",
+            format!("has {}; a message carries at most {MAX_ATTACHMENTS}", content.attachments.len()),
+        ));
     }
-    if content.text.trim().is_empty() {
+    for (i, a) in content.attachments.iter().enumerate() {
+        parse_id("content.attachments.file_id", &a.file_id)
+            .map_err(|e| ValidationError::new(e.field, format!("(attachment {}) {}", i + 1, e.reason)))?;
+        if a.name.len() > 4 * crate::files::MAX_FILE_NAME_BYTES {
+            return Err(ValidationError::new("content.attachments.name", format!("(attachment {}) is too long", i + 1)));
+        }
+    }
+    let with_files = matches!(ty, pb::ContentType::File | pb::ContentType::Image | pb::ContentType::Document);
+    if with_files && content.attachments.is_empty() {
+        return Err(ValidationError::new(
+            "content.attachments",
+            format!("is empty; a {} message carries at least one attachment (upload the file first)", ty.as_str_name()),
+        ));
+    }
+    if !with_files && content.text.trim().is_empty() {
         return Err(ValidationError::new("content.text", "must not be empty"));
     }
     if content.text.len() > max_bytes {
@@ -310,15 +332,29 @@ mod tests {
     }
 
     #[test]
-    fn attachments_are_refused_naming_the_type() {
-        let of = |ty: pb::ContentType| pb::MessageContent { text: "contract.pdf".into(), r#type: ty.into(), ..Default::default() };
+    fn file_messages_need_an_attachment_and_text_messages_text() {
+        let file = |id: &str| pb::Attachment { file_id: id.into(), ..Default::default() };
+        let of = |ty: pb::ContentType, text: &str, files: Vec<pb::Attachment>| pb::MessageContent {
+            text: text.into(),
+            r#type: ty.into(),
+            attachments: files,
+            ..Default::default()
+        };
+        let id = "0123456789abcdef0123456789abcdef";
         for (ty, name) in [(pb::ContentType::File, "FILE"), (pb::ContentType::Image, "IMAGE"), (pb::ContentType::Document, "DOCUMENT")] {
-            let err = message_content(Some(&of(ty)), 100).unwrap_err();
-            assert_eq!(err.field, "content.type");
-            assert_eq!(err.to_string(), format!("content.type: is {name}; attachments are not supported yet; send TEXT"));
+            let err = message_content(Some(&of(ty, "contract.pdf", vec![])), 100).unwrap_err();
+            assert_eq!(err.field, "content.attachments");
+            assert!(err.to_string().contains(&format!("a {name} message carries at least one attachment")), "{err}");
+            assert!(message_content(Some(&of(ty, "", vec![file(id)])), 100).is_ok(), "a file message needs no text");
         }
-        assert!(message_content(Some(&of(pb::ContentType::Text)), 100).is_ok());
-        assert!(message_content(Some(&of(pb::ContentType::Unspecified)), 100).is_ok(), "unspecified means TEXT");
+        assert!(message_content(Some(&of(pb::ContentType::Text, "", vec![file(id)])), 100).is_err(), "TEXT needs text");
+        assert!(message_content(Some(&of(pb::ContentType::Text, "see attached", vec![file(id)])), 100).is_ok());
+        assert!(message_content(Some(&of(pb::ContentType::Unspecified, "x", vec![])), 100).is_ok(), "unspecified means TEXT");
+        let bad = message_content(Some(&of(pb::ContentType::File, "", vec![file("../etc/passwd")])), 100).unwrap_err();
+        assert_eq!(bad.field, "content.attachments.file_id");
+        assert!(bad.to_string().contains("(attachment 1)"), "{bad}");
+        let many = message_content(Some(&of(pb::ContentType::File, "", vec![file(id); MAX_ATTACHMENTS + 1])), 100).unwrap_err();
+        assert_eq!(many.to_string(), "content.attachments: has 11; a message carries at most 10");
         let unknown = pb::MessageContent { text: "x".into(), r#type: 99, ..Default::default() };
         assert_eq!(message_content(Some(&unknown), 100).unwrap_err().field, "content.type");
     }

@@ -94,7 +94,7 @@ impl Client {
         Ok(Client { inner: Arc::new(Handle { shared: started.shared, supervisor: Mutex::new(Some(started.supervisor)) }) })
     }
 
-    fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
     }
 
@@ -203,8 +203,12 @@ impl Client {
     /// message is durably stored; see [`send`](Self::send) for what happens while the
     /// connection is down.
     pub async fn send_text(&self, conv: &str, text: &str) -> Result<Sent> {
-        let content =
-            pb::MessageContent { text: text.to_owned(), r#type: pb::ContentType::Text as i32, format: pb::TextFormat::Plain as i32 };
+        let content = pb::MessageContent {
+            text: text.to_owned(),
+            r#type: pb::ContentType::Text as i32,
+            format: pb::TextFormat::Plain as i32,
+            ..Default::default()
+        };
         self.send(conv, &crate::new_client_message_id(), content).await
     }
 
@@ -232,8 +236,12 @@ impl Client {
     /// with a fresh client message id; otherwise like [`send`](Self::send).
     pub async fn reply(&self, conv: &str, reply_to_seq: u64, text: &str) -> Result<Sent> {
         validate::target_seq("reply_to_seq", reply_to_seq)?;
-        let content =
-            pb::MessageContent { text: text.to_owned(), r#type: pb::ContentType::Text as i32, format: pb::TextFormat::Plain as i32 };
+        let content = pb::MessageContent {
+            text: text.to_owned(),
+            r#type: pb::ContentType::Text as i32,
+            format: pb::TextFormat::Plain as i32,
+            ..Default::default()
+        };
         self.send_message(conv, &crate::new_client_message_id(), content, reply_to_seq).await
     }
 
@@ -315,8 +323,12 @@ impl Client {
     /// event's receipt once it is durable. The server keeps every earlier version in the
     /// message's audit trail.
     pub async fn edit_text(&self, conv: &str, seq: u64, text: &str) -> Result<Sent> {
-        let content =
-            pb::MessageContent { text: text.to_owned(), r#type: pb::ContentType::Text as i32, format: pb::TextFormat::Plain as i32 };
+        let content = pb::MessageContent {
+            text: text.to_owned(),
+            r#type: pb::ContentType::Text as i32,
+            format: pb::TextFormat::Plain as i32,
+            ..Default::default()
+        };
         self.edit(conv, seq, content).await
     }
 
@@ -601,7 +613,7 @@ impl Client {
 
     /// Sends one request on the current connection (waiting for one, while reconnecting)
     /// and waits for its answer, all within the request timeout.
-    async fn request(&self, request: pb::client_frame::Request) -> Result<pb::ack::Result> {
+    pub(crate) async fn request(&self, request: pb::client_frame::Request) -> Result<pb::ack::Result> {
         let shared = self.shared();
         let deadline = Instant::now() + shared.config.request_timeout;
         let _slot = match timeout_at(deadline, shared.in_flight.acquire()).await {

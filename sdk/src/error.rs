@@ -110,8 +110,12 @@ mod tests {
 
     #[test]
     fn server_errors_keep_their_code() {
-        let e =
-            Error::from_server(&pb::Error { request_id: 3, code: pb::ErrorCode::Forbidden as i32, message: "not a participant".into() });
+        let e = Error::from_server(&pb::Error {
+            request_id: 3,
+            code: pb::ErrorCode::Forbidden as i32,
+            message: "not a participant".into(),
+            ..Default::default()
+        });
         assert_eq!(e.code(), Some(pb::ErrorCode::Forbidden));
         assert_eq!(e.to_string(), "server refused the request (FORBIDDEN): not a participant");
         assert!(!e.is_retryable());
@@ -119,14 +123,19 @@ mod tests {
 
     #[test]
     fn unauthorized_is_its_own_variant() {
-        let e = Error::from_server(&pb::Error { request_id: 1, code: pb::ErrorCode::Unauthorized as i32, message: "token expired".into() });
+        let e = Error::from_server(&pb::Error {
+            request_id: 1,
+            code: pb::ErrorCode::Unauthorized as i32,
+            message: "token expired".into(),
+            ..Default::default()
+        });
         assert!(matches!(&e, Error::Unauthorized(r) if r == "token expired"));
         assert_eq!(e.code(), Some(pb::ErrorCode::Unauthorized));
     }
 
     #[test]
     fn unknown_codes_do_not_panic() {
-        let e = Error::from_server(&pb::Error { request_id: 1, code: 9_999, message: String::new() });
+        let e = Error::from_server(&pb::Error { request_id: 1, code: 9_999, message: String::new(), ..Default::default() });
         assert_eq!(e.code(), Some(pb::ErrorCode::Unspecified));
     }
 

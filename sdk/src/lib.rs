@@ -131,6 +131,7 @@ mod session;
 mod state;
 pub mod timeline;
 pub mod tls;
+mod transfer;
 mod types;
 
 pub use legalchat_protocol::pb;
@@ -147,4 +148,5 @@ pub use outbox::DEFAULT_OUTBOX_CAPACITY;
 pub use reconnect::{DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, Jitter, ReconnectPolicy};
 pub use session::SessionInfo;
 pub use timeline::Timeline;
+pub use transfer::{Downloaded, Progress, hash_file};
 pub use types::{ConnectionState, ConversationUpdate, Event, HistoryCursor, NewConversation, Sent, new_client_message_id};

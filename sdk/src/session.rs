@@ -251,6 +251,7 @@ pub(crate) fn answer_name(result: &pb::ack::Result) -> &'static str {
         R::Receipts(_) => "ReceiptList",
         R::Done(_) => "Done",
         R::Audit(_) => "MessageAudit",
+        R::Ticket(_) => "TransferTicket",
     }
 }
 

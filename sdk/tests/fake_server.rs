@@ -268,6 +268,7 @@ async fn sends_are_acknowledged_with_their_receipt() {
                 request_id: frame.request_id,
                 code: pb::ErrorCode::NotFound as i32,
                 message: "no such conversation".into(),
+                ..Default::default()
             }))
             .await;
         })

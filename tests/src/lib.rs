@@ -35,6 +35,8 @@ use tokio::time::Instant;
 
 pub use legalchat_benches::tokens;
 
+pub mod clamd;
+
 /// Longest wait for any single expected event (a message, an answer, a close).
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest any one test may run.

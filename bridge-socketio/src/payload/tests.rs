@@ -11,7 +11,7 @@ fn stored(seq: u64) -> pb::Message {
         message_id: "fe".repeat(16),
         client_message_id: "c-1".into(),
         sender_id: "alice".into(),
-        content: Some(pb::MessageContent { text: "Hearing at 10".into(), r#type: 1, format: 2 }),
+        content: Some(pb::MessageContent { text: "Hearing at 10".into(), r#type: 1, format: 2, ..Default::default() }),
         timestamp_ms: 1_700_000_000_123,
         state_seq: 9,
         ..Default::default()
@@ -148,7 +148,11 @@ fn send_message_payloads_are_read_and_checked_like_the_protocol() {
     assert_eq!(field(json!({"conversationId": CONV, "content": "x".repeat(11)})), "content.text", "the size limit");
     assert_eq!(field(json!({"conversationId": CONV, "content": {"text": "x", "type": "exe"}})), "content.type");
     assert_eq!(field(json!({"conversationId": CONV, "content": {"text": "x", "format": "html"}})), "content.format");
-    assert_eq!(field(json!({"conversationId": CONV, "content": {"text": "x", "type": "file"}})), "content.type", "no attachments yet");
+    assert_eq!(
+        field(json!({"conversationId": CONV, "content": {"text": "x", "type": "file"}})),
+        "content.attachments",
+        "a file needs a file"
+    );
     assert_eq!(field(json!({"conversationId": CONV, "content": "x", "clientMessageId": "a b"})), "client_message_id");
     assert_eq!(field(json!({"conversationId": CONV, "content": "x", "replyTo": -1})), "replyTo");
     assert_eq!(field(json!({"conversationId": CONV, "content": "x", "replyTo": "2"})), "replyTo");

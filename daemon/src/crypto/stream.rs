@@ -32,6 +32,40 @@ fn file_aad(conversation: &[u8; 16], file: &[u8; 16], index: u64, last: bool) ->
     aad
 }
 
+/// Chunks of a file of `size` bytes (an empty file is one empty chunk).
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK as u64).max(1)
+}
+
+/// Bytes a file of `size` bytes takes sealed.
+pub fn sealed_len(size: u64) -> u64 {
+    size + chunk_count(size) * (SEALED_CHUNK - CHUNK) as u64
+}
+
+impl DataKey {
+    /// Seals chunk `index` of file `file` (whose chunks are known to end at `last`): for
+    /// writers that know the size in advance and may start again at any chunk, such as a
+    /// resumed upload.
+    pub fn seal_file_chunk(&self, conversation: &[u8; 16], file: &[u8; 16], index: u64, last: bool, plain: &[u8]) -> Vec<u8> {
+        seal(&self.cipher, &file_aad(conversation, file, index, last), plain)
+    }
+
+    /// Opens chunk `index` of file `file`; `last` says whether the file ends with it.
+    pub fn open_file_chunk(
+        &self,
+        conversation: &[u8; 16],
+        file: &[u8; 16],
+        index: u64,
+        last: bool,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        if (!last && sealed.len() != SEALED_CHUNK) || sealed.len() > SEALED_CHUNK {
+            return Err(CryptoError::Authentication);
+        }
+        open(&self.cipher, &file_aad(conversation, file, index, last), sealed)
+    }
+}
+
 /// Seals a file chunk by chunk: feed it the plaintext in pieces of any size, take the
 /// sealed chunks as they fill, and [`finish`](Self::finish) with the last one.
 #[derive(Debug)]
@@ -71,8 +105,7 @@ impl FileSealer {
     }
 
     fn seal(&mut self, last: bool) -> Vec<u8> {
-        let aad = file_aad(&self.conversation, &self.file, self.index, last);
-        let out = seal(&self.key.0, &aad, &self.pending);
+        let out = self.key.seal_file_chunk(&self.conversation, &self.file, self.index, last, &self.pending);
         self.pending.clear();
         self.index += 1;
         out
@@ -99,11 +132,10 @@ impl FileOpener {
     /// Opens the next sealed chunk; `last` says whether the stored file ends with it.
     /// Every chunk but the last is [`SEALED_CHUNK`] bytes.
     pub fn open(&mut self, sealed: &[u8], last: bool) -> Result<Vec<u8>, CryptoError> {
-        if self.done || (!last && sealed.len() != SEALED_CHUNK) || sealed.len() > SEALED_CHUNK {
+        if self.done {
             return Err(CryptoError::Authentication);
         }
-        let aad = file_aad(&self.conversation, &self.file, self.index, last);
-        let plain = open(&self.key.0, &aad, sealed)?;
+        let plain = self.key.open_file_chunk(&self.conversation, &self.file, self.index, last, sealed)?;
         self.index += 1;
         self.done = last;
         Ok(plain)

@@ -29,9 +29,16 @@ pub fn send(m: pb::SendMessage, cx: &Context<'_>) -> Result<Append, RequestError
 
 /// Editing a message's content.
 pub fn edit(e: pb::EditMessage, cx: &Context<'_>) -> Result<Append, RequestError> {
+    // An edit changes the text: a message's files and its type stay as they were sent.
+    let content = e.content.map(|c| pb::MessageContent { r#type: pb::ContentType::Text.into(), ..c });
     let request = validate::target_seq("message_seq", e.message_seq)
-        .and_then(|()| validate::message_content(e.content.as_ref(), cx.max_message_size))
-        .map(|()| EventRequest::Edit { seq: e.message_seq, content: e.content.unwrap_or_default() });
+        .and_then(|()| match &content {
+            Some(c) if !c.attachments.is_empty() => {
+                Err(ValidationError::new("content.attachments", "an edit changes the text only; the attachments stay as sent"))
+            }
+            c => validate::message_content(c.as_ref(), cx.max_message_size),
+        })
+        .map(|()| EventRequest::Edit { seq: e.message_seq, content: content.unwrap_or_default() });
     event(&e.conversation_id, e.client_event_id, request, cx)
 }
 

@@ -364,7 +364,8 @@ fn services(
     };
     let (shards, threads) = crate::shard::start(2, crate::shard::ShardConfig::for_tests(), deps).unwrap();
     let pool = StoragePool::new(store.clone(), pool_running, pool_waiting);
-    (Arc::new(Services { shards, pool, registry, directory, hub, push }), threads, store)
+    let files = crate::files::Files::open(dir.path(), crate::files::FilesConfig::default(), shards.clone(), pool.clone()).unwrap();
+    (Arc::new(Services { shards, pool, registry, directory, hub, push, files: Arc::new(files) }), threads, store)
 }
 
 #[tokio::test]
@@ -387,12 +388,12 @@ async fn sign_ins_and_push_registrations_are_committed_through_the_shards() {
     };
     let register = pb::RegisterPush { target: Some(pb::register_push::Target::WebPush(subscription)) };
     let Plan::Gather(gather) = plan(frame(1, Request::RegisterPush(register)), &cx(&erin)) else { panic!("not gathered") };
-    assert!(matches!(gather.run(&services, "erin").await, Ok(pb::ack::Result::Done(_))));
+    assert!(matches!(gather.run(&services, &erin).await, Ok(pb::ack::Result::Done(_))));
     assert_eq!(store.push_subscriptions("erin").unwrap().len(), 1, "acknowledged means durable");
 
     let unregister = pb::UnregisterPush { endpoint: "https://push.example/erin".into() };
     let Plan::Gather(gather) = plan(frame(2, Request::UnregisterPush(unregister)), &cx(&erin)) else { panic!("not gathered") };
-    assert!(gather.run(&services, "erin").await.is_ok());
+    assert!(gather.run(&services, &erin).await.is_ok());
     assert!(store.push_subscriptions("erin").unwrap().is_empty());
 
     drop(services);
@@ -418,7 +419,11 @@ async fn listing_reads_the_membership_index_through_the_pool_and_summaries_from_
         routed.pending.wait().await.unwrap();
     }
     let Plan::Gather(list) = plan_of(Request::ListConversations(pb::ListConversations { limit: 2 })) else { panic!("not gathered") };
-    let Ok(pb::ack::Result::Conversations(l)) = list.run(&services, "bob").await else { panic!("not listed") };
+    let Ok(pb::ack::Result::Conversations(l)) =
+        list.run(&services, &Identity { user_id: "bob".into(), role: Role::Advocate, name: None }).await
+    else {
+        panic!("not listed")
+    };
     assert_eq!(l.conversations.len(), 2, "the limit holds across shards");
     drop(services);
     tokio::task::spawn_blocking(move || threads.join()).await.unwrap();

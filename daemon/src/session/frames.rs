@@ -43,7 +43,9 @@ impl FrameReader {
 }
 
 pub(super) fn error_frame(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Bytes {
-    codec::encode(&pb::ServerFrame { event: Some(Event::Error(pb::Error { request_id, code: code as i32, message: message.into() })) })
+    codec::encode(&pb::ServerFrame {
+        event: Some(Event::Error(pb::Error { request_id, code: code as i32, message: message.into(), retry_after_ms: 0 })),
+    })
 }
 
 pub(super) fn ack_frame(request_id: u64, result: pb::ack::Result) -> Bytes {
@@ -54,7 +56,7 @@ pub(super) fn ack_frame(request_id: u64, result: pb::ack::Result) -> Bytes {
 pub(super) fn answer_frame(request_id: u64, result: Result<pb::ack::Result, crate::policy::RequestError>) -> Bytes {
     match result {
         Ok(r) => ack_frame(request_id, r),
-        Err(e) => error_frame(request_id, e.code, e.message),
+        Err(e) => codec::encode(&pb::ServerFrame { event: Some(Event::Error(e.to_pb(request_id))) }),
     }
 }
 

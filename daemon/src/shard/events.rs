@@ -22,7 +22,7 @@ use std::sync::Arc;
 use prost::Message as _;
 
 use legalchat_protocol::pb::{self, ConversationType, ErrorCode, ParticipantRole, conversation_event::Kind};
-use legalchat_protocol::validate::format_id;
+use legalchat_protocol::validate::{self, format_id};
 
 use super::{Conversation, Fanout, Pending, Shard, encode_event, open_record, store_err};
 use crate::auth::{Identity, Role};
@@ -105,7 +105,7 @@ pub(super) fn to_wire(
         message_id: format_id(&message_id),
         client_message_id: rec.client_message_id.clone(),
         sender_id: rec.sender_id.clone(),
-        content: visible.then(|| pb::MessageContent { text: rec.text.clone(), r#type: rec.content_type, format: rec.format }),
+        content: visible.then(|| rec.content()),
         timestamp_ms: rec.timestamp_ms,
         event: rec.event.clone(),
         reply_to_seq: rec.reply_to_seq,
@@ -289,13 +289,51 @@ fn moderates(c: &Conversation, caller: &Identity) -> bool {
             && matches!(c.role_of(&caller.user_id), Some(ParticipantRole::AdminRole | ParticipantRole::Moderator)))
 }
 
+/// Fills in a new message's attachments from the files stored in its conversation (type,
+/// size, hash, preview: never what the sender claims) and returns their ids. A file that
+/// is not stored in this conversation is refused, so that nobody attaches what they have
+/// not uploaded here.
+pub(super) fn resolve_attachments(
+    c: &Conversation,
+    store: &dyn Store,
+    attachments: &mut [pb::Attachment],
+    removed: &std::collections::HashSet<(crate::store::ConversationKey, [u8; 16])>,
+) -> Result<Vec<[u8; 16]>, RequestError> {
+    let mut ids = Vec::with_capacity(attachments.len());
+    for (i, a) in attachments.iter_mut().enumerate() {
+        let file = validate::parse_id("content.attachments.file_id", &a.file_id).map_err(|e| RequestError::invalid(e.to_string()))?;
+        let not_found = || {
+            RequestError::new(
+                ErrorCode::NotFound,
+                format!("content.attachments.file_id: (attachment {}) no file {} in this conversation; upload it first", i + 1, a.file_id),
+            )
+        };
+        if removed.contains(&(c.id, file)) {
+            return Err(not_found());
+        }
+        let sealed = store.file(&c.id, &file).map_err(store_err)?.ok_or_else(not_found)?;
+        let record = c.dek.open_file_record(&c.id, &file, &sealed).map_err(|_| open_failed(c, "file record"))?;
+        let stored = crate::store::StoredFile::decode(record.as_slice()).map_err(|_| open_failed(c, "file record"))?;
+        *a = stored.attachment(std::mem::take(&mut a.file_id), &a.name);
+        if !ids.contains(&file) {
+            ids.push(file);
+        }
+    }
+    Ok(ids)
+}
+
+fn open_failed(c: &Conversation, what: &str) -> RequestError {
+    tracing::error!(conversation = %format_id(&c.id), what, "a stored record does not open under the conversation's key");
+    RequestError::new(ErrorCode::Internal, "a stored record of this conversation is damaged")
+}
+
 /// The audit version for a message's current content, keyed by the event that made it.
 fn current_version(target_seq: u64, target: &StoredMessage) -> (u64, StoredVersion) {
     let (seq, action, at) = match target.edit_seqs.last() {
         Some(&edit) => (edit, pb::AuditAction::Edited, target.edited_at_ms),
         None => (target_seq, pb::AuditAction::Original, target.timestamp_ms),
     };
-    let content = pb::MessageContent { text: target.text.clone(), r#type: target.content_type, format: target.format };
+    let content = target.content();
     (seq, StoredVersion { action: action as i32, actor_id: target.sender_id.clone(), timestamp_ms: at, content: Some(content) })
 }
 
@@ -419,8 +457,13 @@ impl Shard {
                     p.writes.push(Write::Unindex { conversation: id, entry: IndexEntry::Mention { user: user.clone(), seq } });
                 }
                 target.text.clone_from(&content.text);
-                target.content_type = content.r#type;
                 target.format = content.format;
+                // An edit changes the text: a message with files keeps them and its type,
+                // and the event says so, so that a client folding it keeps them too.
+                if target.attachments.is_empty() {
+                    target.content_type = content.r#type;
+                }
+                let content = target.content();
                 target.edited_at_ms = now;
                 target.edit_seqs.push(edit_seq);
                 target.mentions = new_mentions;
@@ -449,6 +492,11 @@ impl Shard {
                     redact_edit(c, &*store, p, edit)?;
                 }
                 p.writes.push(Write::Index { conversation: id, entry: IndexEntry::Deleted { seq } });
+                for file in target.attachments.drain(..) {
+                    if let Ok(file) = validate::parse_id("file_id", &file.file_id) {
+                        p.writes.push(Write::Unindex { conversation: id, entry: IndexEntry::FileRef { file, seq } });
+                    }
+                }
                 target.text.clear();
                 target.content_type = 0;
                 target.format = 0;

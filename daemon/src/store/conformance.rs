@@ -197,6 +197,33 @@ pub(crate) fn memberships_and_records(open: Open<'_>) {
     assert_eq!(store.push_subscriptions("alice").unwrap().len(), 1);
 }
 
+/// File records: put, read, listed in key order across conversations and pages, removed;
+/// a file is referenced while any message's reference index entry names it.
+pub(crate) fn files_and_their_references(open: Open<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (c1, c2) = ([1u8; 16], [2u8; 16]);
+    let (f1, f2, f3) = ([7u8; 16], [8u8; 16], [9u8; 16]);
+    let put = |conversation, file: [u8; 16]| Write::File { conversation, file, sealed: file.to_vec() };
+    let reference = |file, seq| Write::Index { conversation: c1, entry: IndexEntry::FileRef { file, seq } };
+    store.commit(vec![put(c2, f1), put(c1, f2), put(c1, f1), reference(f1, 4), reference(f1, 9)], true).unwrap();
+    assert_eq!(store.file(&c1, &f1).unwrap(), Some(f1.to_vec()));
+    assert_eq!(store.file(&c1, &f3).unwrap(), None);
+    assert_eq!(store.files_after(None, 10).unwrap(), vec![(c1, f1), (c1, f2), (c2, f1)]);
+    assert_eq!(store.files_after(None, 2).unwrap(), vec![(c1, f1), (c1, f2)]);
+    assert_eq!(store.files_after(Some((c1, f2)), 10).unwrap(), vec![(c2, f1)]);
+    assert!(store.file_referenced(&c1, &f1).unwrap());
+    assert!(!store.file_referenced(&c1, &f2).unwrap());
+    assert!(!store.file_referenced(&c2, &f1).unwrap(), "references are per conversation");
+    store.commit(vec![Write::Unindex { conversation: c1, entry: IndexEntry::FileRef { file: f1, seq: 4 } }], true).unwrap();
+    assert!(store.file_referenced(&c1, &f1).unwrap(), "message 9 still refers to it");
+    store.commit(vec![Write::Unindex { conversation: c1, entry: IndexEntry::FileRef { file: f1, seq: 9 } }], true).unwrap();
+    assert!(!store.file_referenced(&c1, &f1).unwrap());
+    store.commit(vec![Write::RemoveFile { conversation: c1, file: f1 }], true).unwrap();
+    assert_eq!(store.file(&c1, &f1).unwrap(), None);
+    assert_eq!(store.files_after(None, 10).unwrap(), vec![(c1, f2), (c2, f1)]);
+}
+
 /// Generates one test per conformance check for the store opened by `$open`.
 macro_rules! conformance_tests {
     ($open:expr) => {
@@ -227,6 +254,11 @@ macro_rules! conformance_tests {
             #[test]
             fn memberships_and_records() {
                 c::memberships_and_records(&$open);
+            }
+
+            #[test]
+            fn files_and_their_references() {
+                c::files_and_their_references(&$open);
             }
         }
     };

@@ -74,6 +74,19 @@ impl Store for FaultyStore {
     fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.audit_versions(id, target)
     }
+    fn file(&self, id: &ConversationKey, file: &[u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.file(id, file)
+    }
+    fn file_referenced(&self, id: &ConversationKey, file: &[u8; 16]) -> Result<bool, StoreError> {
+        self.inner.file_referenced(id, file)
+    }
+    fn files_after(
+        &self,
+        after: Option<(ConversationKey, [u8; 16])>,
+        limit: usize,
+    ) -> Result<Vec<(ConversationKey, [u8; 16])>, StoreError> {
+        self.inner.files_after(after, limit)
+    }
     fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
         self.inner.user_conversations(user)
     }

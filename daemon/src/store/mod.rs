@@ -24,7 +24,7 @@ mod records;
 mod rocks;
 
 pub use records::{
-    StoredConversation, StoredMessage, StoredParticipant, StoredPushSubscription, StoredReadState, StoredUser, StoredVersion,
+    StoredConversation, StoredFile, StoredMessage, StoredParticipant, StoredPushSubscription, StoredReadState, StoredUser, StoredVersion,
 };
 pub use rocks::{FORMAT_VERSION, RocksStore};
 
@@ -82,6 +82,14 @@ pub enum IndexEntry {
     Mention {
         /// The mentioned participant.
         user: String,
+        /// The message.
+        seq: u64,
+    },
+    /// Message `seq` carries attachment `file` (a file is kept while a message refers to
+    /// it).
+    FileRef {
+        /// The file's id.
+        file: [u8; 16],
         /// The message.
         seq: u64,
     },
@@ -168,6 +176,23 @@ pub enum Write {
         /// The data key, wrapped by the master key.
         wrapped: Vec<u8>,
     },
+    /// Create or replace a file's metadata record (sealed under the conversation's key).
+    File {
+        /// The conversation.
+        conversation: ConversationKey,
+        /// The file's id.
+        file: [u8; 16],
+        /// The sealed `StoredFile`.
+        sealed: Vec<u8>,
+    },
+    /// Remove a file's metadata record (its content is removed from disk after the
+    /// commit).
+    RemoveFile {
+        /// The conversation.
+        conversation: ConversationKey,
+        /// The file's id.
+        file: [u8; 16],
+    },
     /// A user's read position in a conversation.
     ReadState {
         /// The conversation.
@@ -216,6 +241,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The sealed audit versions of message `target`: (version seq, sealed), ascending.
     fn audit_versions(&self, id: &ConversationKey, target: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Every conversation `user` participates in.
+    /// The sealed metadata record of `file` in conversation `id`.
+    fn file(&self, id: &ConversationKey, file: &[u8; 16]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether any message of conversation `id` refers to `file`.
+    fn file_referenced(&self, id: &ConversationKey, file: &[u8; 16]) -> Result<bool, StoreError>;
+    /// Up to `limit` stored files, in key order, after `after` (exclusive; `None` from
+    /// the start): for the sweep that removes files nothing refers to.
+    fn files_after(&self, after: Option<(ConversationKey, [u8; 16])>, limit: usize)
+    -> Result<Vec<(ConversationKey, [u8; 16])>, StoreError>;
+    /// `user`'s conversations.
     fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError>;
     /// Read positions of every participant of a conversation.
     fn read_states(&self, id: &ConversationKey) -> Result<Vec<(String, StoredReadState)>, StoreError>;

@@ -66,6 +66,52 @@ pub struct StoredParticipant {
     pub joined_at_ms: i64,
 }
 
+/// An uploaded file's metadata; stored sealed under the conversation's data key (its name
+/// says as much as its content). The content lies sealed in chunks outside the database.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredFile {
+    /// The sanitized name it was first uploaded under.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Its type, recognised from the content.
+    #[prost(string, tag = "2")]
+    pub mime_type: String,
+    /// Size in bytes.
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+    /// SHA-256 of the content.
+    #[prost(bytes = "vec", tag = "4")]
+    pub sha256: Vec<u8>,
+    /// A preview, for images.
+    #[prost(message, optional, tag = "5")]
+    pub thumbnail: Option<pb::Thumbnail>,
+    /// Who uploaded it first.
+    #[prost(string, tag = "6")]
+    pub uploaded_by: String,
+    /// When it was stored (or last uploaded again).
+    #[prost(int64, tag = "7")]
+    pub stored_at_ms: i64,
+    /// The name of its sealed content in the conversation's directory of files: the file
+    /// id and a random generation, so that content removed and uploaded again never
+    /// shares a name with what a sweep is deleting.
+    #[prost(string, tag = "8")]
+    pub blob: String,
+}
+
+impl StoredFile {
+    /// The attachment a message carries for it, under `name` (empty: the stored name).
+    pub fn attachment(&self, file_id: String, name: &str) -> pb::Attachment {
+        pb::Attachment {
+            file_id,
+            name: if name.is_empty() { self.name.clone() } else { legalchat_protocol::files::sanitize_file_name(name) },
+            mime_type: self.mime_type.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            thumbnail: self.thumbnail.clone(),
+        }
+    }
+}
+
 /// A message record; stored sealed under the conversation's data key.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredMessage {
@@ -123,9 +169,22 @@ pub struct StoredMessage {
     /// Seqs of the edit events of this message, oldest first (to redact superseded ones).
     #[prost(uint64, repeated, tag = "17")]
     pub edit_seqs: Vec<u64>,
+    /// Attached files, as the server resolved them when the message was sent.
+    #[prost(message, repeated, tag = "18")]
+    pub attachments: Vec<pb::Attachment>,
 }
 
 impl StoredMessage {
+    /// Its content as the wire carries it.
+    pub fn content(&self) -> pb::MessageContent {
+        pb::MessageContent {
+            text: self.text.clone(),
+            r#type: self.content_type,
+            format: self.format,
+            attachments: self.attachments.clone(),
+        }
+    }
+
     /// Whether this entry is a message (not another event).
     pub fn is_message(&self) -> bool {
         self.event.is_none()

@@ -54,6 +54,8 @@ const CF_USERS: &str = "users";
 const CF_PUSH: &str = "push";
 const CF_EVENT_INDEX: &str = "event_index";
 const CF_AUDIT: &str = "audit";
+/// Attachments' metadata, sealed: conversation ‖ file id → `StoredFile`.
+const CF_FILES: &str = "files";
 /// The on-disk format this build writes (see the module doc).
 pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"format_version";
@@ -63,7 +65,7 @@ const MAX_REMEMBERED_SEQS: usize = 100_000;
 /// Memtable inserts into `messages` start from the last insert with the same conversation
 /// (the key's 16-byte prefix); RocksDB takes this option only as a string.
 const MESSAGES_INSERT_HINT: &str = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.16";
-const FAMILIES: [&str; 10] = [
+const FAMILIES: [&str; 11] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_CLIENT_IDS,
@@ -74,6 +76,7 @@ const FAMILIES: [&str; 10] = [
     CF_PUSH,
     CF_EVENT_INDEX,
     CF_AUDIT,
+    CF_FILES,
 ];
 
 /// RocksDB on local disk.
@@ -143,7 +146,19 @@ fn index_key(conv: &ConversationKey, entry: &IndexEntry) -> Vec<u8> {
             k.push(b'm');
             k.extend_from_slice(&user_key(user, &seq.to_be_bytes()));
         }
+        IndexEntry::FileRef { file, seq } => {
+            k.push(b'f');
+            k.extend_from_slice(file);
+            k.extend_from_slice(&seq.to_be_bytes());
+        }
     }
+    k
+}
+
+fn concat_file(conv: &ConversationKey, file: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(conv);
+    k[16..].copy_from_slice(file);
     k
 }
 
@@ -363,6 +378,8 @@ impl RocksStore {
                     }
                 }
                 Write::Replace { conversation, seq, sealed } => batch.put_cf(self.cf(CF_MESSAGES)?, msg_key(&conversation, seq), sealed),
+                Write::File { conversation, file, sealed } => batch.put_cf(self.cf(CF_FILES)?, concat_file(&conversation, &file), sealed),
+                Write::RemoveFile { conversation, file } => batch.delete_cf(self.cf(CF_FILES)?, concat_file(&conversation, &file)),
                 Write::Index { conversation, entry } => batch.put_cf(self.cf(CF_EVENT_INDEX)?, index_key(&conversation, &entry), []),
                 Write::Unindex { conversation, entry } => batch.delete_cf(self.cf(CF_EVENT_INDEX)?, index_key(&conversation, &entry)),
                 Write::AuditVersion { conversation, target, version, sealed } => {
@@ -512,6 +529,47 @@ impl Store for RocksStore {
                 break;
             }
             out.push((seq_from("audit key", &k[24..])?, v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    fn file(&self, id: &ConversationKey, file: &[u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(CF_FILES)?, concat_file(id, file)).map_err(engine)
+    }
+
+    fn file_referenced(&self, id: &ConversationKey, file: &[u8; 16]) -> Result<bool, StoreError> {
+        let mut prefix = id.to_vec();
+        prefix.push(b'f');
+        prefix.extend_from_slice(file);
+        match self.db.iterator_cf(self.cf(CF_EVENT_INDEX)?, IteratorMode::From(&prefix, Direction::Forward)).next() {
+            Some(item) => Ok(item.map_err(engine)?.0.starts_with(&prefix)),
+            None => Ok(false),
+        }
+    }
+
+    fn files_after(
+        &self,
+        after: Option<(ConversationKey, [u8; 16])>,
+        limit: usize,
+    ) -> Result<Vec<(ConversationKey, [u8; 16])>, StoreError> {
+        let start = after.map(|(c, f)| concat_file(&c, &f));
+        let mode = match &start {
+            Some(k) => IteratorMode::From(k, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_FILES)?, mode) {
+            let (k, _) = item.map_err(engine)?;
+            if start.as_ref().is_some_and(|s| s[..] == k[..]) {
+                continue;
+            }
+            let (Ok(c), Ok(f)) = (<[u8; 16]>::try_from(&k[..16.min(k.len())]), <[u8; 16]>::try_from(&k[16.min(k.len())..])) else {
+                return Err(StoreError::Corrupt { what: "file key", reason: format!("{} bytes where 32 were expected", k.len()) });
+            };
+            out.push((c, f));
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }

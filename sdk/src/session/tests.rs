@@ -49,7 +49,12 @@ fn authentication_limits_default_when_not_announced() {
 fn authentication_refusals_are_unauthorized() {
     let refused = frame(E::Unauthorized(pb::Unauthorized { reason: "token expired".into() }));
     assert!(matches!(authentication_outcome(refused, 1), Some(Err(Error::Unauthorized(r))) if r == "token expired"));
-    let error = frame(E::Error(pb::Error { request_id: 1, code: pb::ErrorCode::Unauthorized as i32, message: "bad signature".into() }));
+    let error = frame(E::Error(pb::Error {
+        request_id: 1,
+        code: pb::ErrorCode::Unauthorized as i32,
+        message: "bad signature".into(),
+        ..Default::default()
+    }));
     assert!(matches!(authentication_outcome(error, 1), Some(Err(Error::Unauthorized(r))) if r == "bad signature"));
 }
 
@@ -75,7 +80,12 @@ fn acks_and_errors_route_to_their_request() {
         Routed::Reply { request_id: 5, reply: Ok(pb::ack::Result::Pong(_)) } => {}
         other => panic!("unexpected {other:?}"),
     }
-    let error = frame(E::Error(pb::Error { request_id: 6, code: pb::ErrorCode::NotFound as i32, message: "no such conversation".into() }));
+    let error = frame(E::Error(pb::Error {
+        request_id: 6,
+        code: pb::ErrorCode::NotFound as i32,
+        message: "no such conversation".into(),
+        ..Default::default()
+    }));
     match route(error) {
         Routed::Reply { request_id: 6, reply: Err(e) } => assert_eq!(e.code(), Some(pb::ErrorCode::NotFound)),
         other => panic!("unexpected {other:?}"),
@@ -90,8 +100,12 @@ fn an_ack_without_a_known_result_fails_its_request() {
 
 #[test]
 fn session_level_errors_end_the_session() {
-    let error =
-        frame(E::Error(pb::Error { request_id: 0, code: pb::ErrorCode::FrameTooLarge as i32, message: "frame of 70000 bytes".into() }));
+    let error = frame(E::Error(pb::Error {
+        request_id: 0,
+        code: pb::ErrorCode::FrameTooLarge as i32,
+        message: "frame of 70000 bytes".into(),
+        ..Default::default()
+    }));
     match route(error) {
         Routed::SessionError(reason) => assert!(reason.contains("FRAME_TOO_LARGE"), "{reason}"),
         other => panic!("unexpected {other:?}"),

@@ -99,7 +99,12 @@ async fn over_long_text_is_refused_naming_the_field() {
             Request::SendMessage(pb::SendMessage {
                 conversation_id: conv.id.clone(),
                 client_message_id: client_message_id.into(),
-                content: Some(pb::MessageContent { text, r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() }),
+                content: Some(pb::MessageContent {
+                    text,
+                    r#type: pb::ContentType::Text.into(),
+                    format: pb::TextFormat::Plain.into(),
+                    ..Default::default()
+                }),
                 reply_to_seq: 0,
             })
         };
@@ -131,7 +136,7 @@ async fn attachment_messages_without_a_file_are_refused_naming_the_type() {
 
         // The SDK refuses before sending...
         match alice.send(&conv.id, "file-sdk", content(pb::ContentType::File)).await {
-            Err(legalchat_sdk::Error::Invalid(e)) => assert_eq!(e.field, "content.type", "{e}"),
+            Err(legalchat_sdk::Error::Invalid(e)) => assert_eq!(e.field, "content.attachments", "{e}"),
             other => panic!("the SDK sent a FILE message without a file: {other:?}"),
         }
         // ...and the server refuses what a client sends anyway, and the session goes on.
@@ -147,7 +152,8 @@ async fn attachment_messages_without_a_file_are_refused_naming_the_type() {
             match raw.request(request_id, Request::SendMessage(send)).await.expect("send") {
                 Ev::Error(e) => {
                     assert_eq!((e.code(), e.request_id), (ErrorCode::InvalidArgument, request_id), "{e:?}");
-                    assert!(e.message.contains("content.type") && e.message.contains("send TEXT"), "{:?}", e.message);
+                    let expected = format!("a {} message carries at least one attachment", ty.as_str_name());
+                    assert!(e.message.contains("content.attachments") && e.message.contains(&expected), "{:?}", e.message);
                 }
                 other => panic!("a {} message without a file was accepted: {other:?}", ty.as_str_name()),
             }

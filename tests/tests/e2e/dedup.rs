@@ -9,7 +9,7 @@ use legalchat_tests::{bounded, collect_messages, text_of};
 use crate::daemon;
 
 fn text(t: &str) -> pb::MessageContent {
-    pb::MessageContent { text: t.into(), r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into() }
+    pb::MessageContent { text: t.into(), r#type: pb::ContentType::Text.into(), format: pb::TextFormat::Plain.into(), ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+pub(crate) fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     files_under(dir)
         .into_iter()
         .filter(|path| match std::fs::read(path) {

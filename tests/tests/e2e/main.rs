@@ -6,6 +6,7 @@
 //! these tests need nothing beyond the Rust toolchain.
 
 mod access;
+mod attachments;
 mod auth;
 mod bad_frames;
 mod conversations;
