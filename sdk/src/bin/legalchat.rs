@@ -71,6 +71,46 @@ enum Command {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Upload a file and send it as a message (with an optional caption), showing
+    /// progress; an upload cut off by a dropped connection resumes by itself.
+    Attach {
+        /// Conversation id.
+        conv: String,
+        /// The file (PDF, Office document, PNG/JPEG/GIF/WebP image or plain text; at most
+        /// the server's limit, 50 MiB by default).
+        path: PathBuf,
+        /// The name others see [default: the file's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// A caption sent with it.
+        #[arg(long)]
+        text: Option<String>,
+    },
+    /// Upload a file without sending it; prints its file id (attach it to a message
+    /// within a day, or it is removed).
+    Upload {
+        /// Conversation id.
+        conv: String,
+        /// The file.
+        path: PathBuf,
+        /// The name others see [default: the file's name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Download an attachment, check its SHA-256, and save it; a partial download
+    /// (`<output>.part`) is resumed.
+    Download {
+        /// Conversation id.
+        conv: String,
+        /// The attachment's file id (shown with the message, or by `history --json`).
+        file_id: String,
+        /// Where to save it [default: its name, in the current directory].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Send a message; the words are joined with spaces.
     Send {
         /// Conversation id.
@@ -334,6 +374,50 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
         Command::Send { conv, text } => {
             let sent = client.send_text(&conv, &text.join(" ")).await?;
             out.sent(&conv, &sent)?;
+        }
+        Command::Attach { conv, path, name, text } => {
+            let attachment = upload(&client, &out, &conv, &path, name.as_deref()).await?;
+            let r#type = if attachment.mime_type.starts_with("image/") { pb::ContentType::Image } else { pb::ContentType::Document };
+            let content = pb::MessageContent {
+                text: text.unwrap_or_default(),
+                r#type: r#type.into(),
+                format: pb::TextFormat::Plain.into(),
+                attachments: vec![pb::Attachment { file_id: attachment.file_id.clone(), ..Default::default() }],
+            };
+            let sent = client.send(&conv, &legalchat_sdk::new_client_message_id(), content).await?;
+            out.sent(&conv, &sent)?;
+        }
+        Command::Upload { conv, path, name } => {
+            let attachment = upload(&client, &out, &conv, &path, name.as_deref()).await?;
+            if out.json {
+                out.line(&json!({"type": "uploaded", "conversation_id": conv, "attachment": attachment_json(&attachment)}))?;
+            } else {
+                out.text(&sanitize_line(&format!("uploaded {}: file id {}", attachment_words(&attachment), attachment.file_id)))?;
+            }
+        }
+        Command::Download { conv, file_id, output, force } => {
+            let ticket = client.start_download(&conv, &file_id).await?;
+            // The server's name is sanitized: a plain file name, never a path.
+            let path = output.unwrap_or_else(|| PathBuf::from(&ticket.file_name));
+            if path.exists() && !force {
+                anyhow::bail!("{} exists; choose another --output, or --force to replace it", path.display());
+            }
+            let bar = progress_bar(&out, ticket.size, "downloading");
+            let mut show = |p: legalchat_sdk::Progress| bar.set_position(p.done);
+            let done = client.download_file(&conv, &file_id, &path, &mut show).await;
+            bar.finish_and_clear();
+            let done = done?;
+            if out.json {
+                out.line(&json!({
+                    "type": "downloaded",
+                    "path": done.path,
+                    "size": done.size,
+                    "sha256": hex_string(&done.sha256),
+                    "mime_type": done.mime_type,
+                }))?;
+            } else {
+                out.text(&format!("saved {} ({}, {} bytes, SHA-256 checked)", done.path.display(), done.mime_type, done.size))?;
+            }
         }
         Command::History { conv, before, after, limit } => {
             let cursor = match (before, after) {
@@ -807,6 +891,9 @@ fn message_line(m: &pb::Message) -> String {
     for r in &m.reactions {
         notes.push(format!("{} {}", sanitize_line(&r.emoji), r.user_ids.len()));
     }
+    for a in m.content.iter().flat_map(|c| &c.attachments) {
+        line.push_str(&format!("\n    📎 {}", sanitize_line(&format!("{} — file id {}", attachment_words(a), a.file_id))));
+    }
     if !notes.is_empty() {
         line.push_str(&format!("  ({})", notes.join(", ")));
     }
@@ -875,6 +962,59 @@ fn conversation_line(c: &pb::Conversation, me: &str) -> String {
     sanitize_line(&line)
 }
 
+/// Uploads with a progress bar (on a terminal, and not with --json).
+async fn upload(client: &Client, out: &Output, conv: &str, path: &std::path::Path, name: Option<&str>) -> anyhow::Result<pb::Attachment> {
+    let size = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.len();
+    let bar = progress_bar(out, size, "uploading");
+    let mut show = |p: legalchat_sdk::Progress| bar.set_position(p.done);
+    let uploaded = client.upload_file(conv, path, name, &mut show).await;
+    bar.finish_and_clear();
+    Ok(uploaded?)
+}
+
+fn progress_bar(out: &Output, total: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if out.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `contract.pdf (application/pdf, 1.2 MiB)`.
+fn attachment_words(a: &pb::Attachment) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let size = if a.size >= 1 << 20 {
+        format!("{:.1} MiB", a.size as f64 / f64::from(1u32 << 20))
+    } else if a.size >= 1 << 10 {
+        format!("{:.1} KiB", a.size as f64 / 1024.0)
+    } else {
+        format!("{} bytes", a.size)
+    };
+    let preview = if a.thumbnail.is_some() { ", preview" } else { "" };
+    format!("{} ({}, {size}{preview})", a.name, a.mime_type)
+}
+
+fn attachment_json(a: &pb::Attachment) -> Value {
+    json!({
+        "file_id": a.file_id,
+        "name": a.name,
+        "mime_type": a.mime_type,
+        "size": a.size,
+        "sha256": hex_string(&a.sha256),
+        "thumbnail": a.thumbnail.as_ref().map(|t| json!({"mime_type": t.mime_type, "width": t.width, "height": t.height, "bytes": t.data.len()})),
+    })
+}
+
 fn message_json(m: &pb::Message) -> Value {
     let content = m.content.clone().unwrap_or_default();
     if let Some(kind) = m.event.as_ref().and_then(|e| e.kind.as_ref()) {
@@ -906,6 +1046,7 @@ fn message_json(m: &pb::Message) -> Value {
         "sender_id": m.sender_id,
         "text": content.text,
         "content_type": lower_name(content.r#type().as_str_name()),
+        "attachments": content.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
         "format": lower_name(content.format().as_str_name()),
         "timestamp_ms": m.timestamp_ms,
         "time": iso_time(m.timestamp_ms),
