@@ -48,6 +48,8 @@ pub const REQUESTS: &[&str] = &[
     "set_role",
     "get_presence",
     "get_audit",
+    "start_upload",
+    "start_download",
 ];
 
 /// A failed request, as the acknowledgement's `error`.

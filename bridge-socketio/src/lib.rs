@@ -21,6 +21,7 @@
 //! - [`server`]: the Socket.IO server, authentication and the per-socket relay.
 
 pub mod config;
+pub mod files;
 pub mod incoming;
 pub mod outgoing;
 pub mod payload;

@@ -64,7 +64,7 @@ fn event(kind: &Kind) -> Value {
         Kind::Edited(e) => json!({
             "type": "edited",
             "targetSeq": e.target_seq,
-            "content": e.content.as_ref().map(|c| json!({"text": c.text, "type": content_type(c.r#type), "format": text_format(c.format)})),
+            "content": e.content.as_ref().map(content_json),
             "redacted": e.redacted,
         }),
         Kind::Deleted(d) => json!({"type": "deleted", "targetSeq": d.target_seq}),
@@ -85,6 +85,39 @@ fn event(kind: &Kind) -> Value {
             "settings": c.settings.as_ref().map(settings),
         }),
     }
+}
+
+/// A message's `content`: `{text, type, format, attachments}`.
+fn content_json(c: &pb::MessageContent) -> Value {
+    json!({
+        "text": c.text,
+        "type": content_type(c.r#type),
+        "format": text_format(c.format),
+        "attachments": c.attachments.iter().map(attachment).collect::<Vec<_>>(),
+    })
+}
+
+/// An attachment (the requirements' `AttachmentSchema`): `{fileId, name, type, size,
+/// sha256, thumbnail}`; the preview, when there is one, as a `data:` URL. The file itself
+/// is fetched with a ticket (`start_download`).
+pub fn attachment(a: &pb::Attachment) -> Value {
+    use base64::Engine as _;
+    let thumbnail = a.thumbnail.as_ref().map(|t| {
+        json!({
+            "type": t.mime_type,
+            "width": t.width,
+            "height": t.height,
+            "url": format!("data:{};base64,{}", t.mime_type, base64::engine::general_purpose::STANDARD.encode(&t.data)),
+        })
+    });
+    json!({
+        "fileId": a.file_id,
+        "name": a.name,
+        "type": a.mime_type,
+        "size": a.size,
+        "sha256": hex::encode(&a.sha256),
+        "thumbnail": thumbnail,
+    })
 }
 
 fn participant(p: &pb::Participant) -> Value {
@@ -111,11 +144,7 @@ pub fn message(m: &pb::Message, receipts: Option<&pb::ReceiptList>) -> Value {
         out.insert("event".into(), event(kind));
         return Value::Object(out);
     }
-    let content = m
-        .content
-        .as_ref()
-        .map(|c| json!({"text": c.text, "type": content_type(c.r#type), "format": text_format(c.format), "attachments": []}));
-    out.insert("content".into(), content.unwrap_or(Value::Null));
+    out.insert("content".into(), m.content.as_ref().map_or(Value::Null, content_json));
     out.insert("editedAt".into(), time_or_null(m.edited_at_ms));
     out.insert("deletedAt".into(), time_or_null(m.deleted_at_ms));
     out.insert("deletedBy".into(), if m.deleted_by.is_empty() { Value::Null } else { json!(m.deleted_by) });
@@ -232,11 +261,26 @@ pub fn content(value: Option<&Value>) -> Result<pb::MessageContent, ValidationEr
                 "markdown" => pb::TextFormat::Markdown,
                 other => return Err(ValidationError::new("content.format", format!("{other:?} is not plain or markdown"))),
             };
-            Ok(pb::MessageContent { text, r#type: r#type.into(), format: format.into(), ..Default::default() })
+            let attachments = match c.get("attachments") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(list)) => list.iter().map(attachment_ref).collect::<Result<_, _>>()?,
+                Some(_) => return Err(ValidationError::new("content.attachments", "must be a list of {fileId, name?}")),
+            };
+            Ok(pb::MessageContent { text, r#type: r#type.into(), format: format.into(), attachments })
         }
-        Some(_) => Err(ValidationError::new("content", "must be a string or an object {text, type, format}")),
+        Some(_) => Err(ValidationError::new("content", "must be a string or an object {text, type, format, attachments}")),
         None => Err(ValidationError::new("content", "is required")),
     }
+}
+
+/// `{fileId, name?}`: an upload of the same conversation, by its id.
+fn attachment_ref(value: &Value) -> Result<pb::Attachment, ValidationError> {
+    let Value::Object(a) = value else {
+        return Err(ValidationError::new("content.attachments", "each must be an object {fileId, name?}"));
+    };
+    let file_id = string_field(a, "fileId")?.ok_or_else(|| ValidationError::new("content.attachments.fileId", "is required"))?;
+    let name = string_field(a, "name")?.unwrap_or_default();
+    Ok(pb::Attachment { file_id: file_id.to_owned(), name: name.to_owned(), ..Default::default() })
 }
 
 fn string_field<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, ValidationError> {

@@ -37,6 +37,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::BridgeConfig;
+use crate::files;
 use crate::incoming::{self, Failure};
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{DaemonPool, Lease};
@@ -71,6 +72,7 @@ const CLOSE_PATIENCE: Duration = Duration::from_secs(60);
 pub struct Bridge {
     config: BridgeConfig,
     pool: DaemonPool,
+    tickets: Arc<files::Tickets>,
 }
 
 /// A socket's daemon session.
@@ -143,7 +145,7 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
     let pool = DaemonPool::new(&config.daemons, &endpoint, config.sessions_per_connection);
     let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    let bridge = Arc::new(Bridge { config, pool });
+    let bridge = Arc::new(Bridge { config, pool, tickets: Arc::default() });
 
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(bridge.config.socket_buffer)
@@ -156,7 +158,17 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
         .build_layer();
     io.ns("/", on_connect.with(handshake));
 
-    let mut app = Router::new().route("/healthz", get(healthz)).route("/api/dev/accounts", get(dev_accounts)).with_state(bridge.clone());
+    let transfers = Router::new()
+        .route("/api/uploads/{ticket}", axum::routing::put(files::upload).post(files::upload))
+        .route("/api/downloads/{ticket}", get(files::download))
+        // A body is streamed to the daemon as it arrives; its size is the ticket's.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(bridge.tickets.clone());
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/dev/accounts", get(dev_accounts))
+        .with_state(bridge.clone())
+        .merge(transfers);
     if let Some(root) = &bridge.config.web_root {
         app = app.fallback_service(tower_http::services::ServeDir::new(root).append_index_html_on_directories(true));
     }
@@ -182,8 +194,9 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
 
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-        .allow_headers([axum::http::header::CONTENT_TYPE]);
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::PUT])
+        .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::RANGE])
+        .expose_headers([axum::http::header::CONTENT_DISPOSITION, axum::http::HeaderName::from_static("x-legalchat-sha256")]);
     if origins.iter().any(|o| o == "*") {
         layer.allow_origin(AllowOrigin::any())
     } else {
@@ -453,7 +466,7 @@ async fn emit(s: &SocketRef, out: &Outgoing, grace: Duration) -> Result<(), Stop
 }
 
 /// One request event: answered through its acknowledgement.
-async fn request(s: SocketRef, Event(name): Event, TryData(payload): TryData<Value>, ack: AckSender) {
+async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): Event, TryData(payload): TryData<Value>, ack: AckSender) {
     let name = name.as_str();
     if !incoming::REQUESTS.contains(&name) {
         let failure = Failure { code: "INVALID_ARGUMENT", message: format!("{name:?} is not an event this bridge serves") };
@@ -468,7 +481,10 @@ async fn request(s: SocketRef, Event(name): Event, TryData(payload): TryData<Val
         return;
     };
     let outcome = match payload {
-        Ok(payload) => incoming::handle(&session.client, name, payload).await,
+        Ok(payload) => match files::start(&bridge.tickets, &session.client, name, &payload).await {
+            Some(outcome) => outcome,
+            None => incoming::handle(&session.client, name, payload).await,
+        },
         Err(e) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("payload: {e}") }),
     };
     match outcome {
