@@ -361,3 +361,61 @@ async fn a_real_clamd_refuses_eicar_and_a_scanner_that_is_down_fails_closed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_nothing_refers_to_are_swept_and_every_transfer_is_audited() {
+    bounded("attachments_sweep", async {
+        // No grace: a sweep (one runs as the daemon starts) takes every file no message
+        // refers to.
+        let config_dir = tempfile::tempdir().unwrap();
+        let config = config_dir.path().join("legalchat.toml");
+        std::fs::write(&config, "[attachments]\norphan_grace_secs = 0\n").unwrap();
+        let mut d = daemon_with(&["--config", config.to_str().unwrap()]).await;
+        let alice = d.client("alice", "advocate").await;
+        let bob = d.client("bob", "advocate").await;
+        let conv = conversation(&alice, &["bob"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let never_sent = alice.upload_file(&conv, &write_file(dir.path(), "draft.pdf", &pdf_bytes(70_000)), None, &mut no_progress()).await.unwrap();
+        let deleted = alice.upload_file(&conv, &write_file(dir.path(), "withdrawn.pdf", &pdf_bytes(80_000)), None, &mut no_progress()).await.unwrap();
+        let kept = alice.upload_file(&conv, &write_file(dir.path(), "filed.pdf", &pdf_bytes(90_000)), None, &mut no_progress()).await.unwrap();
+        let withdrawn = alice.send(&conv, "withdrawn", document(&deleted)).await.unwrap();
+        alice.send(&conv, "filed", document(&kept)).await.unwrap();
+        alice.delete(&conv, withdrawn.seq).await.unwrap();
+        let ticket = bob.start_download(&conv, &kept.file_id).await.unwrap();
+        bob.download_into(&ticket, 0, &mut Vec::new(), &mut no_progress()).await.unwrap();
+
+        // Every upload and download is in the audit trail.
+        let log = d.process().stderr_log();
+        let audit: Vec<&str> = log.lines().filter(|l| l.contains("legalchat::audit")).collect();
+        for (action, user, file) in [("upload", "alice", &never_sent), ("upload", "alice", &kept), ("download", "bob", &kept)] {
+            assert!(
+                audit.iter().any(|l| l.contains(&format!("file {action}")) && l.contains(&format!("user={user}")) && l.contains(&file.file_id)),
+                "no audit line for {user}'s {action} of {}:\n{}",
+                file.file_id,
+                audit.join("\n")
+            );
+        }
+
+        drop((alice, bob));
+        d.restart().await;
+        let alice = d.client("alice", "advocate").await;
+        let deadline = tokio::time::Instant::now() + legalchat_tests::EVENT_TIMEOUT;
+        for gone in [&never_sent, &deleted] {
+            loop {
+                match alice.start_download(&conv, &gone.file_id).await {
+                    Err(e) if e.code() == Some(pb::ErrorCode::NotFound) => break,
+                    Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                        // The sweep runs beside the sessions: nothing to wait on but its effect.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    other => panic!("{} was not swept: {other:?}", gone.name),
+                }
+            }
+        }
+        alice.start_download(&conv, &kept.file_id).await.expect("a file a message refers to stays");
+        let stored: Vec<PathBuf> = std::fs::read_dir(d.data_dir().join("files").join(&conv)).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(stored.len(), 1, "only the kept file's content remains: {stored:?}");
+        assert!(stored[0].file_name().unwrap().to_string_lossy().starts_with(&kept.file_id));
+    })
+    .await;
+}
