@@ -116,6 +116,15 @@ enum Scenario {
         #[arg(long, default_value_t = 10.0)]
         settle: f64,
     },
+    /// Attachments: chat (--users, --group-size, --rate, ...) alone, then the same chat
+    /// while a file goes up and down in a loop; throughput, daemon memory, chat p99.
+    Transfer {
+        #[command(flatten)]
+        load: LoadOptions,
+        /// Size of the file, MB (10^6 bytes); the daemon's default limit is 52.4288 MB.
+        #[arg(long, default_value_t = 52.4288)]
+        file_mb: f64,
+    },
     /// Reconnect storm: every client dropped at once; time until all are back.
     Reconnect {
         /// Clients (one user each).
@@ -347,6 +356,12 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
         Scenario::Idle { sessions, sockets, settle } => {
             let probe = probe.context("the idle scenario needs the server's process (start it here, or give --server-pid)")?;
             let report = scenarios::idle(target, probe, *sessions, *sockets, Duration::from_secs_f64(*settle)).await?;
+            print(json, &report.report(), &report);
+        }
+        Scenario::Transfer { load: opts, file_mb } => {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let bytes = (file_mb * 1e6).round() as u64;
+            let report = scenarios::transfer(target, probe, opts, bytes).await?;
             print(json, &report.report(), &report);
         }
         Scenario::Reconnect { clients, group_size, sockets, timeout } => {

@@ -298,3 +298,167 @@ pub async fn reconnect_storm(
         },
     })
 }
+
+/// What the transfer scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferReport {
+    /// Size of the file moved, bytes.
+    pub file_bytes: u64,
+    /// Uploads completed during the chat step.
+    pub uploads: usize,
+    /// Downloads completed during the chat step.
+    pub downloads: usize,
+    /// Upload throughput, MB/s (10^6 bytes), median of the uploads.
+    pub upload_mb_s: f64,
+    /// Download throughput, MB/s, median of the downloads.
+    pub download_mb_s: f64,
+    /// The daemon's RSS before the transfers, MiB.
+    pub rss_before_mib: Option<f64>,
+    /// The highest RSS sampled (every 50 ms) while files moved, MiB.
+    pub rss_during_max_mib: Option<f64>,
+    /// Chat without transfers.
+    pub chat_alone: super::Summary,
+    /// The same chat while files moved.
+    pub chat_with_transfers: super::Summary,
+}
+
+impl TransferReport {
+    /// The human-readable report.
+    pub fn report(&self) -> String {
+        let mb = self.file_bytes as f64 / 1e6;
+        let mut out = format!(
+            "transfers of {mb:.1} MB: {} uploads at {:.1} MB/s, {} downloads at {:.1} MB/s (medians)\n",
+            self.uploads, self.upload_mb_s, self.downloads, self.download_mb_s
+        );
+        if let (Some(before), Some(during)) = (self.rss_before_mib, self.rss_during_max_mib) {
+            out.push_str(&format!("  daemon RSS {before:.1} MiB before, at most {during:.1} MiB while files moved\n"));
+        }
+        out.push_str(&format!(
+            "  chat delivery p99: {:.2} ms alone, {:.2} ms while files moved (p50 {:.2} / {:.2} ms)\n",
+            self.chat_alone.delivery_latency_ms.p99,
+            self.chat_with_transfers.delivery_latency_ms.p99,
+            self.chat_alone.delivery_latency_ms.p50,
+            self.chat_with_transfers.delivery_latency_ms.p50
+        ));
+        out
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Chat at `opts` twice, back to back: alone, then while a file of `file_bytes` goes up
+/// and down in a loop (each round by the next of ten uploaders, so that the hourly upload
+/// limit does not end the loop). Reports throughput, the daemon's memory while files
+/// move, and chat delivery latency with and without them. LegalChat targets only.
+pub async fn transfer(
+    target: &Target,
+    probe: Option<ProcessProbe>,
+    opts: &super::LoadOptions,
+    file_bytes: u64,
+) -> anyhow::Result<TransferReport> {
+    use legalchat_sdk::{Client, ClientConfig, NewConversation};
+    let (server, ca_pem, server_name) = target.daemon().context("the transfer scenario needs a LegalChat daemon")?;
+    let minter = TokenMinter::new(target.secret());
+    let run_id: u32 = rand::random();
+    let connect = |user: String| {
+        let token = minter.token(&user, "advocate");
+        let ca_pem = ca_pem.to_vec();
+        async move {
+            let config = ClientConfig::new(server, token?).with_ca_pem(ca_pem).with_server_name(server_name);
+            Client::connect(config).await.with_context(|| format!("connecting {user}"))
+        }
+    };
+    let uploader_ids: Vec<String> = (0..10).map(|i| format!("xfer-{run_id:08x}-up{i}")).collect();
+    let mut uploaders = Vec::new();
+    for id in &uploader_ids {
+        uploaders.push(connect(id.clone()).await?);
+    }
+    let conv = uploaders[0]
+        .create_conversation(NewConversation::group("transfers", uploader_ids[1..].to_vec()))
+        .await
+        .context("creating the transfer conversation")?
+        .id;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bundle.pdf");
+    {
+        let mut content = b"%PDF-1.7\n".to_vec();
+        let mut state = u64::from(run_id) | 1;
+        while (content.len() as u64) < file_bytes {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            content.extend_from_slice(&state.to_le_bytes());
+        }
+        content.truncate(usize::try_from(file_bytes)?);
+        std::fs::write(&path, &content)?;
+    }
+
+    let fleet = super::Fleet::connect(target, opts, super::Layout::Groups).await?;
+    eprintln!("step 1: chat alone");
+    let chat_alone = fleet.step(opts, probe.clone()).await?;
+    let rss_before_mib = probe.as_ref().and_then(|p| p.sample().ok()).map(|s| s.rss_bytes as f64 / 1024.0 / 1024.0);
+
+    eprintln!("step 2: the same chat while {:.1} MB files go up and down", file_bytes as f64 / 1e6);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let stop = stop.clone();
+        let conv = conv.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            let (mut up, mut down) = (Vec::new(), Vec::new());
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let client = &uploaders[round % uploaders.len()];
+                round += 1;
+                let started = Instant::now();
+                let attachment = client.upload_file(&conv, &path, None, &mut |_| {}).await.context("uploading")?;
+                up.push(file_bytes as f64 / 1e6 / started.elapsed().as_secs_f64());
+                let started = Instant::now();
+                let target = path.with_extension(format!("{round}.down"));
+                client.download_file(&conv, &attachment.file_id, &target, &mut |_| {}).await.context("downloading")?;
+                down.push(file_bytes as f64 / 1e6 / started.elapsed().as_secs_f64());
+                let _ = std::fs::remove_file(&target);
+            }
+            for c in uploaders {
+                c.close().await;
+            }
+            anyhow::Ok((up, down))
+        })
+    };
+    let sampler = {
+        let stop = stop.clone();
+        let probe = probe.clone();
+        tokio::spawn(async move {
+            let mut max: Option<u64> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(s) = probe.as_ref().and_then(|p| p.sample().ok()) {
+                    max = Some(max.unwrap_or(0).max(s.rss_bytes));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            max
+        })
+    };
+    let chat_with_transfers = fleet.step(opts, probe.clone()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (up, down) = mover.await.context("the transfer task")??;
+    let rss_max = sampler.await.context("the sampler")?;
+    fleet.close().await;
+    Ok(TransferReport {
+        file_bytes,
+        uploads: up.len(),
+        downloads: down.len(),
+        upload_mb_s: median(up),
+        download_mb_s: median(down),
+        rss_before_mib,
+        rss_during_max_mib: rss_max.map(|b| b as f64 / 1024.0 / 1024.0),
+        chat_alone,
+        chat_with_transfers: chat_with_transfers?,
+    })
+}

@@ -375,9 +375,12 @@ async fn files_nothing_refers_to_are_swept_and_every_transfer_is_audited() {
         let bob = d.client("bob", "advocate").await;
         let conv = conversation(&alice, &["bob"]).await;
         let dir = tempfile::tempdir().unwrap();
-        let never_sent = alice.upload_file(&conv, &write_file(dir.path(), "draft.pdf", &pdf_bytes(70_000)), None, &mut no_progress()).await.unwrap();
-        let deleted = alice.upload_file(&conv, &write_file(dir.path(), "withdrawn.pdf", &pdf_bytes(80_000)), None, &mut no_progress()).await.unwrap();
-        let kept = alice.upload_file(&conv, &write_file(dir.path(), "filed.pdf", &pdf_bytes(90_000)), None, &mut no_progress()).await.unwrap();
+        let never_sent =
+            alice.upload_file(&conv, &write_file(dir.path(), "draft.pdf", &pdf_bytes(70_000)), None, &mut no_progress()).await.unwrap();
+        let deleted =
+            alice.upload_file(&conv, &write_file(dir.path(), "withdrawn.pdf", &pdf_bytes(80_000)), None, &mut no_progress()).await.unwrap();
+        let kept =
+            alice.upload_file(&conv, &write_file(dir.path(), "filed.pdf", &pdf_bytes(90_000)), None, &mut no_progress()).await.unwrap();
         let withdrawn = alice.send(&conv, "withdrawn", document(&deleted)).await.unwrap();
         alice.send(&conv, "filed", document(&kept)).await.unwrap();
         alice.delete(&conv, withdrawn.seq).await.unwrap();
@@ -389,7 +392,9 @@ async fn files_nothing_refers_to_are_swept_and_every_transfer_is_audited() {
         let audit: Vec<&str> = log.lines().filter(|l| l.contains("legalchat::audit")).collect();
         for (action, user, file) in [("upload", "alice", &never_sent), ("upload", "alice", &kept), ("download", "bob", &kept)] {
             assert!(
-                audit.iter().any(|l| l.contains(&format!("file {action}")) && l.contains(&format!("user={user}")) && l.contains(&file.file_id)),
+                audit
+                    .iter()
+                    .any(|l| l.contains(&format!("file {action}")) && l.contains(&format!("user={user}")) && l.contains(&file.file_id)),
                 "no audit line for {user}'s {action} of {}:\n{}",
                 file.file_id,
                 audit.join("\n")

@@ -185,3 +185,20 @@ async fn scenarios_run_with_sessions_multiplexed_on_shared_connections() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_scenario_smoke_run_moves_files_beside_the_chat() {
+    bounded("load_smoke_transfer", async {
+        let d = daemon().await;
+        let report = scenarios::transfer(&target(&d), Some(probe(&d)), &small(), 3_000_000).await.expect("transfer run");
+        eprintln!("{}", report.report());
+        assert!(report.uploads >= 1 && report.downloads >= 1, "files moved: {report:?}");
+        assert!(report.upload_mb_s > 0.0 && report.download_mb_s > 0.0);
+        for chat in [&report.chat_alone, &report.chat_with_transfers] {
+            assert!(chat.errors.is_empty(), "errors: {:?}", chat.errors);
+            assert_eq!(chat.sent, chat.acked);
+            assert_eq!(chat.deliveries_measured, chat.deliveries_expected, "no chat message lost beside the transfers");
+        }
+    })
+    .await;
+}
