@@ -401,7 +401,7 @@ pub async fn transfer(
 
     let fleet = super::Fleet::connect(target, opts, super::Layout::Groups).await?;
     eprintln!("step 1: chat alone");
-    let chat_alone = fleet.step(opts, probe.clone()).await?;
+    let chat_alone = fleet.step(opts, probe).await?;
     let rss_before_mib = probe.as_ref().and_then(|p| p.sample().ok()).map(|s| s.rss_bytes as f64 / 1024.0 / 1024.0);
 
     eprintln!("step 2: the same chat while {:.1} MB files go up and down", file_bytes as f64 / 1e6);
@@ -433,7 +433,7 @@ pub async fn transfer(
     };
     let sampler = {
         let stop = stop.clone();
-        let probe = probe.clone();
+
         tokio::spawn(async move {
             let mut max: Option<u64> = None;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -445,7 +445,7 @@ pub async fn transfer(
             max
         })
     };
-    let chat_with_transfers = fleet.step(opts, probe.clone()).await;
+    let chat_with_transfers = fleet.step(opts, probe).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (up, down) = mover.await.context("the transfer task")??;
     let rss_max = sampler.await.context("the sampler")?;
