@@ -376,7 +376,7 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
             out.sent(&conv, &sent)?;
         }
         Command::Attach { conv, path, name, text } => {
-            let attachment = upload(&client, &out, &conv, &path, name.as_deref()).await?;
+            let attachment = upload(client, out, &conv, &path, name.as_deref()).await?;
             let r#type = if attachment.mime_type.starts_with("image/") { pb::ContentType::Image } else { pb::ContentType::Document };
             let content = pb::MessageContent {
                 text: text.unwrap_or_default(),
@@ -388,7 +388,7 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
             out.sent(&conv, &sent)?;
         }
         Command::Upload { conv, path, name } => {
-            let attachment = upload(&client, &out, &conv, &path, name.as_deref()).await?;
+            let attachment = upload(client, out, &conv, &path, name.as_deref()).await?;
             if out.json {
                 out.line(&json!({"type": "uploaded", "conversation_id": conv, "attachment": attachment_json(&attachment)}))?;
             } else {
@@ -402,7 +402,7 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
             if path.exists() && !force {
                 anyhow::bail!("{} exists; choose another --output, or --force to replace it", path.display());
             }
-            let bar = progress_bar(&out, ticket.size, "downloading");
+            let bar = progress_bar(out, ticket.size, "downloading");
             let mut show = |p: legalchat_sdk::Progress| bar.set_position(p.done);
             let done = client.download_file(&conv, &file_id, &path, &mut show).await;
             bar.finish_and_clear();
