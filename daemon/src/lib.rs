@@ -21,11 +21,11 @@
 //! on the async runtime's workers.
 //!
 //! Around the message path: receipts (delivery and read positions, durable), catch-up
-//! after a disconnect, rooms with typing and online lists ([`realtime`]), presence, and
-//! push notifications for users with no connected device ([`push`]).
+//! after a disconnect, rooms with typing and online lists ([`realtime`]), presence, push
+//! notifications for users with no connected device ([`push`]), and attachments on
+//! transfer streams of their own ([`files`]).
 //!
-//! What it does not do (yet): search; attachments; the Socket.IO
-//! bridge; multi-node operation. The seams for them are the [`requests::Plan`] and
+//! What it does not do (yet): search; multi-node operation. The seams for them are the [`requests::Plan`] and
 //! [`shard::Command`] enums and the [`store::Write`] enum.
 //!
 //! The binary is a thin shell over [`cli::main`]; [`server::Daemon`] can also be started
