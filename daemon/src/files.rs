@@ -5,7 +5,7 @@
 //!  session ── StartUpload ──► Files::start_upload: size, name, rate, participant
 //!                              └─► ticket (single use, 60 s)
 //!  transfer stream 0x01 ── TransferRequest{ticket} ──► transfer::upload
-//!      chunks sealed into files/.parts/<upload>; fsync each MiB ─► progress{confirmed}
+//!      chunks sealed into files/.parts/<upload>; fsync every 4 MiB ─► progress{confirmed}
 //!      all there: type (first chunk), hash, malware scan, preview
 //!      └─► shard of the conversation: rename into files/<conv>/<file>-<gen>,
 //!          record sealed in RocksDB ─► uploaded{attachment}

@@ -124,6 +124,10 @@ enum Scenario {
         /// Size of the file, MB (10^6 bytes); the daemon's default limit is 52.4288 MB.
         #[arg(long, default_value_t = 52.4288)]
         file_mb: f64,
+        /// Move files at this many MB/s, as a client on a link of that speed would
+        /// (12.5: 100 Mbit/s) [default: as fast as they go].
+        #[arg(long)]
+        throttle_mb_s: Option<f64>,
     },
     /// Reconnect storm: every client dropped at once; time until all are back.
     Reconnect {
@@ -358,10 +362,10 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
             let report = scenarios::idle(target, probe, *sessions, *sockets, Duration::from_secs_f64(*settle)).await?;
             print(json, &report.report(), &report);
         }
-        Scenario::Transfer { load: opts, file_mb } => {
+        Scenario::Transfer { load: opts, file_mb, throttle_mb_s } => {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let bytes = (file_mb * 1e6).round() as u64;
-            let report = scenarios::transfer(target, probe, opts, bytes).await?;
+            let report = scenarios::transfer(target, probe, opts, bytes, *throttle_mb_s).await?;
             print(json, &report.report(), &report);
         }
         Scenario::Reconnect { clients, group_size, sockets, timeout } => {

@@ -344,6 +344,43 @@ impl TransferReport {
     }
 }
 
+/// Copies the file at `path` into `out` at `rate` MB/s, a piece every few milliseconds
+/// (a client on a link of that speed).
+async fn paced_copy(path: std::path::PathBuf, mut out: tokio::io::DuplexStream, rate: f64) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut file = tokio::fs::File::open(&path).await?;
+    let mut piece = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        let n = file.read(&mut piece).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(&piece[..n]).await?;
+        sent += n as u64;
+        tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / (rate * 1e6))).await;
+    }
+}
+
+/// Reads `input` to its end, at `rate` MB/s when given; returns the bytes read.
+async fn paced_drain(mut input: tokio::io::DuplexStream, rate: Option<f64>) -> anyhow::Result<u64> {
+    use tokio::io::AsyncReadExt as _;
+    let mut piece = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let mut got = 0u64;
+    loop {
+        let n = input.read(&mut piece).await?;
+        if n == 0 {
+            return Ok(got);
+        }
+        got += n as u64;
+        if let Some(rate) = rate {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(got as f64 / (rate * 1e6))).await;
+        }
+    }
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     if xs.is_empty() {
         return 0.0;
@@ -361,6 +398,7 @@ pub async fn transfer(
     probe: Option<ProcessProbe>,
     opts: &super::LoadOptions,
     file_bytes: u64,
+    throttle_mb_s: Option<f64>,
 ) -> anyhow::Result<TransferReport> {
     use legalchat_sdk::{Client, ClientConfig, NewConversation};
     let (server, ca_pem, server_name) = target.daemon().context("the transfer scenario needs a LegalChat daemon")?;
@@ -417,13 +455,27 @@ pub async fn transfer(
                 let client = &uploaders[round % uploaders.len()];
                 round += 1;
                 let started = Instant::now();
-                let attachment = client.upload_file(&conv, &path, None, &mut |_| {}).await.context("uploading")?;
+                let attachment = match throttle_mb_s {
+                    None => client.upload_file(&conv, &path, None, &mut |_| {}).await.context("uploading")?,
+                    Some(rate) => {
+                        let (sha256, size) = legalchat_sdk::hash_file(&path).await?;
+                        let ticket = client.start_upload(&conv, "bundle.pdf", size, sha256, None).await?;
+                        let (writer, reader) = tokio::io::duplex(256 * 1024);
+                        let feeder = tokio::spawn(paced_copy(path.clone(), writer, rate));
+                        let attachment = client.upload_from(&ticket, reader, &mut |_| {}).await.context("uploading")?;
+                        feeder.await??;
+                        attachment
+                    }
+                };
                 up.push(file_bytes as f64 / 1e6 / started.elapsed().as_secs_f64());
                 let started = Instant::now();
-                let target = path.with_extension(format!("{round}.down"));
-                client.download_file(&conv, &attachment.file_id, &target, &mut |_| {}).await.context("downloading")?;
+                let ticket = client.start_download(&conv, &attachment.file_id).await?;
+                let (mut writer, reader) = tokio::io::duplex(256 * 1024);
+                let drain = tokio::spawn(paced_drain(reader, throttle_mb_s));
+                client.download_into(&ticket, 0, &mut writer, &mut |_| {}).await.context("downloading")?;
+                drop(writer);
+                anyhow::ensure!(drain.await?? == file_bytes, "the download is short");
                 down.push(file_bytes as f64 / 1e6 / started.elapsed().as_secs_f64());
-                let _ = std::fs::remove_file(&target);
             }
             for c in uploaders {
                 c.close().await;

@@ -32,8 +32,10 @@ pub const STREAM_SESSION: u8 = 0x00;
 pub const STREAM_TRANSFER: u8 = 0x01;
 /// Transfers one connection may run at once.
 pub const MAX_TRANSFERS_PER_CONNECTION: usize = 4;
-/// Chunks written between syncs: an upload confirms progress each MiB.
-const CONFIRM_EVERY: u64 = 16;
+/// Chunks written between syncs: an upload confirms progress every 4 MiB (a sync per MiB
+/// made chat commits wait behind the upload's syncs on a shared disk: chat delivery p99
+/// 5.6× its figure without uploads, against 3.2× with a sync at the end only).
+const CONFIRM_EVERY: u64 = 64;
 /// How long the first frame of a transfer stream may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A transfer whose bytes stop moving for this long ends (it can be resumed).

@@ -252,7 +252,7 @@ async fn an_interrupted_upload_resumes_from_the_last_confirmed_offset() {
         let alice = d.client("alice", "advocate").await;
         let conv = conversation(&alice, &["bob"]).await;
         let dir = tempfile::tempdir().unwrap();
-        let content = pdf_bytes(8 * 1024 * 1024);
+        let content = pdf_bytes(12 * 1024 * 1024);
         let path = write_file(dir.path(), "bundle.pdf", &content);
 
         // Drop the connection once the server has confirmed part of the file.
@@ -262,7 +262,7 @@ async fn an_interrupted_upload_resumes_from_the_last_confirmed_offset() {
             let (alice, seen, dropped) = (alice.clone(), seen.clone(), dropped.clone());
             move |p: Progress| {
                 seen.lock().unwrap().push(p);
-                if p.confirmed >= 2 * 1024 * 1024 && !dropped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if p.confirmed >= 4 * 1024 * 1024 && !dropped.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     alice.reconnect_now();
                 }
             }

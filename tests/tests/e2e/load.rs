@@ -190,7 +190,7 @@ async fn scenarios_run_with_sessions_multiplexed_on_shared_connections() {
 async fn transfer_scenario_smoke_run_moves_files_beside_the_chat() {
     bounded("load_smoke_transfer", async {
         let d = daemon().await;
-        let report = scenarios::transfer(&target(&d), Some(probe(&d)), &small(), 3_000_000).await.expect("transfer run");
+        let report = scenarios::transfer(&target(&d), Some(probe(&d)), &small(), 3_000_000, Some(20.0)).await.expect("transfer run");
         eprintln!("{}", report.report());
         assert!(report.uploads >= 1 && report.downloads >= 1, "files moved: {report:?}");
         assert!(report.upload_mb_s > 0.0 && report.download_mb_s > 0.0);
