@@ -30,7 +30,14 @@ export function binaries() {
 
 /** Spawns `bin` and resolves with the first stdout line matching `ready`. */
 function spawnReady(bin, args, ready, name) {
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LEGALCHAT_LOG: process.env.LEGALCHAT_LOG ?? 'warn' } });
+  // Tests send far faster than a person: the daemon's message limit (100 per user per
+  // minute by default) is raised, and stays on the path.
+  const env = {
+    ...process.env,
+    LEGALCHAT_LOG: process.env.LEGALCHAT_LOG ?? 'warn',
+    LEGALCHAT_MESSAGES_PER_MINUTE: process.env.LEGALCHAT_MESSAGES_PER_MINUTE ?? '1000000',
+  };
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const stderr = [];
   child.stderr.on('data', (d) => {
     stderr.push(d.toString());
