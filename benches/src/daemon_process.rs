@@ -55,14 +55,16 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     /// Defaults: a random secret, no extra arguments, `NO_COLOR=1`, 60 s to get ready,
-    /// 30 s to stop.
+    /// 30 s to stop, and a message limit of a million per user per minute: load runs and
+    /// tests send far faster than a person, while the limiter stays on the path (so its
+    /// cost is measured); a test of the limit sets its own with `--messages-per-minute`.
     pub fn new(bin: impl Into<PathBuf>) -> Self {
         Self {
             bin: bin.into(),
             jwt_secret: crate::tokens::random_secret(),
             extra_args: Vec::new(),
             // Logs go to a file, where colour codes are noise.
-            env: vec![("NO_COLOR".into(), "1".into())],
+            env: vec![("NO_COLOR".into(), "1".into()), ("LEGALCHAT_MESSAGES_PER_MINUTE".into(), "1000000".into())],
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
         }

@@ -81,8 +81,8 @@ impl Tickets {
 fn str_arg<'a>(args: &'a Map<String, Value>, field: &str) -> Result<&'a str, Failure> {
     match args.get(field) {
         Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("{field}: is required") }),
-        Some(_) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("{field}: must be a string") }),
+        None | Some(Value::Null) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("{field}: is required"), retry_after_ms: 0 }),
+        Some(_) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("{field}: must be a string"), retry_after_ms: 0 }),
     }
 }
 
@@ -93,7 +93,7 @@ pub async fn start(tickets: &Tickets, client: &Client, event: &str, payload: &Va
     let args = match payload {
         Value::Object(o) => o,
         Value::Null => &empty,
-        _ => return Some(Err(Failure { code: "INVALID_ARGUMENT", message: "payload: must be an object".into() })),
+        _ => return Some(Err(Failure { code: "INVALID_ARGUMENT", message: "payload: must be an object".into(), retry_after_ms: 0 })),
     };
     match event {
         "start_upload" => Some(start_upload(tickets, client, args).await),
@@ -105,18 +105,20 @@ pub async fn start(tickets: &Tickets, client: &Client, event: &str, payload: &Va
 async fn start_upload(tickets: &Tickets, client: &Client, args: &Map<String, Value>) -> Result<Value, Failure> {
     let conversation = str_arg(args, "conversationId")?;
     let name = str_arg(args, "fileName")?;
-    let size = args
-        .get("size")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| Failure { code: "INVALID_ARGUMENT", message: "size: must be the file's size in bytes".into() })?;
-    let sha256: [u8; 32] = hex::decode(str_arg(args, "sha256")?)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Failure { code: "INVALID_ARGUMENT", message: "sha256: must be 64 hexadecimal characters".into() })?;
+    let size = args.get("size").and_then(Value::as_u64).ok_or_else(|| Failure {
+        code: "INVALID_ARGUMENT",
+        message: "size: must be the file's size in bytes".into(),
+        retry_after_ms: 0,
+    })?;
+    let sha256: [u8; 32] = hex::decode(str_arg(args, "sha256")?).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| Failure {
+        code: "INVALID_ARGUMENT",
+        message: "sha256: must be 64 hexadecimal characters".into(),
+        retry_after_ms: 0,
+    })?;
     let upload_id = match args.get("uploadId") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => return Err(Failure { code: "INVALID_ARGUMENT", message: "uploadId: must be a string".into() }),
+        Some(_) => return Err(Failure { code: "INVALID_ARGUMENT", message: "uploadId: must be a string".into(), retry_after_ms: 0 }),
     };
     let ticket = client.start_upload(conversation, name, size, sha256, upload_id).await?;
     let answer = json!({
@@ -162,12 +164,16 @@ fn status(code: &str) -> StatusCode {
 }
 
 fn failed(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    (status, axum::Json(Failure { code, message: message.into() }.to_json())).into_response()
+    (status, axum::Json(Failure { code, message: message.into(), retry_after_ms: 0 }.to_json())).into_response()
 }
 
 fn refused(f: Failure) -> Response {
     let status = status(f.code);
-    (status, axum::Json(f.to_json())).into_response()
+    let mut response = (status, axum::Json(f.to_json())).into_response();
+    if f.retry_after_ms > 0 {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(f.retry_after_ms.div_ceil(1000)));
+    }
+    response
 }
 
 fn unknown_ticket() -> Response {

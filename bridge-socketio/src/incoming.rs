@@ -60,16 +60,21 @@ pub struct Failure {
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// `RATE_LIMITED`: milliseconds until the request would be accepted (0: not known).
+    pub retry_after_ms: u64,
 }
 
 impl Failure {
-    /// `{error: {code, message}}`.
+    /// `{error: {code, message}}`, and `retryAfterMs` when the server said how long to wait.
     pub fn to_json(&self) -> Value {
+        if self.retry_after_ms > 0 {
+            return json!({"error": {"code": self.code, "message": self.message, "retryAfterMs": self.retry_after_ms}});
+        }
         json!({"error": {"code": self.code, "message": self.message}})
     }
 
     fn invalid(e: ValidationError) -> Self {
-        Self { code: "INVALID_ARGUMENT", message: format!("{}: {}", e.field, e.reason) }
+        Self { code: "INVALID_ARGUMENT", message: format!("{}: {}", e.field, e.reason), retry_after_ms: 0 }
     }
 }
 
@@ -90,11 +95,15 @@ impl From<Error> for Failure {
             Error::Connect(_) | Error::Tls(_) | Error::Closed(_) | Error::Disconnected(_) => "UNAVAILABLE",
             _ => "INTERNAL",
         };
+        let retry_after_ms = match &e {
+            Error::Server { retry_after: Some(wait), .. } => u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            _ => 0,
+        };
         let message = match e {
             Error::Server { message, .. } => message,
             other => other.to_string(),
         };
-        Self { code, message }
+        Self { code, message, retry_after_ms }
     }
 }
 
@@ -285,7 +294,9 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                 .collect();
             Ok(json!({"conversationId": audit.conversation_id, "seq": audit.message_seq, "versions": versions}))
         }
-        other => Err(Failure { code: "INVALID_ARGUMENT", message: format!("{other:?} is not an event this bridge serves") }),
+        other => {
+            Err(Failure { code: "INVALID_ARGUMENT", message: format!("{other:?} is not an event this bridge serves"), retry_after_ms: 0 })
+        }
     }
 }
 
@@ -416,8 +427,8 @@ mod tests {
 
     #[test]
     fn sdk_errors_keep_the_servers_code() {
-        let f = Failure::from(Error::Server { code: pb::ErrorCode::Forbidden, message: "not a participant".into() });
-        assert_eq!(f, Failure { code: "FORBIDDEN", message: "not a participant".into() });
+        let f = Failure::from(Error::Server { code: pb::ErrorCode::Forbidden, message: "not a participant".into(), retry_after: None });
+        assert_eq!(f, Failure { code: "FORBIDDEN", message: "not a participant".into(), retry_after_ms: 0 });
         assert_eq!(f.to_json(), json!({"error": {"code": "FORBIDDEN", "message": "not a participant"}}));
         assert_eq!(Failure::from(Error::Disconnected("gone".into())).code, "UNAVAILABLE");
         assert_eq!(Failure::from(Error::Invalid(ValidationError::new("emoji", "is not an emoji"))).message, "emoji: is not an emoji");

@@ -334,7 +334,7 @@ async fn on_connect(s: SocketRef, State(bridge): State<Arc<Bridge>>) {
 async fn authenticate(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(payload): TryData<Value>, ack: AckSender) {
     let slot = slot(&s);
     if slot.claimed.swap(true, Ordering::AcqRel) {
-        let failure = Failure { code: "ALREADY_EXISTS", message: "this socket is authenticated already".into() };
+        let failure = Failure { code: "ALREADY_EXISTS", message: "this socket is authenticated already".into(), retry_after_ms: 0 };
         let _ = ack.send(&failure.to_json());
         return;
     }
@@ -345,8 +345,10 @@ async fn authenticate(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(p
     };
     let (token, cursors) = match payload.map_err(|e| e.to_string()).and_then(|p| credentials(&p)) {
         Ok((Some(token), cursors)) => (token, cursors),
-        Ok((None, _)) => return refuse(&s, ack, Failure { code: "UNAUTHENTICATED", message: "token is required".into() }),
-        Err(e) => return refuse(&s, ack, Failure { code: "UNAUTHENTICATED", message: e }),
+        Ok((None, _)) => {
+            return refuse(&s, ack, Failure { code: "UNAUTHENTICATED", message: "token is required".into(), retry_after_ms: 0 });
+        }
+        Err(e) => return refuse(&s, ack, Failure { code: "UNAUTHENTICATED", message: e, retry_after_ms: 0 }),
     };
     match bridge.open_session(token, cursors).await {
         Ok(session) => {
@@ -469,13 +471,17 @@ async fn emit(s: &SocketRef, out: &Outgoing, grace: Duration) -> Result<(), Stop
 async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): Event, TryData(payload): TryData<Value>, ack: AckSender) {
     let name = name.as_str();
     if !incoming::REQUESTS.contains(&name) {
-        let failure = Failure { code: "INVALID_ARGUMENT", message: format!("{name:?} is not an event this bridge serves") };
+        let failure =
+            Failure { code: "INVALID_ARGUMENT", message: format!("{name:?} is not an event this bridge serves"), retry_after_ms: 0 };
         let _ = ack.send(&failure.to_json());
         return;
     }
     let Some(session) = slot(&s).session.get().cloned() else {
-        let failure =
-            Failure { code: "UNAUTHENTICATED", message: format!("{name}: authenticate first (auth.token or the authenticate event)") };
+        let failure = Failure {
+            code: "UNAUTHENTICATED",
+            message: format!("{name}: authenticate first (auth.token or the authenticate event)"),
+            retry_after_ms: 0,
+        };
         let _ = s.emit("unauthorized", &json!({"code": failure.code, "message": failure.message}));
         let _ = ack.send(&failure.to_json());
         return;
@@ -485,7 +491,7 @@ async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): E
             Some(outcome) => outcome,
             None => incoming::handle(&session.client, name, payload).await,
         },
-        Err(e) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("payload: {e}") }),
+        Err(e) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("payload: {e}"), retry_after_ms: 0 }),
     };
     match outcome {
         Ok(answer) => {
@@ -519,7 +525,7 @@ mod tests {
 
     #[test]
     fn refusals_say_whether_to_fix_the_token_or_retry() {
-        let refused = |code, message: &str| refusal(Failure { code, message: message.into() }).0;
+        let refused = |code, message: &str| refusal(Failure { code, message: message.into(), retry_after_ms: 0 }).0;
         assert_eq!(refused("UNAUTHENTICATED", "unauthorized: token expired"), "unauthorized: token expired");
         assert_eq!(refused("UNAUTHORIZED", "bad signature"), "unauthorized: bad signature");
         assert_eq!(refused("INVALID_ARGUMENT", "token: is too long"), "unauthorized: token: is too long");

@@ -147,6 +147,10 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         uploads_per_hour: inner.uploads_per_hour.or(outer.uploads_per_hour),
         clamd: inner.clamd.or(outer.clamd),
         clamd_fail_open: inner.clamd_fail_open.or(outer.clamd_fail_open),
+        messages_per_minute: inner.messages_per_minute.or(outer.messages_per_minute),
+        connections_per_minute: inner.connections_per_minute.or(outer.connections_per_minute),
+        connection_burst: inner.connection_burst.or(outer.connection_burst),
+        trusted_networks: inner.trusted_networks.or(outer.trusted_networks),
     }
 }
 

@@ -129,6 +129,8 @@ pub struct Config {
     pub push: PushConfig,
     /// Attachments: size, types, upload rate, malware scanning.
     pub files: crate::files::FilesConfig,
+    /// Rate limits: messages per user, new connections per address.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Push notification settings (`[push]`; see `docs/push.md`).
@@ -215,6 +217,17 @@ struct FileConfig {
     push: FilePush,
     #[serde(default)]
     attachments: FileAttachments,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    messages_per_minute: Option<u32>,
+    connections_per_minute: Option<u32>,
+    connection_burst: Option<u32>,
+    trusted_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +387,21 @@ pub struct ConfigArgs {
     /// refuse them until it is back.
     #[arg(long, env = "LEGALCHAT_CLAMD_FAIL_OPEN", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub clamd_fail_open: Option<bool>,
+    /// Messages per user per minute, over all their devices and transports; 0 for no
+    /// limit. Default 100.
+    #[arg(long, env = "LEGALCHAT_MESSAGES_PER_MINUTE", value_name = "N")]
+    pub messages_per_minute: Option<u32>,
+    /// New connections per client address per minute; 0 for no limit. Default 5.
+    #[arg(long, env = "LEGALCHAT_CONNECTIONS_PER_MINUTE", value_name = "N")]
+    pub connections_per_minute: Option<u32>,
+    /// New connections one address may open at once before the per-minute rate applies.
+    /// Default 20.
+    #[arg(long, env = "LEGALCHAT_CONNECTION_BURST", value_name = "N")]
+    pub connection_burst: Option<u32>,
+    /// Comma-separated networks (CIDR) whose addresses are never limited per address.
+    /// Default: loopback (127.0.0.0/8, ::1). Give an empty value for none.
+    #[arg(long, env = "LEGALCHAT_TRUSTED_NETWORKS", value_name = "CIDRS", value_delimiter = ',')]
+    pub trusted_networks: Option<Vec<String>>,
 }
 
 impl Config {
@@ -462,6 +490,31 @@ impl Config {
                     .map(|h| h.trim().to_ascii_lowercase())
                     .filter(|h| !h.is_empty())
                     .collect(),
+            },
+            limits: {
+                let defaults = crate::limits::LimitsConfig::default();
+                let trusted = match args.trusted_networks.clone().or(file.limits.trusted_networks) {
+                    None => defaults.trusted_networks.clone(),
+                    Some(list) => {
+                        let list: Vec<String> = list.into_iter().filter(|s| !s.trim().is_empty()).collect();
+                        crate::limits::Networks::parse(&list).map_err(|reason| ConfigError::Invalid {
+                            key: "limits.trusted_networks (LEGALCHAT_TRUSTED_NETWORKS, --trusted-networks)",
+                            reason,
+                        })?
+                    }
+                };
+                crate::limits::LimitsConfig {
+                    messages_per_minute: args
+                        .messages_per_minute
+                        .or(file.limits.messages_per_minute)
+                        .unwrap_or(defaults.messages_per_minute),
+                    connections_per_minute: args
+                        .connections_per_minute
+                        .or(file.limits.connections_per_minute)
+                        .unwrap_or(defaults.connections_per_minute),
+                    connection_burst: args.connection_burst.or(file.limits.connection_burst).unwrap_or(defaults.connection_burst),
+                    trusted_networks: trusted,
+                }
             },
             files: crate::files::FilesConfig {
                 max_file_size: args.max_file_size.or(file.attachments.max_file_size).unwrap_or(crate::files::DEFAULT_MAX_FILE_SIZE),

@@ -18,7 +18,6 @@
 //! Uploads in progress live in memory: a restart drops them (and their part files), and
 //! clients start those again. Stored files survive everything the database does.
 
-pub mod limiter;
 pub mod scan;
 mod sealed;
 pub mod thumbnail;
@@ -39,12 +38,12 @@ use legalchat_protocol::validate::{self, format_id};
 use crate::auth::Identity;
 use crate::crypto::DataKey;
 use crate::ids;
+use crate::limits::{Limiter, LocalLimiter};
 use crate::policy::RequestError;
 use crate::shard::{Command, Shards};
 use crate::storage_pool::StoragePool;
 use crate::store::{ConversationKey, StoredFile};
 
-pub use limiter::{Limiter, LocalLimiter};
 pub use transfer::{STREAM_SESSION, STREAM_TRANSFER, TransferSlots};
 
 /// Default largest file: the requirements' `MAX_FILE_SIZE`, 50 MB.

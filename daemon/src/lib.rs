@@ -40,6 +40,7 @@ pub mod directory;
 pub mod files;
 mod fsutil;
 pub mod ids;
+pub mod limits;
 pub mod ops;
 pub mod outbound;
 pub mod policy;

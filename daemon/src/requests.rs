@@ -273,6 +273,8 @@ pub struct Services {
     pub push: PushHandle,
     /// Attachments.
     pub files: Arc<crate::files::Files>,
+    /// Rate limits.
+    pub limits: crate::limits::RateLimits,
 }
 
 impl Services {

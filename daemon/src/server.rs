@@ -197,6 +197,7 @@ impl Daemon {
             }
         }
         let sweeper = files.spawn_sweeper(FILE_SWEEP_INTERVAL, shutdown_rx.clone());
+        let rate_limits = crate::limits::RateLimits::local(config.limits.clone());
         let ctx = Arc::new(SessionContext::new(
             shards.clone(),
             registry.clone(),
@@ -208,6 +209,7 @@ impl Daemon {
             hub,
             push,
             files,
+            rate_limits.clone(),
         ));
 
         let server_crypto = tls::server_config(material)?;
@@ -249,7 +251,7 @@ impl Daemon {
         .map_err(io(format!("binding ops listener {}", config.ops_listen)))?;
         let ops = tokio::spawn(ops_serve);
 
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, config.max_connections, shutdown_rx));
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, rate_limits, config.max_connections, shutdown_rx));
         ready.store(true, Ordering::Release);
         tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
         let internal = Arc::new(Internal { shards: shards.clone(), directory });
@@ -314,6 +316,7 @@ impl Daemon {
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     ctx: Arc<SessionContext>,
+    limits: crate::limits::RateLimits,
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
@@ -333,6 +336,7 @@ async fn accept_loop(
             continue;
         };
         let ctx = ctx.clone();
+        let limited = limits.check_connection(incoming.remote_address().ip()).err();
         sessions.spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -341,6 +345,13 @@ async fn accept_loop(
                     return;
                 }
             };
+            if let Some(wait) = limited {
+                // Refused after the handshake, so that the client hears why and for how long.
+                metrics::counter!("legalchat_rate_limited_total", "limit" => "connections").increment(1);
+                let e = crate::policy::RequestError::rate_limited("too many new connections from your address", wait);
+                conn.close(session::close_code::RATE_LIMITED.into(), e.message.as_bytes());
+                return;
+            }
             metrics::counter!("legalchat_connections_total").increment(1);
             metrics::gauge!("legalchat_connections_active").increment(1.0);
             session::serve_connection(conn, ctx).await;

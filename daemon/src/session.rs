@@ -67,6 +67,9 @@ pub mod close_code {
     pub const OVERLOADED: u32 = 3;
     /// The server is shutting down.
     pub const SHUTDOWN: u32 = 4;
+    /// Too many new connections from the client's address (`ErrorCode::RateLimited`); the
+    /// reason says how long to wait.
+    pub const RATE_LIMITED: u32 = 8;
 }
 
 /// Limits a session enforces.
@@ -114,8 +117,9 @@ impl SessionContext {
         hub: Arc<Hub>,
         push: PushHandle,
         files: Arc<crate::files::Files>,
+        rate_limits: crate::limits::RateLimits,
     ) -> Self {
-        let services = Arc::new(Services { shards, pool, registry, directory, hub, push, files });
+        let services = Arc::new(Services { shards, pool, registry, directory, hub, push, files, limits: rate_limits });
         Self { services, auth, limits, shutdown, session_ids: SessionIds::new() }
     }
 }
@@ -543,6 +547,15 @@ impl Session {
                 });
             }
             Plan::Append(append) => {
+                if append.is_message()
+                    && let Err(wait) = services.limits.messages.check(&self.identity.user_id)
+                {
+                    metrics::counter!("legalchat_rate_limited_total", "limit" => "messages").increment(1);
+                    let most = services.limits.config.messages_per_minute;
+                    let e = RequestError::rate_limited(&format!("message limit reached: at most {most} messages per minute"), wait);
+                    drop(permit);
+                    return self.answer(request_id, Err(e)).await;
+                }
                 // Answered from the shard's thread (see [`AckTo`]), not by a task of its own.
                 let ack = AckTo { out: self.out.clone(), kick: self.handle.kick.clone(), request_id, started, permit: Some(permit) };
                 let (shard, message) = (append.shard, append.is_message());

@@ -195,6 +195,13 @@ fn refused_during_auth(connection: &quinn::Connection, idle_timeout: Duration, w
             let reason = String::from_utf8_lossy(&close.reason);
             Error::Unauthorized(if reason.is_empty() { "the server refused the token".into() } else { reason.into_owned() })
         }
+        Some(quinn::ConnectionError::ApplicationClosed(close)) if close.error_code.into_inner() == pb::ErrorCode::RateLimited as u64 => {
+            Error::Server {
+                code: pb::ErrorCode::RateLimited,
+                message: String::from_utf8_lossy(&close.reason).into_owned(),
+                retry_after: None,
+            }
+        }
         Some(e) => Error::Connect(format!("{what}: {}", describe_connection_error(&e, idle_timeout))),
         None => Error::Connect(what.to_owned()),
     }

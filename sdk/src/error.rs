@@ -30,6 +30,9 @@ pub enum Error {
         code: pb::ErrorCode,
         /// The server's explanation.
         message: String,
+        /// `RATE_LIMITED`: how long until the request would be accepted, when the server
+        /// said.
+        retry_after: Option<std::time::Duration>,
     },
     /// An argument broke a protocol rule; nothing was sent.
     // The rule is part of the message and therefore not also reported as `source()`:
@@ -90,7 +93,11 @@ impl Error {
     pub(crate) fn from_server(error: &pb::Error) -> Self {
         match error.code() {
             pb::ErrorCode::Unauthorized => Error::Unauthorized(error.message.clone()),
-            code => Error::Server { code, message: error.message.clone() },
+            code => Error::Server {
+                code,
+                message: error.message.clone(),
+                retry_after: (error.retry_after_ms > 0).then(|| std::time::Duration::from_millis(error.retry_after_ms)),
+            },
         }
     }
 }
@@ -148,7 +155,7 @@ mod tests {
 
     #[test]
     fn overload_is_retryable() {
-        let e = Error::Server { code: pb::ErrorCode::Overloaded, message: "busy".into() };
+        let e = Error::Server { code: pb::ErrorCode::Overloaded, message: "busy".into(), retry_after: None };
         assert!(e.is_retryable());
         assert!(Error::Timeout.is_retryable());
         assert_eq!(Error::Timeout.code(), None);

@@ -69,7 +69,7 @@ pub(crate) fn authentication_outcome(frame: pb::ServerFrame, request_id: u64) ->
         ))),
         E::Error(e) => Err(Error::from_server(&e)),
         E::Unauthorized(u) => Err(Error::Unauthorized(u.reason)),
-        E::Goodbye(g) => Err(Error::Server { code: g.code(), message: g.reason }),
+        E::Goodbye(g) => Err(Error::Server { code: g.code(), message: g.reason, retry_after: None }),
         E::ReceiveMessage(_) | E::ConversationUpdated(_) | E::Typing(_) | E::RoomUsers(_) | E::Presence(_) | E::Receipt(_) => {
             Err(Error::Protocol("the server sent an event before accepting the token".into()))
         }

@@ -97,6 +97,7 @@ impl ReplyReader {
             Err(quinn::ReadError::Reset(code)) => Err(Error::Server {
                 code: pb::ErrorCode::Internal,
                 message: format!("the server stopped the download (code {code}); ask again to resume"),
+                retry_after: None,
             }),
             Err(e) => Err(Error::Disconnected(format!("the transfer stream broke: {e}"))),
         }

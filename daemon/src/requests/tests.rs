@@ -365,7 +365,20 @@ fn services(
     let (shards, threads) = crate::shard::start(2, crate::shard::ShardConfig::for_tests(), deps).unwrap();
     let pool = StoragePool::new(store.clone(), pool_running, pool_waiting);
     let files = crate::files::Files::open(dir.path(), crate::files::FilesConfig::default(), shards.clone(), pool.clone()).unwrap();
-    (Arc::new(Services { shards, pool, registry, directory, hub, push, files: Arc::new(files) }), threads, store)
+    (
+        Arc::new(Services {
+            shards,
+            pool,
+            registry,
+            directory,
+            hub,
+            push,
+            files: Arc::new(files),
+            limits: crate::limits::RateLimits::local(crate::limits::LimitsConfig::default()),
+        }),
+        threads,
+        store,
+    )
 }
 
 #[tokio::test]

@@ -300,7 +300,10 @@ fn refused_sends_fail_their_caller() {
     let mut s = live_state(&[(C, 0)]);
     let (tx, mut rx) = oneshot::channel();
     let entry = s.queue_send(send(C, "mine"), tx).expect("queued");
-    let _ = s.send_answered(entry, Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "not a participant".into() }));
+    let _ = s.send_answered(
+        entry,
+        Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "not a participant".into(), retry_after: None }),
+    );
     let err = rx.try_recv().expect("answered").unwrap_err();
     assert_eq!(err.code(), Some(pb::ErrorCode::Forbidden));
 }
@@ -370,7 +373,7 @@ fn fetch_failures_and_refusals() {
     assert!(effects.is_empty());
     let again = live(&mut s, Event::Message(msg(C, 4, "bob"))).fetches;
     assert_eq!(again.len(), 1, "the failed fetch may be made again");
-    let _ = s.fetched(&again[0], Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "no".into() }));
+    let _ = s.fetched(&again[0], Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "no".into(), retry_after: None }));
     assert!(s.cursors().is_empty(), "refused: no longer followed");
 }
 
@@ -396,7 +399,7 @@ fn joined_rooms_are_remembered_and_rejoins_reported() {
     assert_eq!(s.rooms(), [C.to_string()]);
     s.rejoined(C, Ok(pb::RoomUsers { conversation_id: C.into(), online_user_ids: vec!["bob".into()] }));
     assert!(matches!(drain(&mut s).as_slice(), [Event::RoomUsers(r)] if r.online_user_ids == ["bob"]));
-    s.rejoined(C, Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "left".into() }));
+    s.rejoined(C, Err(Error::Server { code: pb::ErrorCode::Forbidden, message: "left".into(), retry_after: None }));
     assert!(s.rooms().is_empty());
 }
 

@@ -10,7 +10,7 @@ use crate::daemon;
 /// conversation exists is allowed), with a message that names the problem.
 fn assert_refused(result: Result<impl std::fmt::Debug, Error>, what: &str) {
     let err = result.expect_err(what);
-    let Error::Server { code, message } = &err else { panic!("{what}: expected a server error, got {err:?}") };
+    let Error::Server { code, message, .. } = &err else { panic!("{what}: expected a server error, got {err:?}") };
     assert!(matches!(code, ErrorCode::Forbidden | ErrorCode::NotFound), "{what}: code {code:?} ({message})");
     let lower = message.to_lowercase();
     assert!(

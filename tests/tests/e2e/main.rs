@@ -15,6 +15,7 @@ mod durability;
 mod encryption;
 mod events;
 mod lifecycle;
+mod limits;
 mod load;
 mod messaging;
 mod multiplex;

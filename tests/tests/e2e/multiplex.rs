@@ -101,7 +101,7 @@ async fn a_connection_carries_at_most_its_configured_sessions() {
         let second = connect_shared(&d, &shared, "second").await.expect("the second session");
         let third = connect_shared(&d, &shared, "third").await;
         match &third {
-            Err(Error::Server { code, message }) => {
+            Err(Error::Server { code, message, .. }) => {
                 assert_eq!(*code, pb::ErrorCode::Overloaded);
                 assert!(message.contains("maximum of 2 sessions"), "{message}");
             }
