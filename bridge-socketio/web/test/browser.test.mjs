@@ -34,6 +34,14 @@ async function send(page, text) {
   await box.press('Enter');
 }
 
+/** Saves a screenshot of `page` in test-artifacts/. */
+async function shotOf(page, name) {
+  mkdirSync(artifacts, { recursive: true });
+  const path = join(artifacts, `${name}.png`);
+  await page.screenshot({ path });
+  assert.ok(statSync(path).size > 1_000, `${path} was written`);
+}
+
 /** Polls `check` (async) until it holds, for at most WAIT. */
 async function eventually(check, what) {
   const deadline = Date.now() + WAIT;
@@ -61,6 +69,30 @@ const cached = (page, text) =>
 
 /** Resolves once `page`'s banner is empty (online). */
 const online = (page) => page.waitForFunction(() => document.querySelector('.banner')?.textContent === '', null, { timeout: WAIT });
+
+/** Runs axe on `page` and fails on anything serious or critical. */
+async function axeClean(page, what) {
+  const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  // Through the DevTools protocol: the page's Content-Security-Policy allows no inline script.
+  await page.evaluate(axeSource);
+  const { violations } = await page.evaluate(() => window.axe.run());
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const report = bad.map((v) => `${v.impact} ${v.id}: ${v.help}\n  ${v.nodes.map((n) => n.target.join(' ')).join('\n  ')}`);
+  assert.deepEqual(report, [], `${what}:\n${report.join('\n')}`);
+}
+
+/** Starts recording every value the page's progress bars take (they go once their file is sent). */
+const recordProgress = (page) =>
+  page.evaluate(() => {
+    window.progressSeen = [];
+    const note = (el) => window.progressSeen.push([el.getAttribute('aria-label'), el.getAttribute('aria-valuenow')]);
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.type === 'attributes') note(r.target);
+        for (const n of r.addedNodes) if (n instanceof Element) n.querySelectorAll('[role="progressbar"]').forEach(note);
+      }
+    }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['aria-valuenow'] });
+  });
 
 // In CI a missing browser is a failure, not a skip.
 if (missing && process.env.CI === 'true') test('chromium is installed for the browser tests', () => assert.fail(missing));
@@ -209,6 +241,90 @@ describe('the web app in Chromium', () => {
     assert.deepEqual(errors, []);
   });
 
+  test('files: an image through the attach button and a PDF by drag-and-drop; progress to 100 %; bob sees the preview, opens the image and downloads the PDF; a refusal in words', options, async () => {
+    const icon = join(root, 'public/icon-192.png');
+    await recordProgress(alice);
+
+    // The attach button works from the keyboard: Enter on it opens the file input's chooser
+    // (counted here, and kept from opening); then the input is given the file.
+    const attach = alice.getByRole('button', { name: 'Attach files' });
+    const input = alice.locator('.upload-area input[type="file"]');
+    await input.evaluate((el) => {
+      window.choosers = 0;
+      el.addEventListener('click', (e) => {
+        window.choosers += 1;
+        e.preventDefault();
+      });
+    });
+    await attach.focus();
+    await alice.keyboard.press('Enter');
+    await alice.waitForFunction(() => window.choosers === 1, null, { timeout: WAIT });
+    assert.equal(await input.evaluate((el) => el.multiple), true);
+    await input.setInputFiles(icon);
+
+    // Bob sees the server-made preview in the message.
+    const preview = bob.getByRole('button', { name: /^Open image icon-192\.png \(PNG image, 2\.\d KiB\)$/ });
+    await preview.waitFor();
+    assert.match(await preview.locator('img').getAttribute('src'), /^data:image\/jpeg;base64,/);
+    assert.equal(await bob.locator('article.msg').filter({ has: preview }).locator('.body').count(), 0, 'a message of a file alone has no text line');
+    await alice.getByRole('button', { name: /^Open image icon-192\.png/ }).waitFor();
+    await alice.locator('.uploads li').first().waitFor({ state: 'detached' });
+    const bars = await alice.evaluate(() => window.progressSeen);
+    const mine = bars.filter(([label]) => label === 'Uploading icon-192.png').map(([, now]) => now);
+    assert.equal(mine.at(-1), '100', `the progress bar went to 100 (it took ${JSON.stringify(mine)})`);
+
+    // Clicking the preview opens the full image (a one-time inline URL) in a dialog.
+    await preview.click();
+    const viewer = bob.getByRole('dialog', { name: 'icon-192.png' });
+    await viewer.waitFor();
+    await bob.waitForFunction(() => document.querySelector('dialog.viewer img')?.naturalWidth === 192, null, { timeout: WAIT });
+    assert.match(await viewer.locator('img').getAttribute('src'), /\/api\/downloads\/[\w-]+\?inline$/);
+    await axeClean(bob, 'chat view with the image viewer open');
+    mkdirSync(artifacts, { recursive: true });
+    await bob.screenshot({ path: join(artifacts, 'image-viewer.png') });
+    await bob.keyboard.press('Escape');
+    await viewer.waitFor({ state: 'hidden' });
+    assert.equal(await preview.evaluate((el) => el === document.activeElement), true, 'focus returns to the preview');
+
+    // A PDF dropped onto the conversation (a synthetic drop of a File, as a browser makes it).
+    const pdf = Buffer.concat([Buffer.from('%PDF-1.7\n'), Buffer.from('x'.repeat(3_000))]);
+    const pane = alice.locator('.chat-pane');
+    const drag = await alice.evaluateHandle((bytes) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(bytes)], 'Brief.pdf', { type: 'application/pdf' }));
+      return dt;
+    }, [...pdf]);
+    await pane.dispatchEvent('dragenter', { dataTransfer: drag });
+    await pane.dispatchEvent('dragover', { dataTransfer: drag });
+    assert.equal(await pane.evaluate((el) => el.classList.contains('dropping')), true, 'the pane shows where to drop');
+    await pane.dispatchEvent('drop', { dataTransfer: drag });
+    assert.equal(await pane.evaluate((el) => el.classList.contains('dropping')), false);
+
+    // Bob gets a chip with the name, type and size, which downloads the file.
+    const chip = bob.getByRole('button', { name: 'Download Brief.pdf, PDF · 2.9 KiB' });
+    await chip.waitFor();
+    const [download] = await Promise.all([bob.waitForEvent('download'), chip.click()]);
+    assert.equal(download.suggestedFilename(), 'Brief.pdf');
+    assert.ok(readFileSync(await download.path()).equals(pdf), 'the downloaded file is the one dropped');
+    await alice.getByRole('button', { name: 'Download Brief.pdf, PDF · 2.9 KiB' }).waitFor();
+    const pdfBars = (await alice.evaluate(() => window.progressSeen)).filter(([label]) => label === 'Uploading Brief.pdf');
+    assert.equal(pdfBars.at(-1)?.[1], '100');
+    // The list says what came.
+    await bob.locator('.conv[aria-current="page"] .conv-preview', { hasText: 'alice: 📎 Brief.pdf' }).waitFor();
+
+    // An executable named .pdf: refused, and the row says why until it is dismissed.
+    await input.setInputFiles({ name: 'invoice.pdf', mimeType: 'application/pdf', buffer: Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), Buffer.alloc(2_000)]) });
+    const refusal = alice.getByRole('alert').filter({ hasText: 'invoice.pdf cannot be attached' });
+    await refusal.waitFor();
+    assert.match(await refusal.textContent(), /^invoice\.pdf cannot be attached: its content is application\/x-executable, and only a PDF, an Office document, an image \(PNG, JPEG, GIF, WebP\) or plain text can be attached\.$/);
+    await axeClean(alice, 'chat view with files and a refused upload');
+    await shotOf(alice, 'attachments-desktop');
+    await alice.locator('.upload.failed').getByRole('button', { name: 'Dismiss' }).click();
+    await refusal.waitFor({ state: 'detached' });
+    await shotOf(bob, 'attachments-received');
+    assert.deepEqual(errors, []);
+  });
+
   test('offline: a banner, a reload from the cache, queued sends delivered once, nothing missed', options, async () => {
     const conversationId = decodeURIComponent(new URL(alice.url()).hash.replace(/^#c=/, ''));
     assert.match(conversationId, /^[0-9a-f]{32}$/);
@@ -258,15 +374,7 @@ describe('the web app in Chromium', () => {
   });
 
   test('accessibility: axe finds nothing serious or critical on the sign-in page and the chat', options, async () => {
-    const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-    const scan = async (page, what) => {
-      // Through the DevTools protocol: the page's Content-Security-Policy allows no inline script.
-      await page.evaluate(axeSource);
-      const { violations } = await page.evaluate(() => window.axe.run());
-      const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-      const report = bad.map((v) => `${v.impact} ${v.id}: ${v.help}\n  ${v.nodes.map((n) => n.target.join(' ')).join('\n  ')}`);
-      assert.deepEqual(report, [], `${what}:\n${report.join('\n')}`);
-    };
+    const scan = axeClean;
 
     const context = await browser.newContext();
     try {

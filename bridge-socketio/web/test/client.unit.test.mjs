@@ -1,10 +1,13 @@
 // Unit tests of the ChatClient's ordering logic, without a server: the bridge never leaves
 // gaps or repeats, so the end-to-end tests cannot reach these paths. The history request is
-// replaced on the instance (a fake inside a unit test of one module).
+// replaced on the instance (a fake inside a unit test of one module). Also the file helpers
+// and the checks an upload makes before it asks the server, and the web app's wording of
+// refusals a test server cannot produce (a malware scanner).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ChatClient } from '../dist/client/index.js';
+import { ChatClient, ChatError, formatBytes, sha256Hex, UploadError } from '../dist/client/index.js';
+import { describeUploadError } from '../dist/app/file-upload.js';
 
 const C = '0123456789abcdef0123456789abcdef';
 
@@ -74,4 +77,57 @@ test('the echo of a send settles it even when its acknowledgement is lost', asyn
   assert.deepEqual([ack.seq, ack._id, ack.clientMessageId], [1, 'm1', 'mine-1']);
   assert.deepEqual(client.pendingSends(), []);
   client.disconnect();
+});
+
+test('file sizes read as the server writes them', () => {
+  assert.equal(formatBytes(1), '1 byte');
+  assert.equal(formatBytes(1023), '1023 bytes');
+  assert.equal(formatBytes(1536), '1.5 KiB');
+  assert.equal(formatBytes(52_428_800), '50 MiB');
+  assert.equal(formatBytes(3_009), '2.9 KiB');
+});
+
+test('the SHA-256 of a file is WebCrypto\'s, as 64 lowercase hex digits', async () => {
+  assert.equal(await sha256Hex(new Blob(['abc'])), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  assert.equal(await sha256Hex(new Blob([])), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+});
+
+test('an upload refused before it starts says so without asking the server', async () => {
+  const client = new ChatClient('http://127.0.0.1:1', { maxFileBytes: 10 });
+  const big = await client.uploadFile(C, new Uint8Array(11), { name: 'a.pdf' }).catch((e) => e);
+  assert.ok(big instanceof UploadError && big instanceof ChatError);
+  assert.deepEqual([big.code, big.detail, big.status, big.uploadId], ['INVALID_ARGUMENT', 'size: the file is 11 bytes; the largest accepted is 10 bytes (10 bytes)', null, null]);
+  const nameless = await client.uploadFile(C, new Uint8Array(1)).catch((e) => e);
+  assert.match(nameless.message, /^INVALID_ARGUMENT: fileName: is required/);
+  const cancelled = new AbortController();
+  cancelled.abort();
+  const aborted = await client.uploadFile(C, new Uint8Array(1), { name: 'a.txt', signal: cancelled.signal, uploadId: 'u1' }).catch((e) => e);
+  assert.deepEqual([aborted.code, aborted.uploadId], ['ABORTED', 'u1']);
+  // Never connected: refused at once, not retried.
+  const idle = await client.uploadFile(C, new Uint8Array(1), { name: 'a.txt' }).catch((e) => e);
+  assert.deepEqual([idle.code, idle.uploadId], ['CLOSED', null]);
+  client.disconnect();
+});
+
+test('the web app says why an upload was refused, in words', () => {
+  const said = (code, detail) => describeUploadError('scan.pdf', new UploadError({ code, message: detail }));
+  assert.equal(
+    said('INVALID_ARGUMENT', 'size: the file is 60000000 bytes; the largest accepted is 52428800 bytes (50 MiB)'),
+    'scan.pdf is too large (57.2 MiB): the largest file you can attach is 50 MiB.',
+  );
+  assert.equal(
+    said('INVALID_ARGUMENT', 'content: is application/x-executable, which cannot be attached (allowed: application/pdf, text/plain)'),
+    'scan.pdf cannot be attached: its content is application/x-executable, and only a PDF, an Office document, an image (PNG, JPEG, GIF, WebP) or plain text can be attached.',
+  );
+  assert.equal(
+    said('RATE_LIMITED', 'upload limit reached: at most 10 uploads per hour; try again in 5 min 59 s'),
+    'scan.pdf was not uploaded: you can upload at most 10 files an hour. Try again in 5 min 59 s.',
+  );
+  assert.equal(said('INVALID_ARGUMENT', 'file: refused: the malware scanner found Eicar-Test-Signature'), 'scan.pdf was refused: the malware scanner found Eicar-Test-Signature.');
+  assert.equal(
+    said('UNAVAILABLE', 'the malware scanner is unavailable, so the file cannot be accepted now; resume the upload later'),
+    'scan.pdf cannot be accepted now: the malware scanner is unavailable. Try again later.',
+  );
+  assert.equal(said('INVALID_ARGUMENT', 'size: an empty file cannot be attached'), 'scan.pdf is empty: there is nothing to attach.');
+  assert.equal(said('FORBIDDEN', 'you are not a participant of conversation 0123'), 'scan.pdf was not uploaded: you are not a participant of this conversation.');
 });

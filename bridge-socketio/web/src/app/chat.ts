@@ -7,11 +7,17 @@
 // are shown at once as "Sending…"; the ChatClient's outbox holds them until the
 // connection returns and sends them with the same client message id, so each is stored
 // once; their `message` event (same id) then replaces the placeholder.
+//
+// Files (FileUpload): uploaded first (the upload waits for the connection, and resumes
+// after a cut), then sent like any message: as a pending send carrying the stored
+// attachment, so the outbox and the cache treat it as they treat text.
 
-import { ChatClient, type ClientState, type Identity, type Message, type TextFormat } from '../client/index.js';
+import { type Attachment, ChatClient, type ClientState, type Identity, type Message, type TextFormat } from '../client/index.js';
+import { ImageViewer, saveFrom } from './attachments.js';
 import * as cache from './cache.js';
 import { ConversationList } from './conversation-list.js';
 import { h, setChildren } from './dom.js';
+import { FileUpload } from './file-upload.js';
 import { type InputMode, MessageInput } from './message-input.js';
 import { MessageList } from './message-list.js';
 import { ConnectionBanner, presenceDot, TypingIndicator } from './status.js';
@@ -103,8 +109,11 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   // ─────────────── sending ───────────────
 
   const transmit = (p: PendingSend) => {
+    const content = p.attachments?.length
+      ? { text: p.text, format: p.format, type: p.type ?? 'document', attachments: p.attachments.map((a) => ({ fileId: a.fileId, name: a.name })) }
+      : { text: p.text, format: p.format };
     client
-      .sendMessage(p.conversationId, { text: p.text, format: p.format }, { clientMessageId: p.clientMessageId, replyTo: p.replyTo ?? undefined })
+      .sendMessage(p.conversationId, content, { clientMessageId: p.clientMessageId, replyTo: p.replyTo ?? undefined })
       .then((ack) => store.settle(p.clientMessageId, ack), (e: Error) => store.fail(p.clientMessageId, e.message));
   };
 
@@ -127,6 +136,36 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
     store.addPending(p);
     transmit(p);
     return true;
+  };
+
+  /** Uploads a file, then sends it as a message of its own. */
+  const sendFile = async (conversationId: string, file: File, options: { onProgress(sent: number, total: number): void; signal: AbortSignal; uploadId?: string }) => {
+    const attachment = await client.uploadFile(conversationId, file, options);
+    const p: PendingSend = {
+      clientMessageId: newId(),
+      conversationId,
+      text: '',
+      format: 'plain',
+      type: attachment.type.startsWith('image/') ? 'image' : 'document',
+      attachments: [attachment],
+      replyTo: null,
+      createdAt: new Date().toISOString(),
+      seq: null,
+      failed: null,
+    };
+    store.addPending(p);
+    transmit(p);
+  };
+
+  const download = (conversationId: string, a: Attachment) => {
+    client.downloadUrl(conversationId, a.fileId).then((url) => saveFrom(url, a.name), failed(`Downloading ${a.name}`));
+  };
+  /** The conversation of the image in the viewer. */
+  let viewing = '';
+  const viewer = new ImageViewer({ download: (a) => download(viewing, a) });
+  const openImage = (conversationId: string, a: Attachment) => {
+    viewing = conversationId;
+    viewer.show(a, client.downloadUrl(conversationId, a.fileId, { inline: true }));
   };
 
   // ─────────────── views ───────────────
@@ -170,6 +209,8 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
       transmit(p);
     },
     onDiscard: (p) => store.discard(p.clientMessageId),
+    onOpenImage: openImage,
+    onDownload: download,
     onLoadOlder: async () => {
       const id = openId;
       const before = id && store.oldestSeq(id);
@@ -178,7 +219,11 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
     },
   });
 
+  const uploads = new FileUpload({ conversation: () => openId, upload: sendFile });
+  signal.addEventListener('abort', () => uploads.cancelAll());
+
   const input = new MessageInput({
+    before: uploads.button,
     onSubmit: submit,
     onTyping: () => openId && client.startTyping(openId),
     onStopTyping: () => openId && client.stopTyping(openId),
@@ -195,9 +240,16 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
     h('div', { class: 'pane-head chat-head' }, back, h('div', {}, title, people)),
     messages.el,
     typing.el,
+    uploads.el,
     input.el,
+    viewer.el,
   );
   title.id = 'chat-title';
+  uploads.dropOn(chat, signal);
+  // A file dropped beside the drop zone is not opened in place of the app.
+  for (const type of ['dragover', 'drop'] as const) {
+    window.addEventListener(type, (e) => e.dataTransfer?.types.includes('Files') && e.preventDefault(), { signal });
+  }
   const placeholder = h('section', { class: 'chat-pane placeholder' }, h('p', {}, 'Choose a conversation, or start a new one.'));
   setChildren(main, list.el, placeholder);
 
@@ -212,6 +264,7 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
     main.classList.toggle('has-open', !!c);
     const pane = c ? chat : placeholder;
     if (!pane.isConnected) main.replaceChild(pane, c ? placeholder : chat);
+    uploads.show(c ? c._id : null);
     if (!c) return;
     title.textContent = store.titleOf(c);
     setChildren(
@@ -290,6 +343,7 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
     joined = null;
     openId = id;
     reading = 0;
+    if (viewer.el.open) viewer.el.close();
     input.reset();
     say('');
     schedule();

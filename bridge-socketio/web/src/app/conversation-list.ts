@@ -76,7 +76,8 @@ export class ConversationList {
 
   private item(c: Conversation, title: string, online: boolean | undefined, current: boolean): HTMLElement {
     const last = c.lastMessage;
-    const preview = last ? `${last.senderId === this.props.store.me ? 'You' : this.props.store.nameOf(last.senderId)}: ${last.content || 'Message deleted'}` : 'No messages yet';
+    const said = last && (last.content || this.props.store.previewOf(c._id, last.seq) || 'Message deleted');
+    const preview = last ? `${last.senderId === this.props.store.me ? 'You' : this.props.store.nameOf(last.senderId)}: ${said}` : 'No messages yet';
     return h(
       'li',
       {},

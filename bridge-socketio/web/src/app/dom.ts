@@ -18,6 +18,21 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = 
   return el;
 }
 
+/** A decorative line icon (24×24, drawn with `currentColor`), hidden from screen readers. */
+export function icon(path: string, transform?: string): SVGSVGElement {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  for (const [name, value] of Object.entries({ viewBox: '0 0 24 24', width: '22', height: '22', 'aria-hidden': 'true', focusable: 'false', class: 'glyph' })) {
+    svg.setAttribute(name, value);
+  }
+  const p = document.createElementNS(ns, 'path');
+  const attrs: Record<string, string> = { d: path, fill: 'none', stroke: 'currentColor', 'stroke-width': '2', 'stroke-linecap': 'round', 'stroke-linejoin': 'round' };
+  if (transform) attrs.transform = transform;
+  for (const [name, value] of Object.entries(attrs)) p.setAttribute(name, value);
+  svg.append(p);
+  return svg;
+}
+
 /** Text only a screen reader reads (e.g. "online" beside a coloured dot). */
 export function srOnly(text: string): HTMLSpanElement {
   return h('span', { class: 'sr-only' }, text);

@@ -5,6 +5,7 @@
 import type { Message, TextFormat } from '../client/index.js';
 import { h, setChildren } from './dom.js';
 import { looksLikeMarkdown } from './markdown.js';
+import { contentPreview } from './store.js';
 
 export type InputMode = { kind: 'new' } | { kind: 'reply'; to: Message } | { kind: 'edit'; of: Message };
 
@@ -15,6 +16,8 @@ export interface MessageInputProps {
   onStopTyping(): void;
   /** A name for the author of a message ("You" for the user's own). */
   nameOf(userId: string): string;
+  /** Shown before the text field (the attach button). */
+  before?: HTMLElement;
 }
 
 const MAX_HEIGHT_PX = 160;
@@ -41,7 +44,7 @@ export class MessageInput {
         h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Formatting' }, tool('Bold', 'B', 'B', '**'), tool('Italic', 'I', 'I', '_'), tool('Code', 'E', '</>', '`')),
       ),
       h('label', { for: 'composer-text', class: 'sr-only' }, 'Message'),
-      h('div', { class: 'row' }, this.text, h('button', { type: 'submit', class: 'primary send' }, 'Send')),
+      h('div', { class: 'row' }, props.before, this.text, h('button', { type: 'submit', class: 'primary send' }, 'Send')),
     );
     this.el.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -110,7 +113,7 @@ export class MessageInput {
 
   replyTo(m: Message): void {
     this.mode = { kind: 'reply', to: m };
-    this.bar(`Replying to ${this.props.nameOf(m.senderId)}`, m.content?.text ?? '', 'Cancel reply');
+    this.bar(`Replying to ${this.props.nameOf(m.senderId)}`, contentPreview(m.content), 'Cancel reply');
     this.text.focus();
   }
 

@@ -2,12 +2,14 @@
 // with the user's unconfirmed sends at the end. Older pages load on scrolling to the top
 // or with the "Load older messages" button. Each message has its replies' quote, its
 // reactions (MessageReactions), read receipts on the user's own messages, and a menu of
-// actions: reply, react, edit, delete, pin.
+// actions: reply, react, edit, delete, pin. Files show under the text (image previews,
+// file chips); a message of files alone has no text line.
 
-import type { Message } from '../client/index.js';
+import type { Attachment, Message } from '../client/index.js';
+import { attachmentsEl } from './attachments.js';
 import { h, KeyedList, type Row, srOnly } from './dom.js';
 import { plainText, renderMarkdown } from './markdown.js';
-import type { ChatStore, PendingSend } from './store.js';
+import { type ChatStore, contentPreview, type PendingSend } from './store.js';
 
 /** The reactions offered by the picker, with the names screen readers say. */
 export const REACTIONS: [string, string][] = [
@@ -30,6 +32,10 @@ export interface MessageListProps {
   onRetry(p: PendingSend): void;
   onDiscard(p: PendingSend): void;
   onLoadOlder(): Promise<void>;
+  /** Shows an image attachment in full. */
+  onOpenImage(conversationId: string, a: Attachment): void;
+  /** Saves an attachment. */
+  onDownload(conversationId: string, a: Attachment): void;
 }
 
 const time = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
@@ -138,7 +144,7 @@ export class MessageList {
       { class: `msg${mine ? ' mine' : ''}`, 'data-key': key, 'data-seq': m.seq },
       this.meta(sender, m.timestamp, m.editedAt !== null && !deleted, m.pinned),
       m.replyTo !== null && this.quote(m),
-      deleted ? h('p', { class: 'body deleted' }, 'Message deleted') : this.body(m.content!.text, m.content!.format === 'markdown'),
+      deleted ? h('p', { class: 'body deleted' }, 'Message deleted') : this.content(m.conversationId, m.content!.text, m.content!.format === 'markdown', m.content!.attachments),
       this.reactions(m),
       mine && h('p', { class: 'status' }, h('span', { 'aria-hidden': 'true' }, status === 'Sent' ? '✓ ' : '✓✓ '), status),
       !deleted &&
@@ -175,13 +181,22 @@ export class MessageList {
     return h('div', { class: 'body' }, markdown ? renderMarkdown(text) : text);
   }
 
+  /** The text (unless it is empty beside files), then the files. */
+  private content(conversationId: string, text: string, markdown: boolean, files: Attachment[] | undefined): (HTMLElement | null)[] {
+    const actions = {
+      open: (a: Attachment) => this.props.onOpenImage(conversationId, a),
+      download: (a: Attachment) => this.props.onDownload(conversationId, a),
+    };
+    return [text || !files?.length ? this.body(text, markdown) : null, attachmentsEl(files, actions)];
+  }
+
   /** The quoted message: as it is now if it is loaded, else the server's preview. */
   private quote(m: { conversationId: string; replyTo: number | null; replyPreview?: Message['replyPreview'] }): HTMLElement {
     const { store } = this.props;
     const target = store.message(m.conversationId, m.replyTo!);
     const who = target?.senderId ?? m.replyPreview?.senderId;
     const deleted = target ? target.deletedAt !== null || !target.content : (m.replyPreview?.deleted ?? false);
-    const text = target?.content ? plainText(target.content.text, target.content.format) : (m.replyPreview?.text ?? '');
+    const text = target?.content ? plainText(target.content.text, target.content.format) || contentPreview(target.content) : (m.replyPreview?.text ?? '');
     return h(
       'blockquote',
       { class: 'quote' },
@@ -252,7 +267,7 @@ export class MessageList {
       { class: 'msg mine pending', 'data-key': key },
       this.meta('You', p.createdAt, false, false),
       p.replyTo !== null && this.quote(p),
-      this.body(p.text, p.format === 'markdown'),
+      this.content(p.conversationId, p.text, p.format === 'markdown', p.attachments),
       p.failed
         ? h(
             'p',

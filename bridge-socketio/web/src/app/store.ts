@@ -9,7 +9,7 @@
 // then carries the event's seq as its `stateSeq`, so every event applies exactly once,
 // whether it comes live, in a replay or in a page of history.
 
-import type { Conversation, Entry, HistoryPage, Message, Receipt, StoredAck, TextFormat } from '../client/index.js';
+import type { Attachment, ContentType, Conversation, Entry, HistoryPage, Message, Receipt, StoredAck, TextFormat } from '../client/index.js';
 
 /** A message the user sent that the server has not confirmed yet. */
 export interface PendingSend {
@@ -17,6 +17,9 @@ export interface PendingSend {
   conversationId: string;
   text: string;
   format: TextFormat;
+  /** `image` or `document` for a file (uploaded already); absent for text. */
+  type?: ContentType;
+  attachments?: Attachment[];
   replyTo: number | null;
   createdAt: string;
   /** Its seq once acknowledged (it shows as sent until its `message` event arrives). */
@@ -49,6 +52,14 @@ export interface Snapshot {
 
 /** Messages kept per conversation in the cache. */
 const CACHED_MESSAGES = 100;
+
+/** What a message says in one line: its text, or its files ("📎 Exhibit A.pdf"). */
+export function contentPreview(content: { text: string; attachments?: Attachment[] } | null | undefined): string {
+  if (!content) return '';
+  if (content.text) return content.text;
+  const files = content.attachments ?? [];
+  return files.length ? `📎 ${files.map((a) => a.name).join(', ')}` : '';
+}
 
 /** Applies one event entry to the message it targets; returns the message unchanged when the event is already in it. */
 export function fold(m: Message, e: Entry): Message {
@@ -113,14 +124,29 @@ export class ChatStore {
     for (const c of list) {
       const mine = held.get(c._id);
       const newer = mine?.lastMessage && mine.lastMessage.seq > (c.lastMessage?.seq ?? 0);
-      this.convs.set(c._id, newer ? { ...c, lastMessage: mine.lastMessage, lastSeq: Math.max(c.lastSeq, mine.lastSeq), updatedAt: mine.updatedAt } : c);
+      // The server's last message has only the text: a file's name is ours to add.
+      const same = mine?.lastMessage && c.lastMessage && mine.lastMessage.seq === c.lastMessage.seq && !c.lastMessage.content;
+      if (newer) this.convs.set(c._id, { ...c, lastMessage: mine.lastMessage, lastSeq: Math.max(c.lastSeq, mine.lastSeq), updatedAt: mine.updatedAt });
+      else if (same) this.convs.set(c._id, { ...c, lastMessage: { ...c.lastMessage!, content: this.previewOf(c._id, c.lastMessage!.seq) ?? mine.lastMessage!.content } });
+      else this.convs.set(c._id, c);
     }
     this.changed();
   }
 
   upsertConversation(c: Conversation): void {
-    this.convs.set(c._id, c);
+    const mine = this.convs.get(c._id)?.lastMessage;
+    const last = c.lastMessage;
+    // As in setConversations: the server's last message has no file names.
+    const keep = last && !last.content && mine?.seq === last.seq ? { ...c, lastMessage: { ...last, content: mine.content } } : c;
+    this.convs.set(c._id, keep);
     this.changed();
+  }
+
+  /** What the loaded message `seq` says in one line (undefined: not loaded). */
+  previewOf(conversationId: string, seq: number): string | undefined {
+    const m = this.message(conversationId, seq);
+    if (!m) return undefined;
+    return m.deletedAt !== null || !m.content ? '' : contentPreview(m.content);
   }
 
   /** A person's name as the conversations know it. */
@@ -198,7 +224,7 @@ export class ChatStore {
     if (c && m.seq > (c.lastMessage?.seq ?? 0)) {
       this.convs.set(c._id, {
         ...c,
-        lastMessage: { content: m.content?.text ?? '', timestamp: m.timestamp, senderId: m.senderId, seq: m.seq },
+        lastMessage: { content: contentPreview(m.content), timestamp: m.timestamp, senderId: m.senderId, seq: m.seq },
         lastSeq: Math.max(c.lastSeq, m.seq),
         updatedAt: m.timestamp,
         unreadCount: c.unreadCount + (m.senderId === this.me ? 0 : 1),
@@ -222,7 +248,7 @@ export class ChatStore {
     log.messages.set(target.seq, fold(target, e));
     const c = this.convs.get(e.conversationId);
     if (c?.lastMessage?.seq === target.seq && (e.event.type === 'edited' || e.event.type === 'deleted')) {
-      this.convs.set(c._id, { ...c, lastMessage: { ...c.lastMessage, content: log.messages.get(target.seq)?.content?.text ?? '' } });
+      this.convs.set(c._id, { ...c, lastMessage: { ...c.lastMessage, content: contentPreview(log.messages.get(target.seq)?.content) } });
     }
   }
 

@@ -9,22 +9,33 @@
 // and the cursors, and the bridge replays everything after them (messages, edits,
 // deletes, reactions, receipts) before live events. Sends waiting in the outbox go again
 // with the same client message id, so the server stores each once.
+//
+// Files: `start_upload` on the socket gives a one-time URL; the bytes go there in one
+// plain HTTP PUT (XMLHttpRequest in browsers, for upload progress; fetch elsewhere). A PUT
+// cut off is resumed: `start_upload` again with the same `uploadId` says from which byte.
+// A message then refers to the stored file by its id.
 
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client';
 import type {
+  Attachment,
   ChatEvents,
   ClientState,
   ContentInput,
   Conversation,
   ConversationType,
+  DownloadTicket,
   Entry,
   ErrorBody,
+  FileInput,
   HistoryPage,
   Identity,
   Message,
   ParticipantRole,
   RoomUsers,
   StoredAck,
+  TextFormat,
+  UploadOptions,
+  UploadTicket,
 } from './types.js';
 
 export type * from './types.js';
@@ -44,15 +55,45 @@ export interface ChatClientOptions {
   typingTimeoutMs?: number;
   /** Further socket.io-client options (e.g. `path`, `reconnectionDelayMax`). */
   socket?: Partial<ManagerOptions & SocketOptions>;
+  /**
+   * Largest file `uploadFile` hashes and offers (default 52,428,800 bytes, the server's
+   * default). A larger file is refused at once, in the server's words; the server
+   * judges again.
+   */
+  maxFileBytes?: number;
+  /** How often in a row an upload is resumed after a failure a retry can mend (default 5). */
+  uploadRetries?: number;
 }
 
 /** A refused request. `code` is the server's (`INVALID_ARGUMENT`, `FORBIDDEN`, …). */
 export class ChatError extends Error {
   readonly code: string;
+  /** The server's message alone (`message` is `code: detail`). */
+  readonly detail: string;
+  /** `RATE_LIMITED`: milliseconds until the request would be accepted, when the server says (else null). */
+  readonly retryAfterMs: number | null;
   constructor(body: ErrorBody) {
     super(`${body.code}: ${body.message}`);
     this.name = 'ChatError';
     this.code = body.code;
+    this.detail = body.message;
+    this.retryAfterMs = typeof body.retryAfterMs === 'number' ? body.retryAfterMs : null;
+  }
+}
+
+/**
+ * A failed upload. `status` is the HTTP status of the PUT when it got one (e.g. 400 for a
+ * file type that cannot be attached, 413 for a body longer than the ticket's); `uploadId`
+ * names what the server kept of it: pass it as `uploadId` to resume. Cancelled: `ABORTED`.
+ */
+export class UploadError extends ChatError {
+  readonly status: number | null;
+  readonly uploadId: string | null;
+  constructor(body: ErrorBody, extra: { status?: number | null; uploadId?: string | null } = {}) {
+    super(body);
+    this.name = 'UploadError';
+    this.status = extra.status ?? null;
+    this.uploadId = extra.uploadId ?? null;
   }
 }
 
@@ -73,6 +114,105 @@ const FINAL_CODES = new Set([
  */
 function randomId(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The server's default largest attachment: 50 MiB. */
+export const MAX_FILE_BYTES = 52_428_800;
+/** Codes of `start_upload` that a later attempt can get past (e.g. the cut-off attempt still winding down). */
+const RETRY_START = new Set(['CONFLICT', 'UNAVAILABLE', 'TIMEOUT', 'OVERLOADED']);
+/** HTTP statuses of an upload that a new ticket can get past: ticket lapsed, upload still busy, server unavailable. */
+const RETRY_STATUS = new Set([401, 409, 502, 503, 504]);
+
+/** What one HTTP attempt at an upload came to. */
+type PutOutcome =
+  | { kind: 'stored'; attachment: Attachment }
+  | { kind: 'refused'; status: number; error: ErrorBody }
+  | { kind: 'network'; message: string }
+  | { kind: 'aborted' };
+
+/** `52428800` → `50 MiB`, `1536` → `1.5 KiB`, `12` → `12 bytes` (as the server writes sizes). */
+export function formatBytes(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  if (unit === 0) return `${bytes} ${bytes === 1 ? 'byte' : 'bytes'}`;
+  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** The file as a Blob (bytes are wrapped as they are). */
+function toBlob(file: FileInput): Blob {
+  if (typeof Blob !== 'undefined' && file instanceof Blob) return file;
+  if (file instanceof ArrayBuffer) return new Blob([file]);
+  if (ArrayBuffer.isView(file)) return new Blob([new Uint8Array(file.buffer, file.byteOffset, file.byteLength) as BlobPart]);
+  throw new ChatError({ code: 'INVALID_ARGUMENT', message: 'file: must be a Blob, a File, an ArrayBuffer or bytes' });
+}
+
+type NodeGlobal = { process?: { versions?: { node?: string } } };
+
+/** WebCrypto: global in browsers (secure contexts) and Node ≥ 19; `node:crypto`'s in Node 18. */
+async function subtleCrypto(): Promise<SubtleCrypto> {
+  const subtle = globalThis.crypto?.subtle;
+  if (subtle) return subtle;
+  if ((globalThis as NodeGlobal).process?.versions?.node) {
+    // Not a literal, so that bundlers for browsers leave it alone.
+    const spec = 'node:crypto';
+    const mod = (await import(/* @vite-ignore */ spec)) as { webcrypto: Crypto };
+    return mod.webcrypto.subtle;
+  }
+  throw new ChatError({ code: 'UNAVAILABLE', message: 'uploads need WebCrypto, which browsers offer only to secure pages (https, or http://localhost)' });
+}
+
+/** The SHA-256 of a whole file, as 64 lowercase hex digits. */
+export async function sha256Hex(file: Blob): Promise<string> {
+  const digest = await (await subtleCrypto()).digest('SHA-256', await file.arrayBuffer());
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Node's fetch streams a request body with the Content-Length given; browsers' fetch cannot (it is a forbidden header). */
+function fetchStreamsWithLength(): boolean {
+  return typeof (globalThis as NodeGlobal).process?.versions?.node === 'string' && typeof TransformStream !== 'undefined';
+}
+
+function abortedError(uploadId: string | null): UploadError {
+  return new UploadError({ code: 'ABORTED', message: 'the upload was cancelled' }, { uploadId });
+}
+
+/** Waits `ms`, or less when `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** What an upload's HTTP answer says. */
+function putOutcome(status: number, text: string): PutOutcome {
+  const body = ((): { attachment?: Attachment; error?: ErrorBody } | null => {
+    try {
+      return JSON.parse(text) as { attachment?: Attachment; error?: ErrorBody } | null;
+    } catch {
+      return null; // not JSON: a proxy's page, say
+    }
+  })();
+  if (status >= 200 && status < 300 && body?.attachment) return { kind: 'stored', attachment: body.attachment };
+  if (body?.error && typeof body.error.code === 'string') return { kind: 'refused', status, error: body.error };
+  return { kind: 'refused', status, error: { code: status >= 200 && status < 300 ? 'PROTOCOL' : `HTTP_${status}`, message: text.trim().slice(0, 200) || `the server answered ${status}` } };
+}
+
+/** A network failure in words (Node's fetch hides the cause one level down). */
+function describeFailure(e: unknown): string {
+  const err = e as { message?: string; cause?: { message?: string; code?: string } };
+  const cause = err?.cause?.code ?? err?.cause?.message;
+  return [err?.message ?? String(e), cause].filter(Boolean).join(': ');
 }
 
 /** Held out-of-order entries per conversation before they are dropped and refetched. */
@@ -125,6 +265,8 @@ export class ChatClient {
       sendTimeoutMs: options.sendTimeoutMs ?? 30_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       typingTimeoutMs: options.typingTimeoutMs ?? 3_000,
+      maxFileBytes: options.maxFileBytes ?? MAX_FILE_BYTES,
+      uploadRetries: options.uploadRetries ?? 5,
       socket: options.socket,
       transports: options.transports,
     };
@@ -648,6 +790,227 @@ export class ChatClient {
 
   presence(userIds: string[]): Promise<{ userId: string; online: boolean; lastSeen: string | null }[]> {
     return this.request<{ users: { userId: string; online: boolean; lastSeen: string | null }[] }>('get_presence', { userIds }).then((r) => r.users);
+  }
+
+  // ─────────────────────────── files ───────────────────────────
+
+  /** A URL the bridge gave (`/api/…`), made absolute against the bridge (or the page). */
+  private absolute(path: string): string {
+    const base = this.url || (globalThis as { location?: { href: string } }).location?.href;
+    if (!base) throw new ChatError({ code: 'INVALID_ARGUMENT', message: 'the client has no bridge URL to resolve file URLs against' });
+    return new URL(path, base).href;
+  }
+
+  /** A request that first waits for the client to be online (at most `sendTimeoutMs`), as sends do. */
+  private async requestOnline<T>(event: string, payload: object, signal?: AbortSignal): Promise<T> {
+    if (this._state === 'idle' || this._state === 'closed') {
+      throw new ChatError({ code: 'CLOSED', message: `${event}: the client is not connected (connect first)` });
+    }
+    if (this._state === 'offline' || this._state === 'connecting') {
+      await new Promise<void>((resolve, reject) => {
+        let off = () => {};
+        const finish = (e?: Error) => {
+          clearTimeout(timer);
+          off();
+          signal?.removeEventListener('abort', aborted);
+          if (e) reject(e);
+          else resolve();
+        };
+        const aborted = () => finish(abortedError(null));
+        const timer = setTimeout(
+          () => finish(new ChatError({ code: 'UNAVAILABLE', message: `${event}: not connected within ${this.options.sendTimeoutMs} ms` })),
+          this.options.sendTimeoutMs,
+        );
+        off = this.on('state', (s) => {
+          if (s === 'online') finish();
+          else if (s === 'closed') finish(new ChatError({ code: 'UNAVAILABLE', message: `${event}: the client disconnected` }));
+        });
+        signal?.addEventListener('abort', aborted, { once: true });
+      });
+    }
+    return this.request<T>(event, payload);
+  }
+
+  /**
+   * Uploads a file into a conversation and resolves with the stored attachment, which a
+   * message can then carry (`sendMessage(…, {text, type, attachments: [{fileId}]})`, or
+   * `sendFile` for both at once).
+   *
+   * The file is hashed (SHA-256, WebCrypto), `start_upload` gives a one-time URL, and the
+   * bytes go there in one PUT: with XMLHttpRequest where there is one (browsers: upload
+   * progress), else with fetch (Node streams the body and reports progress as it goes).
+   * When the connection fails, or the ticket lapsed, or the server is briefly busy, the
+   * upload is resumed from the byte the server confirmed (`start_upload` with its
+   * `uploadId`), at most `uploadRetries` times in a row without progress. A refusal
+   * (size, type, rate, malware, access) rejects with an `UploadError` carrying the
+   * server's code and message, and the HTTP status when there was one.
+   */
+  async uploadFile(conversationId: string, file: FileInput, options: UploadOptions = {}): Promise<Attachment> {
+    const { signal, onProgress } = options;
+    const blob = toBlob(file);
+    const name = options.name ?? (file as { name?: unknown }).name;
+    if (typeof name !== 'string' || !name.trim()) {
+      throw new UploadError({ code: 'INVALID_ARGUMENT', message: 'fileName: is required (pass options.name for a Blob or bytes)' });
+    }
+    const total = blob.size;
+    const max = this.options.maxFileBytes;
+    if (total > max) {
+      throw new UploadError({ code: 'INVALID_ARGUMENT', message: `size: the file is ${total} bytes; the largest accepted is ${max} bytes (${formatBytes(max)})` });
+    }
+    let uploadId = options.uploadId ?? null;
+    if (signal?.aborted) throw abortedError(uploadId);
+    const sha256 = await sha256Hex(blob);
+    const retries = this.options.uploadRetries;
+    let failures = 0;
+    let reached = -1;
+    const again = async () => {
+      failures += 1;
+      await pause(Math.min(5_000, 250 * 2 ** (failures - 1)) * (0.75 + Math.random() / 2), signal);
+    };
+    for (;;) {
+      if (signal?.aborted) throw abortedError(uploadId);
+      let ticket: UploadTicket;
+      try {
+        const ask = { conversationId, fileName: name, size: total, sha256, ...(uploadId ? { uploadId } : {}) };
+        ticket = await this.requestOnline<UploadTicket>('start_upload', ask, signal);
+      } catch (e) {
+        if (signal?.aborted) throw abortedError(uploadId);
+        const code = e instanceof ChatError ? e.code : 'UNAVAILABLE';
+        const detail = e instanceof ChatError ? e.detail : String(e);
+        if (code === 'NOT_FOUND' && uploadId && failures < retries) {
+          // The server no longer has that upload (it finished, was refused, or the server
+          // restarted): start it afresh.
+          uploadId = null;
+          failures += 1;
+          continue;
+        }
+        if (RETRY_START.has(code) && failures < retries) {
+          await again();
+          continue;
+        }
+        throw new UploadError({ code, message: detail }, { uploadId });
+      }
+      uploadId = ticket.uploadId;
+      // Progress since the last attempt: the count of failures in a row starts again.
+      if (ticket.offset > reached) {
+        if (reached >= 0) failures = 0;
+        reached = ticket.offset;
+      }
+      onProgress?.(ticket.offset, total);
+      const outcome = await this.put(ticket, blob, onProgress, signal);
+      if (outcome.kind === 'stored') {
+        onProgress?.(total, total);
+        return outcome.attachment;
+      }
+      if (outcome.kind === 'aborted' || signal?.aborted) throw abortedError(uploadId);
+      if (outcome.kind === 'network') {
+        if (failures < retries) {
+          await again();
+          continue;
+        }
+        throw new UploadError({ code: 'UNAVAILABLE', message: `the upload failed: ${outcome.message}` }, { uploadId });
+      }
+      if (RETRY_STATUS.has(outcome.status) && failures < retries) {
+        await again();
+        continue;
+      }
+      throw new UploadError(outcome.error, { status: outcome.status, uploadId });
+    }
+  }
+
+  /** One HTTP attempt: the file from the ticket's offset to its end. */
+  private put(ticket: UploadTicket, blob: Blob, onProgress: UploadOptions['onProgress'], signal?: AbortSignal): Promise<PutOutcome> {
+    const url = this.absolute(ticket.url);
+    const body = blob.slice(ticket.offset);
+    const [offset, total] = [ticket.offset, blob.size];
+    const progress = (sent: number) => onProgress?.(Math.min(total, offset + sent), total);
+    if (typeof XMLHttpRequest !== 'undefined') {
+      return new Promise((resolve) => {
+        const xhr = new XMLHttpRequest();
+        const cancel = () => xhr.abort();
+        const finish = (o: PutOutcome) => {
+          signal?.removeEventListener('abort', cancel);
+          resolve(o);
+        };
+        xhr.open('PUT', url);
+        xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+        xhr.upload.onprogress = (e) => progress(e.loaded);
+        xhr.onload = () => finish(putOutcome(xhr.status, xhr.responseText));
+        xhr.onerror = () => finish({ kind: 'network', message: 'the connection failed' });
+        xhr.ontimeout = () => finish({ kind: 'network', message: 'the connection timed out' });
+        xhr.onabort = () => finish(signal?.aborted ? { kind: 'aborted' } : { kind: 'network', message: 'the request was aborted' });
+        signal?.addEventListener('abort', cancel, { once: true });
+        xhr.send(body);
+      });
+    }
+    const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' };
+    const init: RequestInit & { duplex?: 'half' } = { method: 'PUT', headers, signal };
+    if (onProgress && fetchStreamsWithLength()) {
+      // Streamed, to count bytes as they go; the length is still exact.
+      let sent = 0;
+      headers['Content-Length'] = String(body.size);
+      init.duplex = 'half';
+      init.body = body.stream().pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, out) {
+            sent += chunk.byteLength;
+            progress(sent);
+            out.enqueue(chunk);
+          },
+        }),
+      );
+    } else {
+      init.body = body;
+    }
+    return fetch(url, init).then(
+      (res) =>
+        res.text().then(
+          (text) => putOutcome(res.status, text),
+          (e: Error) => (signal?.aborted ? { kind: 'aborted' as const } : { kind: 'network' as const, message: describeFailure(e) }),
+        ),
+      (e: Error) => (signal?.aborted ? { kind: 'aborted' as const } : { kind: 'network' as const, message: describeFailure(e) }),
+    );
+  }
+
+  /**
+   * Uploads a file and sends it as a message: `image` for an image (as the server
+   * recognised it), `document` otherwise, with `text` (default empty) beside it. Resolves
+   * with the send's acknowledgement and the attachment.
+   */
+  async sendFile(
+    conversationId: string,
+    file: FileInput,
+    options: UploadOptions & { text?: string; format?: TextFormat; replyTo?: number; clientMessageId?: string } = {},
+  ): Promise<StoredAck & { attachment: Attachment }> {
+    const attachment = await this.uploadFile(conversationId, file, options);
+    const ack = await this.sendMessage(
+      conversationId,
+      {
+        text: options.text ?? '',
+        format: options.format ?? 'plain',
+        type: attachment.type.startsWith('image/') ? 'image' : 'document',
+        attachments: [{ fileId: attachment.fileId, name: attachment.name }],
+      },
+      { replyTo: options.replyTo, clientMessageId: options.clientMessageId },
+    );
+    return { ...ack, attachment };
+  }
+
+  /**
+   * A one-time download of an attachment (current participants only): its absolute URL,
+   * good for one GET within about a minute, with the file's name, size, type and SHA-256.
+   * `inline`: images are then shown in the page instead of saved (previews).
+   */
+  async startDownload(conversationId: string, fileId: string, options: { inline?: boolean } = {}): Promise<DownloadTicket> {
+    const ticket = await this.request<DownloadTicket>('start_download', { conversationId, fileId });
+    const url = new URL(this.absolute(ticket.url));
+    if (options.inline) url.search = 'inline';
+    return { ...ticket, url: url.href };
+  }
+
+  /** The absolute one-time URL of an attachment (see `startDownload`). */
+  downloadUrl(conversationId: string, fileId: string, options: { inline?: boolean } = {}): Promise<string> {
+    return this.startDownload(conversationId, fileId, options).then((t) => t.url);
   }
 }
 

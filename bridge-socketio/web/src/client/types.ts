@@ -10,20 +10,93 @@ export type UserRole = 'advocate' | 'client' | 'admin' | 'staff';
 export type ParticipantRole = 'member' | 'moderator' | 'admin';
 export type ConversationType = 'private' | 'group' | 'case' | 'support';
 
+/** A server-made preview of an image attachment: a small JPEG as a `data:` URL. */
+export interface Thumbnail {
+  type: string;
+  width: number;
+  height: number;
+  /** `data:image/jpeg;base64,…` */
+  url: string;
+}
+
+/** A stored file, as messages carry it and as an upload answers. */
+export interface Attachment {
+  fileId: string;
+  /** The file name, as the server sanitized it. */
+  name: string;
+  /** The MIME type the server recognised from the content (not from the name). */
+  type: string;
+  /** Bytes. */
+  size: number;
+  /** SHA-256 of the whole file, 64 lowercase hex digits. */
+  sha256: string;
+  /** Images get a preview; other files `null`. */
+  thumbnail: Thumbnail | null;
+}
+
 /** What a message says. */
 export interface MessageContent {
   text: string;
   type: ContentType;
   format: TextFormat;
-  attachments: unknown[];
+  attachments: Attachment[];
 }
 
-/** What to send: plain text, or text with a format. */
-export type ContentInput = string | { text: string; type?: ContentType; format?: TextFormat };
+/** A file to attach to a message: an upload of the same conversation, by its id. */
+export interface AttachmentRef {
+  fileId: string;
+  /** Shown instead of the uploaded name. */
+  name?: string;
+}
+
+/**
+ * What to send: plain text, or text with a format. A `file`, `image` or `document`
+ * message carries at least one attachment (its text may be empty).
+ */
+export type ContentInput = string | { text: string; type?: ContentType; format?: TextFormat; attachments?: AttachmentRef[] };
+
+/** The answer to `start_upload`: where (`url`) and from which byte (`offset`) to send the file. */
+export interface UploadTicket {
+  /** Names the upload: `start_upload` with it resumes an interrupted one. */
+  uploadId: string;
+  /** Bytes the server has already: send the file from here. */
+  offset: number;
+  size: number;
+  /** The name as the server will keep it (sanitized). */
+  fileName: string;
+  expiresAt: Timestamp;
+  /** `/api/uploads/<ticket>`: one PUT (or POST) within about a minute. */
+  url: string;
+}
+
+/** The answer to `start_download`. */
+export interface DownloadTicket {
+  /** One GET within about a minute (`ChatClient` makes it absolute). */
+  url: string;
+  fileName: string;
+  size: number;
+  type: string;
+  sha256: string;
+  expiresAt: Timestamp;
+}
+
+/** A file to upload: a `Blob` or `File` (browsers, Node ≥ 18), or bytes (then give a name). */
+export type FileInput = Blob | ArrayBuffer | ArrayBufferView;
+
+export interface UploadOptions {
+  /** The file name (default: the `File`'s own name; required for a Blob or bytes). */
+  name?: string;
+  /** Called as bytes go out (and at the offset a resumed upload starts from). */
+  onProgress?: (sent: number, total: number) => void;
+  /** Cancels the upload; it rejects with code `ABORTED` and its `uploadId`, to resume later. */
+  signal?: AbortSignal;
+  /** Resumes an earlier, interrupted upload of the same file (its error's `uploadId`). */
+  uploadId?: string;
+}
 
 /** What a log entry that is not a message did. */
 export type EntryEvent =
-  | { type: 'edited'; targetSeq: number; content: { text: string; type: ContentType; format: TextFormat } | null; redacted: boolean }
+  | { type: 'edited'; targetSeq: number; content: { text: string; type: ContentType; format: TextFormat; attachments?: Attachment[] } | null; redacted: boolean }
   | { type: 'deleted'; targetSeq: number }
   | { type: 'reaction_added' | 'reaction_removed'; targetSeq: number; emoji: string }
   | { type: 'pinned' | 'unpinned'; targetSeq: number }
@@ -154,6 +227,8 @@ export interface RoomUsers {
 export interface ErrorBody {
   code: string;
   message: string;
+  /** `RATE_LIMITED`: how long until it would be accepted, when the server says. */
+  retryAfterMs?: number;
 }
 
 /** How the client stands: `online` once authenticated on a live socket. */
