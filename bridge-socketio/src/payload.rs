@@ -195,6 +195,13 @@ pub fn conversation(c: &pb::Conversation) -> Value {
         "settings": c.settings.as_ref().map(settings),
         "lastMessage": c.last_message.as_ref().map(|m| json!({
             "content": m.content.as_ref().map_or("", |x| x.text.as_str()),
+            // Files of a message without text, so that a list can say "📎 brief.pdf".
+            "attachments": m.content.iter().flat_map(|x| &x.attachments).map(|a| json!({
+                "fileId": a.file_id,
+                "name": a.name,
+                "type": a.mime_type,
+            })).collect::<Vec<_>>(),
+            "deleted": m.deleted_at_ms != 0,
             "timestamp": rfc3339(m.timestamp_ms),
             "senderId": m.sender_id,
             "seq": m.seq,

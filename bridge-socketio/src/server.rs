@@ -380,6 +380,7 @@ fn identity(client: &Client) -> Value {
         "displayName": info.display_name,
         "sessionId": info.session_id,
         "maxMessageBytes": info.max_message_bytes,
+        "maxFileBytes": info.max_file_bytes,
         "cursors": cursors,
     })
 }

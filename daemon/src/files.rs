@@ -316,7 +316,11 @@ impl Files {
         let (key, _) = self.access(conversation, caller, None).await?;
         if let Err(wait) = self.limiter.check(&caller.user_id) {
             return Err(RequestError::rate_limited(
-                &format!("upload limit reached: at most {} uploads per hour", self.config.uploads_per_hour),
+                &format!(
+                    "upload limit reached: at most {} upload{} per hour",
+                    self.config.uploads_per_hour,
+                    if self.config.uploads_per_hour == 1 { "" } else { "s" }
+                ),
                 wait,
             ));
         }

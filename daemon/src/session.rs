@@ -312,6 +312,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
         max_message_bytes: u32::try_from(ctx.limits.max_message_size).unwrap_or(u32::MAX),
         server_time_ms: ids::now_ms(),
         display_name: identity.name.clone().unwrap_or_default(),
+        max_file_bytes: ctx.services.files.config().max_file_size,
     };
     // The ack goes first into the queue, so nothing can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
@@ -552,7 +553,8 @@ impl Session {
                 {
                     metrics::counter!("legalchat_rate_limited_total", "limit" => "messages").increment(1);
                     let most = services.limits.config.messages_per_minute;
-                    let e = RequestError::rate_limited(&format!("message limit reached: at most {most} messages per minute"), wait);
+                    let plural = if most == 1 { "" } else { "s" };
+                    let e = RequestError::rate_limited(&format!("message limit reached: at most {most} message{plural} per minute"), wait);
                     drop(permit);
                     return self.answer(request_id, Err(e)).await;
                 }

@@ -33,6 +33,8 @@ pub struct SessionInfo {
     pub server_time_ms: i64,
     /// The user's display name, when the token carries one (else empty).
     pub display_name: String,
+    /// Largest attachment the server accepts, in bytes (0: not announced).
+    pub max_file_bytes: u64,
 }
 
 impl SessionInfo {
@@ -50,6 +52,7 @@ impl SessionInfo {
             user_id: a.user_id,
             session_id: a.session_id,
             display_name: a.display_name,
+            max_file_bytes: a.max_file_bytes,
         }
     }
 }

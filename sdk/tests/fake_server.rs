@@ -83,6 +83,7 @@ impl Session {
                 max_message_bytes: 10_240,
                 server_time_ms: 1,
                 display_name: String::new(),
+                ..Default::default()
             }),
         ))
         .await;

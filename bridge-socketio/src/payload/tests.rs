@@ -118,7 +118,14 @@ fn a_conversation_has_the_requirements_shape() {
     assert_eq!(v["settings"], json!({"encryption": true, "retention": 365, "notifications": false}));
     assert_eq!(
         v["lastMessage"],
-        json!({"content": "Hearing at 10", "timestamp": "2023-11-14T22:13:20.123Z", "senderId": "alice", "seq": 4})
+        json!({
+            "content": "Hearing at 10",
+            "attachments": [],
+            "deleted": false,
+            "timestamp": "2023-11-14T22:13:20.123Z",
+            "senderId": "alice",
+            "seq": 4,
+        })
     );
     assert_eq!((v["lastSeq"].clone(), v["unreadCount"].clone(), v["mentionCount"].clone()), (json!(6), json!(2), json!(1)));
     assert!(v["updatedAt"].is_null(), "an unset time is null");

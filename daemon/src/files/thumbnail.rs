@@ -40,7 +40,10 @@ pub fn make(reader: impl BufRead + Seek, mime: &str) -> Option<pb::Thumbnail> {
             return None;
         }
     };
+    // Never larger than the image itself.
+    let own = image.width().max(image.height());
     for (side, quality) in [(MAX_SIDE, 75), (160, 60), (96, 50)] {
+        let side = side.min(own);
         let small = image.thumbnail(side, side).to_rgb8();
         let mut data = Vec::new();
         if image::codecs::jpeg::JpegEncoder::new_with_quality(&mut data, quality).encode_image(&small).is_err() {
@@ -75,6 +78,8 @@ mod tests {
         let decoded = image::load_from_memory(&t.data).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (256, 128));
         assert!(make(Cursor::new(png(10, 10)), "application/pdf").is_none());
+        let small = make(Cursor::new(png(120, 40)), "image/png").unwrap();
+        assert_eq!((small.width, small.height), (120, 40), "a small image is not enlarged");
         assert!(make(Cursor::new(b"not an image".to_vec()), "image/png").is_none());
     }
 

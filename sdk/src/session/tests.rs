@@ -16,6 +16,7 @@ fn authenticated(request_id: u64) -> pb::ServerFrame {
             max_message_bytes: 10_240,
             server_time_ms: 1_700_000_000_000,
             display_name: String::new(),
+            ..Default::default()
         })),
     }))
 }

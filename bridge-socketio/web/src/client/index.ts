@@ -853,7 +853,8 @@ export class ChatClient {
       throw new UploadError({ code: 'INVALID_ARGUMENT', message: 'fileName: is required (pass options.name for a Blob or bytes)' });
     }
     const total = blob.size;
-    const max = this.options.maxFileBytes;
+    // The server's own limit once it has said it; the option until then.
+    const max = this.identity?.maxFileBytes || this.options.maxFileBytes;
     if (total > max) {
       throw new UploadError({ code: 'INVALID_ARGUMENT', message: `size: the file is ${total} bytes; the largest accepted is ${max} bytes (${formatBytes(max)})` });
     }

@@ -194,6 +194,8 @@ export interface Identity {
   displayName: string;
   sessionId: string;
   maxMessageBytes: number;
+  /** Largest attachment the server accepts, in bytes. */
+  maxFileBytes?: number;
   /** Where this session's events start, per conversation. */
   cursors: Record<string, number>;
 }
