@@ -200,6 +200,11 @@ impl Authenticator {
 
     /// Verifies `token` and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_with_times(token).map(|(identity, _)| identity)
+    }
+
+    /// Verifies `token` and returns who it names, and when it was issued and expires.
+    pub fn verify_with_times(&self, token: &str) -> Result<(Identity, TokenTimes), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
@@ -215,8 +220,19 @@ impl Authenticator {
         validate::user_id("sub", &claims.sub).map_err(|_| AuthError::BadClaim("sub".into()))?;
         let role = Role::parse(&claims.role).ok_or_else(|| AuthError::BadClaim("role".into()))?;
         let name = claims.name.filter(|n| !n.is_empty() && n.len() <= 200 && !n.chars().any(char::is_control));
-        Ok(Identity { user_id: claims.sub, role, name })
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let times = TokenTimes { issued_at_ms: claims.iat.map(ms), expires_at_ms: ms(claims.exp) };
+        Ok((Identity { user_id: claims.sub, role, name }, times))
     }
+}
+
+/// When a verified token was issued and when it expires, milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTimes {
+    /// `iat`, when the token has one.
+    pub issued_at_ms: Option<i64>,
+    /// `exp`.
+    pub expires_at_ms: i64,
 }
 
 /// Signs HS256 tokens with the configured secret. For development and demos only: in

@@ -49,9 +49,16 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
 
     /// Sessions connected to this node.
     fn local_sessions(&self) -> usize;
+
+    /// Ends every session of `user` (each hears `Goodbye{code, reason}`); how many.
+    fn kick_user(&self, user: &str, code: legalchat_protocol::pb::ErrorCode, reason: &str) -> usize;
 }
 
 impl Bus for Registry {
+    fn kick_user(&self, user: &str, code: legalchat_protocol::pb::ErrorCode, reason: &str) -> usize {
+        Registry::kick_user(self, user, code, reason)
+    }
+
     fn register(&self, user: &str, handle: SessionHandle) -> bool {
         Registry::register(self, user, handle)
     }

@@ -121,6 +121,16 @@ impl Registry {
         }
     }
 
+    /// Asks every session of `user` to end with `code` and `reason`; how many.
+    pub fn kick_user(&self, user: &str, code: ErrorCode, reason: &str) -> usize {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        let list = users.get(user).map_or(&[][..], Vec::as_slice);
+        for handle in list {
+            handle.kick.kick(code, reason);
+        }
+        list.len()
+    }
+
     /// Every session, for shutdown.
     pub fn all(&self) -> Vec<SessionHandle> {
         self.users.read().unwrap_or_else(|e| e.into_inner()).values().flatten().cloned().collect()

@@ -24,6 +24,7 @@
 //! | [`presence`] | get presence; announcing a user's presence to their contacts |
 //! | [`catch_up`] | catching up after a disconnect |
 //! | [`push`] | registering and unregistering push targets |
+//! | [`admin`] | revoking a user's sessions, deactivating a user |
 //!
 //! What this module does not do: read or write frames, hold session state, or wait for
 //! anything — the session driver (`session.rs`) executes a [`Plan`]. The [`Gather`]ings
@@ -31,6 +32,7 @@
 //! write only through the shards ([`Services::commit_records`]), never on a runtime
 //! worker.
 
+pub mod admin;
 pub mod catch_up;
 pub mod conversations;
 pub mod messages;
@@ -237,6 +239,8 @@ pub enum Gather {
     StartUpload(pb::StartUpload),
     /// A ticket to download a file.
     StartDownload(pb::StartDownload),
+    /// Revoke a user's sessions, or deactivate or reactivate the user.
+    Admin(admin::Admin),
 }
 
 impl Gather {
@@ -246,6 +250,7 @@ impl Gather {
         match self {
             Gather::StartUpload(u) => services.files.start_upload(caller, u, ids::now_ms()).await.map(pb::ack::Result::Ticket),
             Gather::StartDownload(d) => services.files.start_download(caller, &d, ids::now_ms()).await.map(pb::ack::Result::Ticket),
+            Gather::Admin(a) => a.run(services, caller).await,
             Gather::List(l) => l.run(services, user).await,
             Gather::CatchUp(c) => c.run(services, user).await,
             Gather::Presence(p) => p.run(services, user).await,
@@ -371,6 +376,10 @@ pub fn plan(frame: pb::ClientFrame, cx: &Context<'_>) -> Plan {
         Request::UnregisterPush(u) => push::unregister(&u, cx).map(|u| Plan::Gather(Gather::UnregisterPush(u))),
         Request::StartUpload(u) => Ok(Plan::Gather(Gather::StartUpload(u))),
         Request::StartDownload(d) => Ok(Plan::Gather(Gather::StartDownload(d))),
+        // Answered by the session itself, which it changes.
+        Request::Reauthenticate(_) => Err(RequestError::invalid("Reauthenticate is answered by the session")),
+        Request::RevokeSessions(r) => admin::revoke(r).map(|a| Plan::Gather(Gather::Admin(a))),
+        Request::SetUserActive(s) => admin::set_active(s).map(|a| Plan::Gather(Gather::Admin(a))),
     };
     planned.unwrap_or_else(Plan::Refuse)
 }

@@ -234,7 +234,7 @@ async fn authenticate(
     ctx: &SessionContext,
     send: quinn::SendStream,
     reader: &mut FrameReader,
-) -> Option<(u64, Identity, bool, quinn::SendStream)> {
+) -> Option<(u64, Identity, crate::auth::TokenTimes, bool, quinn::SendStream)> {
     let deadline = Instant::now() + ctx.limits.auth_timeout;
 
     let first = tokio::time::timeout_at(deadline.into(), reader.next()).await;
@@ -261,8 +261,8 @@ async fn authenticate(
             return None;
         }
     };
-    let identity = match ctx.auth.verify(&hello.token) {
-        Ok(id) => id,
+    let (identity, times) = match ctx.auth.verify_with_times(&hello.token) {
+        Ok(verified) => verified,
         Err(e) => {
             metrics::counter!("legalchat_auth_failures_total", "reason" => "token").increment(1);
             let reason = e.to_string();
@@ -281,7 +281,12 @@ async fn authenticate(
         refuse(link, send, frame, close_code::NORMAL, "internal error").await;
         return None;
     }
-    Some((request_id, identity, hello.echo_own_messages, send))
+    if let Some(reason) = ctx.services.directory.refusal(&identity.user_id, times.issued_at_ms) {
+        metrics::counter!("legalchat_auth_failures_total", "reason" => "revoked").increment(1);
+        refuse(link, send, unauthorized_frame(reason), close_code::UNAUTHORIZED, reason).await;
+        return None;
+    }
+    Some((request_id, identity, times, hello.echo_own_messages, send))
 }
 
 /// Serves one session stream, from `Authenticate` to its end.
@@ -291,7 +296,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     reader.buf.extend_from_slice(&[STREAM_SESSION]);
     // Boxed, like the ending: what only the first moments need must not weigh on every
     // idle session's task.
-    let Some((request_id, identity, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else {
+    let Some((request_id, identity, times, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else {
         return;
     };
     if reader.buf.is_empty() {
@@ -313,6 +318,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
         server_time_ms: ids::now_ms(),
         display_name: identity.name.clone().unwrap_or_default(),
         max_file_bytes: ctx.services.files.config().max_file_size,
+        token_expires_at_ms: times.expires_at_ms,
     };
     // The ack goes first into the queue, so nothing can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
@@ -334,6 +340,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
         handle,
         rooms: std::sync::Mutex::new(HashSet::new()),
         inflight: Arc::new(Semaphore::new(ctx.limits.inflight)),
+        expires_at_ms: std::sync::atomic::AtomicI64::new(times.expires_at_ms),
     };
     let ending = session.read_loop(&mut reader, &kick).await;
 
@@ -479,11 +486,21 @@ struct Session {
     /// Rooms this session joined, to leave when it ends.
     rooms: std::sync::Mutex<HashSet<ConversationKey>>,
     inflight: Arc<Semaphore>,
+    /// When the session's token expires; `Reauthenticate` moves it.
+    expires_at_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Session {
+    /// The instant the token expires, on the runtime's clock.
+    fn expiry(&self) -> tokio::time::Instant {
+        let left = self.expires_at_ms.load(std::sync::atomic::Ordering::Acquire).saturating_sub(ids::now_ms());
+        tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
+
     async fn read_loop(&self, reader: &mut FrameReader, kick: &Kick) -> Ending {
         let mut shutdown = self.ctx.shutdown.clone();
+        let expiry = tokio::time::sleep_until(self.expiry());
+        tokio::pin!(expiry);
         loop {
             if *shutdown.borrow() {
                 return Ending::Goodbye {
@@ -495,7 +512,21 @@ impl Session {
             tokio::select! {
                 biased;
                 (code, reason) = kick.kicked() => {
+                    if code == ErrorCode::Unauthorized {
+                        // Revoked or deactivated: said in-band, then the end.
+                        return Ending::Goodbye { frame: Some(goodbye_frame(code, &reason)), code: close_code::UNAUTHORIZED, reason };
+                    }
                     return Ending::Abort { code: close_code::OVERLOADED, reason: format!("{}: {reason}", code.as_str_name()) };
+                }
+                () = &mut expiry => {
+                    let renewed = self.expiry();
+                    if renewed > tokio::time::Instant::now() {
+                        expiry.as_mut().reset(renewed);
+                        continue;
+                    }
+                    metrics::counter!("legalchat_sessions_expired_total").increment(1);
+                    let reason = "your token expired; sign in again (renew it before it expires with Reauthenticate)";
+                    return Ending::Goodbye { frame: Some(goodbye_frame(ErrorCode::Unauthorized, reason)), code: close_code::UNAUTHORIZED, reason: reason.into() };
                 }
                 _ = shutdown.changed() => continue,
                 frame = reader.next() => match frame {
@@ -519,6 +550,10 @@ impl Session {
     /// signal is answered exactly once; the in-flight permit is held until it is.
     async fn dispatch(&self, frame: pb::ClientFrame) {
         let request_id = frame.request_id;
+        if let Some(Request::Reauthenticate(r)) = &frame.request {
+            let answer = self.reauthenticate(&r.token).await;
+            return self.answer(request_id, answer).await;
+        }
         let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
         let started = Instant::now();
         let services = &self.ctx.services;
@@ -592,6 +627,35 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// `Reauthenticate`: a fresh token of the same user and role moves the session's
+    /// expiry; anything else is refused and the session goes on as it was.
+    async fn reauthenticate(&self, token: &str) -> Result<pb::ack::Result, RequestError> {
+        let unauthorized = |m: &str| RequestError::new(ErrorCode::Unauthorized, m);
+        let (identity, times) = self.ctx.auth.verify_with_times(token).map_err(|e| unauthorized(&e.to_string()))?;
+        if identity.user_id != self.identity.user_id {
+            return Err(unauthorized("the new token is for another user; open a new session for them"));
+        }
+        if identity.role != self.identity.role {
+            return Err(unauthorized("the new token carries another role; sign in again"));
+        }
+        if let Some(reason) = self.ctx.services.directory.refusal(&identity.user_id, times.issued_at_ms) {
+            return Err(unauthorized(reason));
+        }
+        self.expires_at_ms.store(times.expires_at_ms, std::sync::atomic::Ordering::Release);
+        metrics::counter!("legalchat_sessions_renewed_total").increment(1);
+        Ok(pb::ack::Result::Authenticated(pb::Authenticated {
+            user_id: identity.user_id,
+            role: identity.role.to_pb() as i32,
+            session_id: format!("{:016x}", self.id),
+            max_frame_size: u32::try_from(self.ctx.limits.max_frame_size).unwrap_or(u32::MAX),
+            max_message_bytes: u32::try_from(self.ctx.limits.max_message_size).unwrap_or(u32::MAX),
+            server_time_ms: ids::now_ms(),
+            display_name: identity.name.unwrap_or_default(),
+            max_file_bytes: self.ctx.services.files.config().max_file_size,
+            token_expires_at_ms: times.expires_at_ms,
+        }))
     }
 
     async fn answer(&self, request_id: u64, result: Result<pb::ack::Result, RequestError>) {

@@ -470,6 +470,29 @@ impl Client {
         }
     }
 
+    /// Renews this session's token in place, before it expires (the session otherwise
+    /// ends then): `token` must name the same user and role. The client reconnects with
+    /// it from now on. See also [`ClientConfig::with_token_source`](crate::ClientConfig::with_token_source).
+    pub async fn renew_token(&self, token: &str) -> Result<SessionInfo> {
+        self.shared().renew_token(token.to_owned()).await
+    }
+
+    /// Ends every live session of `user` now and refuses their tokens issued before now.
+    /// For global admins.
+    pub async fn revoke_sessions(&self, user: &str) -> Result<()> {
+        validate::user_id("user_id", user)?;
+        let request = pb::client_frame::Request::RevokeSessions(pb::RevokeSessions { user_id: user.to_owned() });
+        self.request(request).await.and_then(|r| answer::done("RevokeSessions", r))
+    }
+
+    /// Deactivates (`active` false: their sessions end, they cannot sign in) or
+    /// reactivates `user`. For global admins.
+    pub async fn set_user_active(&self, user: &str, active: bool) -> Result<()> {
+        validate::user_id("user_id", user)?;
+        let request = pb::client_frame::Request::SetUserActive(pb::SetUserActive { user_id: user.to_owned(), active });
+        self.request(request).await.and_then(|r| answer::done("SetUserActive", r))
+    }
+
     /// Measures the round trip to the server through the session stream.
     pub async fn ping(&self) -> Result<Duration> {
         let nonce: u64 = rand::random();

@@ -119,6 +119,10 @@ pub struct ClientConfig {
     /// A QUIC connection shared with other clients of this process (see
     /// [`SharedConnection`]); `None` (the default) gives the client a connection of its own.
     pub connection: Option<SharedConnection>,
+    /// Where fresh tokens come from: the client renews its session with one before the
+    /// current token expires, and reconnects with the newest. `None`: the session ends
+    /// when its token expires, unless the app calls [`crate::Client::renew_token`].
+    pub token_source: Option<TokenSource>,
 }
 
 /// Socket buffer asked for on a [`ClientEndpoint`]: many connections' bursts land in it.
@@ -255,11 +259,16 @@ impl SharedConnection {
     }
 }
 
+/// Gives a fresh token (from the firm's identity provider), or says why it cannot.
+pub type TokenSource =
+    std::sync::Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 impl std::fmt::Debug for ClientConfig {
     // Hand-written so that the token never lands in a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("server_addr", &self.server_addr)
+            .field("token_source", &self.token_source.as_ref().map(|_| "set"))
             .field("server_name", &self.server_name)
             .field("ca_cert_pem", &format_args!("<{} bytes>", self.ca_cert_pem.len()))
             .field("token", &"<redacted>")
@@ -296,6 +305,7 @@ impl ClientConfig {
             server_name: "localhost".into(),
             ca_cert_pem: Vec::new(),
             token: token.into(),
+            token_source: None,
             client_info: format!("legalchat-sdk/{}", env!("CARGO_PKG_VERSION")),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -391,6 +401,13 @@ impl ClientConfig {
     /// [`ClientConfig::timeline_capacity`].
     pub fn with_timeline_capacity(mut self, messages_per_conversation: usize) -> Self {
         self.timeline_capacity = messages_per_conversation;
+        self
+    }
+
+    /// Renews the session with tokens from `source` before each expires (see
+    /// [`ClientConfig::token_source`]).
+    pub fn with_token_source(mut self, source: TokenSource) -> Self {
+        self.token_source = Some(source);
         self
     }
 

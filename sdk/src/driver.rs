@@ -106,6 +106,8 @@ impl Link {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
+    /// The newest token: renewed in place, used by the next reconnect.
+    token: Mutex<String>,
     quic: quinn::ClientConfig,
     endpoint: quinn::Endpoint,
     /// The endpoint is this client's alone (not a shared [`crate::ClientEndpoint`]): it is
@@ -410,6 +412,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         shutdown: shutdown_tx,
         next_request_id: AtomicU64::new(AUTH_REQUEST_ID + 1),
         epochs: AtomicU64::new(0),
+        token: Mutex::new(config.token.clone()),
         config,
     });
     let (link, reader) = open_link(&shared, established);
@@ -437,6 +440,9 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         }
     }
     let supervisor = tokio::spawn(supervise(Arc::clone(&shared), link, reader, resume));
+    if let Some(source) = shared.config.token_source.clone() {
+        tokio::spawn(renew_tokens(Arc::downgrade(&shared), source));
+    }
     Ok(Started { shared, supervisor })
 }
 
@@ -785,6 +791,60 @@ async fn catch_up_on(shared: &Arc<Shared>, link: &Arc<Link>) -> Result<()> {
     Ok(())
 }
 
+impl Shared {
+    /// Renews the current session with `token` (`Reauthenticate`); the next reconnect
+    /// uses it too.
+    pub(crate) async fn renew_token(&self, token: String) -> Result<SessionInfo> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let link = self.current_link(deadline).await?;
+        let request = pb::client_frame::Request::Reauthenticate(pb::Reauthenticate { token: token.clone() });
+        match self.exchange(&link, request, deadline).await? {
+            pb::ack::Result::Authenticated(a) => {
+                let info = SessionInfo::from_pb(a);
+                *lock(&self.token) = token;
+                lock(&self.session).token_expires_at_ms = info.token_expires_at_ms;
+                Ok(info)
+            }
+            other => Err(Error::Protocol(format!("Reauthenticate was answered with {}", session::answer_name(&other)))),
+        }
+    }
+}
+
+/// Renews the session's token from `source` a while before it expires (a fifth of its
+/// life, between 5 s and 60 s), for as long as the client lives. A failure is tried again
+/// every 5 s until the token has expired; then the session ends, and the reconnect asks
+/// the source again.
+async fn renew_tokens(shared: std::sync::Weak<Shared>, source: crate::config::TokenSource) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.state().closed_reason().is_some() {
+            return;
+        }
+        let expires = lock(&s.session).token_expires_at_ms;
+        drop(s);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if expires <= 0 {
+            return;
+        }
+        let life = expires.saturating_sub(now);
+        let margin = (life / 5).clamp(5_000, 60_000);
+        let wait = std::time::Duration::from_millis(u64::try_from(life.saturating_sub(margin)).unwrap_or(0));
+        tokio::time::sleep(wait).await;
+        let Some(s) = shared.upgrade() else { return };
+        let renewed = match source().await {
+            Ok(token) => s.renew_token(token).await.map(|_| ()),
+            Err(e) => Err(Error::Unauthorized(format!("the token source failed: {e}"))),
+        };
+        if let Err(e) = renewed {
+            warn!(error = %e, "renewing the session's token failed; trying again in 5 s");
+            drop(s);
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    }
+}
+
 /// Reconnects with backoff. `Err` carries the reason the client ends with: the server
 /// refused the token, the policy gave up, or the client was closed meanwhile.
 async fn reconnect(
@@ -810,8 +870,10 @@ async fn reconnect(
             reason = wait_for_shutdown(shutdown) => return Err(reason),
         }
         let deadline = Instant::now() + shared.config.connect_timeout;
+        let mut config = shared.config.clone();
+        config.token = lock(&shared.token).clone();
         let established = tokio::select! {
-            r = connection::establish(&shared.endpoint, shared.quic.clone(), &shared.config, deadline) => r,
+            r = connection::establish(&shared.endpoint, shared.quic.clone(), &config, deadline) => r,
             reason = wait_for_shutdown(shutdown) => return Err(reason),
         };
         match established {
@@ -827,7 +889,20 @@ async fn reconnect(
                 shared.state().begin_catch_up();
                 return Ok(open_link(shared, e));
             }
-            Err(Error::Unauthorized(reason)) => return Err(format!("unauthorized: {reason}")),
+            Err(Error::Unauthorized(reason)) => {
+                // An expired token, when a source can give a fresh one: try again with it.
+                let fresh = match &shared.config.token_source {
+                    Some(source) => source().await.ok(),
+                    None => None,
+                };
+                match fresh {
+                    Some(token) if token != config.token => {
+                        *lock(&shared.token) = token;
+                        last_error = format!("unauthorized: {reason}");
+                    }
+                    _ => return Err(format!("unauthorized: {reason}")),
+                }
+            }
             Err(e) => {
                 debug!(attempt, error = %e, "reconnect attempt failed");
                 last_error = e.to_string();

@@ -35,10 +35,12 @@ pub struct SessionInfo {
     pub display_name: String,
     /// Largest attachment the server accepts, in bytes (0: not announced).
     pub max_file_bytes: u64,
+    /// When the session's token expires, milliseconds since the epoch (0: not announced).
+    pub token_expires_at_ms: i64,
 }
 
 impl SessionInfo {
-    fn from_pb(a: pb::Authenticated) -> Self {
+    pub(crate) fn from_pb(a: pb::Authenticated) -> Self {
         // 0 means "not announced" (an older server); fall back to the protocol defaults.
         let or_default = |announced: u32, default: usize| match usize::try_from(announced) {
             Ok(0) | Err(_) => default,
@@ -53,6 +55,7 @@ impl SessionInfo {
             session_id: a.session_id,
             display_name: a.display_name,
             max_file_bytes: a.max_file_bytes,
+            token_expires_at_ms: a.token_expires_at_ms,
         }
     }
 }

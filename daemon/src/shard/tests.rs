@@ -636,8 +636,13 @@ fn records_outside_conversations_are_answered_after_their_commit() {
     let deps = deps(&dir, None);
     let store = deps.store.clone();
     let (shards, threads) = start(2, ShardConfig::for_tests(), deps).unwrap();
-    let record =
-        crate::store::StoredUser { user_id: "erin".into(), role: pb::UserRole::Client as i32, name: "Erin".into(), last_seen_ms: 5 };
+    let record = crate::store::StoredUser {
+        user_id: "erin".into(),
+        role: pb::UserRole::Client as i32,
+        name: "Erin".into(),
+        last_seen_ms: 5,
+        ..Default::default()
+    };
     let (reply, rx) = oneshot::channel();
     let shard = shards.shard_of_user("erin");
     assert!(shard < 2);

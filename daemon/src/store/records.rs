@@ -256,6 +256,12 @@ pub struct StoredUser {
     /// Last authentication.
     #[prost(int64, tag = "4")]
     pub last_seen_ms: i64,
+    /// Deactivated by an admin: cannot sign in.
+    #[prost(bool, tag = "5")]
+    pub deactivated: bool,
+    /// Tokens issued before this time are refused (sessions revoked), 0 for none.
+    #[prost(int64, tag = "6")]
+    pub revoked_before_ms: i64,
 }
 
 /// A Web Push subscription of a user (RFC 8030 / RFC 8291).

@@ -111,6 +111,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// End every live session of a user now and refuse their older tokens (global admins).
+    Revoke {
+        /// The user.
+        user: String,
+    },
+    /// Deactivate a user: their sessions end and they cannot sign in (global admins).
+    Deactivate {
+        /// The user.
+        user: String,
+    },
+    /// Reactivate a deactivated user (global admins).
+    Activate {
+        /// The user.
+        user: String,
+    },
     /// Send a message; the words are joined with spaces.
     Send {
         /// Conversation id.
@@ -374,6 +389,18 @@ async fn run_command(client: &Client, out: &Output, command: Command) -> anyhow:
         Command::Send { conv, text } => {
             let sent = client.send_text(&conv, &text.join(" ")).await?;
             out.sent(&conv, &sent)?;
+        }
+        Command::Revoke { user } => {
+            client.revoke_sessions(&user).await?;
+            out.text(&sanitize_line(&format!("revoked every session of {user}")))?;
+        }
+        Command::Deactivate { user } => {
+            client.set_user_active(&user, false).await?;
+            out.text(&sanitize_line(&format!("deactivated {user}")))?;
+        }
+        Command::Activate { user } => {
+            client.set_user_active(&user, true).await?;
+            out.text(&sanitize_line(&format!("reactivated {user}")))?;
         }
         Command::Attach { conv, path, name, text } => {
             let attachment = upload(client, out, &conv, &path, name.as_deref()).await?;

@@ -23,6 +23,7 @@ mod ops;
 mod push;
 mod realtime;
 mod resume;
+mod tokens;
 mod wire;
 
 use legalchat_tests::TestDaemon;
