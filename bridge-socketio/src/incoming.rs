@@ -50,6 +50,9 @@ pub const REQUESTS: &[&str] = &[
     "get_audit",
     "start_upload",
     "start_download",
+    "renew_token",
+    "revoke_sessions",
+    "set_user_active",
 ];
 
 /// A failed request, as the acknowledgement's `error`.
@@ -276,6 +279,22 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                 .map(|p| json!({"userId": p.user_id, "online": p.online, "lastSeen": time_or_null(p.last_seen_ms)}))
                 .collect();
             Ok(json!({"users": users}))
+        }
+        "renew_token" => {
+            let info = client.renew_token(required_str(args, "token")?).await?;
+            Ok(json!({"tokenExpiresAt": rfc3339(info.token_expires_at_ms)}))
+        }
+        "revoke_sessions" => {
+            client.revoke_sessions(required_str(args, "userId")?).await?;
+            Ok(json!({}))
+        }
+        "set_user_active" => {
+            let active = args
+                .get("active")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| Failure::from(ValidationError::new("active", "must be true or false")))?;
+            client.set_user_active(required_str(args, "userId")?, active).await?;
+            Ok(json!({}))
         }
         "get_audit" => {
             let audit = client.audit(conv()?, seq(args, "seq")?).await?;

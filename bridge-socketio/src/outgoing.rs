@@ -13,6 +13,7 @@
 //!  Event::RoomUsers                    ──► room_users
 //!  Event::Presence                     ──► user_online | user_offline
 //!  Event::State                        ──► connection_state
+//!  Event::Goodbye (UNAUTHORIZED)       ──► unauthorized           (expired, revoked, deactivated; then closed)
 //!  Event::Closed (token refused)       ──► unauthorized           (then the socket is closed)
 //!  Event::Closed (otherwise)           ──► error                  (then the socket is closed)
 //! ```
@@ -93,6 +94,11 @@ pub fn translate(event: Event) -> Option<Outgoing> {
             let unauthorized = reason.starts_with("unauthorized");
             let (name, code) = if unauthorized { ("unauthorized", "UNAUTHENTICATED") } else { ("error", "UNAVAILABLE") };
             Outgoing { name, payload: json!({"code": code, "message": reason}), last: true }
+        }
+        // The token expired, or an admin revoked the sessions or deactivated the user: the
+        // browser hears `unauthorized` at once, and the socket is closed.
+        Event::Goodbye { code: pb::ErrorCode::Unauthorized, reason } => {
+            Outgoing { name: "unauthorized", payload: json!({"code": "UNAUTHENTICATED", "message": reason}), last: true }
         }
         Event::Goodbye { .. } | Event::MessageUpdated(_) => return None,
         // The SDK's event list may grow; what the bridge does not know, browsers do not hear.

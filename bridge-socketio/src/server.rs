@@ -381,6 +381,7 @@ fn identity(client: &Client) -> Value {
         "sessionId": info.session_id,
         "maxMessageBytes": info.max_message_bytes,
         "maxFileBytes": info.max_file_bytes,
+        "tokenExpiresAt": if info.token_expires_at_ms > 0 { json!(legalchat_protocol::time::rfc3339(info.token_expires_at_ms)) } else { Value::Null },
         "cursors": cursors,
     })
 }
