@@ -151,6 +151,8 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         connections_per_minute: inner.connections_per_minute.or(outer.connections_per_minute),
         connection_burst: inner.connection_burst.or(outer.connection_burst),
         trusted_networks: inner.trusted_networks.or(outer.trusted_networks),
+        frame_timeout_ms: inner.frame_timeout_ms.or(outer.frame_timeout_ms),
+        handshakes_before_retry: inner.handshakes_before_retry.or(outer.handshakes_before_retry),
     }
 }
 

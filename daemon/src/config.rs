@@ -106,6 +106,11 @@ pub struct Config {
     pub max_message_size: usize,
     /// How long a new session has to authenticate.
     pub auth_timeout: Duration,
+    /// How long a frame may take from its first byte to its last (slowloris).
+    pub frame_timeout: Duration,
+    /// Handshakes in progress beyond which new clients must first pass a stateless retry
+    /// (address validation); 0 for always.
+    pub handshakes_before_retry: usize,
     /// Bound of each session's outbound queue, in frames. A session that falls this far
     /// behind is disconnected and told to resync.
     pub session_outbound: usize,
@@ -199,6 +204,8 @@ struct FileConfig {
     max_frame_size: Option<usize>,
     max_message_size: Option<usize>,
     auth_timeout_ms: Option<u64>,
+    frame_timeout_ms: Option<u64>,
+    handshakes_before_retry: Option<usize>,
     session_outbound: Option<usize>,
     session_inflight: Option<usize>,
     max_connections: Option<usize>,
@@ -402,6 +409,13 @@ pub struct ConfigArgs {
     /// Default: loopback (127.0.0.0/8, ::1). Give an empty value for none.
     #[arg(long, env = "LEGALCHAT_TRUSTED_NETWORKS", value_name = "CIDRS", value_delimiter = ',')]
     pub trusted_networks: Option<Vec<String>>,
+    /// Milliseconds a frame may take from its first byte to its last. Default 10000.
+    #[arg(long, env = "LEGALCHAT_FRAME_TIMEOUT_MS", value_name = "MS")]
+    pub frame_timeout_ms: Option<u64>,
+    /// Handshakes in progress beyond which new clients must pass a stateless retry first;
+    /// 0 for always. Default 128.
+    #[arg(long, env = "LEGALCHAT_HANDSHAKES_BEFORE_RETRY", value_name = "N")]
+    pub handshakes_before_retry: Option<usize>,
 }
 
 impl Config {
@@ -463,6 +477,8 @@ impl Config {
             max_frame_size: args.max_frame_size.or(file.max_frame_size).unwrap_or(codec::DEFAULT_MAX_FRAME_LEN),
             max_message_size: args.max_message_size.or(file.max_message_size).unwrap_or(validate::DEFAULT_MAX_MESSAGE_BYTES),
             auth_timeout: Duration::from_millis(args.auth_timeout_ms.or(file.auth_timeout_ms).unwrap_or(5_000)),
+            frame_timeout: Duration::from_millis(args.frame_timeout_ms.or(file.frame_timeout_ms).unwrap_or(10_000)),
+            handshakes_before_retry: args.handshakes_before_retry.or(file.handshakes_before_retry).unwrap_or(128),
             session_outbound: file.session_outbound.unwrap_or(8_192),
             session_inflight: file.session_inflight.unwrap_or(1_024),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),

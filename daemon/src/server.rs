@@ -183,6 +183,7 @@ impl Daemon {
             outbound: config.session_outbound,
             inflight: config.session_inflight,
             sessions_per_connection: config.max_sessions_per_connection,
+            frame_timeout: config.frame_timeout,
         };
         let pool = StoragePool::new(store.clone(), storage_pool::RUNNING, storage_pool::WAITING);
         let files =
@@ -251,7 +252,14 @@ impl Daemon {
         .map_err(io(format!("binding ops listener {}", config.ops_listen)))?;
         let ops = tokio::spawn(ops_serve);
 
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, rate_limits, config.max_connections, shutdown_rx));
+        let accept = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            ctx,
+            rate_limits,
+            config.max_connections,
+            config.handshakes_before_retry,
+            shutdown_rx,
+        ));
         ready.store(true, Ordering::Release);
         tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
         let internal = Arc::new(Internal { shards: shards.clone(), directory });
@@ -318,9 +326,11 @@ async fn accept_loop(
     ctx: Arc<SessionContext>,
     limits: crate::limits::RateLimits,
     max_connections: usize,
+    handshakes_before_retry: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let limit = Arc::new(Semaphore::new(max_connections));
+    let handshaking = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut sessions = JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -335,10 +345,21 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
+        // When handshakes flood in, a client must first prove it can receive at its
+        // address (a stateless retry) before it costs a handshake.
+        if !incoming.remote_address_validated() && incoming.may_retry() && handshaking.load(Ordering::Relaxed) >= handshakes_before_retry {
+            metrics::counter!("legalchat_handshake_retries_total").increment(1);
+            let _ = incoming.retry();
+            continue;
+        }
         let ctx = ctx.clone();
         let limited = limits.check_connection(incoming.remote_address().ip()).err();
+        let in_handshake = Arc::clone(&handshaking);
+        in_handshake.fetch_add(1, Ordering::Relaxed);
         sessions.spawn(async move {
-            let conn = match incoming.await {
+            let conn = incoming.await;
+            in_handshake.fetch_sub(1, Ordering::Relaxed);
+            let conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "handshake failed");

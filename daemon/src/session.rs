@@ -87,6 +87,8 @@ pub struct SessionLimits {
     pub inflight: usize,
     /// Sessions one connection may carry.
     pub sessions_per_connection: usize,
+    /// How long a frame may take from its first byte to its last.
+    pub frame_timeout: Duration,
 }
 
 /// Everything sessions share.
@@ -251,7 +253,7 @@ async fn authenticate(
             refuse(link, send, unauthorized_frame(reason), close_code::UNAUTHORIZED, reason).await;
             return None;
         }
-        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => {
+        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_) | ReadError::Stalled(_))) => {
             link.close_one(close_code::NORMAL, "bye");
             return None;
         }
@@ -291,7 +293,7 @@ async fn authenticate(
 
 /// Serves one session stream, from `Authenticate` to its end.
 async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::SendStream, recv: quinn::RecvStream) {
-    let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size);
+    let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size, ctx.limits.frame_timeout);
     // The kind byte already read is the first byte of the first frame's length.
     reader.buf.extend_from_slice(&[STREAM_SESSION]);
     // Boxed, like the ending: what only the first moments need must not weigh on every
@@ -535,6 +537,12 @@ impl Session {
                     Err(ReadError::Stream(reason)) => {
                         tracing::debug!(session = self.id, %reason, "session stream ended");
                         return Ending::ClientDone;
+                    }
+                    Err(ReadError::Stalled(after)) => {
+                        metrics::counter!("legalchat_frames_rejected_total", "reason" => "stalled").increment(1);
+                        let reason = format!("a frame began and did not complete within {} ms; the session ends", after.as_millis());
+                        tracing::info!(session = self.id, user = %self.identity.user_id, "closing a session whose frame stalled");
+                        return Ending::Goodbye { frame: Some(error_frame(0, ErrorCode::MalformedFrame, reason.clone())), code: close_code::PROTOCOL, reason };
                     }
                     Err(ReadError::Decode(e)) => {
                         metrics::counter!("legalchat_frames_rejected_total", "reason" => decode_code(&e).as_str_name()).increment(1);

@@ -12,6 +12,8 @@ use legalchat_protocol::pb::{self, ErrorCode, server_frame::Event};
 pub(super) enum ReadError {
     Decode(DecodeError),
     Stream(String),
+    /// A frame began and did not complete in time (a slowloris).
+    Stalled(std::time::Duration),
 }
 
 /// Reads whole frames off a QUIC stream, never buffering past the frame being read.
@@ -19,20 +21,34 @@ pub(super) struct FrameReader {
     pub(super) recv: quinn::RecvStream,
     pub(super) buf: BytesMut,
     decoder: FrameDecoder,
+    /// How long a frame may take from its first byte to its last.
+    frame_timeout: std::time::Duration,
 }
 
 impl FrameReader {
-    pub(super) fn new(recv: quinn::RecvStream, max_frame_size: usize) -> Self {
-        Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame_size) }
+    pub(super) fn new(recv: quinn::RecvStream, max_frame_size: usize, frame_timeout: std::time::Duration) -> Self {
+        Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame_size), frame_timeout }
     }
 
     pub(super) async fn next(&mut self) -> Result<Option<pb::ClientFrame>, ReadError> {
+        // Set once a frame has begun: its rest must come before then.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf).map_err(ReadError::Decode)? {
                 return Ok(Some(frame));
             }
             let want = self.decoder.missing(&self.buf).max(1);
-            match self.recv.read_chunk(want, true).await {
+            let read = self.recv.read_chunk(want, true);
+            let read = if self.buf.is_empty() {
+                read.await
+            } else {
+                let by = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.frame_timeout);
+                match tokio::time::timeout_at(by, read).await {
+                    Ok(read) => read,
+                    Err(_) => return Err(ReadError::Stalled(self.frame_timeout)),
+                }
+            };
+            match read {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err(ReadError::Stream("stream ended inside a frame".into())),

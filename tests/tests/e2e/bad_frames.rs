@@ -164,3 +164,26 @@ async fn attachment_messages_without_a_file_are_refused_naming_the_type() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_completes_ends_only_its_session() {
+    bounded("slowloris", async {
+        let d = crate::daemon_with(&["--frame-timeout-ms", "500"]).await;
+        let bystander = d.client("bob", "advocate").await;
+        let mut raw = d.raw_session_as("alice", "advocate").await;
+        // Two bytes of a four-byte length prefix, and then nothing: a slowloris.
+        raw.write_raw(&[0, 0]).await.expect("write");
+        let (_, frames) = raw.until_closed(Duration::from_secs(10)).await.expect("the session ends");
+        let error = frames
+            .iter()
+            .find_map(|f| match &f.event {
+                Some(Ev::Error(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .expect("an error says why");
+        assert_eq!(error.code(), ErrorCode::MalformedFrame);
+        assert!(error.message.contains("did not complete within 500 ms"), "{}", error.message);
+        bystander.ping().await.expect("another session is not affected");
+    })
+    .await;
+}

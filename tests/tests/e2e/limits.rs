@@ -83,3 +83,25 @@ async fn new_connections_per_address_are_limited_after_the_burst() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_pass_a_stateless_retry_when_handshakes_flood_in() {
+    bounded("handshake_retry", async {
+        // 0: every new client must first prove its address, as under a flood.
+        let d = daemon_with(&["--handshakes-before-retry", "0"]).await;
+        let alice = d.client("alice", "advocate").await;
+        let bob = d.client("bob", "advocate").await;
+        let conv = alice.create_conversation(NewConversation::group("Retry", vec!["bob".into()])).await.unwrap().id;
+        alice.send_text(&conv, "after a retry").await.expect("sessions work after a stateless retry");
+        bob.ping().await.unwrap();
+        let metrics = d.http_get("/metrics").await;
+        let retries: f64 = metrics
+            .body
+            .lines()
+            .filter(|l| l.starts_with("legalchat_handshake_retries_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(retries >= 2.0, "each client was asked to retry: {retries}");
+    })
+    .await;
+}
