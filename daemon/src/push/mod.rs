@@ -217,23 +217,12 @@ impl PushHandle {
     }
 }
 
-/// The host of an `http(s)://host[:port]/...` URL, lowercased.
-fn endpoint_host(endpoint: &str) -> Option<String> {
-    let rest = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.contains('@') {
-        return None;
-    }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
 /// Refuses endpoints outside the allowed push-service hosts.
 pub fn check_host(endpoint: &str, allowed: &[String]) -> Result<(), RequestError> {
-    let host = endpoint_host(endpoint).ok_or_else(|| RequestError::invalid("web_push.endpoint: no host in the URL"))?;
+    let host = http::host_of(endpoint).map_err(|e| RequestError::invalid(format!("web_push.endpoint: {e}")))?;
+    if host.is_empty() {
+        return Err(RequestError::invalid("web_push.endpoint: no host in the URL"));
+    }
     let ok = allowed.iter().any(|a| match a.strip_prefix('.') {
         Some(suffix) => host.ends_with(&format!(".{suffix}")),
         None => &host == a,
