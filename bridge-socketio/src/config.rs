@@ -50,6 +50,14 @@ pub struct BridgeConfig {
     /// Demo accounts offered on the sign-in page (development mode only): `(user, role,
     /// token)`.
     pub demo_accounts: Vec<DemoAccount>,
+    /// New Socket.IO connections per client address per minute (0: no limit).
+    pub connections_per_minute: u32,
+    /// New connections one address may open at once before the per-minute rate applies
+    /// (an office behind one public address).
+    pub connection_burst: u32,
+    /// Addresses never limited, and the proxies whose `X-Forwarded-For` is believed
+    /// (loopback by default).
+    pub trusted_networks: legalchat_protocol::net::Networks,
 }
 
 /// One demo account of development mode.
@@ -85,6 +93,9 @@ impl std::fmt::Debug for BridgeConfig {
             .field("max_payload", &self.max_payload)
             .field("web_root", &self.web_root)
             .field("demo_accounts", &self.demo_accounts)
+            .field("connections_per_minute", &self.connections_per_minute)
+            .field("connection_burst", &self.connection_burst)
+            .field("trusted_networks", &self.trusted_networks)
             .finish()
     }
 }
@@ -105,6 +116,9 @@ impl BridgeConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             web_root: None,
             demo_accounts: Vec::new(),
+            connections_per_minute: 5,
+            connection_burst: 20,
+            trusted_networks: legalchat_protocol::net::Networks::loopback(),
         }
     }
 

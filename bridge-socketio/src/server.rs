@@ -73,6 +73,8 @@ pub struct Bridge {
     config: BridgeConfig,
     pool: DaemonPool,
     tickets: Arc<files::Tickets>,
+    /// New connections per client address.
+    connections: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 /// A socket's daemon session.
@@ -145,7 +147,11 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
     let pool = DaemonPool::new(&config.daemons, &endpoint, config.sessions_per_connection);
     let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    let bridge = Arc::new(Bridge { config, pool, tickets: Arc::default() });
+    let connections = std::num::NonZeroU32::new(config.connections_per_minute).map(|n| {
+        let burst = std::num::NonZeroU32::new(config.connection_burst).unwrap_or(n).max(n);
+        governor::RateLimiter::keyed(governor::Quota::per_minute(n).allow_burst(burst))
+    });
+    let bridge = Arc::new(Bridge { config, pool, tickets: Arc::default(), connections });
 
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(bridge.config.socket_buffer)
@@ -182,7 +188,7 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
 
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })
@@ -251,6 +257,29 @@ fn credentials(auth: &Value) -> Result<(Option<String>, Cursors), String> {
 }
 
 impl Bridge {
+    /// Counts a new connection against its address's allowance (the address behind a
+    /// trusted proxy, from `X-Forwarded-For`).
+    fn admit(&self, s: &SocketRef) -> Result<(), Refused> {
+        let Some(limiter) = &self.connections else { return Ok(()) };
+        let parts = s.req_parts();
+        let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) else { return Ok(()) };
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let client = self.config.trusted_networks.client_address(peer, forwarded);
+        if self.config.trusted_networks.contains(client) {
+            return Ok(());
+        }
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&client).map_err(|not_until| {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            warn!(%client, "refusing a connection: too many new connections from its address");
+            Refused(format!("rate_limited: too many new connections from your address; try again in {secs} s"))
+        })
+    }
+
     /// A daemon session for `token`, resuming after `cursors` when given.
     async fn open_session(&self, token: String, cursors: Cursors) -> Result<Arc<Session>, Failure> {
         let lease = self.pool.lease();
@@ -276,6 +305,7 @@ impl Bridge {
 async fn handshake(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(auth): TryData<Value>) -> Result<(), Refused> {
     let slot = Arc::new(Slot::default());
     s.extensions.insert(slot.clone());
+    bridge.admit(&s)?;
     let auth = auth.unwrap_or(Value::Null);
     let (token, cursors) = credentials(&auth).map_err(|e| Refused(format!("unauthorized: {e}")))?;
     let Some(token) = token else { return Ok(()) };

@@ -231,7 +231,8 @@ impl Authenticator {
 pub struct TokenTimes {
     /// `iat`, when the token has one.
     pub issued_at_ms: Option<i64>,
-    /// `exp`.
+    /// `exp`: when a session on it ends (the leeway for clock skew lets a token just
+    /// past it sign in, and that session ends at once, saying why).
     pub expires_at_ms: i64,
 }
 

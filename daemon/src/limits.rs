@@ -11,6 +11,8 @@
 //! A refusal says how long to wait; nothing already accepted is affected.
 
 use std::net::IpAddr;
+
+pub use legalchat_protocol::net::Networks;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,57 +71,6 @@ impl Limiter for LocalLimiter {
     }
 }
 
-/// Networks written as CIDR (`10.0.0.0/8`, `2001:db8::/32`, or a single address).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Networks(Vec<(IpAddr, u8)>);
-
-impl Networks {
-    /// Parses a list; the error names the entry.
-    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for item in list {
-            let item = item.as_ref().trim();
-            let (addr, len) = match item.split_once('/') {
-                Some((a, l)) => (a, Some(l)),
-                None => (item, None),
-            };
-            let addr: IpAddr = addr.parse().map_err(|_| format!("{item:?} is not an address or network (a.b.c.d/len, x::/len)"))?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let len = match len {
-                None => max,
-                Some(l) => {
-                    l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{item:?}: the prefix length must be 0..={max}"))?
-                }
-            };
-            out.push((addr, len));
-        }
-        Ok(Self(out))
-    }
-
-    /// Whether `ip` lies in one of the networks (an IPv4 address mapped into IPv6 counts
-    /// as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.0.iter().any(|&(net, len)| match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), len),
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), len),
-            _ => false,
-        })
-    }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
-    let full = usize::from(len / 8);
-    let rest = len % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    rest == 0 || (a[full] ^ b[full]) >> (8 - rest) == 0
-}
-
 /// Rate limit settings (`[limits]`).
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
@@ -137,12 +88,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            messages_per_minute: 100,
-            connections_per_minute: 5,
-            connection_burst: 20,
-            trusted_networks: Networks::parse(&["127.0.0.0/8", "::1"]).unwrap_or_default(),
-        }
+        Self { messages_per_minute: 100, connections_per_minute: 5, connection_burst: 20, trusted_networks: Networks::loopback() }
     }
 }
 
@@ -181,18 +127,6 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn networks_match_by_prefix() {
-        let n = Networks::parse(&["10.0.0.0/8", "192.168.1.0/25", "2001:db8::/32", "203.0.113.7"]).unwrap();
-        let has = |s: &str| n.contains(s.parse().unwrap());
-        assert!(has("10.255.1.2") && has("192.168.1.127") && has("2001:db8::1") && has("203.0.113.7"));
-        assert!(!has("11.0.0.1") && !has("192.168.1.128") && !has("2001:db9::1") && !has("203.0.113.8"));
-        assert!(has("::ffff:10.1.2.3"), "IPv4-mapped IPv6 counts as IPv4");
-        assert!(Networks::parse(&["10.0.0.0/33"]).unwrap_err().contains("0..=32"));
-        assert!(Networks::parse(&["example.com"]).is_err());
-        assert!(Networks::parse(&["0.0.0.0/0"]).unwrap().contains("8.8.8.8".parse().unwrap()));
-    }
 
     #[test]
     fn connections_are_limited_per_address_after_the_burst_and_trusted_networks_never() {

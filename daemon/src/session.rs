@@ -527,7 +527,7 @@ impl Session {
                         continue;
                     }
                     metrics::counter!("legalchat_sessions_expired_total").increment(1);
-                    let reason = "your token expired; sign in again (renew it before it expires with Reauthenticate)";
+                    let reason = "your token expired; sign in again (clients renew their token before it expires)";
                     return Ending::Goodbye { frame: Some(goodbye_frame(ErrorCode::Unauthorized, reason)), code: close_code::UNAUTHORIZED, reason: reason.into() };
                 }
                 _ = shutdown.changed() => continue,

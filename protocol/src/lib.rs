@@ -30,6 +30,7 @@
 
 pub mod codec;
 pub mod files;
+pub mod net;
 pub mod richtext;
 pub mod time;
 pub mod validate;

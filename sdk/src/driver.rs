@@ -834,7 +834,14 @@ async fn renew_tokens(shared: std::sync::Weak<Shared>, source: crate::config::To
         tokio::time::sleep(wait).await;
         let Some(s) = shared.upgrade() else { return };
         let renewed = match source().await {
-            Ok(token) => s.renew_token(token).await.map(|_| ()),
+            Ok(token) => match s.renew_token(token).await {
+                // A token that does not outlast the one it replaces renews nothing.
+                Ok(info) if info.token_expires_at_ms <= expires => {
+                    Err(Error::Unauthorized("the token source gave a token that expires no later than the current one".into()))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(Error::Unauthorized(format!("the token source failed: {e}"))),
         };
         if let Err(e) = renewed {

@@ -65,6 +65,16 @@ struct Args {
     /// (repeatable). Never in production: anyone who can reach the page signs in as it.
     #[arg(long = "demo-account", value_name = "USER:ROLE:TOKEN")]
     demo_accounts: Vec<String>,
+    /// New Socket.IO connections per client address per minute; 0 for no limit.
+    #[arg(long, env = "LEGALCHAT_BRIDGE_CONNECTIONS_PER_MINUTE", default_value_t = 5)]
+    connections_per_minute: u32,
+    /// New connections one address may open at once before the per-minute rate applies.
+    #[arg(long, env = "LEGALCHAT_BRIDGE_CONNECTION_BURST", default_value_t = 20)]
+    connection_burst: u32,
+    /// Comma-separated networks (CIDR) never limited, whose X-Forwarded-For is believed
+    /// (the firm's reverse proxy). Default: loopback. An empty value: none.
+    #[arg(long, env = "LEGALCHAT_BRIDGE_TRUSTED_NETWORKS", value_delimiter = ',')]
+    trusted_networks: Option<Vec<String>>,
 }
 
 #[tokio::main]
@@ -92,6 +102,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.slow_socket_grace = Duration::from_millis(args.slow_socket_grace_ms);
     config.auth_timeout = Duration::from_millis(args.auth_timeout_ms);
     config.max_payload = args.max_payload;
+    config.connections_per_minute = args.connections_per_minute;
+    config.connection_burst = args.connection_burst;
+    if let Some(list) = args.trusted_networks {
+        let list: Vec<String> = list.into_iter().filter(|s| !s.trim().is_empty()).collect();
+        config.trusted_networks =
+            legalchat_protocol::net::Networks::parse(&list).map_err(|e| anyhow::anyhow!("--trusted-networks: {e}"))?;
+    }
     if let Some(root) = args.web_root {
         anyhow::ensure!(root.join("index.html").is_file(), "--web-root {}: no index.html there (build the web app first)", root.display());
         config.web_root = Some(root);

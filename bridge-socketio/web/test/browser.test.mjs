@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { startBridge, startDaemon } from './harness.mjs';
+import { next, nowSecs, socket, startBridge, startDaemon } from './harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const webRoot = join(root, 'dist/web');
@@ -122,9 +122,12 @@ describe('the web app in Chromium', () => {
     if (missing) return;
     assert.ok(existsSync(join(webRoot, 'index.html')), 'the web app is not built: run node build.mjs');
     daemon = await startDaemon();
+    // erin and fred are signed out by an administrator in a test of their own.
     const demo = [
       ['alice', 'advocate'],
       ['bob', 'client'],
+      ['erin', 'advocate'],
+      ['fred', 'client'],
     ].flatMap(([user, role]) => ['--demo-account', `${user}:${role}:${daemon.token(user, role)}`]);
     bridge = await startBridge(daemon, ['--web-root', webRoot, ...demo]);
     const { chromium } = await import('playwright-core');
@@ -472,6 +475,112 @@ describe('the web app in Chromium', () => {
       await eventually(async () => !(await cached(page, 'Exhibit')), 'the cache to be forgotten');
     } finally {
       await context.close();
+    }
+    assert.deepEqual(errors, []);
+  });
+
+  test('signed out by an administrator: the app says why and is back at the sign-in page, without reconnecting', options, async () => {
+    const { ChatClient } = await import('../dist/client/index.js');
+    const admin = new ChatClient(bridge.url, { transports: ['websocket'] });
+    const context = await browser.newContext();
+    try {
+      await admin.connect(daemon.token('root', 'admin'));
+      const page = await context.newPage();
+      page.setDefaultTimeout(WAIT);
+      page.on('pageerror', (e) => errors.push(`erin: ${e.message}`));
+      // Socket.IO handshakes (a polling request without a sid, or a WebSocket without one).
+      let handshakes = 0;
+      page.on('request', (r) => {
+        const url = new URL(r.url());
+        if (url.pathname.startsWith('/socket.io/') && !url.searchParams.has('sid')) handshakes += 1;
+      });
+      await page.goto(bridge.url);
+      await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).click();
+      await page.getByText(/^Signed in as erin/).waitFor();
+      await online(page);
+
+      // Revoked: the sign-in page says so. The demo token the app would retry with is the
+      // revoked one, so it does not reconnect with it.
+      const before = handshakes;
+      await admin.revokeSessions('erin');
+      await page.getByRole('alert').filter({ hasText: 'An administrator signed you out. Sign in again to continue.' }).waitFor();
+      await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'the session is forgotten');
+      assert.equal(handshakes, before, 'no reconnection with the refused token');
+      await shotOf(page, 'signed-out-revoked');
+      // Signing in again with that token: refused, in words.
+      await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).click();
+      await page.getByRole('alert').filter({ hasText: 'That sign-in was revoked by an administrator. Sign in again with a new one.' }).waitFor();
+      await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).waitFor();
+
+      // Deactivated: signed out, and told to ask an administrator.
+      await page.getByRole('button', { name: 'Sign in as fred (client)' }).click();
+      await page.getByText(/^Signed in as fred/).waitFor();
+      await online(page);
+      await admin.setUserActive('fred', false);
+      await page.getByRole('alert').filter({ hasText: 'Your account has been deactivated. Ask an administrator to reactivate it.' }).waitFor();
+      await page.getByRole('button', { name: 'Sign in as fred (client)' }).waitFor();
+      await axeClean(page, 'sign-in page after a sign-out by the server');
+      await admin.setUserActive('fred', true);
+    } finally {
+      admin.disconnect();
+      await context.close();
+    }
+    assert.deepEqual(errors, []);
+  });
+
+  test('a tab left open renews its session from the demo accounts before the token expires', options, async () => {
+    // A bridge whose demo account's token expires in a few seconds; later lists of the
+    // accounts (the app's token provider) give fresh tokens, as a sign-in service would.
+    const exp = nowSecs() + 8;
+    const short = daemon.token('gina', 'advocate', 0, { exp });
+    const other = await startBridge(daemon, ['--web-root', webRoot, '--demo-account', `gina:advocate:${short}`]);
+    const { ChatClient } = await import('../dist/client/index.js');
+    const alicePhone = new ChatClient(other.url, { transports: ['websocket'] });
+    const context = await browser.newContext();
+    let clock;
+    try {
+      await alicePhone.connect(daemon.token('alice', 'advocate'));
+      const conv = await alicePhone.createConversation({ type: 'group', participants: ['gina'], title: 'Renewal in the browser' });
+      const page = await context.newPage();
+      page.setDefaultTimeout(WAIT);
+      page.on('pageerror', (e) => errors.push(`gina: ${e.message}`));
+      let lists = 0;
+      const fresh = [];
+      await page.route('**/api/dev/accounts', (route) => {
+        lists += 1;
+        if (lists === 1) return route.continue(); // the sign-in page: the short token
+        const token = daemon.token('gina', 'advocate', 60);
+        fresh.push(token);
+        return route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ accounts: [{ userId: 'gina', role: 'advocate', token }] }) });
+      });
+      await page.goto(other.url);
+      await page.getByRole('button', { name: 'Sign in as gina (advocate)' }).click();
+      await page.getByText(/^Signed in as gina/).waitFor();
+      await online(page);
+
+      // The clock: a socket with the same short token, which nothing renews.
+      clock = socket(other.url, { token: short });
+      await next(clock, 'authenticated');
+      const expired = next(clock, 'unauthorized');
+      // The app renews: the tab keeps the fresh token for a reload.
+      await eventually(async () => fresh.length > 0 && (await page.evaluate(() => sessionStorage.getItem('legalchat.session') ?? '')).includes(fresh[0]), 'the renewed token in the session');
+      assert.match((await expired).message, /your token expired/);
+
+      // Past the first token's expiry: still signed in, and messages go both ways.
+      await page.getByRole('link', { name: /Renewal in the browser/ }).click();
+      await send(page, 'Still signed in after the first token expired');
+      await message(page, 'Still signed in after the first token expired').locator('.status', { hasText: /Sent|Delivered|Read/ }).waitFor();
+      await alicePhone.sendMessage(conv._id, 'Alice can still reach Gina');
+      await message(page, 'Alice can still reach Gina').waitFor();
+      assert.equal(await page.locator('.banner').textContent(), '');
+      assert.equal(await page.getByRole('button', { name: /^Sign in as/ }).count(), 0);
+      assert.ok(Date.now() > exp * 1000, 'checked after the first token expired');
+    } finally {
+      clock?.close();
+      alicePhone.disconnect();
+      await context.close();
+      await other.stop();
     }
     assert.deepEqual(errors, []);
   });

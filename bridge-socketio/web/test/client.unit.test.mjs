@@ -2,12 +2,14 @@
 // gaps or repeats, so the end-to-end tests cannot reach these paths. The history request is
 // replaced on the instance (a fake inside a unit test of one module). Also the file helpers
 // and the checks an upload makes before it asks the server, and the web app's wording of
-// refusals a test server cannot produce (a malware scanner).
+// refusals a test server cannot produce (a malware scanner); when a token is renewed, and
+// how the app words a sign-out.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ChatClient, ChatError, formatBytes, sha256Hex, UploadError } from '../dist/client/index.js';
+import { ChatClient, ChatError, formatBytes, renewalDelayMs, sha256Hex, signOutReason, UploadError } from '../dist/client/index.js';
 import { describeUploadError } from '../dist/app/file-upload.js';
+import { signOutMessage } from '../dist/app/signin.js';
 
 const C = '0123456789abcdef0123456789abcdef';
 
@@ -130,4 +132,31 @@ test('the web app says why an upload was refused, in words', () => {
   );
   assert.equal(said('INVALID_ARGUMENT', 'size: an empty file cannot be attached'), 'scan.pdf is empty: there is nothing to attach.');
   assert.equal(said('FORBIDDEN', 'you are not a participant of conversation 0123'), 'scan.pdf was not uploaded: you are not a participant of this conversation.');
+});
+
+test('the renewal is due a fifth of the remaining life before expiry, 5 to 60 s before; reasons read from the server\'s words', () => {
+  const now = 1_000_000;
+  assert.equal(renewalDelayMs(now + 3_000, now), 0, 'less than 5 s left: now');
+  assert.equal(renewalDelayMs(now + 60_000, now), 48_000, 'a fifth of 60 s: 12 s before');
+  assert.equal(renewalDelayMs(now + 20_000, now), 15_000, 'at least 5 s before');
+  assert.equal(renewalDelayMs(now + 3_600_000, now), 3_540_000, 'at most 60 s before');
+  assert.equal(renewalDelayMs(now - 1_000, now), 0, 'expired: now');
+  assert.equal(signOutReason('your token expired; sign in again (clients renew their token before it expires)'), 'expired');
+  assert.equal(signOutReason('unauthorized: token has expired'), 'expired');
+  assert.equal(signOutReason('your sessions were revoked by an administrator; sign in again'), 'revoked');
+  assert.equal(signOutReason('unauthorized: this token was revoked; sign in again for a new one'), 'revoked');
+  assert.equal(signOutReason('your account was deactivated by an administrator'), 'deactivated');
+  assert.equal(signOutReason('unauthorized: this account is deactivated; ask an administrator'), 'deactivated');
+  assert.equal(signOutReason('unauthorized: token signature is invalid'), 'refused');
+});
+
+test('the web app says why the server signed the user out, in words', () => {
+  const said = (message, ended) => signOutMessage({ reason: signOutReason(message), message, ended });
+  assert.equal(said('your token expired; sign in again (clients renew their token before it expires)', true), 'Your session expired. Sign in again to continue.');
+  assert.equal(said('your sessions were revoked by an administrator; sign in again', true), 'An administrator signed you out. Sign in again to continue.');
+  assert.equal(said('unauthorized: this token was revoked; sign in again for a new one', false), 'That sign-in was revoked by an administrator. Sign in again with a new one.');
+  assert.equal(said('your account was deactivated by an administrator', true), 'Your account has been deactivated. Ask an administrator to reactivate it.');
+  assert.equal(said('unauthorized: this account is deactivated; ask an administrator', false), 'Your account has been deactivated. Ask an administrator to reactivate it.');
+  assert.equal(said('unauthorized: token has expired', false), 'That sign-in has expired. Sign in again.');
+  assert.equal(said('unauthorized: token signature is invalid', false), 'Sign-in refused: token signature is invalid');
 });

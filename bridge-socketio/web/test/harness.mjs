@@ -89,7 +89,13 @@ export async function startDaemon(extraArgs = []) {
     quic: proc.match[1],
     ca: join(dir, 'data', 'tls', 'cert.pem'),
     secret,
+    /** A token for `user`; `extra` claims override the defaults (`iat` now, `exp` now + `ttlSecs`). */
     token: (user, role = 'advocate', ttlSecs = 3600, extra = {}) => token(secret, { sub: user, role, ...extra }, ttlSecs),
+    /**
+     * A token issued (`iat`) 2 s from now: one that a revocation or deactivation made
+     * before now does not fence (they refuse tokens issued before their millisecond).
+     */
+    laterToken: (user, role = 'advocate', ttlSecs = 3600) => token(secret, { sub: user, role, iat: nowSecs() + 2 }, ttlSecs),
     /** Stops the daemon and starts it again on the same data directory and port. */
     async restart() {
       await stop(proc.child);
@@ -126,9 +132,14 @@ export async function startBridge(daemon, args = []) {
   return b;
 }
 
-/** An HS256 JWT the daemon accepts. */
+/** Seconds since the epoch, as JWTs count time. */
+export function nowSecs() {
+  return Math.floor(Date.now() / 1000);
+}
+
+/** An HS256 JWT the daemon accepts; `claims` may override `iat` and `exp`. */
 export function token(secret, claims, ttlSecs = 3600) {
-  const now = Math.floor(Date.now() / 1000);
+  const now = nowSecs();
   const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const body = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc({ iat: now, exp: now + ttlSecs, ...claims })}`;
   const sig = crypto.createHmac('sha256', secret).update(body).digest('base64url');

@@ -20,6 +20,7 @@ import { h, setChildren } from './dom.js';
 import { FileUpload } from './file-upload.js';
 import { type InputMode, MessageInput } from './message-input.js';
 import { MessageList } from './message-list.js';
+import { demoToken, signOutMessage } from './signin.js';
 import { ConnectionBanner, presenceDot, TypingIndicator } from './status.js';
 import { ChatStore, type PendingSend, type Snapshot } from './store.js';
 
@@ -28,6 +29,8 @@ export interface Session {
   token: string;
   /** Known once signed in (or from the demo account chosen): names the cache. */
   me?: { userId: string; role: string };
+  /** Signed in through a demo account (development mode): fresh tokens come from the bridge's list. */
+  demo?: boolean;
 }
 
 /** How long a send may wait for the connection before it shows as failed. */
@@ -54,7 +57,21 @@ export async function startChat(
   // With the user known before connecting, the cache shows at once and the session
   // resumes from its cursors; else both start with the first connection.
   const snapshot = session.me ? await cache.load<Snapshot>(cacheKey(session.me.userId)) : undefined;
-  const client = new ChatClient(undefined, { cursors: snapshot?.version === 1 ? snapshot.cursors : undefined, sendTimeoutMs: SEND_TIMEOUT_MS });
+  // A demo account's session is renewed from the bridge's list before its token expires,
+  // so that a tab left open stays signed in.
+  const demo = session.demo && session.me;
+  const client = new ChatClient(undefined, {
+    cursors: snapshot?.version === 1 ? snapshot.cursors : undefined,
+    sendTimeoutMs: SEND_TIMEOUT_MS,
+    tokenProvider: demo ? () => demoToken(demo.userId, demo.role) : undefined,
+  });
+  // What this tab knows of its session; a renewed token replaces the old one (a reload
+  // then signs in with it).
+  let current = session;
+  const keep = (s: Session) => {
+    current = s;
+    saveSession(s);
+  };
   const store = new ChatStore(session.me?.userId ?? '');
   if (snapshot?.version === 1) store.restore(snapshot);
   // Everything registered here goes when the user signs out.
@@ -72,10 +89,17 @@ export async function startChat(
     if (store.me && store.me !== identity.userId) return leave('That token belongs to another user.');
     store.me = identity.userId;
     who.textContent = `Signed in as ${identity.displayName || identity.userId} (${identity.role})`;
-    if (!session.me) saveSession({ ...session, me: { userId: identity.userId, role: identity.role } });
+    if (!current.me) keep({ ...current, me: { userId: identity.userId, role: identity.role } });
   };
+  client.on('token_renewed', ({ token }) => {
+    if (!teardown.signal.aborted) keep({ ...current, token });
+  });
+  // Signed out by the server (token expired, sessions revoked, account deactivated) or
+  // refused: the client has stopped (it does not reconnect with a refused token); back to
+  // the sign-in page, which says why.
+  client.on('unauthorized', (e) => leave(signOutMessage(e)));
   wire(root, client, store, { who, adopt, leave, signal: teardown.signal });
-  client.connect(session.token).catch((e: Error) => leave(`Sign-in refused: ${e.message}`));
+  client.connect(current.token).catch((e: Error) => leave(`Sign-in refused: ${e.message}`));
 }
 
 interface Hooks {
@@ -258,6 +282,9 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   let scheduled = false;
   const render = () => {
     scheduled = false;
+    // Signed out meanwhile (the server's sign-out closes the client just before it says
+    // why): the sign-in page has taken the root.
+    if (signal.aborted) return;
     banner.render(state);
     list.render(openId);
     const c = openId ? store.conversation(openId) : undefined;
@@ -373,7 +400,6 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   client.on('receipt', (r) => store.receipt(r));
   client.on('typing', (t) => store.typing(t.conversationId, t.userId, t.active));
   client.on('presence', (p) => store.setPresence(p.userId, p.online));
-  client.on('unauthorized', (e) => hooks.leave(`Signed out: ${e.message}`));
 
   const refresh = async () => {
     try {

@@ -14,6 +14,14 @@
 // plain HTTP PUT (XMLHttpRequest in browsers, for upload progress; fetch elsewhere). A PUT
 // cut off is resumed: `start_upload` again with the same `uploadId` says from which byte.
 // A message then refers to the stored file by its id.
+//
+// Tokens: the session ends when its token's `exp` passes (`tokenExpiresAt`) unless renewed
+// in place (`renew_token`). With a `tokenProvider` the client renews by itself a while
+// before (a fifth of the remaining life, 5–60 s); the renewed token is also what later
+// handshakes send. When the server ends the session anyway (expired, revoked by an
+// administrator, account deactivated) or refuses a handshake's token, the client does not
+// reconnect with that token: it tries once with a fresh one from the provider, else stops
+// and says why (`unauthorized`).
 
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client';
 import type {
@@ -31,9 +39,12 @@ import type {
   Identity,
   Message,
   ParticipantRole,
+  Renewal,
   RoomUsers,
+  SignOutReason,
   StoredAck,
   TextFormat,
+  Unauthorized,
   UploadOptions,
   UploadTicket,
 } from './types.js';
@@ -63,6 +74,14 @@ export interface ChatClientOptions {
   maxFileBytes?: number;
   /** How often in a row an upload is resumed after a failure a retry can mend (default 5). */
   uploadRetries?: number;
+  /**
+   * Where fresh tokens come from (your sign-in service). Given, the client renews the
+   * session before its token expires (at `tokenExpiresAt` minus a fifth of the remaining
+   * life, 5–60 s before) with `renew_token`, and reconnects with the renewed token; when
+   * the server ends the session or refuses the token anyway, it tries once with a fresh
+   * token before it gives up (`unauthorized`). A rejection counts as no token.
+   */
+  tokenProvider?: () => Promise<string>;
 }
 
 /** A refused request. `code` is the server's (`INVALID_ARGUMENT`, `FORBIDDEN`, …). */
@@ -215,6 +234,33 @@ function describeFailure(e: unknown): string {
   return [err?.message ?? String(e), cause].filter(Boolean).join(': ');
 }
 
+/** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How long before a token's expiry to renew it: a fifth of the remaining life, at least
+ * 5 s and at most 60 s (as the Rust SDK does).
+ */
+export function renewalLeadMs(expiresAtMs: number, nowMs: number = Date.now()): number {
+  return Math.min(60_000, Math.max(5_000, (expiresAtMs - nowMs) / 5));
+}
+
+/** Milliseconds from `nowMs` until a token expiring at `expiresAtMs` should be renewed (0: now). */
+export function renewalDelayMs(expiresAtMs: number, nowMs: number = Date.now()): number {
+  return Math.max(0, expiresAtMs - nowMs - renewalLeadMs(expiresAtMs, nowMs));
+}
+
+/**
+ * Why the server signed the user out, from its message: `your token expired…`, `token has
+ * expired`, `…revoked by an administrator…`, `this token was revoked…`, `…deactivated…`.
+ */
+export function signOutReason(message: string): SignOutReason {
+  if (/deactivated/i.test(message)) return 'deactivated';
+  if (/revoked/i.test(message)) return 'revoked';
+  if (/expired/i.test(message)) return 'expired';
+  return 'refused';
+}
+
 /** Held out-of-order entries per conversation before they are dropped and refetched. */
 const MAX_HELD = 1_000;
 /** Message ids remembered for `markAsRead(messageId)`. */
@@ -236,8 +282,8 @@ type Handler<K extends keyof ChatEvents> = (...args: ChatEvents[K]) => void;
 /** One user's connection to LegalChat through the Socket.IO bridge. */
 export class ChatClient {
   readonly url: string | undefined;
-  private readonly options: Required<Omit<ChatClientOptions, 'socket' | 'cursors' | 'transports'>> &
-    Pick<ChatClientOptions, 'socket' | 'transports'>;
+  private readonly options: Required<Omit<ChatClientOptions, 'socket' | 'cursors' | 'transports' | 'tokenProvider'>> &
+    Pick<ChatClientOptions, 'socket' | 'transports' | 'tokenProvider'>;
   private socket: Socket | null = null;
   private token = '';
   private identity: Identity | null = null;
@@ -256,6 +302,16 @@ export class ChatClient {
   private stopped = false;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private retries = 0;
+  /** The pending `connect()`. */
+  private waiting: { resolve: (identity: Identity) => void; reject: (e: Error) => void } | null = null;
+  /** When the token provider is next asked for a renewal. */
+  private renewTimer: ReturnType<typeof setTimeout> | null = null;
+  /** A fresh token was tried after a refusal, and no session has started since: the next refusal is final. */
+  private authRetried = false;
+  /** Waiting for the token provider after a refusal: no reconnection meanwhile (it would send the refused token). */
+  private reauthing = false;
+  /** Whether a session has been up on the current socket's client since `connect`. */
+  private wasUp = false;
 
   /** `url`: the bridge (default: the page's own origin). */
   constructor(url?: string, options: ChatClientOptions = {}) {
@@ -269,6 +325,7 @@ export class ChatClient {
       uploadRetries: options.uploadRetries ?? 5,
       socket: options.socket,
       transports: options.transports,
+      tokenProvider: options.tokenProvider,
     };
     for (const [c, seq] of Object.entries(options.cursors ?? {})) this.positions.set(c, seq);
   }
@@ -292,13 +349,19 @@ export class ChatClient {
 
   /**
    * Connects with `token` and resolves once authenticated. A refused token rejects with
-   * a `ChatError` (`UNAUTHENTICATED`) and stops the client; an unreachable bridge keeps
-   * being retried (with backoff) until `disconnect()`.
+   * a `ChatError` (`UNAUTHENTICATED`) and stops the client (with a `tokenProvider`, after
+   * one more try with a fresh token); an unreachable bridge keeps being retried (with
+   * backoff) until `disconnect()`.
    */
   connect(token: string): Promise<Identity> {
     if (this.socket) this.teardown();
+    this.waiting?.reject(new ChatError({ code: 'CLOSED', message: 'connect was called again' }));
+    this.waiting = null;
     this.token = token;
     this.stopped = false;
+    this.authRetried = false;
+    this.reauthing = false;
+    this.wasUp = false;
     this.setState('connecting');
     const socket = io(this.url ?? '', {
       autoConnect: false,
@@ -312,16 +375,7 @@ export class ChatClient {
     });
     this.socket = socket;
     const ready = new Promise<Identity>((resolve, reject) => {
-      const onAuth = (identity: Identity) => {
-        socket.off('unauthorized', onRefused);
-        resolve(identity);
-      };
-      const onRefused = (e: ErrorBody) => {
-        socket.off('authenticated', onAuth);
-        reject(new ChatError(e));
-      };
-      socket.once('authenticated', onAuth);
-      socket.once('unauthorized', onRefused);
+      this.waiting = { resolve, reject };
     });
     this.wire(socket);
     socket.connect();
@@ -332,6 +386,8 @@ export class ChatClient {
   disconnect(): void {
     this.stopped = true;
     this.teardown();
+    this.waiting?.reject(new ChatError({ code: 'CLOSED', message: 'the client disconnected' }));
+    this.waiting = null;
     this.failOutbox(new ChatError({ code: 'CLOSED', message: 'the client disconnected' }));
     this.setState('closed');
   }
@@ -339,6 +395,7 @@ export class ChatClient {
   private teardown(): void {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    this.cancelRenewal();
     for (const t of this.typingTimers.values()) clearTimeout(t.timer);
     this.typingTimers.clear();
     if (this.socket) {
@@ -354,19 +411,27 @@ export class ChatClient {
       this.identity = identity;
       this.epoch += 1;
       this.retries = 0;
+      this.authRetried = false;
+      this.reauthing = false;
+      this.wasUp = true;
       // The session's events start after these positions.
       for (const [c, seq] of Object.entries(identity.cursors)) {
         if ((this.positions.get(c) ?? 0) < seq) this.positions.set(c, seq);
       }
+      this.waiting?.resolve(identity);
+      this.waiting = null;
+      this.scheduleRenewal();
       this.setState('online');
       this.flushOutbox();
       // A new socket is a new session: the rooms joined before are joined again.
       for (const c of this.rooms) void this.request('join_room', { conversationId: c }).catch(() => {});
     });
-    socket.on('unauthorized', (e: ErrorBody) => this.refused(e));
+    // The server ended the session (token expired, sessions revoked, account deactivated)
+    // or refused the token; the socket is closed after it.
+    socket.on('unauthorized', (e: ErrorBody) => this.authFailed(e, this._state === 'online'));
     socket.on('connect_error', (err: Error & { data?: unknown }) => {
       if (err.message.startsWith('unauthorized')) {
-        this.refused({ code: 'UNAUTHENTICATED', message: err.message });
+        this.authFailed({ code: 'UNAUTHENTICATED', message: err.message }, false);
       } else if (!socket.active) {
         // Refused by the server for another reason (e.g. the daemon is unavailable):
         // socket.io-client does not retry that by itself.
@@ -417,17 +482,157 @@ export class ChatClient {
     socket.on('error', (e: ErrorBody) => this.fire('error', e));
   }
 
-  private refused(e: ErrorBody): void {
+  /**
+   * The server refused the token or ended the session because of it. Never again with
+   * that token: with a provider, once with a fresh one (not for a deactivated account:
+   * no token helps); else the client stops.
+   */
+  private authFailed(e: ErrorBody, ended: boolean): void {
+    if (this.stopped || this.reauthing) return;
+    const body: Unauthorized = { code: e.code, message: e.message, reason: signOutReason(e.message), ended: ended || this.wasUp };
+    const provider = this.options.tokenProvider;
+    if (!provider || this.authRetried || body.reason === 'deactivated') return this.refused(body);
+    this.authRetried = true;
+    this.reauthing = true;
+    this.cancelRenewal();
+    const socket = this.socket;
+    const refusedToken = this.token;
+    this.setState('offline', e.message);
+    if (socket?.connected) socket.disconnect(); // the server closes it anyway
+    const stale = () => this.stopped || this.socket !== socket;
+    void this.fromProvider(provider).then(
+      (token) => {
+        if (stale()) return;
+        this.reauthing = false;
+        // The same token again would be refused again (or, expired within the server's
+        // leeway, accepted and ended at once).
+        if (token === refusedToken) return this.refused(body);
+        this.token = token;
+        socket?.connect();
+      },
+      (err: Error) => {
+        if (stale()) return;
+        this.reauthing = false;
+        this.refused({ ...body, message: `${body.message} (and no new token: ${err.message})` });
+      },
+    );
+  }
+
+  /** A token from the provider, within `requestTimeoutMs`. */
+  private fromProvider(provider: () => Promise<string>): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the token provider gave no token within ${this.options.requestTimeoutMs} ms`)), this.options.requestTimeoutMs);
+      Promise.resolve()
+        .then(provider)
+        .then(
+          (token) => {
+            clearTimeout(timer);
+            if (typeof token === 'string' && token.trim()) resolve(token.trim());
+            else reject(new Error('the token provider gave no token'));
+          },
+          (err: unknown) => {
+            clearTimeout(timer);
+            reject(err instanceof Error ? err : new Error(String(err)));
+          },
+        );
+    });
+  }
+
+  private refused(e: Unauthorized): void {
     if (this.stopped) return;
     this.stopped = true;
     this.teardown();
     this.failOutbox(new ChatError(e));
+    this.waiting?.reject(new ChatError(e));
+    this.waiting = null;
     this.setState('closed', e.message);
     this.fire('unauthorized', e);
   }
 
+  // ─────────────────────────── tokens ───────────────────────────
+
+  /** When the session's token expires (ms since the epoch), or null when unknown. */
+  private expiresAtMs(): number | null {
+    const at = Date.parse(this.identity?.tokenExpiresAt ?? '');
+    return Number.isFinite(at) && at > 0 ? at : null;
+  }
+
+  private cancelRenewal(): void {
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer = null;
+  }
+
+  /** Arms the renewal from the provider (when there is one): when due, or after `notBeforeMs`. */
+  private scheduleRenewal(notBeforeMs = 0): void {
+    this.cancelRenewal();
+    const at = this.expiresAtMs();
+    if (!this.options.tokenProvider || at === null || this.stopped) return;
+    const delay = Math.max(notBeforeMs, renewalDelayMs(at));
+    this.renewTimer = setTimeout(() => {
+      this.renewTimer = null;
+      // A timer cannot wait longer than about 24.8 days: for a longer token, wait again.
+      if (delay > MAX_TIMER_MS) this.scheduleRenewal();
+      else void this.renewFromProvider();
+    }, Math.min(delay, MAX_TIMER_MS));
+  }
+
+  /** After a failed renewal or one that did not move the expiry: again in a while, while the token lasts. */
+  private renewAgainLater(): void {
+    const at = this.expiresAtMs();
+    if (at === null) return;
+    const left = at - Date.now();
+    if (left <= 0) return; // the session ends; the provider is asked again then
+    this.scheduleRenewal(Math.min(5_000, Math.max(1_000, left / 2)));
+  }
+
+  private async renewFromProvider(): Promise<void> {
+    const provider = this.options.tokenProvider;
+    // Offline: the next session's `authenticated` arms it again.
+    if (!provider || this.stopped || this._state !== 'online') return;
+    try {
+      const token = await this.fromProvider(provider);
+      if (this.stopped || this._state !== 'online') return;
+      // The provider has nothing newer yet: ask again in a while.
+      if (token === this.token) return this.renewAgainLater();
+      await this.renewToken(token);
+    } catch (e) {
+      if (this.stopped) return;
+      const body = e instanceof ChatError ? { code: e.code, message: e.detail } : { code: 'UNAVAILABLE', message: (e as Error)?.message ?? String(e) };
+      this.fire('error', { code: body.code, message: `renewing the session's token failed: ${body.message}` });
+      if (this._state === 'online') this.renewAgainLater();
+    }
+  }
+
+  /**
+   * Renews the session in place with `token` (same user and role): the session then ends
+   * at its `exp` instead, and later reconnections send it. Refused (another user's token,
+   * another role, a revoked or expired one): rejects with a `ChatError`, and the session
+   * goes on until the old token's expiry. For apps that get tokens themselves; with a
+   * `tokenProvider` the client does this by itself.
+   */
+  async renewToken(token: string): Promise<Renewal> {
+    const epoch = this.epoch;
+    const ack = await this.request<Renewal>('renew_token', { token });
+    this.token = token;
+    // Reconnected meanwhile: the new session started with the old token and keeps its own
+    // expiry (its renewal is armed already); the next handshakes send this token.
+    if (epoch !== this.epoch) {
+      this.fire('token_renewed', { token, tokenExpiresAt: ack.tokenExpiresAt });
+      return ack;
+    }
+    const before = this.expiresAtMs();
+    if (this.identity) this.identity = { ...this.identity, tokenExpiresAt: ack.tokenExpiresAt };
+    const after = this.expiresAtMs();
+    // A token that lasts no longer (the same one, say) is no renewal: the provider is asked
+    // again in a while rather than at once.
+    if (before !== null && after !== null && after <= before) this.renewAgainLater();
+    else this.scheduleRenewal();
+    this.fire('token_renewed', { token, tokenExpiresAt: ack.tokenExpiresAt });
+    return ack;
+  }
+
   private retryLater(): void {
-    if (this.stopped || this.retryTimer) return;
+    if (this.stopped || this.retryTimer || this.reauthing) return;
     const delay = Math.min(10_000, 500 * 2 ** Math.min(this.retries, 5)) * (0.5 + Math.random() / 2);
     this.retries += 1;
     this.retryTimer = setTimeout(() => {
@@ -570,6 +775,10 @@ export class ChatClient {
    * with the same client message id, so that it is stored once.
    */
   sendMessage(conversationId: string, content: ContentInput, options: { replyTo?: number; clientMessageId?: string } = {}): Promise<StoredAck> {
+    if (this._state === 'closed') {
+      // Disconnected, or signed out by the server: nothing would send it.
+      return Promise.reject(new ChatError({ code: 'CLOSED', message: 'the client is closed (connect again first)' }));
+    }
     if (this.outbox.size >= this.options.outboxCapacity) {
       return Promise.reject(new ChatError({ code: 'OVERLOADED', message: `the outbox holds ${this.outbox.size} unsent messages` }));
     }
@@ -790,6 +999,26 @@ export class ChatClient {
 
   presence(userIds: string[]): Promise<{ userId: string; online: boolean; lastSeen: string | null }[]> {
     return this.request<{ users: { userId: string; online: boolean; lastSeen: string | null }[] }>('get_presence', { userIds }).then((r) => r.users);
+  }
+
+  // ─────────────────────────── administration ───────────────────────────
+
+  /**
+   * Ends every live session of `userId` at once (each hears `unauthorized`, "…revoked by an
+   * administrator…") and refuses their tokens issued before now. Global admins only
+   * (`FORBIDDEN` otherwise); `NOT_FOUND` for a user who never signed in.
+   */
+  revokeSessions(userId: string): Promise<void> {
+    return this.request('revoke_sessions', { userId }).then(() => undefined);
+  }
+
+  /**
+   * Deactivates (`false`: their sessions end, and they cannot sign in) or reactivates
+   * (`true`) `userId`. Deactivating also refuses their tokens issued before now, so after
+   * reactivating they sign in with a new token. Global admins only.
+   */
+  setUserActive(userId: string, active: boolean): Promise<void> {
+    return this.request('set_user_active', { userId, active }).then(() => undefined);
   }
 
   // ─────────────────────────── files ───────────────────────────

@@ -196,8 +196,33 @@ export interface Identity {
   maxMessageBytes: number;
   /** Largest attachment the server accepts, in bytes. */
   maxFileBytes?: number;
+  /**
+   * When the session's token expires (its `exp`): the server ends the session then unless
+   * it is renewed (`renewToken`, or a `tokenProvider`). `null` from a server that does not say.
+   */
+  tokenExpiresAt?: Timestamp | null;
   /** Where this session's events start, per conversation. */
   cursors: Record<string, number>;
+}
+
+/** The acknowledgement of `renew_token`: the session now ends at the new token's `exp`. */
+export interface Renewal {
+  tokenExpiresAt: Timestamp;
+}
+
+/**
+ * Why the server signed the user out or refused the token: the token `expired`; an
+ * administrator `revoked` the user's sessions (tokens issued before are refused); the
+ * account is `deactivated`; or the token was `refused` for another reason (bad
+ * signature, malformed, another user's on renewal…).
+ */
+export type SignOutReason = 'expired' | 'revoked' | 'deactivated' | 'refused';
+
+/** The `unauthorized` event of a `ChatClient`: the server's `{code, message}`, and why in a word. */
+export interface Unauthorized extends ErrorBody {
+  reason: SignOutReason;
+  /** The user had been signed in (a session was up since `connect`): signed out, rather than refused at sign-in. */
+  ended: boolean;
 }
 
 export interface Receipt {
@@ -253,7 +278,14 @@ export interface ChatEvents {
   state: [ClientState, string?];
   /** The bridge's session with the daemon: `disconnected`, `reconnecting`, `resumed`. */
   server_state: [{ state: string; reason?: string; attempt?: number; delayMs?: number; missed?: number }];
-  /** The token was refused; the client has stopped. Get a new token and `connect` again. */
-  unauthorized: [ErrorBody];
+  /**
+   * The server refused the token, or ended the session (token expired, sessions revoked,
+   * account deactivated), and the client has stopped: it does not reconnect with a token
+   * the server refused. With a `tokenProvider` the client first tries once with a fresh
+   * token (not for a deactivated account). Get a new token and `connect` again.
+   */
+  unauthorized: [Unauthorized];
+  /** The session's token was renewed in place (by `renewToken` or the `tokenProvider`): later reconnections use `token`. */
+  token_renewed: [{ token: string; tokenExpiresAt: Timestamp }];
   error: [ErrorBody];
 }
