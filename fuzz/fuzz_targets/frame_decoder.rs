@@ -1,5 +1,5 @@
 //! Feeds arbitrary bytes to the frame codec exactly as the daemon and the SDK read them off
-//! a QUIC stream: in chunks of arbitrary size, decoding every whole frame as it completes.
+//! a QUIC stream (session streams, and the frames of transfer streams): in chunks of arbitrary size, decoding every whole frame as it completes.
 //!
 //! What must hold for any input: no panic, no allocation driven by an announced length
 //! above the maximum, "incomplete" consumes nothing, and a decoder stops at its first
@@ -24,6 +24,10 @@ fuzz_target!(|data: &[u8]| {
     stream::<pb::ClientFrame>(FrameDecoder::new(SMALL_MAX), body, chunk);
     stream::<pb::ClientFrame>(FrameDecoder::default(), body, chunk);
     stream::<pb::ServerFrame>(FrameDecoder::default(), body, chunk);
+    // Transfer streams: after their kind byte, a `TransferRequest` (the daemon reads it with
+    // a 1 KiB maximum), and `TransferReply` frames back.
+    stream::<pb::TransferRequest>(FrameDecoder::new(1024), body, chunk);
+    stream::<pb::TransferReply>(FrameDecoder::default(), body, chunk);
 
     // One datagram-style whole frame.
     for max in [SMALL_MAX, codec::DEFAULT_MAX_FRAME_LEN] {
