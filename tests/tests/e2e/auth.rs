@@ -89,3 +89,74 @@ async fn silent_sessions_are_closed_after_the_auth_timeout() {
     })
     .await;
 }
+
+/// A JWT with `header` and `claims` (JSON), signed HS256 with `secret` (or unsigned).
+fn jwt(header: &str, claims: &serde_json::Value, secret: Option<&[u8]>) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
+    let signature = match secret {
+        Some(key) => {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+            mac.update(signing_input.as_bytes());
+            b64(&mac.finalize().into_bytes())
+        }
+        None => String::new(),
+    };
+    format!("{signing_input}.{signature}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_bypass_attempts_are_refused() {
+    bounded("auth_bypass", async {
+        let d = daemon_with(&["--jwt-issuer", "https://login.firm.example", "--jwt-audience", "legalchat"]).await;
+        let secret = d.jwt_secret().as_bytes().to_vec();
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let good = serde_json::json!({"sub": "alice", "role": "advocate", "exp": now() + 600, "iat": now(), "iss": "https://login.firm.example", "aud": "legalchat"});
+        // The well-formed token works, so each refusal below is about what was changed.
+        let alice = d.connect_with_token(jwt(hs256, &good, Some(&secret))).await.expect("the good token signs in");
+        assert_eq!(alice.user_id(), "alice");
+
+        let with = |key: &str, value: serde_json::Value| {
+            let mut c = good.clone();
+            c[key] = value;
+            c
+        };
+        let cases: Vec<(&str, String)> = vec![
+            ("no signature, alg none", jwt(r#"{"alg":"none","typ":"JWT"}"#, &good, None)),
+            ("alg none with the signature of the good token", {
+                let signed = jwt(hs256, &good, Some(&secret));
+                let sig = signed.rsplit('.').next().unwrap().to_owned();
+                format!("{}{sig}", jwt(r#"{"alg":"none","typ":"JWT"}"#, &good, None))
+            }),
+            ("another algorithm in the header", jwt(r#"{"alg":"HS512","typ":"JWT"}"#, &good, Some(&secret))),
+            ("a role forged into a signed token", {
+                let signed = jwt(hs256, &good, Some(&secret));
+                let parts: Vec<&str> = signed.split('.').collect();
+                let forged = jwt(hs256, &with("role", "admin".into()), None);
+                let forged_claims = forged.split('.').nth(1).unwrap();
+                format!("{}.{forged_claims}.{}", parts[0], parts[2])
+            }),
+            ("the wrong key", jwt(hs256, &good, Some(b"an-attackers-own-secret-of-32-bytes!!"))),
+            ("expired", jwt(hs256, &with("exp", (now() - 3_600).into()), Some(&secret))),
+            ("not yet valid", jwt(hs256, &with("nbf", (now() + 3_600).into()), Some(&secret))),
+            ("the wrong audience", jwt(hs256, &with("aud", "another-app".into()), Some(&secret))),
+            ("the wrong issuer", jwt(hs256, &with("iss", "https://evil.example".into()), Some(&secret))),
+            ("no exp", {
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("exp");
+                jwt(hs256, &c, Some(&secret))
+            }),
+        ];
+        for (what, token) in cases {
+            assert_unauthorized(&d, token, what).await;
+        }
+        alice.ping().await.expect("the refusals affected nobody else");
+    })
+    .await;
+}
