@@ -188,7 +188,7 @@ fn run(args: ConfigArgs, demo: Option<WebArgs>) -> anyhow::Result<()> {
         }
         stdout.flush()?;
         drop(stdout);
-        wait_for_signal().await;
+        wait_for_signal(|| rotate_master_key(&config, daemon.internal())).await;
         if let Some(b) = bridge {
             b.shutdown().await;
         }
@@ -236,27 +236,70 @@ fn demo_accounts(config: &Config) -> anyhow::Result<Vec<legalchat_bridge::DemoAc
         .collect()
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or Ctrl-C; on SIGHUP runs `on_hangup` (a master key rotation) and
+/// goes on waiting.
+async fn wait_for_signal<F: std::future::Future<Output = ()> + Send + 'static>(on_hangup: impl Fn() -> F) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(mut term), Ok(mut hup)) => loop {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => break,
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = hup.recv() => {
+                        tokio::spawn(on_hangup());
+                    }
                 }
-            }
-            Err(_) => {
+            },
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = on_hangup;
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("signal received");
+}
+
+/// SIGHUP: reads the master key file again and, online, re-wraps every conversation's data
+/// key under the key it now holds (see [`crate::server::Internal::rotate_master_key`]).
+fn rotate_master_key(
+    config: &Config,
+    internal: std::sync::Arc<crate::server::Internal>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let source = match (&config.master_key, &config.master_key_file) {
+        (Some(_), _) => Err(
+            "the master key comes from LEGALCHAT_MASTER_KEY, which cannot change while the daemon runs; use --master-key-file to rotate"
+                .to_owned(),
+        ),
+        (None, Some(path)) => Ok(path.clone()),
+        (None, None) => Ok(config.dev_dir().join("master.key")),
+    };
+    async move {
+        let path = match source {
+            Ok(path) => path,
+            Err(why) => return tracing::error!("master key rotation: {why}"),
+        };
+        let next = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::crypto::MasterKey::from_text(&t).map_err(|e| e.to_string()))
+        {
+            Ok(key) => key,
+            Err(e) => return tracing::error!(file = %path.display(), "master key rotation: the new key cannot be read: {e}"),
+        };
+        tracing::info!(file = %path.display(), "master key rotation: re-wrapping every data key under the key now in the file");
+        match internal.rotate_master_key(next).await {
+            Ok(n) => tracing::info!(
+                rewrapped = n,
+                "master key rotated: every data key is wrapped by the new key; the old key is no longer used and can be destroyed"
+            ),
+            Err(e) => tracing::error!("master key rotation stopped (both keys stay in use; send SIGHUP again): {e}"),
+        }
+    }
 }
 
 /// Prints a token on stdout. Needs only the HS256 secret (no certificate, no master key):

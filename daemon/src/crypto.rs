@@ -137,6 +137,67 @@ impl MasterKey {
     }
 }
 
+/// The master key in use, and during a rotation the one before it: data keys wrapped by
+/// either open, new ones are wrapped by the current key, and a rotation re-wraps the old
+/// ones (see `server::Daemon::rotate_master_key`).
+#[derive(Debug)]
+pub struct Keyring {
+    keys: std::sync::RwLock<(MasterKey, Option<MasterKey>)>,
+}
+
+impl Keyring {
+    /// A keyring holding `current` only.
+    pub fn new(current: MasterKey) -> Self {
+        Self { keys: std::sync::RwLock::new((current, None)) }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (MasterKey, Option<MasterKey>)> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new data key for `conversation`, wrapped by the current master key.
+    pub fn new_data_key(&self, conversation: &[u8; 16]) -> (DataKey, Vec<u8>) {
+        self.read().0.new_data_key(conversation)
+    }
+
+    /// Unwraps a stored data key with the current master key, or the previous one during a
+    /// rotation.
+    pub fn unwrap_data_key(&self, conversation: &[u8; 16], wrapped: &[u8]) -> Result<DataKey, CryptoError> {
+        let keys = self.read();
+        match keys.0.unwrap_data_key(conversation, wrapped) {
+            Ok(key) => Ok(key),
+            Err(e) => match &keys.1 {
+                Some(previous) => previous.unwrap_data_key(conversation, wrapped),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// `wrapped` under the current master key: `None` when it is so already, else the
+    /// data key re-wrapped (its raw bytes unchanged, so nothing sealed under it changes).
+    pub fn rewrap(&self, conversation: &[u8; 16], wrapped: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+        let keys = self.read();
+        if open(&keys.0.0, &dek_aad(conversation), wrapped).is_ok() {
+            return Ok(None);
+        }
+        let previous = keys.1.as_ref().ok_or(CryptoError::Authentication)?;
+        let raw = open(&previous.0, &dek_aad(conversation), wrapped)?;
+        Ok(Some(seal(&keys.0.0, &dek_aad(conversation), &raw)))
+    }
+
+    /// Starts a rotation to `next`: the current key becomes the previous one.
+    pub fn begin_rotation(&self, next: MasterKey) {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let current = std::mem::replace(&mut keys.0, next);
+        keys.1 = Some(current);
+    }
+
+    /// Ends a rotation: the previous key is forgotten.
+    pub fn end_rotation(&self) {
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).1 = None;
+    }
+}
+
 fn dek_aad(conversation: &[u8; 16]) -> Vec<u8> {
     [DEK_AAD, conversation.as_slice()].concat()
 }
@@ -244,6 +305,25 @@ mod tests {
         assert!(master.unwrap_data_key(&[2u8; 16], &wrapped).is_err());
         let other = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
         assert!(other.unwrap_data_key(&conv, &wrapped).is_err());
+    }
+
+    #[test]
+    fn a_rotation_rewraps_data_keys_without_changing_them() {
+        let old = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
+        let new = MasterKey::from_text(&MasterKey::generate_text()).unwrap();
+        let conv = [3u8; 16];
+        let ring = Keyring::new(old.clone());
+        let (key, wrapped) = ring.new_data_key(&conv);
+        let sealed = key.seal_message(&conv, 1, b"privileged");
+        ring.begin_rotation(new.clone());
+        assert!(ring.unwrap_data_key(&conv, &wrapped).is_ok(), "old wrappings open during the rotation");
+        let rewrapped = ring.rewrap(&conv, &wrapped).unwrap().expect("re-wrapped");
+        assert_eq!(ring.rewrap(&conv, &rewrapped).unwrap(), None, "already under the new key");
+        ring.end_rotation();
+        assert!(ring.unwrap_data_key(&conv, &wrapped).is_err(), "the old wrapping no longer opens");
+        let again = ring.unwrap_data_key(&conv, &rewrapped).unwrap();
+        assert_eq!(again.open_message(&conv, 1, &sealed).unwrap(), b"privileged", "messages are not re-encrypted");
+        assert!(old.unwrap_data_key(&conv, &rewrapped).is_err() && new.unwrap_data_key(&conv, &rewrapped).is_ok());
     }
 
     #[test]

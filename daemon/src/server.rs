@@ -132,6 +132,51 @@ pub struct Internal {
     pub shards: Shards,
     /// The user directory.
     pub directory: Arc<Directory>,
+    /// The master keys.
+    keyring: Arc<crate::crypto::Keyring>,
+    store: Arc<dyn Store>,
+}
+
+impl Internal {
+    /// Rotates the master key online: new data keys are wrapped by `next` at once, every
+    /// stored data key is re-wrapped under it (through its conversation's shard, synced),
+    /// and the old key is forgotten. Messages and files are not re-encrypted: their data
+    /// keys do not change. Returns how many data keys were re-wrapped. On an error the
+    /// rotation stays open (both keys work) and may be run again.
+    pub async fn rotate_master_key(&self, next: MasterKey) -> Result<usize, String> {
+        self.keyring.begin_rotation(next);
+        let mut after = None;
+        let mut rewrapped = 0;
+        loop {
+            let store = self.store.clone();
+            let page = tokio::task::spawn_blocking(move || store.data_keys_after(after, 256))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let Some(&(last, _)) = page.last() else { break };
+            after = Some(last);
+            for (conversation, wrapped) in page {
+                let Some(wrapped) = self.keyring.rewrap(&conversation, &wrapped).map_err(|e| {
+                    format!(
+                        "the data key of conversation {} opens under neither key: {e}",
+                        legalchat_protocol::validate::format_id(&conversation)
+                    )
+                })?
+                else {
+                    continue;
+                };
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                let shard = self.shards.shard_of(&conversation);
+                let commit =
+                    shard::Command::Commit { writes: vec![crate::store::Write::DataKey { conversation, wrapped }], sync: true, reply };
+                self.shards.submit_to(shard, commit).map_err(|e| e.to_string())?;
+                rx.await.map_err(|_| "the server is shutting down".to_owned())?.map_err(|e| e.message)?;
+                rewrapped += 1;
+            }
+        }
+        self.keyring.end_rotation();
+        Ok(rewrapped)
+    }
 }
 
 impl Daemon {
@@ -162,9 +207,10 @@ impl Daemon {
             max_reactions_per_message: config.max_reactions_per_message,
             max_cached_conversations: config.max_cached_conversations,
         };
+        let keyring = Arc::new(crate::crypto::Keyring::new(secrets.master_key.clone()));
         let deps = ShardDeps {
             store: store.clone(),
-            master: secrets.master_key.clone(),
+            master: keyring.clone(),
             registry: registry.clone(),
             directory: directory.clone(),
             hub: hub.clone(),
@@ -262,7 +308,7 @@ impl Daemon {
         ));
         ready.store(true, Ordering::Release);
         tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
-        let internal = Arc::new(Internal { shards: shards.clone(), directory });
+        let internal = Arc::new(Internal { shards: shards.clone(), directory, keyring, store: store.clone() });
         let background = vec![typing, push_task, sweeper];
         Ok(Self { quic_addr, ops_addr, shutdown_tx, ready, endpoint, accept, ops, background, shards, threads, store, registry, internal })
     }

@@ -37,7 +37,7 @@ use legalchat_protocol::validate::format_id;
 
 use crate::auth::{Identity, Role};
 use crate::bus::Bus;
-use crate::crypto::{DataKey, MasterKey};
+use crate::crypto::DataKey;
 use crate::directory::Directory;
 use crate::ids;
 use crate::policy::{self, RequestError};
@@ -397,7 +397,7 @@ pub struct ShardDeps {
     /// Storage.
     pub store: Arc<dyn Store>,
     /// Wraps the conversations' data keys.
-    pub master: MasterKey,
+    pub master: Arc<crate::crypto::Keyring>,
     /// Connected sessions, for fan-out.
     pub registry: Arc<dyn Bus>,
     /// Known users, for the role policy.
@@ -725,7 +725,7 @@ struct Shard {
     index: usize,
     config: ShardConfig,
     store: Arc<dyn Store>,
-    master: MasterKey,
+    master: Arc<crate::crypto::Keyring>,
     registry: Arc<dyn Bus>,
     directory: Arc<Directory>,
     hub: Arc<Hub>,

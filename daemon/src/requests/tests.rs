@@ -356,7 +356,7 @@ fn services(
     let push = PushHandle::new(store.clone(), None).with_allowed_hosts(vec!["push.example".into()]);
     let deps = crate::shard::ShardDeps {
         store: store.clone(),
-        master: MasterKey::from_bytes(&[7; 32]).unwrap(),
+        master: Arc::new(crate::crypto::Keyring::new(MasterKey::from_bytes(&[7; 32]).unwrap())),
         registry: registry.clone(),
         directory: directory.clone(),
         hub: hub.clone(),

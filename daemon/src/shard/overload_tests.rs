@@ -23,7 +23,7 @@ fn deps(dir: &TempDir) -> ShardDeps {
     let registry = Arc::new(Registry::default());
     ShardDeps {
         store: store.clone(),
-        master: MasterKey::from_bytes(&[7; 32]).unwrap(),
+        master: Arc::new(crate::crypto::Keyring::new(crate::crypto::MasterKey::from_bytes(&[7; 32]).unwrap())),
         registry: registry.clone(),
         directory: Arc::new(Directory::new(store.clone())),
         hub: Arc::new(Hub::new(registry, Duration::from_secs(5))),

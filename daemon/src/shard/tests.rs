@@ -39,7 +39,7 @@ fn deps(dir: &TempDir, push: Option<(mpsc::Sender<Job>, Vec<String>)>) -> ShardD
     };
     ShardDeps {
         store: store.clone(),
-        master: MasterKey::from_bytes(&[7; 32]).unwrap(),
+        master: Arc::new(crate::crypto::Keyring::new(crate::crypto::MasterKey::from_bytes(&[7; 32]).unwrap())),
         registry: registry.clone(),
         directory: Arc::new(Directory::new(store)),
         hub: Arc::new(Hub::new(registry, Duration::from_secs(5))),

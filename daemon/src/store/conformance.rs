@@ -222,6 +222,12 @@ pub(crate) fn files_and_their_references(open: Open<'_>) {
     store.commit(vec![Write::RemoveFile { conversation: c1, file: f1 }], true).unwrap();
     assert_eq!(store.file(&c1, &f1).unwrap(), None);
     assert_eq!(store.files_after(None, 10).unwrap(), vec![(c1, f2), (c2, f1)]);
+
+    // Data keys are listed in conversation order, a page at a time.
+    let key = |conversation: [u8; 16]| Write::DataKey { conversation, wrapped: conversation.to_vec() };
+    store.commit(vec![key(c2), key(c1), key([3u8; 16])], true).unwrap();
+    assert_eq!(store.data_keys_after(None, 2).unwrap(), vec![(c1, c1.to_vec()), (c2, c2.to_vec())]);
+    assert_eq!(store.data_keys_after(Some(c2), 10).unwrap(), vec![([3u8; 16], vec![3u8; 16])]);
 }
 
 /// Generates one test per conformance check for the store opened by `$open`.

@@ -87,6 +87,9 @@ impl Store for FaultyStore {
     ) -> Result<Vec<(ConversationKey, [u8; 16])>, StoreError> {
         self.inner.files_after(after, limit)
     }
+    fn data_keys_after(&self, after: Option<ConversationKey>, limit: usize) -> Result<Vec<(ConversationKey, Vec<u8>)>, StoreError> {
+        self.inner.data_keys_after(after, limit)
+    }
     fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
         self.inner.user_conversations(user)
     }

@@ -249,6 +249,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the start): for the sweep that removes files nothing refers to.
     fn files_after(&self, after: Option<(ConversationKey, [u8; 16])>, limit: usize)
     -> Result<Vec<(ConversationKey, [u8; 16])>, StoreError>;
+    /// Up to `limit` wrapped data keys in conversation order, after `after` (exclusive;
+    /// `None` from the start): for re-wrapping them under a new master key.
+    fn data_keys_after(&self, after: Option<ConversationKey>, limit: usize) -> Result<Vec<(ConversationKey, Vec<u8>)>, StoreError>;
     /// `user`'s conversations.
     fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError>;
     /// Read positions of every participant of a conversation.

@@ -574,6 +574,27 @@ impl Store for RocksStore {
         Ok(out)
     }
 
+    fn data_keys_after(&self, after: Option<ConversationKey>, limit: usize) -> Result<Vec<(ConversationKey, Vec<u8>)>, StoreError> {
+        let mode = match &after {
+            Some(k) => IteratorMode::From(k, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_DATA_KEYS)?, mode) {
+            let (k, v) = item.map_err(engine)?;
+            if after.is_some_and(|a| a[..] == k[..]) {
+                continue;
+            }
+            let conv = <[u8; 16]>::try_from(&k[..])
+                .map_err(|_| StoreError::Corrupt { what: "data key", reason: format!("a key of {} bytes", k.len()) })?;
+            out.push((conv, v.into_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn user_conversations(&self, user: &str) -> Result<Vec<ConversationKey>, StoreError> {
         let mut prefix = user.as_bytes().to_vec();
         prefix.push(0);

@@ -81,3 +81,64 @@ async fn message_bodies_are_encrypted_at_rest() {
     })
     .await;
 }
+
+/// Waits (bounded) until the daemon's log holds `needle`; returns that line.
+async fn log_line(d: &legalchat_tests::TestDaemon, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + legalchat_tests::EVENT_TIMEOUT;
+    loop {
+        if let Some(line) = d.process().stderr_log().lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {needle:?} in the log:\n{}", d.stderr_tail());
+        // The log is a file the daemon appends to: nothing to wait on but its content.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_rotates_online_and_the_old_key_can_be_destroyed() {
+    bounded("master_key_rotation", async {
+        let keys = tempfile::tempdir().unwrap();
+        let key_file = keys.path().join("master.key");
+        let (old_key, new_key) = (random_hex(32), random_hex(32));
+        std::fs::write(&key_file, &old_key).unwrap();
+        let mut d = crate::daemon_with(&["--master-key-file", key_file.to_str().unwrap()]).await;
+        let alice = d.client("alice", "advocate").await;
+        let mut conversations = Vec::new();
+        for title in ["Estate", "Merger"] {
+            let conv = alice.create_conversation(NewConversation::group(title, vec!["bob".into()])).await.unwrap().id;
+            for n in 0..5 {
+                alice.send_text(&conv, &format!("{title} paragraph {n}")).await.unwrap();
+            }
+            conversations.push(conv);
+        }
+
+        // The new key goes into the file; SIGHUP rotates online.
+        std::fs::write(&key_file, &new_key).unwrap();
+        let pid = d.process().pid().expect("running");
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+        let done = log_line(&d, "master key rotated").await;
+        assert!(done.contains("rewrapped=2"), "both conversations' keys were re-wrapped: {done}");
+        // Sessions went on throughout, and new conversations use the new key.
+        alice.send_text(&conversations[0], "after the rotation").await.expect("sessions are not interrupted");
+        drop(alice);
+
+        // Restarted with only the new key, everything reads back.
+        d.restart().await;
+        let alice = d.client("alice", "advocate").await;
+        for (conv, title) in conversations.iter().zip(["Estate", "Merger"]) {
+            let texts: Vec<String> = full_history(&alice, conv).await.iter().map(|m| text_of(m).to_owned()).collect();
+            assert!(texts.iter().filter(|t| t.starts_with(title)).count() == 5, "{texts:?}");
+        }
+        drop(alice);
+
+        // The old key opens nothing any more: it can be destroyed.
+        std::fs::write(&key_file, &old_key).unwrap();
+        d.restart().await;
+        // (The SDK lists the conversations as it connects, which opens their keys.)
+        let e = d.connect_with_token(d.token("alice", "advocate")).await.unwrap_err();
+        assert_eq!(e.code(), Some(legalchat_sdk::pb::ErrorCode::Internal), "{e:?}");
+        assert!(e.to_string().contains("conversation key cannot be opened"), "{e}");
+    })
+    .await;
+}
