@@ -358,6 +358,12 @@ async fn a_real_clamd_refuses_eicar_and_a_scanner_that_is_down_fails_closed() {
         let e = alice.upload_from(&ticket, &std::fs::read(&other).unwrap()[..], &mut no_progress()).await.unwrap_err();
         assert_eq!(server_code(&e), pb::ErrorCode::Unavailable, "{e}");
         assert!(e.to_string().contains("malware scanner is unavailable"), "{e}");
+
+        // Configured to fail open, the same upload goes through unscanned.
+        let open = daemon_with(&["--clamd", &address, "--clamd-fail-open", "true"]).await;
+        let alice = open.client("alice", "advocate").await;
+        let conv = conversation(&alice, &["bob"]).await;
+        alice.upload_file(&conv, &other, None, &mut no_progress()).await.expect("accepted unscanned when failing open");
     })
     .await;
 }
