@@ -160,3 +160,43 @@ async fn authentication_bypass_attempts_are_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn algorithm_confusion_is_refused_by_a_public_key_daemon() {
+    bounded("auth_alg_confusion", async {
+        use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+        // The identity provider's key pair: the daemon knows only the public half.
+        let secret = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let public_pem = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let private_pem = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("idp-public.pem");
+        std::fs::write(&key_file, &public_pem).unwrap();
+        let d = daemon_with(&["--jwt-algorithm", "ES256", "--jwt-public-key", key_file.to_str().unwrap()]).await;
+
+        let claims = serde_json::json!({"sub": "alice", "role": "advocate", "exp": now() + 600, "iat": now()});
+        let es256 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let alice = d.connect_with_token(es256).await.expect("a token of the identity provider signs in");
+
+        // The classic confusion: HS256 with the (public) key as the HMAC secret.
+        let confused = jwt(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, Some(public_pem.as_bytes()));
+        assert_unauthorized(&d, confused, "HS256 signed with the public key").await;
+        assert_unauthorized(&d, jwt(r#"{"alg":"none","typ":"JWT"}"#, &claims, None), "alg none on a public-key daemon").await;
+        // A token of another key pair.
+        let other = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng).to_pkcs8_pem(LineEnding::LF).unwrap();
+        let stranger = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(other.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_unauthorized(&d, stranger, "ES256 from another key").await;
+        alice.ping().await.expect("a bystander is not affected");
+    })
+    .await;
+}
