@@ -116,6 +116,8 @@ pub struct Config {
     pub session_outbound: usize,
     /// Requests one session may have in flight.
     pub session_inflight: usize,
+    /// Requests all of one user's sessions together may have in flight.
+    pub user_inflight: usize,
     /// Most concurrent QUIC connections.
     pub max_connections: usize,
     /// Most sessions one QUIC connection may carry (each is its own bidirectional stream).
@@ -208,6 +210,7 @@ struct FileConfig {
     handshakes_before_retry: Option<usize>,
     session_outbound: Option<usize>,
     session_inflight: Option<usize>,
+    user_inflight: Option<usize>,
     max_connections: Option<usize>,
     max_sessions_per_connection: Option<usize>,
     idle_timeout_ms: Option<u64>,
@@ -481,6 +484,7 @@ impl Config {
             handshakes_before_retry: args.handshakes_before_retry.or(file.handshakes_before_retry).unwrap_or(128),
             session_outbound: file.session_outbound.unwrap_or(8_192),
             session_inflight: file.session_inflight.unwrap_or(1_024),
+            user_inflight: file.user_inflight.unwrap_or(4_096),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
             max_sessions_per_connection: args.max_sessions_per_connection.or(file.max_sessions_per_connection).unwrap_or(1_024),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(30_000)),

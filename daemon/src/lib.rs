@@ -51,6 +51,7 @@ pub mod requests;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod shares;
 pub mod storage_pool;
 pub mod store;
 pub mod tls;

@@ -280,6 +280,8 @@ pub struct Services {
     pub files: Arc<crate::files::Files>,
     /// Rate limits.
     pub limits: crate::limits::RateLimits,
+    /// Each user's share of requests in flight.
+    pub user_shares: Arc<crate::shares::UserShares>,
 }
 
 impl Services {

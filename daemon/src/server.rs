@@ -228,6 +228,7 @@ impl Daemon {
             auth_timeout: config.auth_timeout,
             outbound: config.session_outbound,
             inflight: config.session_inflight,
+            user_inflight: config.user_inflight,
             sessions_per_connection: config.max_sessions_per_connection,
             frame_timeout: config.frame_timeout,
         };

@@ -83,8 +83,10 @@ pub struct SessionLimits {
     pub auth_timeout: Duration,
     /// Outbound queue bound, in frames.
     pub outbound: usize,
-    /// Requests in flight.
+    /// Requests in flight, per session.
     pub inflight: usize,
+    /// Requests in flight, per user: all their sessions together.
+    pub user_inflight: usize,
     /// Sessions one connection may carry.
     pub sessions_per_connection: usize,
     /// How long a frame may take from its first byte to its last.
@@ -121,9 +123,18 @@ impl SessionContext {
         files: Arc<crate::files::Files>,
         rate_limits: crate::limits::RateLimits,
     ) -> Self {
-        let services = Arc::new(Services { shards, pool, registry, directory, hub, push, files, limits: rate_limits });
+        let user_shares = Arc::new(crate::shares::UserShares::new(limits.user_inflight));
+        let services = Arc::new(Services { shards, pool, registry, directory, hub, push, files, limits: rate_limits, user_shares });
         Self { services, auth, limits, shutdown, session_ids: SessionIds::new() }
     }
+}
+
+/// A request's places in flight: its session's and its user's, given back when it is
+/// answered.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    _session: tokio::sync::OwnedSemaphorePermit,
+    _user: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Bidirectional streams a client may open on a new connection. Most connections carry one
@@ -333,6 +344,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     tracing::debug!(session = id, user = %identity.user_id, role = identity.role.as_str(), "session authenticated");
 
     let writer = tokio::spawn(write_loop(send, out_rx));
+    let user_share = ctx.services.user_shares.of(&identity.user_id);
     let session = Session {
         ctx: ctx.clone(),
         identity,
@@ -342,6 +354,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
         handle,
         rooms: std::sync::Mutex::new(HashSet::new()),
         inflight: Arc::new(Semaphore::new(ctx.limits.inflight)),
+        user_share,
         expires_at_ms: std::sync::atomic::AtomicI64::new(times.expires_at_ms),
     };
     let ending = session.read_loop(&mut reader, &kick).await;
@@ -488,6 +501,8 @@ struct Session {
     /// Rooms this session joined, to leave when it ends.
     rooms: std::sync::Mutex<HashSet<ConversationKey>>,
     inflight: Arc<Semaphore>,
+    /// The user's share, which all their sessions draw on.
+    user_share: Arc<Semaphore>,
     /// When the session's token expires; `Reauthenticate` moves it.
     expires_at_ms: std::sync::atomic::AtomicI64,
 }
@@ -562,7 +577,18 @@ impl Session {
             let answer = self.reauthenticate(&r.token).await;
             return self.answer(request_id, answer).await;
         }
-        let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
+        let Ok(own) = self.inflight.clone().acquire_owned().await else { return };
+        let Ok(users) = self.user_share.clone().try_acquire_owned() else {
+            metrics::counter!("legalchat_user_share_refusals_total").increment(1);
+            let most = self.ctx.services.user_shares.per_user();
+            let e = RequestError::new(
+                ErrorCode::Overloaded,
+                format!("your sessions together have {most} requests in flight, the most one user may; wait for answers and retry"),
+            );
+            drop(own);
+            return self.answer(request_id, Err(e)).await;
+        };
+        let permit = InFlight { _session: own, _user: users };
         let started = Instant::now();
         let services = &self.ctx.services;
         let cx = requests::Context {
@@ -671,7 +697,7 @@ impl Session {
     }
 
     /// Joining needs the participant list (from the shard) before the room can answer.
-    async fn join_room(&self, join: requests::rooms::Join, request_id: u64, permit: tokio::sync::OwnedSemaphorePermit) {
+    async fn join_room(&self, join: requests::rooms::Join, request_id: u64, permit: InFlight) {
         let services = &self.ctx.services;
         if let Err(e) = services.shards.submit_to(join.shard, join.command) {
             return self.answer(request_id, Err(e.into())).await;

@@ -375,6 +375,7 @@ fn services(
             push,
             files: Arc::new(files),
             limits: crate::limits::RateLimits::local(crate::limits::LimitsConfig::default()),
+            user_shares: Arc::new(crate::shares::UserShares::new(4096)),
         }),
         threads,
         store,

@@ -23,7 +23,7 @@ pub(super) struct AckTo {
     pub(super) kick: Arc<Kick>,
     pub(super) request_id: u64,
     pub(super) started: Instant,
-    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(super) permit: Option<super::InFlight>,
 }
 
 impl AckTo {

@@ -10,8 +10,15 @@ fn decode(frame: &Bytes) -> Event {
 }
 
 fn ack_to(out: &outbound::Sender, kick: &Arc<Kick>, inflight: &Arc<Semaphore>) -> AckTo {
-    let permit = inflight.clone().try_acquire_owned().expect("a free permit");
-    AckTo { out: out.clone(), kick: kick.clone(), request_id: 7, started: Instant::now(), permit: Some(permit) }
+    let session = inflight.clone().try_acquire_owned().expect("a free permit");
+    let user = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a free permit");
+    AckTo {
+        out: out.clone(),
+        kick: kick.clone(),
+        request_id: 7,
+        started: Instant::now(),
+        permit: Some(super::InFlight { _session: session, _user: user }),
+    }
 }
 
 #[tokio::test]
