@@ -105,7 +105,15 @@ async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) 
     let (mut send, recv) = connection
         .open_bi()
         .await
-        .map_err(|e| Error::Connect(format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout))))?;
+        // A server that refuses the connection (too many from this address) may close it
+        // before the stream opens: its close code says so.
+        .map_err(|e| {
+            refused_during_auth(
+                connection,
+                config.idle_timeout,
+                &format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)),
+            )
+        })?;
     let hello = pb::ClientFrame {
         request_id: AUTH_REQUEST_ID,
         request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
