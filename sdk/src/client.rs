@@ -470,6 +470,14 @@ impl Client {
         }
     }
 
+    /// Moves the connection to a new local UDP socket, as when a phone leaves Wi-Fi for
+    /// cellular: QUIC migrates the connection, the session goes on (no reconnect, no
+    /// catch-up), and nothing is missed. Returns the new local address. For clients with a
+    /// UDP endpoint of their own.
+    pub fn rebind(&self) -> Result<std::net::SocketAddr> {
+        self.shared().rebind()
+    }
+
     /// Renews this session's token in place, before it expires (the session otherwise
     /// ends then): `token` must name the same user and role. The client reconnects with
     /// it from now on. See also [`ClientConfig::with_token_source`](crate::ClientConfig::with_token_source).

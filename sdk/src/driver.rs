@@ -792,6 +792,25 @@ async fn catch_up_on(shared: &Arc<Shared>, link: &Arc<Link>) -> Result<()> {
 }
 
 impl Shared {
+    /// Moves this client's connection to a new local UDP socket (a phone leaving Wi-Fi for
+    /// cellular): QUIC migrates the connection, so the session goes on without
+    /// reconnecting. Only for a client with an endpoint of its own.
+    pub(crate) fn rebind(&self) -> Result<std::net::SocketAddr> {
+        if !self.owns_endpoint {
+            return Err(Error::Invalid(ValidationError::new(
+                "endpoint",
+                "this client shares its UDP endpoint with others; rebind the shared endpoint instead",
+            )));
+        }
+        let local = self.endpoint.local_addr().map_err(|e| Error::Connect(format!("cannot read the local address: {e}")))?;
+        let unspecified: std::net::IpAddr =
+            if local.is_ipv6() { std::net::Ipv6Addr::UNSPECIFIED.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
+        let socket =
+            std::net::UdpSocket::bind((unspecified, 0)).map_err(|e| Error::Connect(format!("cannot open a new UDP socket: {e}")))?;
+        self.endpoint.rebind(socket).map_err(|e| Error::Connect(format!("cannot move to the new UDP socket: {e}")))?;
+        self.endpoint.local_addr().map_err(|e| Error::Connect(format!("cannot read the local address: {e}")))
+    }
+
     /// Renews the current session with `token` (`Reauthenticate`); the next reconnect
     /// uses it too.
     pub(crate) async fn renew_token(&self, token: String) -> Result<SessionInfo> {

@@ -523,3 +523,34 @@ async fn read_receipts_are_caught_up_without_new_messages() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_changes_networks_keeps_its_connection_and_misses_nothing() {
+    bounded("migration", async {
+        let d = crate::daemon().await;
+        let phone = d.client("alice", "advocate").await;
+        let bob = d.client("bob", "advocate").await;
+        let conv = bob.create_conversation(legalchat_sdk::NewConversation::group("Moving", vec!["alice".into()])).await.unwrap().id;
+        let session = phone.session().session_id;
+        let mut expected = Vec::new();
+        for hop in 0..3 {
+            for n in 0..10 {
+                let text = format!("hop {hop} message {n}");
+                bob.send_text(&conv, &text).await.unwrap();
+                expected.push(text);
+            }
+            // Mid-stream: a new local socket, as when Wi-Fi gives way to cellular.
+            let moved_to = phone.rebind().expect("rebound");
+            assert!(moved_to.port() != 0);
+            phone.send_text(&conv, &format!("alice from her new address, hop {hop}")).await.expect("sends from the new address");
+        }
+        let got = legalchat_tests::collect_messages(&phone, &conv, EVENT_TIMEOUT, |m| {
+            m.iter().filter(|m| m.sender_id == "bob" && m.event.is_none()).count() >= expected.len()
+        })
+        .await;
+        let texts: Vec<&str> = got.iter().filter(|m| m.sender_id == "bob" && m.event.is_none()).map(|m| text_of(m)).collect();
+        assert_eq!(texts, expected.iter().map(String::as_str).collect::<Vec<_>>(), "every message, in order, exactly once");
+        assert_eq!(phone.session().session_id, session, "the same session throughout: no reconnect");
+    })
+    .await;
+}
