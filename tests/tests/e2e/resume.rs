@@ -548,7 +548,7 @@ async fn a_client_that_changes_networks_keeps_its_connection_and_misses_nothing(
             m.iter().filter(|m| m.sender_id == "bob" && m.event.is_none()).count() >= expected.len()
         })
         .await;
-        let texts: Vec<&str> = got.iter().filter(|m| m.sender_id == "bob" && m.event.is_none()).map(|m| text_of(m)).collect();
+        let texts: Vec<&str> = got.iter().filter(|m| m.sender_id == "bob" && m.event.is_none()).map(text_of).collect();
         assert_eq!(texts, expected.iter().map(String::as_str).collect::<Vec<_>>(), "every message, in order, exactly once");
         assert_eq!(phone.session().session_id, session, "the same session throughout: no reconnect");
     })
