@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use legalchat_sdk::NewConversation;
+use legalchat_sdk::{NewConversation, pb};
 use legalchat_tests::{bounded, collect_messages, text_of, wait_for_message};
 
 use crate::daemon;
@@ -152,6 +152,64 @@ async fn clients_sharing_one_udp_socket_stay_independent() {
         let got = wait_for_message(&bob, "bob gets the second", |m| text_of(m) == "two").await;
         assert_eq!(got.seq, 2);
         assert!(carol.send_text(&conv.id, "late").await.is_err(), "the closed client refuses sends");
+    })
+    .await;
+}
+
+/// Every tag in `html` is one the renderer makes, without event handlers, and every link's
+/// target is http, https or mailto.
+fn assert_only_safe_markup(source: &str, html: &str) {
+    const ALLOWED: [&str; 13] = ["p", "strong", "em", "code", "pre", "a", "ul", "ol", "li", "blockquote", "span", "br", "del"];
+    for tag in html.split('<').skip(1) {
+        let inside = tag.split('>').next().unwrap_or_default();
+        let name: String = inside.trim_start_matches('/').chars().take_while(char::is_ascii_alphanumeric).collect();
+        assert!(ALLOWED.contains(&name.as_str()), "{source:?}: a <{name}> element in {html:?}");
+        assert!(!inside.to_ascii_lowercase().contains(" on"), "{source:?}: an event handler in <{inside}>");
+        if let Some(href) = inside.split("href=\"").nth(1) {
+            let target = href.split('"').next().unwrap_or_default();
+            assert!(["http://", "https://", "mailto:"].iter().any(|s| target.starts_with(s)), "{source:?}: a link to {target:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_arrives_as_text_and_renders_harmless() {
+    bounded("xss_round_trip", async {
+        use legalchat_protocol::richtext::{Format, render_html};
+        let d = daemon().await;
+        let mallory = d.client("mallory", "advocate").await;
+        let alice = d.client("alice", "advocate").await;
+        let conv = mallory.private_chat("alice").await.unwrap().id;
+        let hostile = [
+            "<script>alert(document.cookie)</script>",
+            "<img src=x onerror=alert(1)>",
+            "[the brief](javascript:alert(1))",
+            "<a href=\"data:text/html;base64,PHNjcmlwdD4=\">open</a>",
+            "**bold** <iframe src=//evil.example></iframe>",
+            "invoice\u{202E}fdp.exe and \u{200B}hidden",
+        ];
+        for (n, text) in hostile.iter().enumerate() {
+            let format = if n % 2 == 0 { pb::TextFormat::Markdown } else { pb::TextFormat::Plain };
+            let content = pb::MessageContent {
+                text: (*text).into(),
+                r#type: pb::ContentType::Text.into(),
+                format: format.into(),
+                ..Default::default()
+            };
+            mallory.send(&conv, &format!("hostile-{n}"), content).await.expect("hostile text is still text");
+            let got = wait_for_message(&alice, text, |m| m.client_message_id == format!("hostile-{n}")).await;
+            let content = got.content.unwrap();
+            assert_eq!(content.text, *text, "stored and delivered byte for byte");
+            let html = render_html(&content.text, Format::from(content.format()));
+            // Only the renderer's own elements are live, links go only to http(s) and mail,
+            // and hostile markup comes out as escaped text (`&lt;img …`): shown, never run.
+            assert_only_safe_markup(text, &html);
+            assert!(!html.contains('\u{202E}'), "bidirectional overrides are dropped: {html:?}");
+        }
+        // Control characters never get in at all.
+        let e = mallory.send_text(&conv, "bell\u{7}ring").await.unwrap_err();
+        assert!(e.to_string().contains("content.text: contains the control character U+0007"), "{e}");
+        alice.ping().await.expect("the reader is fine");
     })
     .await;
 }
