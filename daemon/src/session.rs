@@ -302,6 +302,22 @@ async fn authenticate(
     Some((request_id, identity, times, hello.echo_own_messages, send))
 }
 
+/// What `Authenticate` and `Reauthenticate` answer: who the session is, its limits, and
+/// when its token expires.
+fn authenticated(ctx: &SessionContext, identity: &Identity, id: SessionId, times: crate::auth::TokenTimes) -> pb::Authenticated {
+    pb::Authenticated {
+        user_id: identity.user_id.clone(),
+        role: identity.role.to_pb() as i32,
+        session_id: format!("{id:016x}"),
+        max_frame_size: u32::try_from(ctx.limits.max_frame_size).unwrap_or(u32::MAX),
+        max_message_bytes: u32::try_from(ctx.limits.max_message_size).unwrap_or(u32::MAX),
+        server_time_ms: ids::now_ms(),
+        display_name: identity.name.clone().unwrap_or_default(),
+        max_file_bytes: ctx.services.files.config().max_file_size,
+        token_expires_at_ms: times.expires_at_ms,
+    }
+}
+
 /// Serves one session stream, from `Authenticate` to its end.
 async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::SendStream, recv: quinn::RecvStream) {
     let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size, ctx.limits.frame_timeout);
@@ -322,17 +338,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::S
     let id: SessionId = ctx.session_ids.next();
     let (out_tx, out_rx) = outbound::channel(ctx.limits.outbound);
     let kick = Arc::new(Kick::default());
-    let authenticated = pb::Authenticated {
-        user_id: identity.user_id.clone(),
-        role: identity.role.to_pb() as i32,
-        session_id: format!("{id:016x}"),
-        max_frame_size: u32::try_from(ctx.limits.max_frame_size).unwrap_or(u32::MAX),
-        max_message_bytes: u32::try_from(ctx.limits.max_message_size).unwrap_or(u32::MAX),
-        server_time_ms: ids::now_ms(),
-        display_name: identity.name.clone().unwrap_or_default(),
-        max_file_bytes: ctx.services.files.config().max_file_size,
-        token_expires_at_ms: times.expires_at_ms,
-    };
+    let authenticated = authenticated(&ctx, &identity, id, times);
     // The ack goes first into the queue, so nothing can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
     let handle = SessionHandle { id, outbound: out_tx.clone(), kick: kick.clone() };
@@ -679,17 +685,7 @@ impl Session {
         }
         self.expires_at_ms.store(times.expires_at_ms, std::sync::atomic::Ordering::Release);
         metrics::counter!("legalchat_sessions_renewed_total").increment(1);
-        Ok(pb::ack::Result::Authenticated(pb::Authenticated {
-            user_id: identity.user_id,
-            role: identity.role.to_pb() as i32,
-            session_id: format!("{:016x}", self.id),
-            max_frame_size: u32::try_from(self.ctx.limits.max_frame_size).unwrap_or(u32::MAX),
-            max_message_bytes: u32::try_from(self.ctx.limits.max_message_size).unwrap_or(u32::MAX),
-            server_time_ms: ids::now_ms(),
-            display_name: identity.name.unwrap_or_default(),
-            max_file_bytes: self.ctx.services.files.config().max_file_size,
-            token_expires_at_ms: times.expires_at_ms,
-        }))
+        Ok(pb::ack::Result::Authenticated(authenticated(&self.ctx, &identity, self.id, times)))
     }
 
     async fn answer(&self, request_id: u64, result: Result<pb::ack::Result, RequestError>) {
