@@ -88,6 +88,8 @@ pub struct ReadyLine {
     pub quic: SocketAddr,
     /// The ops HTTP listener (`/metrics`, `/healthz`, `/readyz`).
     pub ops: SocketAddr,
+    /// The TLS-over-TCP listener, unless turned off.
+    pub tcp: Option<SocketAddr>,
 }
 
 impl ReadyLine {
@@ -97,14 +99,16 @@ impl ReadyLine {
         let rest = line.trim().strip_prefix(READY_PREFIX)?;
         let mut quic = None;
         let mut ops = None;
+        let mut tcp = None;
         for word in rest.split_whitespace() {
             match word.split_once('=') {
                 Some(("quic", addr)) => quic = addr.parse().ok(),
                 Some(("ops", addr)) => ops = addr.parse().ok(),
+                Some(("tcp", addr)) => tcp = addr.parse().ok(),
                 _ => {}
             }
         }
-        Some(Self { quic: quic?, ops: ops? })
+        Some(Self { quic: quic?, ops: ops?, tcp })
     }
 }
 
@@ -131,7 +135,7 @@ impl DaemonProcess {
         let mut me = Self {
             config,
             child: None,
-            ready: ReadyLine { quic: ([127, 0, 0, 1], 0).into(), ops: ([127, 0, 0, 1], 0).into() },
+            ready: ReadyLine { quic: ([127, 0, 0, 1], 0).into(), ops: ([127, 0, 0, 1], 0).into(), tcp: None },
             data_dir,
             stderr_path,
             starts: 0,
@@ -144,6 +148,11 @@ impl DaemonProcess {
     /// The QUIC address of the current run (it changes on every start).
     pub fn quic_addr(&self) -> SocketAddr {
         self.ready.quic
+    }
+
+    /// The TLS-over-TCP address of the current run, unless the daemon runs without it.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.ready.tcp
     }
 
     /// The ops HTTP address of the current run.

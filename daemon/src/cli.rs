@@ -116,6 +116,7 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         config: inner.config.or(outer.config),
         data_dir: inner.data_dir.or(outer.data_dir),
         listen: inner.listen.or(outer.listen),
+        tcp_listen: inner.tcp_listen.or(outer.tcp_listen),
         ops_listen: inner.ops_listen.or(outer.ops_listen),
         dev: inner.dev || outer.dev,
         tls_cert: inner.tls_cert.or(outer.tls_cert),
@@ -182,9 +183,12 @@ fn run(args: ConfigArgs, demo: Option<WebArgs>) -> anyhow::Result<()> {
         }
         // The one line tools wait for; logs go to stderr.
         let mut stdout = std::io::stdout().lock();
+        let tcp = daemon.tcp_addr().map(|a| format!(" tcp={a}")).unwrap_or_default();
         match &bridge {
-            Some(b) => writeln!(stdout, "legalchatd ready quic={} ops={} web=http://{}", daemon.quic_addr(), daemon.ops_addr(), b.addr)?,
-            None => writeln!(stdout, "legalchatd ready quic={} ops={}", daemon.quic_addr(), daemon.ops_addr())?,
+            Some(b) => {
+                writeln!(stdout, "legalchatd ready quic={} ops={}{tcp} web=http://{}", daemon.quic_addr(), daemon.ops_addr(), b.addr)?
+            }
+            None => writeln!(stdout, "legalchatd ready quic={} ops={}{tcp}", daemon.quic_addr(), daemon.ops_addr())?,
         }
         stdout.flush()?;
         drop(stdout);

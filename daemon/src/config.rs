@@ -76,6 +76,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// QUIC listen address.
     pub listen: SocketAddr,
+    /// TLS-over-TCP listen address (the fallback for clients whose network blocks UDP);
+    /// `None` when turned off.
+    pub tcp_listen: Option<SocketAddr>,
     /// Ops HTTP listen address (metrics, health).
     pub ops_listen: SocketAddr,
     /// TLS certificate chain (PEM); `None` in development mode means "generate".
@@ -197,6 +200,7 @@ pub struct JwtConfig {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    tcp_listen: Option<String>,
     ops_listen: Option<String>,
     dev: Option<bool>,
     fsync: Option<FsyncPolicy>,
@@ -297,6 +301,10 @@ pub struct ConfigArgs {
     /// QUIC listen address. Default 127.0.0.1:7443.
     #[arg(long, env = "LEGALCHAT_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// TLS-over-TCP listen address, for clients whose network blocks UDP; `off` turns it
+    /// off. Default: the QUIC address (the same IP and port number, on TCP).
+    #[arg(long, env = "LEGALCHAT_TCP_LISTEN", value_name = "ADDR|off")]
+    pub tcp_listen: Option<String>,
     /// Ops HTTP listen address for /metrics, /healthz, /readyz. Default 127.0.0.1:9464.
     #[arg(long, env = "LEGALCHAT_OPS_LISTEN", value_name = "ADDR")]
     pub ops_listen: Option<String>,
@@ -452,9 +460,17 @@ impl Config {
         };
         let master_key = std::env::var("LEGALCHAT_MASTER_KEY").ok().filter(|s| !s.is_empty());
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let listen =
+            parse_addr("listen (LEGALCHAT_LISTEN, --listen)", args.listen.as_deref().or(file.listen.as_deref()), "127.0.0.1:7443")?;
+        let tcp_listen = match args.tcp_listen.as_deref().or(file.tcp_listen.as_deref()) {
+            Some("off") => None,
+            Some(value) => Some(parse_addr("tcp_listen (LEGALCHAT_TCP_LISTEN, --tcp-listen)", Some(value), "")?),
+            None => Some(listen),
+        };
         Ok(Config {
+            listen,
+            tcp_listen,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("legalchat-data")),
-            listen: parse_addr("listen (LEGALCHAT_LISTEN, --listen)", args.listen.as_deref().or(file.listen.as_deref()), "127.0.0.1:7443")?,
             ops_listen: parse_addr(
                 "ops_listen (LEGALCHAT_OPS_LISTEN, --ops-listen)",
                 args.ops_listen.as_deref().or(file.ops_listen.as_deref()),

@@ -54,6 +54,7 @@ pub mod shard;
 pub mod shares;
 pub mod storage_pool;
 pub mod store;
+pub mod streams;
 pub mod tls;
 
 pub use config::Config;

@@ -111,11 +111,13 @@ pub fn resolve_jwt_secret(config: &Config) -> Result<Option<String>, StartError>
 #[derive(Debug)]
 pub struct Daemon {
     quic_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     ops_addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
     ready: Arc<AtomicBool>,
     endpoint: quinn::Endpoint,
     accept: tokio::task::JoinHandle<JoinSet<()>>,
+    tcp_accept: Option<tokio::task::JoinHandle<JoinSet<()>>>,
     ops: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
     shards: Shards,
@@ -261,6 +263,7 @@ impl Daemon {
         ));
 
         let server_crypto = tls::server_config(material)?;
+        let tcp_crypto = Arc::new(server_crypto.clone());
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         let mut transport = quinn::TransportConfig::default();
@@ -289,6 +292,13 @@ impl Daemon {
         let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
             .map_err(io(format!("binding QUIC listener {}", config.listen)))?;
         let quic_addr = endpoint.local_addr().map_err(io("reading QUIC address"))?;
+        let tcp_listener = match config.tcp_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr).await.map_err(io(format!("binding the TLS-over-TCP listener {addr} (tcp_listen)")))?,
+            ),
+            None => None,
+        };
+        let tcp_addr = tcp_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose().map_err(io("reading TCP address"))?;
 
         let ready = Arc::new(AtomicBool::new(false));
         let mut ops_shutdown = shutdown_rx.clone();
@@ -299,24 +309,54 @@ impl Daemon {
         .map_err(io(format!("binding ops listener {}", config.ops_listen)))?;
         let ops = tokio::spawn(ops_serve);
 
-        let accept = tokio::spawn(accept_loop(
-            endpoint.clone(),
-            ctx,
-            rate_limits,
-            config.max_connections,
-            config.handshakes_before_retry,
-            shutdown_rx,
-        ));
+        // QUIC and TCP connections count against one limit.
+        let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+        let tcp_accept = tcp_listener.map(|listener| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tcp_crypto);
+            tokio::spawn(tcp_accept_loop(
+                listener,
+                acceptor,
+                ctx.clone(),
+                connection_slots.clone(),
+                config.auth_timeout,
+                shutdown_rx.clone(),
+            ))
+        });
+        let accept =
+            tokio::spawn(accept_loop(endpoint.clone(), ctx, rate_limits, connection_slots, config.handshakes_before_retry, shutdown_rx));
         ready.store(true, Ordering::Release);
-        tracing::info!(%quic_addr, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
+        let tcp = tcp_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(%quic_addr, %tcp, %ops_addr, shards = shards.len(), fsync = ?config.fsync, "legalchatd ready");
         let internal = Arc::new(Internal { shards: shards.clone(), directory, keyring, store: store.clone() });
         let background = vec![typing, push_task, sweeper];
-        Ok(Self { quic_addr, ops_addr, shutdown_tx, ready, endpoint, accept, ops, background, shards, threads, store, registry, internal })
+        Ok(Self {
+            quic_addr,
+            tcp_addr,
+            ops_addr,
+            shutdown_tx,
+            ready,
+            endpoint,
+            accept,
+            tcp_accept,
+            ops,
+            background,
+            shards,
+            threads,
+            store,
+            registry,
+            internal,
+        })
     }
 
     /// The QUIC address sessions connect to.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The TLS-over-TCP address (the fallback for networks that block UDP), unless it is
+    /// turned off.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// The ops HTTP address.
@@ -336,11 +376,15 @@ impl Daemon {
         let _ = self.shutdown_tx.send(true);
         // Stop accepting; sessions see the shutdown signal and say goodbye.
         self.endpoint.set_server_config(None);
-        if let Ok(mut sessions) = self.accept.await {
-            let drained = tokio::time::timeout(Duration::from_secs(10), async { while sessions.join_next().await.is_some() {} }).await;
-            if drained.is_err() {
-                tracing::warn!("some sessions did not end in time; closing them");
-                sessions.abort_all();
+        let mut accepts = vec![self.accept];
+        accepts.extend(self.tcp_accept);
+        for accept in accepts {
+            if let Ok(mut sessions) = accept.await {
+                let drained = tokio::time::timeout(Duration::from_secs(10), async { while sessions.join_next().await.is_some() {} }).await;
+                if drained.is_err() {
+                    tracing::warn!("some sessions did not end in time; closing them");
+                    sessions.abort_all();
+                }
             }
         }
         let _ = self.ops.await;
@@ -372,11 +416,10 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     ctx: Arc<SessionContext>,
     limits: crate::limits::RateLimits,
-    max_connections: usize,
+    limit: Arc<Semaphore>,
     handshakes_before_retry: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
-    let limit = Arc::new(Semaphore::new(max_connections));
     let handshaking = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut sessions = JoinSet::new();
     loop {
@@ -429,6 +472,76 @@ async fn accept_loop(
     }
     sessions
 }
+
+/// Accepts TLS-over-TCP connections, for clients whose network blocks UDP: each carries
+/// one session or one transfer, with the same frames as a QUIC stream. The TLS handshake
+/// must end within `handshake_timeout`; after it, the session's own deadlines apply.
+async fn tcp_accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ctx: Arc<SessionContext>,
+    limit: Arc<Semaphore>,
+    handshake_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut sessions = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait a little rather than spin.
+                tracing::warn!(error = %e, "accepting a TCP connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while sessions.try_join_next().is_some() {}
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("legalchat_connections_refused_total").increment(1);
+            continue;
+        };
+        // Small frames must not wait for Nagle; a peer that vanished without a FIN is
+        // noticed by keep-alive probes (QUIC has its idle timeout for this).
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL)
+            .with_retries(TCP_KEEPALIVE_RETRIES);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let acceptor = acceptor.clone();
+        let ctx = ctx.clone();
+        sessions.spawn(async move {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake over TCP failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
+                    return;
+                }
+            };
+            metrics::counter!("legalchat_connections_total").increment(1);
+            metrics::counter!("legalchat_tcp_connections_total").increment(1);
+            metrics::gauge!("legalchat_connections_active").increment(1.0);
+            session::serve_tcp(tls, ctx, Some(peer.ip())).await;
+            metrics::gauge!("legalchat_connections_active").decrement(1.0);
+            drop(permit);
+        });
+    }
+    sessions
+}
+
+/// TCP keep-alive: first probe after this much silence, then every interval, and the
+/// connection is dead after this many unanswered probes (about 30 s in all).
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 /// Socket buffer asked for on the QUIC socket. Every connection shares this one socket, so
 /// a burst from many clients at once must fit: with the kernel's default (about 208 KiB)

@@ -1,4 +1,5 @@
-//! One client session: a QUIC connection's session stream, from `Authenticate` to goodbye.
+//! One client session: a session stream (on QUIC, or a TLS-over-TCP connection), from
+//! `Authenticate` to goodbye.
 //!
 //! ```text
 //!  RecvStream ─► FrameReader ─► requests::plan ─► Plan ──try_send──► shard mailbox
@@ -50,6 +51,7 @@ use crate::requests::{self, Plan, Services};
 use crate::shard::{Command, SendReply, Shards};
 use crate::storage_pool::StoragePool;
 use crate::store::ConversationKey;
+use crate::streams::{RecvHalf, SendHalf, TcpTls};
 
 use ack::AckTo;
 use frames::{FrameReader, ReadError, ack_frame, answer_frame, decode_code, error_frame, goodbye_frame, unauthorized_frame};
@@ -143,15 +145,14 @@ pub const INITIAL_STREAMS: u32 = 4;
 
 /// Writes a last frame on a session stream, finishes it, and waits (bounded) for the
 /// peer to have it.
-async fn send_last(mut send: quinn::SendStream, frame: Bytes) {
+async fn send_last(mut send: SendHalf, frame: Bytes) {
     let _ = send.write_all(&frame).await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    send.finish(Duration::from_secs(2)).await;
 }
 
 /// Ends a session with a last frame (and the connection, when it was the last session on
 /// it).
-async fn refuse(link: &Link, send: quinn::SendStream, frame: Bytes, code: u32, reason: &str) {
+async fn refuse(link: &Link, send: SendHalf, frame: Bytes, code: u32, reason: &str) {
     send_last(send, frame).await;
     link.close_one(code, reason);
 }
@@ -171,13 +172,14 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
             return;
         }
     };
-    let datagrams = tokio::spawn(read_datagrams(link.clone(), ctx.clone()));
+    let datagrams = tokio::spawn(read_datagrams(conn.clone(), link.clone(), ctx.clone()));
     let transfers = TransferSlots::default();
     let mut sessions = tokio::task::JoinSet::new();
     let mut next = Some(first);
     loop {
         if let Some((send, recv)) = next.take() {
-            sessions.spawn(serve_stream(link.clone(), ctx.clone(), transfers.clone(), send, recv));
+            let (send, recv) = (SendHalf::Quic(send), RecvHalf::Quic(recv));
+            sessions.spawn(serve_stream(link.clone(), ctx.clone(), transfers.clone(), send, recv, None));
         }
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -191,23 +193,43 @@ pub async fn serve_connection(conn: quinn::Connection, ctx: Arc<SessionContext>)
     while sessions.join_next().await.is_some() {}
 }
 
+/// Serves one TLS-over-TCP connection (the fallback for networks that block UDP): it
+/// carries one stream, a session or a transfer, with the same kind byte and frames as a
+/// QUIC stream. A session counts against its address's connection limit (`limited_ip`,
+/// unless the address is trusted); a transfer is authorised by its ticket.
+pub async fn serve_tcp(tls: TcpTls, ctx: Arc<SessionContext>, limited_ip: Option<std::net::IpAddr>) {
+    let (send, recv) = crate::streams::split_tcp(tls);
+    serve_stream(Arc::new(Link::tcp()), ctx, TransferSlots::default(), send, recv, limited_ip).await;
+}
+
 /// Serves one bidirectional stream by the kind its first byte names: a session, or a
 /// transfer (see the `.proto`, "transfers"). A stream that names neither in time is
-/// refused like a session that did not authenticate.
+/// refused like a session that did not authenticate. `limited_ip`: a session must first
+/// pass this address's connection limit (TLS over TCP, where each session is a connection).
 async fn serve_stream(
     link: Arc<Link>,
     ctx: Arc<SessionContext>,
     transfers: TransferSlots,
-    send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    send: SendHalf,
+    mut recv: RecvHalf,
+    limited_ip: Option<std::net::IpAddr>,
 ) {
-    let kind = match tokio::time::timeout(ctx.limits.auth_timeout, recv.read_chunk(1, true)).await {
-        Ok(Ok(Some(chunk))) => chunk.bytes.first().copied(),
+    let kind = match tokio::time::timeout(ctx.limits.auth_timeout, recv.read_chunk(1)).await {
+        Ok(Ok(Some(chunk))) => chunk.first().copied(),
         Ok(Ok(None) | Err(_)) => return,
         Err(_) => None,
     };
     match kind {
         Some(STREAM_SESSION) => {
+            if let Some(ip) = limited_ip
+                && let Err(wait) = ctx.services.limits.check_connection(ip)
+            {
+                metrics::counter!("legalchat_rate_limited_total", "limit" => "connections").increment(1);
+                let e = RequestError::rate_limited("too many new connections from your address", wait);
+                let reason = e.message.clone();
+                recv.stop(close_code::RATE_LIMITED);
+                return refuse(&link, send, answer_frame(0, Err(e)), close_code::RATE_LIMITED, &reason).await;
+            }
             if link.open() {
                 serve_session(link, ctx, send, recv).await;
             } else {
@@ -223,7 +245,7 @@ async fn serve_stream(
                 None => "authentication timed out".to_owned(),
                 Some(b) => format!("a stream must start with 0x00 (session) or 0x01 (transfer), not 0x{b:02x}"),
             };
-            let _ = recv.stop(close_code::PROTOCOL.into());
+            recv.stop(close_code::PROTOCOL);
             let what = if other.is_none() { "timeout" } else { "stream_kind" };
             metrics::counter!("legalchat_auth_failures_total", "reason" => what).increment(1);
             refuse(&link, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
@@ -232,9 +254,9 @@ async fn serve_stream(
 }
 
 /// Answers a session stream beyond the connection's maximum, without touching the others.
-async fn refuse_extra(most: usize, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn refuse_extra(most: usize, send: SendHalf, mut recv: RecvHalf) {
     metrics::counter!("legalchat_sessions_refused_total").increment(1);
-    let _ = recv.stop(close_code::OVERLOADED.into());
+    recv.stop(close_code::OVERLOADED);
     let message = format!("this connection already carries its maximum of {most} sessions; open another connection");
     send_last(send, error_frame(0, ErrorCode::Overloaded, message)).await;
 }
@@ -245,9 +267,9 @@ async fn refuse_extra(most: usize, send: quinn::SendStream, mut recv: quinn::Rec
 async fn authenticate(
     link: &Link,
     ctx: &SessionContext,
-    send: quinn::SendStream,
+    send: SendHalf,
     reader: &mut FrameReader,
-) -> Option<(u64, Identity, crate::auth::TokenTimes, bool, quinn::SendStream)> {
+) -> Option<(u64, Identity, crate::auth::TokenTimes, bool, SendHalf)> {
     let deadline = Instant::now() + ctx.limits.auth_timeout;
 
     let first = tokio::time::timeout_at(deadline.into(), reader.next()).await;
@@ -319,7 +341,7 @@ fn authenticated(ctx: &SessionContext, identity: &Identity, id: SessionId, times
 }
 
 /// Serves one session stream, from `Authenticate` to its end.
-async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: quinn::SendStream, recv: quinn::RecvStream) {
+async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf, recv: RecvHalf) {
     let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size, ctx.limits.frame_timeout);
     // The kind byte already read is the first byte of the first frame's length.
     reader.buf.extend_from_slice(&[STREAM_SESSION]);
@@ -420,7 +442,7 @@ async fn end_session(
             // Nothing more can be said in-band: reset both directions of this session's
             // stream; other sessions on the connection carry on.
             out.abort(code);
-            let _ = reader.recv.stop(code.into());
+            reader.recv.stop(code);
             let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
             link.close_one(code, &reason);
         }
@@ -442,8 +464,8 @@ enum Ending {
 /// stream, so it speaks for the connection's user, and is honoured only while every session
 /// on the connection is that one user's. Anything else in a datagram is ignored (and
 /// counted), never an error that could end a session.
-async fn read_datagrams(link: Arc<Link>, ctx: Arc<SessionContext>) {
-    while let Ok(bytes) = link.conn.read_datagram().await {
+async fn read_datagrams(conn: quinn::Connection, link: Arc<Link>, ctx: Arc<SessionContext>) {
+    while let Ok(bytes) = conn.read_datagram().await {
         let user = link.datagram_user();
         match (codec::decode_exact::<pb::ClientFrame>(&bytes, ctx.limits.max_frame_size), user) {
             (Ok(pb::ClientFrame { request: Some(Request::Typing(t)), .. }), Some(user)) => {
@@ -456,7 +478,7 @@ async fn read_datagrams(link: Arc<Link>, ctx: Arc<SessionContext>) {
     }
 }
 
-async fn write_loop(mut send: quinn::SendStream, mut rx: outbound::Receiver) {
+async fn write_loop(mut send: SendHalf, mut rx: outbound::Receiver) {
     let mut chunks: Vec<Bytes> = Vec::new();
     loop {
         // Whatever is already queued goes in one write: fewer syscalls and packets under
@@ -465,7 +487,7 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: outbound::Receiver) {
             outbound::Taken::Frames(_) => {}
             outbound::Taken::Ended => break,
             outbound::Taken::Aborted(code) => {
-                let _ = send.reset(code.into());
+                send.reset(code);
                 return;
             }
         }
@@ -474,7 +496,7 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: outbound::Receiver) {
         let written = tokio::select! {
             biased;
             code = rx.aborted() => {
-                let _ = send.reset(code.into());
+                send.reset(code);
                 return;
             }
             r = send.write_all_chunks(&mut chunks) => r,
@@ -489,10 +511,9 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: outbound::Receiver) {
             chunks = Vec::new();
         }
     }
-    let _ = send.finish();
     // Closing the connection discards stream data the peer has not acknowledged yet, so
     // a last frame (a goodbye, an error) would be lost: wait until it is acknowledged.
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    send.finish(Duration::from_secs(2)).await;
 }
 
 struct Session {

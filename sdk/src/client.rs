@@ -470,6 +470,14 @@ impl Client {
         }
     }
 
+    /// The transport of the current connection: [`Transport::Quic`], or
+    /// [`Transport::Tcp`] when QUIC did not answer (a network that blocks UDP); `None`
+    /// while disconnected. A client on TCP tries QUIC again every
+    /// [`ClientConfig::quic_retry_interval`](crate::ClientConfig::quic_retry_interval).
+    pub fn transport(&self) -> Option<crate::Transport> {
+        self.shared().transport()
+    }
+
     /// Moves the connection to a new local UDP socket, as when a phone leaves Wi-Fi for
     /// cellular: QUIC migrates the connection, the session goes on (no reconnect, no
     /// catch-up), and nothing is missed. Returns the new local address. For clients with a

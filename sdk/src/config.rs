@@ -8,6 +8,7 @@ use std::time::Duration;
 use legalchat_protocol::validate::{self, ValidationError};
 
 use crate::Error;
+use crate::carrier::TransportPolicy;
 use crate::outbox::DEFAULT_OUTBOX_CAPACITY;
 use crate::reconnect::ReconnectPolicy;
 
@@ -41,6 +42,12 @@ pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_DELIVERY_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default most messages per `CatchUp` page after a reconnect.
 pub const DEFAULT_CATCH_UP_PAGE: u32 = 1_000;
+/// Default time QUIC has to connect before TLS over TCP is tried beside it: a QUIC
+/// handshake takes one round trip, so only a network that drops UDP (or a path with a
+/// round trip over half a second) needs longer.
+pub const DEFAULT_TCP_FALLBACK_AFTER: Duration = Duration::from_millis(500);
+/// Default interval at which a client on TLS over TCP tries QUIC again.
+pub const DEFAULT_QUIC_RETRY_INTERVAL: Duration = Duration::from_secs(300);
 /// Largest `CatchUp` page the protocol allows.
 pub const MAX_CATCH_UP_PAGE: u32 = 5_000;
 
@@ -123,6 +130,19 @@ pub struct ClientConfig {
     /// current token expires, and reconnects with the newest. `None`: the session ends
     /// when its token expires, unless the app calls [`crate::Client::renew_token`].
     pub token_source: Option<TokenSource>,
+    /// Which transports to use: QUIC, falling back to TLS over TCP when QUIC does not
+    /// answer (the default), or only one of them.
+    pub transport: TransportPolicy,
+    /// The server's TLS-over-TCP address; `None` (the default) means the QUIC address's IP
+    /// and port, on TCP.
+    pub tcp_addr: Option<SocketAddr>,
+    /// How long QUIC may take to connect before TLS over TCP is tried beside it (the first
+    /// to be ready is used). Networks that block UDP drop QUIC's packets silently, so
+    /// there is no error to wait for.
+    pub tcp_fallback_after: Duration,
+    /// While on TLS over TCP, how often to try QUIC again; when it answers, the client
+    /// moves back to it (a reconnect that resumes, so nothing is missed).
+    pub quic_retry_interval: Duration,
 }
 
 /// Socket buffer asked for on a [`ClientEndpoint`]: many connections' bursts land in it.
@@ -324,7 +344,42 @@ impl ClientConfig {
             delivery_report_interval: DEFAULT_DELIVERY_REPORT_INTERVAL,
             endpoint: None,
             connection: None,
+            transport: TransportPolicy::Auto,
+            tcp_addr: None,
+            tcp_fallback_after: DEFAULT_TCP_FALLBACK_AFTER,
+            quic_retry_interval: DEFAULT_QUIC_RETRY_INTERVAL,
         }
+    }
+
+    /// Which transports to use (see [`TransportPolicy`]).
+    pub fn with_transport(mut self, policy: TransportPolicy) -> Self {
+        self.transport = policy;
+        self
+    }
+
+    /// The server's TLS-over-TCP address, when it is not the QUIC address's IP and port.
+    pub fn with_tcp_addr(mut self, addr: SocketAddr) -> Self {
+        self.tcp_addr = Some(addr);
+        self
+    }
+
+    /// How long QUIC may take before TLS over TCP is tried too; see
+    /// [`ClientConfig::tcp_fallback_after`].
+    pub fn with_tcp_fallback_after(mut self, after: Duration) -> Self {
+        self.tcp_fallback_after = after;
+        self
+    }
+
+    /// How often a client on TLS over TCP tries QUIC again; see
+    /// [`ClientConfig::quic_retry_interval`].
+    pub fn with_quic_retry_interval(mut self, interval: Duration) -> Self {
+        self.quic_retry_interval = interval;
+        self
+    }
+
+    /// The TLS-over-TCP address in use.
+    pub(crate) fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr.unwrap_or(self.server_addr)
     }
 
     /// Connect through `endpoint`, a UDP socket shared with other clients, instead of a
@@ -476,6 +531,7 @@ impl ClientConfig {
             ("send_timeout", self.send_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
             ("keep_alive_interval", self.keep_alive_interval.is_zero()),
+            ("quic_retry_interval", self.quic_retry_interval.is_zero()),
         ];
         if let Some((field, _)) = positive.into_iter().find(|(_, zero)| *zero) {
             return Err(ValidationError::new(field, "must be greater than zero"));

@@ -1,4 +1,4 @@
-//! One QUIC connection: the handshake and authentication, reading frames off the session
+//! One connection (QUIC, or TLS over TCP): the handshake and authentication, reading frames off the session
 //! stream, and the writer task that owns its send half. No policy here: what the frames
 //! mean and when to reconnect is decided by [`crate::driver`].
 
@@ -9,9 +9,10 @@ use bytes::{Bytes, BytesMut};
 use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
 use legalchat_protocol::pb;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
+use crate::carrier::{Carrier, RecvHalf, SendHalf, TcpCarrier, TcpDialer, Transport, TransportPolicy};
 use crate::session::{self, SessionInfo};
 use crate::{ClientConfig, Error, Result, SharedConnection};
 
@@ -47,23 +48,96 @@ pub(crate) enum Outbound {
 /// An authenticated session on a fresh connection, or on a shared one.
 #[derive(Debug)]
 pub(crate) struct Established {
-    pub(crate) connection: quinn::Connection,
+    pub(crate) carrier: Carrier,
     /// The connection carries other clients' sessions too: ending this session must not
     /// close it.
     pub(crate) shared: bool,
     pub(crate) session: SessionInfo,
     pub(crate) reader: FrameReader,
-    pub(crate) send: quinn::SendStream,
+    pub(crate) send: SendHalf,
 }
 
-/// Handshake (unless the configured [`SharedConnection`] is up already), session stream,
-/// `Authenticate`, and its answer, all before `deadline`.
-pub(crate) async fn establish(
-    endpoint: &quinn::Endpoint,
-    quic_config: quinn::ClientConfig,
-    config: &ClientConfig,
-    deadline: Instant,
-) -> Result<Established> {
+/// What a client connects with: its QUIC endpoint and configuration, and how to reach
+/// the server over TCP.
+#[derive(Debug)]
+pub(crate) struct Dial<'a> {
+    pub(crate) endpoint: &'a quinn::Endpoint,
+    pub(crate) quic: quinn::ClientConfig,
+    pub(crate) tcp: &'a TcpDialer,
+}
+
+/// Connects and authenticates before `deadline`, by the configured [`TransportPolicy`]:
+/// under `Auto`, `first` is tried first, and the other transport beside it once
+/// `tcp_fallback_after` has passed (or `first` failed); the first session up wins. A
+/// shared connection is always QUIC.
+pub(crate) async fn establish(dial: &Dial<'_>, config: &ClientConfig, deadline: Instant, first: Transport) -> Result<Established> {
+    // Boxed: the handshakes' state must not weigh on every caller's future.
+    if config.connection.is_some() {
+        return Box::pin(establish_quic(dial, config, deadline)).await;
+    }
+    match config.transport {
+        TransportPolicy::QuicOnly => Box::pin(establish_quic(dial, config, deadline)).await,
+        TransportPolicy::TcpOnly => Box::pin(establish_tcp(dial.tcp, config, deadline)).await,
+        TransportPolicy::Auto => Box::pin(race(dial, config, deadline, first)).await,
+    }
+}
+
+async fn establish_on(transport: Transport, dial: &Dial<'_>, config: &ClientConfig, deadline: Instant) -> Result<Established> {
+    match transport {
+        Transport::Quic => establish_quic(dial, config, deadline).await,
+        Transport::Tcp => establish_tcp(dial.tcp, config, deadline).await,
+    }
+}
+
+/// Whether `e` means the server was reached and said no (a refused token, an untrusted
+/// certificate, a limit): the other transport would hear the same.
+fn answered(e: &Error) -> bool {
+    !matches!(e, Error::Connect(_) | Error::Timeout | Error::Disconnected(_))
+}
+
+/// Happy eyeballs between the transports: `first` now, the other after the head start.
+async fn race(dial: &Dial<'_>, config: &ClientConfig, deadline: Instant, first: Transport) -> Result<Established> {
+    let second = match first {
+        Transport::Quic => Transport::Tcp,
+        Transport::Tcp => Transport::Quic,
+    };
+    let mut a = Box::pin(establish_on(first, dial, config, deadline));
+    let mut b = Box::pin(establish_on(second, dial, config, deadline));
+    let head_start = tokio::time::sleep(config.tcp_fallback_after);
+    tokio::pin!(head_start);
+    let (mut b_started, mut a_failed, mut b_failed) = (false, None::<Error>, None::<Error>);
+    loop {
+        tokio::select! {
+            r = &mut a, if a_failed.is_none() => match r {
+                Ok(e) => return Ok(e),
+                Err(e) if answered(&e) => return Err(e),
+                Err(e) => {
+                    debug!(error = %e, transport = %first, "connecting failed; trying the other transport");
+                    a_failed = Some(e);
+                    b_started = true;
+                }
+            },
+            r = &mut b, if b_started && b_failed.is_none() => match r {
+                Ok(e) => {
+                    debug!(transport = %second, "connected on the second transport");
+                    return Ok(e);
+                }
+                Err(e) if answered(&e) => return Err(e),
+                Err(e) => b_failed = Some(e),
+            },
+            () = &mut head_start, if !b_started => {
+                debug!(transport = %first, after = ?config.tcp_fallback_after, "no connection yet; trying the other transport beside it");
+                b_started = true;
+            }
+        }
+        if let (Some(x), Some(y)) = (&a_failed, &b_failed) {
+            return Err(Error::Connect(format!("{first}: {x}; {second}: {y}")));
+        }
+    }
+}
+
+/// A session over QUIC: on the shared connection, or on a new one of its own.
+async fn establish_quic(dial: &Dial<'_>, config: &ClientConfig, deadline: Instant) -> Result<Established> {
     let shared = config.connection.is_some();
     let addr = config.server_addr;
     // A shared connection may be closing as this session starts on it (a server ends a
@@ -72,13 +146,15 @@ pub(crate) async fn establish(
     let mut retried = false;
     loop {
         let connection = match &config.connection {
-            Some(connection) => shared_connection(connection, quic_config.clone(), config, deadline).await?,
-            None => connect(endpoint, quic_config.clone(), config, deadline).await?,
+            Some(connection) => shared_connection(connection, dial.quic.clone(), config, deadline).await?,
+            None => connect(dial.endpoint, dial.quic.clone(), config, deadline).await?,
         };
         // On failure, a connection of this client's own goes; a shared one stays for the
         // others, and this session's stream ends as its halves are dropped.
         match timeout_at(deadline, authenticate_on(&connection, config)).await {
-            Ok(Ok((session, reader, send))) => return Ok(Established { connection, shared, session, reader, send }),
+            Ok(Ok((session, reader, send))) => {
+                return Ok(Established { carrier: Carrier::Quic(connection), shared, session, reader, send });
+            }
             Ok(Err(e)) => {
                 if shared && !retried && connection.close_reason().is_some() && !matches!(e, Error::Unauthorized(_)) {
                     debug!(error = %e, "the shared connection closed while this session started; trying a fresh one");
@@ -100,20 +176,54 @@ pub(crate) async fn establish(
     }
 }
 
+/// A session over TLS over TCP, on a connection of its own.
+async fn establish_tcp(tcp: &TcpDialer, config: &ClientConfig, deadline: Instant) -> Result<Established> {
+    let addr = tcp.addr;
+    let tls = match timeout_at(deadline, tcp.connect()).await {
+        Ok(tls) => tls?,
+        Err(_) => return Err(Error::Connect(format!("no answer from {addr} over TCP; is the server running and reachable?"))),
+    };
+    let carrier = TcpCarrier::new(tcp.clone());
+    let (recv, send) = tokio::io::split(tls);
+    let (send, recv) = (SendHalf::Tcp(send, carrier.closing()), RecvHalf::Tcp(recv, carrier.closing()));
+    let carrier = Carrier::Tcp(carrier);
+    match timeout_at(deadline, authenticate_with(send, recv, &carrier, config)).await {
+        Ok(Ok((session, reader, send))) => Ok(Established { carrier, shared: false, session, reader, send }),
+        Ok(Err(e)) => {
+            carrier.close(CLOSE_NORMAL, b"");
+            Err(e)
+        }
+        Err(_) => {
+            carrier.close(CLOSE_NORMAL, b"");
+            Err(Error::Connect(format!("{addr} accepted the TCP connection but did not answer Authenticate in time")))
+        }
+    }
+}
+
 /// Opens the session stream on `connection`, sends `Authenticate` and reads its answer.
-async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Result<(SessionInfo, FrameReader, quinn::SendStream)> {
-    let (mut send, recv) = connection
+async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Result<(SessionInfo, FrameReader, SendHalf)> {
+    let (send, recv) = connection
         .open_bi()
         .await
         // A server that refuses the connection (too many from this address) may close it
         // before the stream opens: its close code says so.
         .map_err(|e| {
             refused_during_auth(
-                connection,
+                &Carrier::Quic(connection.clone()),
                 config.idle_timeout,
                 &format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)),
             )
         })?;
+    authenticate_with(SendHalf::Quic(send), RecvHalf::Quic(recv), &Carrier::Quic(connection.clone()), config).await
+}
+
+/// Sends `Authenticate` on a new session stream and reads its answer.
+async fn authenticate_with(
+    mut send: SendHalf,
+    recv: RecvHalf,
+    carrier: &Carrier,
+    config: &ClientConfig,
+) -> Result<(SessionInfo, FrameReader, SendHalf)> {
     let hello = pb::ClientFrame {
         request_id: AUTH_REQUEST_ID,
         request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
@@ -124,7 +234,7 @@ async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) 
     };
     send.write_all(&codec::encode(&hello))
         .await
-        .map_err(|e| refused_during_auth(connection, config.idle_timeout, &format!("cannot send Authenticate: {e}")))?;
+        .map_err(|e| refused_during_auth(carrier, config.idle_timeout, &format!("cannot send Authenticate: {e}")))?;
 
     let mut reader = FrameReader::new(recv, config.max_inbound_frame);
     loop {
@@ -136,12 +246,12 @@ async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) 
             },
             Ok(None) => {
                 return Err(refused_during_auth(
-                    connection,
+                    carrier,
                     config.idle_timeout,
                     "the server ended the session without answering Authenticate",
                 ));
             }
-            Err(failure) => return Err(refused_during_auth(connection, config.idle_timeout, &failure.describe(config.idle_timeout))),
+            Err(failure) => return Err(refused_during_auth(carrier, config.idle_timeout, &failure.describe(config.idle_timeout))),
         }
     }
 }
@@ -159,6 +269,18 @@ async fn connect(
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(e)) => Err(handshake_error(addr, &e, config.idle_timeout)),
         Err(_) => Err(Error::Connect(format!("no answer from {addr}; is the server running and reachable?"))),
+    }
+}
+
+/// Whether a QUIC handshake with the server succeeds now (the connection is closed at
+/// once): a client on TLS over TCP asks this to know when to move back.
+pub(crate) async fn quic_answers(endpoint: &quinn::Endpoint, quic: quinn::ClientConfig, config: &ClientConfig, deadline: Instant) -> bool {
+    match connect(endpoint, quic, config, deadline).await {
+        Ok(connection) => {
+            connection.close(CLOSE_NORMAL.into(), b"probe");
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -197,7 +319,11 @@ async fn shared_connection(
 /// The error for a session that ended while authenticating. A server that closes the
 /// connection with application code `UNAUTHORIZED` (1) refused the token, whether or not
 /// its `Unauthorized` frame made it through before the close.
-fn refused_during_auth(connection: &quinn::Connection, idle_timeout: Duration, what: &str) -> Error {
+fn refused_during_auth(carrier: &Carrier, idle_timeout: Duration, what: &str) -> Error {
+    // Over TCP every refusal comes in-band, as a frame.
+    let Carrier::Quic(connection) = carrier else {
+        return Error::Connect(what.to_owned());
+    };
     match connection.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(close)) if close.error_code.into_inner() == pb::ErrorCode::Unauthorized as u64 => {
             let reason = String::from_utf8_lossy(&close.reason);
@@ -259,6 +385,10 @@ pub(crate) enum ReadFailure {
     Truncated(usize),
     /// The stream or connection failed.
     Stream(quinn::ReadError),
+    /// The TCP connection failed.
+    Tcp(std::io::Error),
+    /// This client closed the connection; the reason it gave.
+    Closed(String),
 }
 
 impl ReadFailure {
@@ -269,6 +399,8 @@ impl ReadFailure {
             ReadFailure::Stream(quinn::ReadError::ConnectionLost(e)) => describe_connection_error(e, idle_timeout),
             ReadFailure::Stream(quinn::ReadError::Reset(code)) => format!("the server reset the session stream (code {code})"),
             ReadFailure::Stream(e) => format!("session stream: {e}"),
+            ReadFailure::Tcp(e) => format!("the TCP connection failed: {e}"),
+            ReadFailure::Closed(reason) => reason.clone(),
         }
     }
 
@@ -281,7 +413,7 @@ impl ReadFailure {
 /// Frames off the session stream (mini-redis' `Connection::read_frame`).
 #[derive(Debug)]
 pub(crate) struct FrameReader {
-    recv: quinn::RecvStream,
+    recv: RecvHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
 }
@@ -289,10 +421,10 @@ pub(crate) struct FrameReader {
 impl FrameReader {
     /// Tells the server to stop sending on this session stream.
     pub(crate) fn stop(&mut self, code: u32) {
-        let _ = self.recv.stop(code.into());
+        self.recv.stop(code);
     }
 
-    fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
+    fn new(recv: RecvHalf, max_frame: usize) -> Self {
         // No buffer up front: a gateway holds thousands of sessions, most of them idle.
         Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame) }
     }
@@ -310,18 +442,17 @@ impl FrameReader {
                 }
                 return Ok(Some(frame));
             }
-            match self.recv.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
-                Ok(None) if self.buf.is_empty() => return Ok(None),
-                Ok(None) => return Err(ReadFailure::Truncated(self.buf.len())),
-                Err(e) => return Err(ReadFailure::Stream(e)),
+            match self.recv.read_chunk(READ_CHUNK).await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Err(ReadFailure::Truncated(self.buf.len())),
             }
         }
     }
 }
 
 /// The writer task: the only owner of the send half of the session stream.
-pub(crate) async fn write_loop(mut send: quinn::SendStream, mut outbound: mpsc::Receiver<Outbound>) {
+pub(crate) async fn write_loop(mut send: SendHalf, mut outbound: mpsc::Receiver<Outbound>) {
     while let Some(item) = outbound.recv().await {
         match item {
             Outbound::Frame(frame) => {
@@ -336,9 +467,7 @@ pub(crate) async fn write_loop(mut send: quinn::SendStream, mut outbound: mpsc::
     // Finish after the last frame (on `close`, or when every `Client` is gone), and wait
     // until the server has acknowledged everything, so that closing the connection next
     // cannot drop a frame in flight.
-    if send.finish().is_ok() {
-        let _ = timeout(CLOSE_GRACE, send.stopped()).await;
-    }
+    send.finish_and_wait(CLOSE_GRACE).await;
 }
 
 #[cfg(test)]

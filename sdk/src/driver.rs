@@ -14,7 +14,7 @@
 //! All decisions are made by [`ClientState`] under one mutex that is never held across
 //! an `.await`; the tasks here only move bytes and carry out the returned effects.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use legalchat_protocol::codec::{self, LENGTH_PREFIX_LEN};
@@ -26,9 +26,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
+use crate::carrier::{Carrier, TcpDialer, Transport, TransportPolicy};
 use crate::connection::{
-    self, AUTH_REQUEST_ID, CLOSE_DRAIN, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Established, FrameReader, Outbound,
-    describe_connection_error,
+    self, AUTH_REQUEST_ID, CLOSE_DRAIN, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Dial, Established, FrameReader, Outbound,
 };
 use crate::inbox::Fetch;
 use crate::outbox::{Attempt, EntryId};
@@ -56,7 +56,7 @@ pub(crate) struct Link {
     /// Counts connections of this client, from 1.
     pub(crate) epoch: u64,
     pub(crate) session: SessionInfo,
-    pub(crate) connection: quinn::Connection,
+    pub(crate) carrier: Carrier,
     /// The connection carries other clients' sessions too (a [`crate::SharedConnection`]):
     /// this session ends with its stream, and the connection stays.
     shared_connection: bool,
@@ -77,7 +77,7 @@ impl Link {
     /// Closes the connection, unless other clients' sessions share it.
     fn close_connection(&self, code: u32, why: &[u8]) {
         if !self.shared_connection {
-            self.connection.close(code.into(), why);
+            self.carrier.close(code, why);
         }
     }
 
@@ -93,7 +93,7 @@ impl Link {
                 first
             });
         } else {
-            self.connection.close(CLOSE_NORMAL.into(), why.as_bytes());
+            self.carrier.close(CLOSE_NORMAL, why.as_bytes());
         }
     }
 
@@ -110,6 +110,11 @@ pub(crate) struct Shared {
     token: Mutex<String>,
     quic: quinn::ClientConfig,
     endpoint: quinn::Endpoint,
+    /// How to reach the server over TLS over TCP.
+    tcp: TcpDialer,
+    /// The last connection had to use TLS over TCP, and QUIC has not answered since: the
+    /// next connection tries TCP first.
+    prefer_tcp: AtomicBool,
     /// The endpoint is this client's alone (not a shared [`crate::ClientEndpoint`]): it is
     /// closed with the client.
     owns_endpoint: bool,
@@ -371,8 +376,14 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         Some(shared) => (shared.endpoint.clone(), false),
         None => (quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?, true),
     };
+    let tcp = TcpDialer {
+        addr: config.tcp_addr(),
+        server_name: config.server_name.clone(),
+        tls: Arc::new(crate::tls::rustls_config(&config.ca_cert_pem)?),
+    };
     let deadline = Instant::now() + config.connect_timeout;
-    let established = match connection::establish(&endpoint, quic.clone(), &config, deadline).await {
+    let dial = Dial { endpoint: &endpoint, quic: quic.clone(), tcp: &tcp };
+    let established = match connection::establish(&dial, &config, deadline, Transport::Quic).await {
         Ok(e) => e,
         Err(e) => {
             if owns_endpoint {
@@ -401,6 +412,8 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         in_flight: Semaphore::new(config.max_in_flight),
         quic,
         endpoint,
+        prefer_tcp: AtomicBool::new(established.carrier.transport() == Transport::Tcp),
+        tcp,
         owns_endpoint,
         user_id: session.user_id.clone(),
         role: session.role,
@@ -448,7 +461,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
 
 /// Starts the tasks of a freshly authenticated connection and publishes it.
 fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, JoinHandle<String>) {
-    let Established { connection, shared: shared_connection, session, reader, send } = established;
+    let Established { carrier, shared: shared_connection, session, reader, send } = established;
     let epoch = shared.epochs.fetch_add(1, Ordering::Relaxed) + 1;
     let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let writer = tokio::spawn(connection::write_loop(send, outbound_rx));
@@ -456,7 +469,7 @@ fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, Join
     let link = Arc::new(Link {
         epoch,
         session,
-        connection,
+        carrier,
         shared_connection,
         abandoned: watch::channel(None).0,
         outbound: outbound_tx,
@@ -465,12 +478,37 @@ fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, Join
         datagrams: Mutex::new(None),
     });
     // A datagram belongs to no stream: on a shared connection it could be any session's.
-    if !link.shared_connection {
+    if !link.shared_connection && link.carrier.transport() == Transport::Quic {
         *lock(&link.datagrams) = Some(tokio::spawn(read_datagrams(Arc::clone(shared), Arc::clone(&link))));
+    }
+    if link.carrier.transport() == Transport::Tcp && shared.config.transport == TransportPolicy::Auto {
+        tokio::spawn(probe_quic(Arc::downgrade(shared), Arc::downgrade(&link)));
     }
     let reader = tokio::spawn(read_loop(Arc::clone(shared), Arc::clone(&link), reader));
     shared.link.send_replace(Some(Arc::clone(&link)));
     (link, reader)
+}
+
+/// While a link runs over TLS over TCP, tries a QUIC handshake every
+/// `quic_retry_interval`; once QUIC answers, ends the link so that the client reconnects
+/// on QUIC (and resumes: nothing is missed). Ends with the link or the client.
+async fn probe_quic(shared: std::sync::Weak<Shared>, link: std::sync::Weak<Link>) {
+    loop {
+        let Some(interval) = shared.upgrade().map(|s| s.config.quic_retry_interval) else { return };
+        tokio::time::sleep(interval).await;
+        let (Some(s), Some(l)) = (shared.upgrade(), link.upgrade()) else { return };
+        if lock(&l.pending).closed_reason().is_some() || s.state().closed_reason().is_some() {
+            return;
+        }
+        let deadline = Instant::now() + s.config.connect_timeout;
+        if connection::quic_answers(&s.endpoint, s.quic.clone(), &s.config, deadline).await {
+            s.prefer_tcp.store(false, Ordering::Relaxed);
+            info!("QUIC answers again; moving the session back to it");
+            l.drop_session("moving back to QUIC, which answers again");
+            return;
+        }
+        debug!("QUIC still does not answer; staying on TLS over TCP");
+    }
 }
 
 // ───────────────────────────── per-connection tasks ─────────────────────────────
@@ -550,7 +588,7 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
         // its slow-consumer policy), but notice a dead connection meanwhile.
         tokio::select! {
             () = shared.wait_for_room() => {}
-            e = link.connection.closed() => return announced_end.unwrap_or_else(|| describe_connection_error(&e, idle)),
+            reason = link.carrier.closed(idle) => return announced_end.unwrap_or(reason),
             why = abandoned_reason(&mut abandoned) => {
                 reader.stop(CLOSE_NORMAL);
                 return why;
@@ -570,7 +608,8 @@ async fn abandoned_reason(abandoned: &mut watch::Receiver<Option<String>>) -> St
 
 /// Typing events may arrive as QUIC datagrams, each one whole frame.
 async fn read_datagrams(shared: Arc<Shared>, link: Arc<Link>) {
-    while let Ok(bytes) = link.connection.read_datagram().await {
+    let Carrier::Quic(connection) = &link.carrier else { return };
+    while let Ok(bytes) = connection.read_datagram().await {
         match codec::decode_exact::<pb::ServerFrame>(&bytes, shared.config.max_inbound_frame) {
             Ok(frame) => match session::route(frame) {
                 Routed::Event(event @ Event::Typing(_)) => {
@@ -792,6 +831,11 @@ async fn catch_up_on(shared: &Arc<Shared>, link: &Arc<Link>) -> Result<()> {
 }
 
 impl Shared {
+    /// The transport of the current connection; `None` while disconnected.
+    pub(crate) fn transport(&self) -> Option<Transport> {
+        self.link.borrow().as_ref().map(|link| link.carrier.transport())
+    }
+
     /// Moves this client's connection to a new local UDP socket (a phone leaving Wi-Fi for
     /// cellular): QUIC migrates the connection, so the session goes on without
     /// reconnecting. Only for a client with an endpoint of its own.
@@ -898,19 +942,23 @@ async fn reconnect(
         let deadline = Instant::now() + shared.config.connect_timeout;
         let mut config = shared.config.clone();
         config.token = lock(&shared.token).clone();
+        let first = if shared.prefer_tcp.load(Ordering::Relaxed) { Transport::Tcp } else { Transport::Quic };
+        let dial = Dial { endpoint: &shared.endpoint, quic: shared.quic.clone(), tcp: &shared.tcp };
         let established = tokio::select! {
-            r = connection::establish(&shared.endpoint, shared.quic.clone(), &config, deadline) => r,
+            r = connection::establish(&dial, &config, deadline, first) => r,
             reason = wait_for_shutdown(shutdown) => return Err(reason),
         };
         match established {
             Ok(e) if e.session.user_id != shared.user_id => {
                 if !e.shared {
-                    e.connection.close(CLOSE_NORMAL.into(), b"");
+                    e.carrier.close(CLOSE_NORMAL, b"");
                 }
                 return Err(format!("the server authenticated {} instead of {} on reconnecting", e.session.user_id, shared.user_id));
             }
             Ok(e) => {
-                info!(attempt, session_id = %e.session.session_id, "reconnected");
+                let transport = e.carrier.transport();
+                shared.prefer_tcp.store(transport == Transport::Tcp, Ordering::Relaxed);
+                info!(attempt, session_id = %e.session.session_id, %transport, "reconnected");
                 // Live events wait until the catch-up is done.
                 shared.state().begin_catch_up();
                 return Ok(open_link(shared, e));

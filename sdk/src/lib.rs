@@ -118,6 +118,7 @@
 //!
 //! All async functions need a tokio runtime (with the `time` and `net` drivers enabled).
 
+mod carrier;
 mod client;
 mod config;
 mod connection;
@@ -137,6 +138,7 @@ mod types;
 pub use legalchat_protocol::pb;
 pub use legalchat_protocol::validate::ValidationError;
 
+pub use carrier::{Transport, TransportPolicy};
 pub use client::Client;
 pub use config::{
     ClientConfig, ClientEndpoint, DEFAULT_CATCH_UP_PAGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELIVERY_REPORT_INTERVAL, DEFAULT_EVENT_BUFFER,

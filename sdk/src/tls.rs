@@ -36,6 +36,17 @@ pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
 /// [`client_config`] with the given idle timeout and keep-alive interval (the
 /// keep-alive must be shorter than the idle timeout for a quiet connection to live).
 pub fn client_config_with(ca_pem: &[u8], idle_timeout: Duration, keep_alive_interval: Duration) -> Result<quinn::ClientConfig, Error> {
+    let tls = rustls_config(ca_pem)?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(format!("QUIC TLS setup: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config(idle_timeout, keep_alive_interval)));
+    Ok(config)
+}
+
+/// The TLS configuration of both transports: only the certificates in `ca_pem` are
+/// trusted, TLS 1.3 only (QUIC is defined over it; TLS over TCP asks no less), ALPN
+/// `legalchat/1`.
+pub(crate) fn rustls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for (index, cert) in CertificateDer::pem_slice_iter(ca_pem).enumerate() {
         let cert = cert.map_err(|e| Error::Tls(format!("CA bundle: PEM section {}: {e}", index + 1)))?;
@@ -47,17 +58,12 @@ pub fn client_config_with(ca_pem: &[u8], idle_timeout: Duration, keep_alive_inte
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        // QUIC is defined over TLS 1.3 only.
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Tls(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![legalchat_protocol::ALPN.to_vec()];
-
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(format!("QUIC TLS setup: {e}")))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config(idle_timeout, keep_alive_interval)));
-    Ok(config)
+    Ok(tls)
 }
 
 fn transport_config(idle_timeout: Duration, keep_alive_interval: Duration) -> quinn::TransportConfig {

@@ -18,7 +18,11 @@ use legalchat_protocol::codec::{self, FrameDecoder};
 use legalchat_protocol::pb::{self, transfer_reply::Reply};
 use legalchat_protocol::validate;
 
+use crate::carrier::RecvHalf;
+use crate::carrier::SendHalf;
 use crate::client::Client;
+use crate::config::DEFAULT_IDLE_TIMEOUT as IDLE_TIMEOUT;
+use crate::connection::ReadFailure;
 use crate::error::{Error, Result};
 
 /// First byte of a transfer stream.
@@ -59,13 +63,13 @@ pub struct Downloaded {
 
 /// Reads `TransferReply` frames, and the raw bytes after them, off a transfer stream.
 struct ReplyReader {
-    recv: quinn::RecvStream,
+    recv: RecvHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
 }
 
 impl ReplyReader {
-    fn new(recv: quinn::RecvStream) -> Self {
+    fn new(recv: RecvHalf) -> Self {
         Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(MAX_REPLY_FRAME) }
     }
 
@@ -78,11 +82,11 @@ impl ReplyReader {
                 Err(e) => return Err(Error::Protocol(format!("transfer reply: {e}"))),
             }
             let want = self.decoder.missing(&self.buf).max(1);
-            match self.recv.read_chunk(want, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+            match self.recv.read_chunk(want).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err(Error::Protocol("the transfer stream ended inside a frame".into())),
-                Err(e) => return Err(Error::Disconnected(format!("the transfer stream broke: {e}"))),
+                Err(e) => return Err(Error::Disconnected(format!("the transfer stream broke: {}", e.describe(IDLE_TIMEOUT)))),
             }
         }
     }
@@ -92,14 +96,14 @@ impl ReplyReader {
         if !self.buf.is_empty() {
             return Ok(Some(self.buf.split().freeze()));
         }
-        match self.recv.read_chunk(PIECE, true).await {
-            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
-            Err(quinn::ReadError::Reset(code)) => Err(Error::Server {
+        match self.recv.read_chunk(PIECE).await {
+            Ok(chunk) => Ok(chunk),
+            Err(ReadFailure::Stream(quinn::ReadError::Reset(code))) => Err(Error::Server {
                 code: pb::ErrorCode::Internal,
                 message: format!("the server stopped the download (code {code}); ask again to resume"),
                 retry_after: None,
             }),
-            Err(e) => Err(Error::Disconnected(format!("the transfer stream broke: {e}"))),
+            Err(e) => Err(Error::Disconnected(format!("the transfer stream broke: {}", e.describe(IDLE_TIMEOUT)))),
         }
     }
 }
@@ -140,13 +144,10 @@ fn retryable(e: &Error) -> bool {
 
 impl Client {
     /// Opens a transfer stream on the current connection and presents `ticket`.
-    async fn open_transfer(&self, ticket: &pb::TransferTicket, offset: u64) -> Result<(quinn::SendStream, ReplyReader)> {
+    async fn open_transfer(&self, ticket: &pb::TransferTicket, offset: u64) -> Result<(SendHalf, ReplyReader)> {
         let deadline = Instant::now() + self.shared().config.request_timeout;
         let link = self.shared().current_link(deadline).await?;
-        let (mut send, recv) = timeout_at(deadline, link.connection.open_bi())
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|e| Error::Disconnected(format!("cannot open a transfer stream: {e}")))?;
+        let (mut send, recv) = timeout_at(deadline, link.carrier.open_transfer()).await.map_err(|_| Error::Timeout)??;
         let request = pb::TransferRequest { ticket: ticket.ticket.clone(), offset };
         let mut first = vec![STREAM_TRANSFER];
         first.extend_from_slice(&codec::encode(&request));
@@ -218,7 +219,7 @@ impl Client {
                     let n = read.map_err(|e| Error::Invalid(validate::ValidationError::new("body", e.to_string())))?;
                     if n == 0 {
                         body_done = true;
-                        let _ = send.finish();
+                        send.finish().await;
                     } else {
                         send.write_all(&piece[..n]).await.map_err(|e| Error::Disconnected(format!("the upload stream broke: {e}")))?;
                         done += n as u64;
@@ -249,7 +250,7 @@ impl Client {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<u64> {
         let (mut send, mut replies) = self.open_transfer(ticket, offset).await?;
-        let _ = send.finish();
+        send.finish().await;
         let total = match replies.next().await? {
             Some(Reply::Started(s)) if s.offset == offset => s.size,
             Some(Reply::Started(s)) => {

@@ -83,6 +83,11 @@ impl TestDaemon {
         self.process.ops_addr()
     }
 
+    /// The TLS-over-TCP address of the current run.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.process.tcp_addr().unwrap_or_else(|| panic!("this daemon runs without its TCP listener"))
+    }
+
     /// The daemon's `--data-dir`.
     pub fn data_dir(&self) -> &Path {
         self.process.data_dir()
@@ -110,7 +115,11 @@ impl TestDaemon {
 
     /// SDK settings for `token` against the current run.
     pub fn client_config(&self, token: String) -> ClientConfig {
-        ClientConfig::new(self.quic_addr(), token).with_ca_pem(self.ca_pem()).with_server_name("localhost")
+        let config = ClientConfig::new(self.quic_addr(), token).with_ca_pem(self.ca_pem()).with_server_name("localhost");
+        match self.process.tcp_addr() {
+            Some(tcp) => config.with_tcp_addr(tcp),
+            None => config,
+        }
     }
 
     /// Connects with `token`; the outcome is the caller's to judge.

@@ -25,6 +25,7 @@ use crate::ids;
 use crate::policy::RequestError;
 use crate::shard::Command;
 use crate::store::StoredFile;
+use crate::streams::{RecvHalf, SendHalf};
 
 /// First byte of a session stream.
 pub const STREAM_SESSION: u8 = 0x00;
@@ -77,15 +78,14 @@ fn error_reply(e: &RequestError) -> bytes::Bytes {
 }
 
 /// Ends a transfer stream with an error.
-async fn refuse(mut send: quinn::SendStream, recv: &mut quinn::RecvStream, e: &RequestError) {
-    let _ = recv.stop(0u32.into());
+async fn refuse(mut send: SendHalf, recv: &mut RecvHalf, e: &RequestError) {
+    recv.stop(0);
     let _ = send.write_all(&error_reply(e)).await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    send.finish(Duration::from_secs(2)).await;
 }
 
 /// Reads the `TransferRequest`, never past it.
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<pb::TransferRequest, RequestError> {
+async fn read_request(recv: &mut RecvHalf) -> Result<pb::TransferRequest, RequestError> {
     let decoder = FrameDecoder::new(MAX_REQUEST_FRAME);
     let mut buf = BytesMut::new();
     let read = async {
@@ -96,8 +96,8 @@ async fn read_request(recv: &mut quinn::RecvStream) -> Result<pb::TransferReques
                 Err(e) => return Err(RequestError::new(ErrorCode::MalformedFrame, format!("the transfer request: {e}"))),
             }
             let want = decoder.missing(&buf).max(1);
-            match recv.read_chunk(want, true).await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            match recv.read_chunk(want).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) | Err(_) => return Err(RequestError::invalid("the stream ended before its transfer request")),
             }
         }
@@ -128,7 +128,7 @@ fn chunk_len(size: u64, index: u64) -> usize {
 
 impl Files {
     /// Serves a transfer stream whose kind byte has been read.
-    pub async fn serve_transfer(self: Arc<Self>, slots: TransferSlots, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    pub async fn serve_transfer(self: Arc<Self>, slots: TransferSlots, send: SendHalf, mut recv: RecvHalf) {
         let request = match read_request(&mut recv).await {
             Ok(r) => r,
             Err(e) => return refuse(send, &mut recv, &e).await,
@@ -152,13 +152,13 @@ impl Files {
             }
             Some(Grant::Upload(id)) => Box::pin(self.upload(id, send, recv)).await,
             Some(Grant::Download(d)) => {
-                let _ = recv.stop(0u32.into());
+                recv.stop(0);
                 Box::pin(self.download(*d, request.offset, send)).await;
             }
         }
     }
 
-    async fn upload(&self, id: [u8; 16], mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    async fn upload(&self, id: [u8; 16], mut send: SendHalf, mut recv: RecvHalf) {
         let Some(upload) = super::lock(&self.uploads).get(&id).cloned() else {
             let e = RequestError::not_found("the upload was dropped (finished, refused or expired); start it again");
             return refuse(send, &mut recv, &e).await;
@@ -172,9 +172,8 @@ impl Files {
             Ok(()) => match self.accept(&mut u).await {
                 Ok(attachment) => {
                     let _ = send.write_all(&reply_frame(Reply::Uploaded(attachment))).await;
-                    let _ = send.finish();
                     self.finish_upload(&id);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    send.finish(Duration::from_secs(2)).await;
                     return;
                 }
                 Err(cut) => cut,
@@ -208,7 +207,7 @@ impl Files {
     }
 
     /// Receives the rest of an upload into its part file, sealed, confirming progress.
-    async fn receive(&self, u: &mut Upload, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) -> Result<(), Cut> {
+    async fn receive(&self, u: &mut Upload, send: &mut SendHalf, recv: &mut RecvHalf) -> Result<(), Cut> {
         let count = chunk_count(u.size);
         let mut index = u.chunks_done;
         let path = self.part_path(&u.id);
@@ -226,8 +225,8 @@ impl Files {
         while index < count {
             let want = chunk_len(u.size, index);
             while buf.len() < want {
-                match tokio::time::timeout(IDLE_TIMEOUT, recv.read_chunk(want - buf.len(), true)).await {
-                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk.bytes),
+                match tokio::time::timeout(IDLE_TIMEOUT, recv.read_chunk(want - buf.len())).await {
+                    Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
                     Ok(Ok(None)) => return Err(Cut::Ended),
                     Ok(Err(_)) | Err(_) => return Err(Cut::Lost),
                 }
@@ -257,8 +256,8 @@ impl Files {
             }
         }
         // The whole file is here: anything more breaks the declared size.
-        if let Ok(Ok(Some(more))) = tokio::time::timeout(END_TIMEOUT, recv.read_chunk(1, true)).await
-            && !more.bytes.is_empty()
+        if let Ok(Ok(Some(more))) = tokio::time::timeout(END_TIMEOUT, recv.read_chunk(1)).await
+            && !more.is_empty()
         {
             return Err(Cut::Refused(RequestError::invalid(format!("the upload carries more than its declared size of {} bytes", u.size))));
         }
@@ -345,12 +344,12 @@ impl Files {
         Ok(stored.attachment(format_id(&u.file), &u.name))
     }
 
-    async fn download(&self, d: Download, offset: u64, mut send: quinn::SendStream) {
+    async fn download(&self, d: Download, offset: u64, mut send: SendHalf) {
         let size = d.record.size;
         if offset > size {
             let e = RequestError::invalid(format!("offset: {offset} is past the end of the file ({size} bytes)"));
             let _ = send.write_all(&error_reply(&e)).await;
-            let _ = send.finish();
+            send.finish(Duration::from_secs(2)).await;
             return;
         }
         let path = self.conversation_dir(&d.conversation).join(&d.record.blob);
@@ -360,7 +359,7 @@ impl Files {
                 tracing::error!(error = %e, file = %format_id(&d.file), "a stored file is missing");
                 let e = RequestError::internal("the file's content is missing on the server");
                 let _ = send.write_all(&error_reply(&e)).await;
-                let _ = send.finish();
+                send.finish(Duration::from_secs(2)).await;
                 return;
             }
         };
@@ -373,7 +372,7 @@ impl Files {
         let mut skip = usize::try_from(offset - index * CHUNK as u64).unwrap_or(0);
         let mut sealed = vec![0u8; SEALED_CHUNK];
         if index < count && file.seek(std::io::SeekFrom::Start(index * SEALED_CHUNK as u64)).await.is_err() {
-            let _ = send.reset(RESET_INTERNAL.into());
+            send.reset(RESET_INTERNAL);
             return;
         }
         while index < count {
@@ -385,7 +384,7 @@ impl Files {
             };
             let Some(plain) = plain else {
                 tracing::error!(file = %format_id(&d.file), chunk = index, "a stored file is damaged");
-                let _ = send.reset(RESET_INTERNAL.into());
+                send.reset(RESET_INTERNAL);
                 return;
             };
             match tokio::time::timeout(IDLE_TIMEOUT, send.write_all(&plain[skip.min(plain.len())..])).await {
@@ -395,7 +394,6 @@ impl Files {
             skip = 0;
             index += 1;
         }
-        let _ = send.finish();
         metrics::counter!("legalchat_downloads_total").increment(1);
         self.audit.record(FileEvent {
             action: "download",
@@ -405,6 +403,7 @@ impl Files {
             bytes: size - offset,
             detail: if offset > 0 { format!("resumed at {offset}") } else { String::new() },
         });
-        let _ = tokio::time::timeout(IDLE_TIMEOUT, send.stopped()).await;
+        // Every byte is written; the end of the stream follows them.
+        send.finish(IDLE_TIMEOUT).await;
     }
 }

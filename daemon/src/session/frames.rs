@@ -1,11 +1,13 @@
 //! Frames in and out of a session stream: [`FrameReader`] reads whole client frames off
-//! a QUIC stream; the `*_frame` functions encode the server frames the driver writes.
+//! a session stream (QUIC or TLS over TCP); the `*_frame` functions encode the server frames the driver writes.
 //! No request logic lives here.
 
 use bytes::{Bytes, BytesMut};
 
 use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
 use legalchat_protocol::pb::{self, ErrorCode, server_frame::Event};
+
+use crate::streams::RecvHalf;
 
 /// Why reading a frame stopped.
 #[derive(Debug)]
@@ -16,9 +18,9 @@ pub(super) enum ReadError {
     Stalled(std::time::Duration),
 }
 
-/// Reads whole frames off a QUIC stream, never buffering past the frame being read.
+/// Reads whole frames off a session stream, never buffering past the frame being read.
 pub(super) struct FrameReader {
-    pub(super) recv: quinn::RecvStream,
+    pub(super) recv: RecvHalf,
     pub(super) buf: BytesMut,
     decoder: FrameDecoder,
     /// How long a frame may take from its first byte to its last.
@@ -26,7 +28,7 @@ pub(super) struct FrameReader {
 }
 
 impl FrameReader {
-    pub(super) fn new(recv: quinn::RecvStream, max_frame_size: usize, frame_timeout: std::time::Duration) -> Self {
+    pub(super) fn new(recv: RecvHalf, max_frame_size: usize, frame_timeout: std::time::Duration) -> Self {
         Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame_size), frame_timeout }
     }
 
@@ -38,7 +40,7 @@ impl FrameReader {
                 return Ok(Some(frame));
             }
             let want = self.decoder.missing(&self.buf).max(1);
-            let read = self.recv.read_chunk(want, true);
+            let read = self.recv.read_chunk(want);
             let read = if self.buf.is_empty() {
                 read.await
             } else {
@@ -49,10 +51,10 @@ impl FrameReader {
                 }
             };
             match read {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err(ReadError::Stream("stream ended inside a frame".into())),
-                Err(e) => return Err(ReadError::Stream(e.to_string())),
+                Err(e) => return Err(ReadError::Stream(e)),
             }
         }
     }

@@ -1,14 +1,15 @@
-//! What the sessions of one QUIC connection share: how many are open, the stream credit
+//! What the sessions of one connection share: how many are open, the stream credit
 //! granted to the client, and whom typing datagrams speak for. No frames are read or
-//! written here.
+//! written here. A TLS-over-TCP connection carries one stream, so most of this is QUIC's.
 
 use std::sync::Arc;
 
 use super::INITIAL_STREAMS;
 
-/// What the sessions of one QUIC connection share.
+/// What the sessions of one connection share.
 pub(super) struct Link {
-    pub(super) conn: quinn::Connection,
+    /// The QUIC connection; `None` for TLS over TCP, which ends with its one session.
+    pub(super) conn: Option<quinn::Connection>,
     most_sessions: usize,
     state: std::sync::Mutex<LinkState>,
 }
@@ -36,7 +37,13 @@ enum Speaker {
 impl Link {
     pub(super) fn new(conn: quinn::Connection, most_sessions: usize) -> Self {
         let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, speaker: Speaker::Nobody };
-        Self { conn, most_sessions, state: std::sync::Mutex::new(state) }
+        Self { conn: Some(conn), most_sessions, state: std::sync::Mutex::new(state) }
+    }
+
+    /// A TLS-over-TCP connection's: one stream, so one session.
+    pub(super) fn tcp() -> Self {
+        let state = LinkState { open: 0, stream_limit: 1, speaker: Speaker::Nobody };
+        Self { conn: None, most_sessions: 1, state: std::sync::Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
@@ -54,9 +61,12 @@ impl Link {
         s.open += 1;
         let ceiling = u32::try_from(self.most_sessions).unwrap_or(u32::MAX).saturating_add(INITIAL_STREAMS);
         let wanted = u32::try_from(s.open).unwrap_or(u32::MAX).saturating_add(2);
-        if wanted > s.stream_limit && s.stream_limit < ceiling {
+        if let Some(conn) = &self.conn
+            && wanted > s.stream_limit
+            && s.stream_limit < ceiling
+        {
             s.stream_limit = s.stream_limit.saturating_mul(2).max(wanted).min(ceiling);
-            self.conn.set_max_concurrent_bi_streams(s.stream_limit.into());
+            conn.set_max_concurrent_bi_streams(s.stream_limit.into());
         }
         true
     }
@@ -83,9 +93,11 @@ impl Link {
     pub(super) fn close_one(&self, code: u32, reason: &str) {
         let mut s = self.state();
         s.open = s.open.saturating_sub(1);
-        if s.open == 0 {
+        if s.open == 0
+            && let Some(conn) = &self.conn
+        {
             drop(s);
-            self.conn.close(code.into(), reason.as_bytes());
+            conn.close(code.into(), reason.as_bytes());
         }
     }
 }

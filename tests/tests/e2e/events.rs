@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use legalchat_sdk::pb::{self, ErrorCode, conversation_event::Kind};
-use legalchat_sdk::{Client, ConnectionState, ConversationUpdate, Error, Event, NewConversation, ReconnectPolicy};
+use legalchat_sdk::{Client, ConnectionState, ConversationUpdate, Error, Event, NewConversation, ReconnectPolicy, TransportPolicy};
 use legalchat_tests::{EVENT_TIMEOUT, TestDaemon, UdpRelay, bounded, full_history, next_event, text_of, wait_for_message};
 use tokio::time::Instant;
 
@@ -297,7 +297,8 @@ async fn an_offline_device_catches_up_on_every_kind_of_event_and_ends_with_the_s
             .with_reconnect_policy(
                 ReconnectPolicy::default().with_initial_delay(Duration::from_millis(50)).with_max_delay(Duration::from_millis(500)),
             );
-        let mut config = config;
+        // QUIC only: the relay's cuts are what this test is about, not the TCP fallback.
+        let mut config = config.with_transport(TransportPolicy::QuicOnly);
         config.server_addr = relay.addr();
         alice.add_participants(&conv.id, &["dave"], pb::ParticipantRole::Member).await.expect("add dave");
         let dave = Client::connect(config).await.expect("dave connects through the relay");

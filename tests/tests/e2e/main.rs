@@ -24,6 +24,7 @@ mod push;
 mod realtime;
 mod resume;
 mod tokens;
+mod transport;
 mod wire;
 
 use legalchat_tests::TestDaemon;

@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use legalchat_sdk::pb::{self, ReceiptKind};
-use legalchat_sdk::{Client, ClientConfig, ConnectionState, Event, NewConversation, ReconnectPolicy, Sent};
+use legalchat_sdk::{Client, ClientConfig, ConnectionState, Event, NewConversation, ReconnectPolicy, Sent, TransportPolicy};
 use legalchat_tests::{EVENT_TIMEOUT, TestDaemon, UdpRelay, bounded, full_history, next_event, text_of};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,7 +27,9 @@ use crate::{daemon, daemon_with};
 fn through_relay(d: &TestDaemon, relay: &UdpRelay, user: &str) -> ClientConfig {
     let mut config = d.client_config(d.token(user, "advocate"));
     config.server_addr = relay.addr();
+    // QUIC only: the relay's cuts are what these tests are about, not the TCP fallback.
     config
+        .with_transport(TransportPolicy::QuicOnly)
         .with_idle_timeout(Duration::from_millis(1_500), Duration::from_millis(300))
         .with_connect_timeout(Duration::from_secs(2))
         .with_reconnect_policy(
