@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use legalchat_sdk::{Client, ClientConfig, ConnectionState, ConversationUpdate, Event, HistoryCursor, NewConversation, Sent, pb};
+use legalchat_sdk::{
+    Client, ClientConfig, ConnectionState, ConversationUpdate, Event, HistoryCursor, NewConversation, Sent, TransportPolicy, pb,
+};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -36,6 +38,14 @@ struct Cli {
     /// other users of this machine.
     #[arg(long, global = true, env = "LEGALCHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Transport: QUIC, falling back to TLS over TCP when QUIC does not answer (a network
+    /// that blocks UDP), or only one of them.
+    #[arg(long, global = true, env = "LEGALCHAT_TRANSPORT", value_enum, default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
+    /// The server's TLS-over-TCP address, HOST:PORT [default: the host and port of
+    /// --server].
+    #[arg(long, global = true, env = "LEGALCHAT_TCP_SERVER")]
+    tcp_server: Option<String>,
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -352,18 +362,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
+/// `--transport`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    /// QUIC, with TLS over TCP when QUIC does not answer.
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TLS over TCP only.
+    Tcp,
+}
+
+async fn resolve(what: &str, server: &str) -> anyhow::Result<std::net::SocketAddr> {
+    tokio::net::lookup_host(server)
+        .await
+        .with_context(|| format!("cannot resolve {what} {server:?} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| anyhow!("{what} {server:?} resolves to nothing"))
+}
+
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let token = cli.token.clone().filter(|t| !t.is_empty()).ok_or_else(|| anyhow!("no token: set LEGALCHAT_TOKEN (or pass --token)"))?;
-    let addr = tokio::net::lookup_host(&cli.server)
-        .await
-        .with_context(|| format!("cannot resolve server address {:?} (expected HOST:PORT)", cli.server))?
-        .next()
-        .ok_or_else(|| anyhow!("server address {:?} resolves to nothing", cli.server))?;
+    let addr = resolve("server address", &cli.server).await?;
     let server_name = cli.server_name.clone().unwrap_or_else(|| default_server_name(&cli.server));
-    let config = ClientConfig::new(addr, token)
+    let policy = match cli.transport {
+        TransportArg::Auto => TransportPolicy::Auto,
+        TransportArg::Quic => TransportPolicy::QuicOnly,
+        TransportArg::Tcp => TransportPolicy::TcpOnly,
+    };
+    let mut config = ClientConfig::new(addr, token)
         .with_ca_file(&cli.ca)?
         .with_server_name(server_name)
+        .with_transport(policy)
         .with_client_info(format!("legalchat-cli/{}", env!("CARGO_PKG_VERSION")));
+    if let Some(tcp) = &cli.tcp_server {
+        config = config.with_tcp_addr(resolve("TCP server address", tcp).await?);
+    }
     Ok(Client::connect(config).await?)
 }
 
@@ -660,7 +694,7 @@ async fn follow(client: &Client, out: &Output, conv: &str, interactive: bool) ->
                 Some(Event::Receipt(r)) if r.conversation_id == conv && r.user_id != client.user_id() => out.receipt(&r)?,
                 Some(Event::RoomUsers(r)) if r.conversation_id == conv => out.room_users(&r, client.user_id())?,
                 Some(Event::Presence(p)) if p.user_id != client.user_id() => out.presence(&p)?,
-                Some(Event::State(state)) => out.state(&state)?,
+                Some(Event::State(state)) => out.state(&state, client.transport())?,
                 Some(Event::Goodbye { code, reason }) => {
                     eprintln!("legalchat: the server is ending the session ({}): {}", code.as_str_name(), sanitize_line(&reason));
                 }
@@ -769,9 +803,16 @@ impl Output {
                 "role": user_role_name(session.role),
                 "session_id": session.session_id,
                 "max_message_bytes": session.max_message_bytes,
+                "transport": client.transport().map(|t| t.to_string()),
             }))
         } else {
-            self.text(&sanitize_line(&format!("{} ({}), session {}", session.user_id, user_role_name(session.role), session.session_id)))
+            let transport = client.transport().map_or_else(|| "disconnected".to_owned(), |t| t.to_string());
+            self.text(&sanitize_line(&format!(
+                "{} ({}), session {}, over {transport}",
+                session.user_id,
+                user_role_name(session.role),
+                session.session_id
+            )))
         }
     }
 
@@ -831,7 +872,8 @@ impl Output {
     }
 
     /// Connection changes go to stderr: they are about this program, not the chat.
-    fn state(&self, state: &ConnectionState) -> io::Result<()> {
+    fn state(&self, state: &ConnectionState, transport: Option<legalchat_sdk::Transport>) -> io::Result<()> {
+        let transport = transport.filter(|_| state.is_connected());
         if self.json {
             let (name, detail) = match state {
                 ConnectionState::Connected => ("connected", json!({})),
@@ -843,9 +885,13 @@ impl Output {
                 ConnectionState::Closed { reason } => ("closed", json!({"reason": reason})),
                 _ => ("other", json!({})),
             };
-            return self.line(&json!({"type": "state", "state": name, "detail": detail}));
+            let transport = transport.map(|t| t.to_string());
+            return self.line(&json!({"type": "state", "state": name, "detail": detail, "transport": transport}));
         }
-        eprintln!("legalchat: {}", sanitize_line(&state.to_string()));
+        match transport {
+            Some(t) => eprintln!("legalchat: {} (over {t})", sanitize_line(&state.to_string())),
+            None => eprintln!("legalchat: {}", sanitize_line(&state.to_string())),
+        }
         Ok(())
     }
 
