@@ -23,6 +23,7 @@ mod ops;
 mod push;
 mod realtime;
 mod resume;
+mod security;
 mod tokens;
 mod transport;
 mod wire;
