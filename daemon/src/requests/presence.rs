@@ -20,7 +20,7 @@ use crate::bus::Bus;
 use crate::directory::Directory;
 use crate::ids;
 use crate::policy::RequestError;
-use crate::store::{Store, StoreError};
+use crate::store::{ConversationKey, Store, StoreError};
 
 /// A checked presence request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +43,9 @@ impl GetPresence {
         let users = services
             .pool
             .read(move |store| {
-                let contacts = contacts_of(store, &me)?;
+                let visible = visible(store, &me, self.user_ids)?;
                 let now = ids::now_ms();
-                Ok::<_, StoreError>(
-                    visible(&me, &contacts, self.user_ids).iter().map(|u| presence_of(&*registry, &directory, u, now)).collect(),
-                )
+                Ok::<_, StoreError>(visible.iter().map(|u| presence_of(&*registry, &directory, u, now)).collect())
             })
             .await?
             .map_err(|e| {
@@ -58,11 +56,24 @@ impl GetPresence {
     }
 }
 
-/// Of `asked`, those `me` may see — themselves and their contacts — once each, in the
-/// order asked.
-pub fn visible(me: &str, contacts: &HashSet<String>, asked: Vec<String>) -> Vec<String> {
+/// Of `asked`, those `me` may see — themselves and whoever shares a conversation with
+/// them — once each, in the order asked (blocking). Served from the membership index
+/// alone: each asked user's conversations against the caller's, so the work grows with
+/// the (bounded) list asked about, never with the participant lists of every
+/// conversation the caller is in.
+pub fn visible(store: &dyn Store, me: &str, asked: Vec<String>) -> Result<Vec<String>, StoreError> {
+    let mine: HashSet<ConversationKey> = store.user_conversations(me)?.into_iter().collect();
     let mut seen = HashSet::new();
-    asked.into_iter().filter(|u| (u == me || contacts.contains(u)) && seen.insert(u.clone())).collect()
+    let mut out = Vec::new();
+    for user in asked {
+        if !seen.insert(user.clone()) {
+            continue;
+        }
+        if user == me || store.user_conversations(&user)?.iter().any(|c| mine.contains(c)) {
+            out.push(user);
+        }
+    }
+    Ok(out)
 }
 
 /// Everyone who shares a conversation with `user`, read from the store (blocking). A

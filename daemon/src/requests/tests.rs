@@ -310,13 +310,6 @@ fn catch_up_serves_only_the_callers_conversations_in_the_order_given() {
     assert_eq!(by_shard.iter().map(Vec::len).sum::<usize>(), 3);
 }
 
-#[test]
-fn presence_shows_the_caller_and_contacts_only_once_each() {
-    let contacts: HashSet<String> = ["bob".to_owned(), "carol".to_owned()].into_iter().collect();
-    let asked = ["bob", "mallory", "alice", "bob", "carol"].map(str::to_owned).to_vec();
-    assert_eq!(presence::visible("alice", &contacts, asked), ["bob", "alice", "carol"]);
-}
-
 fn conversation(id: ConversationKey, users: &[&str]) -> Vec<Write> {
     let participants = users.iter().map(|u| StoredParticipant { user_id: (*u).into(), role: 1, joined_at_ms: 0 }).collect();
     let meta = StoredConversation { id: id.to_vec(), kind: pb::ConversationType::Group as i32, participants, ..Default::default() };
@@ -341,6 +334,21 @@ fn contacts_come_from_the_stored_participant_lists_and_a_failed_read_is_an_error
 
     store.make_unreadable(two);
     assert!(presence::contacts_of(&store, "alice").is_err(), "an unreadable conversation is an error, not a skipped one");
+}
+
+#[test]
+fn presence_is_answered_for_those_who_share_a_conversation_from_the_membership_index_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(RocksStore::open(dir.path()).unwrap());
+    let (one, two, theirs) = ([1; 16], [2; 16], [4; 16]);
+    store.commit(conversation(one, &["alice", "bob"]), false).unwrap();
+    store.commit(conversation(two, &["alice", "carol"]), false).unwrap();
+    store.commit(conversation(theirs, &["mallory", "eve"]), false).unwrap();
+    // No participant list is read: a conversation that cannot be read changes nothing.
+    store.make_unreadable(one);
+    let asked = ["carol", "mallory", "alice", "bob", "carol", "nobody"].map(String::from).to_vec();
+    let seen = presence::visible(&store, "alice", asked).unwrap();
+    assert_eq!(seen, ["carol", "alice", "bob"], "contacts and oneself, once each, in the order asked; strangers left out");
 }
 
 /// Real shards over a real store, and the services sessions use.
