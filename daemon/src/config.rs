@@ -550,6 +550,7 @@ impl Config {
                         .unwrap_or(defaults.connections_per_minute),
                     connection_burst: args.connection_burst.or(file.limits.connection_burst).unwrap_or(defaults.connection_burst),
                     trusted_networks: trusted,
+                    uploads_per_hour: args.uploads_per_hour.or(file.attachments.uploads_per_hour).unwrap_or(defaults.uploads_per_hour),
                 }
             },
             files: crate::files::FilesConfig {

@@ -38,7 +38,7 @@ use legalchat_protocol::validate::{self, format_id};
 use crate::auth::Identity;
 use crate::crypto::DataKey;
 use crate::ids;
-use crate::limits::{Limiter, LocalLimiter};
+use crate::limits::Limiter;
 use crate::policy::RequestError;
 use crate::shard::{Command, Shards};
 use crate::storage_pool::StoragePool;
@@ -201,8 +201,15 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
 
 impl Files {
     /// The attachments of a data directory's `files/` (created if needed). Part files of
-    /// uploads that a restart interrupted are removed.
-    pub fn open(data_dir: &Path, config: FilesConfig, shards: Shards, pool: StoragePool) -> std::io::Result<Self> {
+    /// uploads that a restart interrupted are removed. New uploads are counted by
+    /// `uploads` (the [`crate::limits::RateLimits`]' limiter, by user).
+    pub fn open(
+        data_dir: &Path,
+        config: FilesConfig,
+        shards: Shards,
+        pool: StoragePool,
+        uploads: Arc<dyn Limiter>,
+    ) -> std::io::Result<Self> {
         let root = data_dir.join("files");
         let parts = root.join(".parts");
         if parts.exists() {
@@ -210,7 +217,7 @@ impl Files {
         }
         std::fs::create_dir_all(&parts)?;
         crate::fsutil::sync_dir(&root)?;
-        let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::per_hour(config.uploads_per_hour));
+        let limiter = uploads;
         let scanner = config.scanner.clone().map(scan::Clamd::new);
         Ok(Self {
             root,

@@ -76,7 +76,8 @@ impl Limiter for LocalLimiter {
 pub struct LimitsConfig {
     /// Messages per user per minute (0: no limit).
     pub messages_per_minute: u32,
-    /// New QUIC connections per client address per minute (0: no limit).
+    /// New connections (QUIC, or sessions over TCP) per client address per minute (0: no
+    /// limit).
     pub connections_per_minute: u32,
     /// How many new connections one address may open at once before the per-minute rate
     /// applies (an office behind one public address).
@@ -84,11 +85,20 @@ pub struct LimitsConfig {
     /// Addresses never limited per address (loopback by default: a bridge or proxy on
     /// the same host speaks for many users).
     pub trusted_networks: Networks,
+    /// New uploads per user per hour (0: no limit); the setting is
+    /// `attachments.uploads_per_hour`.
+    pub uploads_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { messages_per_minute: 100, connections_per_minute: 5, connection_burst: 20, trusted_networks: Networks::loopback() }
+        Self {
+            messages_per_minute: 100,
+            connections_per_minute: 5,
+            connection_burst: 20,
+            trusted_networks: Networks::loopback(),
+            uploads_per_hour: 10,
+        }
     }
 }
 
@@ -99,6 +109,8 @@ pub struct RateLimits {
     pub messages: Arc<dyn Limiter>,
     /// New connections, by address.
     pub connections: Arc<dyn Limiter>,
+    /// New uploads, by user.
+    pub uploads: Arc<dyn Limiter>,
     trusted: Networks,
     /// The settings, for error messages.
     pub config: LimitsConfig,
@@ -110,6 +122,7 @@ impl RateLimits {
         Self {
             messages: Arc::new(LocalLimiter::per_minute(config.messages_per_minute, config.messages_per_minute)),
             connections: Arc::new(LocalLimiter::per_minute(config.connections_per_minute, config.connection_burst)),
+            uploads: Arc::new(LocalLimiter::per_hour(config.uploads_per_hour)),
             trusted: config.trusted_networks.clone(),
             config,
         }

@@ -235,8 +235,10 @@ impl Daemon {
             frame_timeout: config.frame_timeout,
         };
         let pool = StoragePool::new(store.clone(), storage_pool::RUNNING, storage_pool::WAITING);
-        let files =
-            Files::open(&config.data_dir, config.files.clone(), shards.clone(), pool.clone()).map_err(io("opening the files directory"))?;
+        // Every rate limit on one seam, so that a shared store can take them all over.
+        let rate_limits = crate::limits::RateLimits::local(config.limits.clone());
+        let files = Files::open(&config.data_dir, config.files.clone(), shards.clone(), pool.clone(), rate_limits.uploads.clone())
+            .map_err(io("opening the files directory"))?;
         let files = Arc::new(files);
         if let Some(scanner) = &config.files.scanner {
             let clamd = crate::files::scan::Clamd::new(scanner.clone());
@@ -247,7 +249,6 @@ impl Daemon {
             }
         }
         let sweeper = files.spawn_sweeper(FILE_SWEEP_INTERVAL, shutdown_rx.clone());
-        let rate_limits = crate::limits::RateLimits::local(config.limits.clone());
         let ctx = Arc::new(SessionContext::new(
             shards.clone(),
             registry.clone(),

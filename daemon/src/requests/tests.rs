@@ -372,7 +372,10 @@ fn services(
     };
     let (shards, threads) = crate::shard::start(2, crate::shard::ShardConfig::for_tests(), deps).unwrap();
     let pool = StoragePool::new(store.clone(), pool_running, pool_waiting);
-    let files = crate::files::Files::open(dir.path(), crate::files::FilesConfig::default(), shards.clone(), pool.clone()).unwrap();
+    let limits = crate::limits::RateLimits::local(crate::limits::LimitsConfig::default());
+    let files =
+        crate::files::Files::open(dir.path(), crate::files::FilesConfig::default(), shards.clone(), pool.clone(), limits.uploads.clone())
+            .unwrap();
     (
         Arc::new(Services {
             shards,
@@ -382,7 +385,7 @@ fn services(
             hub,
             push,
             files: Arc::new(files),
-            limits: crate::limits::RateLimits::local(crate::limits::LimitsConfig::default()),
+            limits,
             user_shares: Arc::new(crate::shares::UserShares::new(4096)),
         }),
         threads,
