@@ -263,6 +263,12 @@ impl DaemonProcess {
         self.spawn().await
     }
 
+    /// Starts the daemon again on the same data dir after [`kill9`](Self::kill9) (or a
+    /// failed start), with the same secret.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.spawn().await
+    }
+
     /// The last 200 lines of the stderr log, for error messages.
     pub fn stderr_tail(&self) -> String {
         let log = self.stderr_log();

@@ -215,8 +215,7 @@ impl Files {
         if parts.exists() {
             std::fs::remove_dir_all(&parts)?;
         }
-        std::fs::create_dir_all(&parts)?;
-        crate::fsutil::sync_dir(&root)?;
+        crate::fsutil::create_dir_durably(&parts)?;
         let limiter = uploads;
         let scanner = config.scanner.clone().map(scan::Clamd::new);
         Ok(Self {

@@ -53,6 +53,9 @@ pub enum StartError {
     /// Push notifications are misconfigured.
     #[error("push: {0}")]
     Push(String),
+    /// A file the daemon generated is damaged (or could not be read or written).
+    #[error("{0}")]
+    Generated(String),
     /// A file or socket operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -85,9 +88,15 @@ pub fn resolve_secrets(config: &Config) -> Result<Secrets, StartError> {
     let master_text = match (&config.master_key, &config.master_key_file) {
         (Some(k), _) => k.clone(),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(io(format!("reading master key file {}", path.display())))?,
-        (None, None) => {
-            fsutil::read_or_create(&dev_dir.join("master.key"), MasterKey::generate_text).map_err(io("development master key"))?
-        }
+        (None, None) => fsutil::read_or_generate(
+            &dev_dir.join("master.key"),
+            MasterKey::generate_text,
+            |s| MasterKey::from_text(s).map(|_| ()).map_err(|e| e.to_string()),
+            // Never made again: every conversation's data key is wrapped by it.
+            false,
+            ", or start over with an empty data directory: a new key cannot open what the old one sealed",
+        )
+        .map_err(|e| StartError::Generated(format!("development master key: {e}")))?,
     };
     let master_key = MasterKey::from_text(&master_text).map_err(|e| StartError::MasterKey(e.to_string()))?;
     Ok(Secrets { jwt_secret, master_key })
@@ -101,7 +110,15 @@ pub fn resolve_jwt_secret(config: &Config) -> Result<Option<String>, StartError>
     Ok(match (&config.jwt.secret, config.jwt.algorithm) {
         (Some(s), _) => Some(s.clone()),
         (None, JwtAlgorithm::Hs256) if config.dev => Some(
-            fsutil::read_or_create(&config.dev_dir().join("jwt-secret"), MasterKey::generate_text).map_err(io("development JWT secret"))?,
+            fsutil::read_or_generate(
+                &config.dev_dir().join("jwt-secret"),
+                MasterKey::generate_text,
+                |s| if s.len() < 32 { Err(format!("{} characters, fewer than 32", s.len())) } else { Ok(()) },
+                // Made again, the old tokens stop working: development mode only.
+                true,
+                "",
+            )
+            .map_err(|e| StartError::Generated(format!("development JWT secret: {e}")))?,
         ),
         (None, _) => None,
     })
@@ -184,7 +201,7 @@ impl Internal {
 impl Daemon {
     /// Starts everything and returns once the daemon accepts sessions.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(io(format!("creating data directory {}", config.data_dir.display())))?;
+        fsutil::create_dir_durably(&config.data_dir).map_err(io(format!("creating data directory {}", config.data_dir.display())))?;
         let secrets = resolve_secrets(&config)?;
         let material = match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => tls::load(c, k)?,

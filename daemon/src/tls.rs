@@ -57,18 +57,25 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
     Ok(TlsMaterial { chain, key })
 }
 
-/// Loads the development certificate from `dir`, generating it on first use.
+/// Loads the development certificate from `dir`, generating it on first use. Both files
+/// are written durably (key first, then certificate), so a power cut leaves the pair or
+/// nothing; a pair that is there but cannot be loaded (damaged, or left half-written by
+/// an older daemon) is generated again, with a warning: clients that trusted the old
+/// certificate must be given the new one.
 pub fn load_or_generate_dev(dir: &Path) -> Result<TlsMaterial, TlsError> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    if !cert.exists() || !key.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        crate::fsutil::write_private(&key, generated.signing_key.serialize_pem().as_bytes()).map_err(|e| file_err(&key, e))?;
-        std::fs::write(&cert, generated.cert.pem()).map_err(|e| file_err(&cert, e))?;
-        tracing::info!(cert = %cert.display(), "generated a self-signed development certificate");
+    if cert.exists() && key.exists() {
+        match load(&cert, &key) {
+            Ok(material) => return Ok(material),
+            Err(e) => tracing::warn!(error = %e, "the development certificate is damaged; generating a new one"),
+        }
     }
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    crate::fsutil::write_private(&key, generated.signing_key.serialize_pem().as_bytes()).map_err(|e| file_err(&key, e))?;
+    crate::fsutil::write_durably(&cert, generated.cert.pem().as_bytes(), crate::fsutil::Access::Public).map_err(|e| file_err(&cert, e))?;
+    tracing::info!(cert = %cert.display(), "generated a self-signed development certificate");
     load(&cert, &key)
 }
 

@@ -166,6 +166,12 @@ impl TestDaemon {
         }
     }
 
+    /// Starts again on the same data dir after [`kill9`](Self::kill9); the outcome is the
+    /// caller's to judge.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.process.start_again().await
+    }
+
     /// `kill -9` only.
     pub async fn kill9(&mut self) {
         if let Err(e) = self.process.kill9().await {

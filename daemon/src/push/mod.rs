@@ -379,8 +379,10 @@ fn web_push_sender(config: &crate::config::Config) -> Result<Option<dispatcher::
         None if config.dev => {
             let fresh = vapid::VapidKey::generate_pem().map_err(|e| bad(e.to_string()))?;
             let path = dev_key_path(config);
-            crate::fsutil::read_or_create(&path, || fresh)
-                .map_err(|source| PushError::Io { what: format!("development VAPID key {}", path.display()), source })?
+            // Made again when damaged (development mode): subscriptions made with the old
+            // key stop receiving.
+            crate::fsutil::read_or_generate(&path, || fresh, |s| vapid::VapidKey::parse(s).map(|_| ()).map_err(|e| e.to_string()), true, "")
+                .map_err(|e| PushError::Config(format!("development VAPID key: {e}")))?
         }
         None => return Ok(None),
     };
@@ -397,15 +399,10 @@ fn web_push_sender(config: &crate::config::Config) -> Result<Option<dispatcher::
     Ok(Some(dispatcher::WebPushSender { vapid, subject }))
 }
 
-/// Writes the public key for app developers (atomically; it is not a secret).
+/// Writes the public key for app developers (durably; it is not a secret).
 fn publish(path: &Path, public_key: &str) -> Result<(), PushError> {
-    let io = |source| PushError::Io { what: format!("writing {}", path.display()), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{public_key}\n")).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::fsutil::write_durably(path, format!("{public_key}\n").as_bytes(), crate::fsutil::Access::Public)
+        .map_err(|source| PushError::Io { what: format!("writing {}", path.display()), source })
 }
 
 /// Removes a published key that no longer applies, so nobody subscribes with it.

@@ -228,3 +228,40 @@ async fn a_shutdown_answers_every_request_it_read_before_the_goodbye() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_generated_files_are_made_again_or_named_with_what_to_do() {
+    bounded("damaged_generated_files", async {
+        let mut d = daemon().await;
+        let first_cert = d.ca_pem();
+        let alice = d.client("alice", "advocate").await;
+        let conv = alice.private_chat("bob").await.unwrap().id;
+        alice.send_text(&conv, "before the cut").await.unwrap();
+        drop(alice);
+        d.kill9().await;
+
+        // Emptied, as a power cut leaves files that were never synced: the development
+        // certificate and VAPID key are made again, with a warning, and the data is intact.
+        let data = d.data_dir().to_owned();
+        std::fs::write(data.join("tls/cert.pem"), "").unwrap();
+        std::fs::write(data.join("dev/vapid.pem"), "").unwrap();
+        d.start_again().await.unwrap_or_else(|e| panic!("the daemon does not start after a damaged certificate: {e:#}"));
+        let log = d.process().stderr_log();
+        assert!(log.contains("the development certificate is damaged; generating a new one"), "{log}");
+        assert!(log.contains("a generated file is damaged; generating it again") && log.contains("vapid.pem"), "{log}");
+        assert_ne!(d.ca_pem(), first_cert, "a new certificate");
+        let alice = d.client("alice", "advocate").await;
+        let history = alice.history(&conv, legalchat_sdk::HistoryCursor::Latest, 10).await.unwrap();
+        assert_eq!(history.messages.len(), 1, "the conversation is intact");
+        drop(alice);
+        d.kill9().await;
+
+        // The master key is never made again (it wraps every data key): the start fails,
+        // naming the file and what to do.
+        std::fs::write(data.join("dev/master.key"), "").unwrap();
+        assert!(d.start_again().await.is_err(), "the daemon started without its master key");
+        let log = d.process().stderr_log();
+        assert!(log.contains("master.key is damaged") && log.contains("start over with an empty data directory"), "{log}");
+    })
+    .await;
+}
