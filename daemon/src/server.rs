@@ -464,13 +464,20 @@ async fn accept_loop(
         let limited = limits.check_connection(incoming.remote_address().ip()).err();
         let in_handshake = Arc::clone(&handshaking);
         in_handshake.fetch_add(1, Ordering::Relaxed);
+        let handshake_timeout = ctx.limits.auth_timeout;
         sessions.spawn(async move {
-            let conn = incoming.await;
+            // A handshake must end within the authentication timeout: a client that starts
+            // one and stalls holds no state beyond it (dropping it closes the connection).
+            let conn = tokio::time::timeout(handshake_timeout, incoming).await;
             in_handshake.fetch_sub(1, Ordering::Relaxed);
             let conn = match conn {
-                Ok(c) => c,
-                Err(e) => {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics::counter!("legalchat_auth_failures_total", "reason" => "timeout").increment(1);
                     return;
                 }
             };
