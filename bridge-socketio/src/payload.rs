@@ -255,15 +255,15 @@ pub fn content(value: Option<&Value>) -> Result<pb::MessageContent, ValidationEr
             ..Default::default()
         }),
         Some(Value::Object(c)) => {
-            let text = string_field(c, "text")?.unwrap_or_default().to_owned();
-            let r#type = match string_field(c, "type")?.unwrap_or("text") {
+            let text = nested_string(c, "text", "content.text")?.unwrap_or_default().to_owned();
+            let r#type = match nested_string(c, "type", "content.type")?.unwrap_or("text") {
                 "text" => pb::ContentType::Text,
                 "file" => pb::ContentType::File,
                 "image" => pb::ContentType::Image,
                 "document" => pb::ContentType::Document,
                 other => return Err(ValidationError::new("content.type", format!("{other:?} is not text, file, image or document"))),
             };
-            let format = match string_field(c, "format")?.unwrap_or("plain") {
+            let format = match nested_string(c, "format", "content.format")?.unwrap_or("plain") {
                 "plain" => pb::TextFormat::Plain,
                 "markdown" => pb::TextFormat::Markdown,
                 other => return Err(ValidationError::new("content.format", format!("{other:?} is not plain or markdown"))),
@@ -285,16 +285,22 @@ fn attachment_ref(value: &Value) -> Result<pb::Attachment, ValidationError> {
     let Value::Object(a) = value else {
         return Err(ValidationError::new("content.attachments", "each must be an object {fileId, name?}"));
     };
-    let file_id = string_field(a, "fileId")?.ok_or_else(|| ValidationError::new("content.attachments.fileId", "is required"))?;
-    let name = string_field(a, "name")?.unwrap_or_default();
+    let file_id = nested_string(a, "fileId", "content.attachments.fileId")?
+        .ok_or_else(|| ValidationError::new("content.attachments.fileId", "is required"))?;
+    let name = nested_string(a, "name", "content.attachments.name")?.unwrap_or_default();
     Ok(pb::Attachment { file_id: file_id.to_owned(), name: name.to_owned(), ..Default::default() })
 }
 
 fn string_field<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, ValidationError> {
-    match object.get(field) {
+    nested_string(object, field, field)
+}
+
+/// Field `key` of `object`, whose errors name it by its whole JSON path `path`.
+fn nested_string<'a>(object: &'a Map<String, Value>, key: &str, path: &'static str) -> Result<Option<&'a str>, ValidationError> {
+    match object.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ValidationError::new(field, "must be a string")),
+        Some(_) => Err(ValidationError::new(path, "must be a string")),
     }
 }
 

@@ -85,11 +85,45 @@ struct Session {
 }
 
 /// What the bridge keeps per socket: its session once authenticated.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slot {
     session: OnceLock<Arc<Session>>,
     /// An authentication is under way or done: a second `authenticate` is refused.
     claimed: AtomicBool,
+    /// Requests of this socket being answered: beyond [`MAX_REQUESTS_IN_FLIGHT`] a request
+    /// is refused `OVERLOADED` at once, so that a flood costs a bounded number of tasks.
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            session: OnceLock::new(),
+            claimed: AtomicBool::new(false),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+        }
+    }
+}
+
+/// Requests one socket may have waiting for their answers.
+const MAX_REQUESTS_IN_FLIGHT: usize = 256;
+
+/// Sends a request's answer. An answer that finds the socket's queue full cannot wait (an
+/// acknowledgement is sent once): the socket is then disconnected with `OVERLOADED`, and
+/// the client resyncs from its cursors and sends again what was not answered (the same
+/// client message id, so nothing is stored twice). An answer is never dropped in silence.
+fn answer(s: &SocketRef, ack: AckSender, value: &Value) {
+    if let Err(SendError::Socket(SocketError::InternalChannelFull)) = ack.send(value) {
+        warn!(socket = %s.id, "an answer found a browser's queue full; disconnecting it to resync from its cursors");
+        let socket = s.clone();
+        tokio::spawn(async move {
+            let reason = json!({
+                "code": "OVERLOADED",
+                "message": "this connection could not take an answer; reconnect, resume from your cursors and send again what was not answered",
+            });
+            close(&socket, Some(reason)).await;
+        });
+    }
 }
 
 /// Why a handshake was refused: the `connect_error` message.
@@ -159,6 +193,9 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
         // buffer, grown when a large frame comes, keeps idle sockets small.
         .ws_read_buffer_size(WS_READ_BUFFER)
         .max_payload(bridge.config.max_payload)
+        // The same bound over WebSocket (`max_payload` covers long-polling only).
+        .ws_max_message_size(usize::try_from(bridge.config.max_payload).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(bridge.config.max_payload).unwrap_or(usize::MAX))
         .transports([TransportType::Polling, TransportType::Websocket])
         .with_state(bridge.clone())
         .build_layer();
@@ -186,14 +223,8 @@ pub async fn start(config: BridgeConfig) -> anyhow::Result<RunningBridge> {
         ));
     }
 
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, app, stopped));
     info!(%addr, daemons = ?bridge.config.daemons, "bridge listening");
     Ok(RunningBridge { addr, io, bridge, server, stop })
 }
@@ -303,15 +334,26 @@ impl Bridge {
 /// Handshake middleware: with a token, the session is opened now and a refusal is the
 /// socket's `connect_error`; without one, the socket must `authenticate`.
 async fn handshake(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(auth): TryData<Value>) -> Result<(), Refused> {
-    let slot = Arc::new(Slot::default());
-    s.extensions.insert(slot.clone());
+    let this = Arc::new(Slot::default());
+    s.extensions.insert(this.clone());
+    // The handlers go on here, before the CONNECT packet leaves (socketioxide sends it
+    // before running `on_connect`): an event a browser sends the instant it is connected
+    // must find them.
+    s.on("authenticate", authenticate);
+    // Every request event through one handler: a socket holds one, not one per event.
+    s.on_fallback(request);
+    s.on_disconnect(async |s: SocketRef| {
+        if let Some(session) = slot(&s).session.get().cloned() {
+            tokio::spawn(async move { session.client.close().await });
+        }
+    });
     bridge.admit(&s)?;
     let auth = auth.unwrap_or(Value::Null);
     let (token, cursors) = credentials(&auth).map_err(|e| Refused(format!("unauthorized: {e}")))?;
     let Some(token) = token else { return Ok(()) };
-    slot.claimed.store(true, Ordering::Release);
+    this.claimed.store(true, Ordering::Release);
     let session = bridge.open_session(token, cursors).await.map_err(refusal)?;
-    let _ = slot.session.set(session);
+    let _ = this.session.set(session);
     Ok(())
 }
 
@@ -332,14 +374,6 @@ fn slot(s: &SocketRef) -> Arc<Slot> {
 
 async fn on_connect(s: SocketRef, State(bridge): State<Arc<Bridge>>) {
     let this = slot(&s);
-    s.on("authenticate", authenticate);
-    // Every request event through one handler: a socket holds one, not one per event.
-    s.on_fallback(request);
-    s.on_disconnect(async |s: SocketRef| {
-        if let Some(session) = slot(&s).session.get().cloned() {
-            tokio::spawn(async move { session.client.close().await });
-        }
-    });
     match this.session.get().cloned() {
         Some(session) => begin(&s, session, bridge.config.slow_socket_grace),
         None => {
@@ -365,7 +399,7 @@ async fn authenticate(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(p
     let slot = slot(&s);
     if slot.claimed.swap(true, Ordering::AcqRel) {
         let failure = Failure { code: "ALREADY_EXISTS", message: "this socket is authenticated already".into(), retry_after_ms: 0 };
-        let _ = ack.send(&failure.to_json());
+        answer(&s, ack, &failure.to_json());
         return;
     }
     let refuse = |s: &SocketRef, ack: AckSender, failure: Failure| {
@@ -383,7 +417,7 @@ async fn authenticate(s: SocketRef, State(bridge): State<Arc<Bridge>>, TryData(p
     match bridge.open_session(token, cursors).await {
         Ok(session) => {
             let _ = slot.session.set(session.clone());
-            let _ = ack.send(&identity(&session.client));
+            answer(&s, ack, &identity(&session.client));
             if s.connected() {
                 begin(&s, session, bridge.config.slow_socket_grace);
             } else {
@@ -443,6 +477,73 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
         }
         session.client.close().await;
     });
+}
+
+/// Time a client has to send a request's head (line and headers), from when the
+/// connection is ready for it: a slowloris that trickles its headers, or sends nothing,
+/// is closed after it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Open HTTP connections (WebSockets and long-polls included) beyond which new ones are
+/// closed at once.
+const MAX_HTTP_CONNECTIONS: usize = 50_000;
+
+/// Serves HTTP/1.1 (with upgrades, for WebSocket) until `stop`, then lets open
+/// connections end (bounded). Each connection gets its peer address as `ConnectInfo`.
+async fn serve(listener: tokio::net::TcpListener, app: Router, mut stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+    let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait a little rather than spin.
+                warn!(error = %e, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "too many HTTP connections; closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopping = stop.clone();
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let stopped = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let ended = match stopped {
+                Some(ended) => ended,
+                None => {
+                    // Finish the request in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "HTTP connection ended");
+            }
+            drop(slot);
+        });
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(10), async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        connections.abort_all();
+    }
+    Ok(())
 }
 
 /// Disconnects a socket, telling it why first (an `error` event) when `reason` is given.
@@ -505,9 +606,18 @@ async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): E
     if !incoming::REQUESTS.contains(&name) {
         let failure =
             Failure { code: "INVALID_ARGUMENT", message: format!("{name:?} is not an event this bridge serves"), retry_after_ms: 0 };
-        let _ = ack.send(&failure.to_json());
+        answer(&s, ack, &failure.to_json());
         return;
     }
+    let Ok(_permit) = slot(&s).in_flight.clone().try_acquire_owned() else {
+        let failure = Failure {
+            code: "OVERLOADED",
+            message: format!("{name}: this socket has {MAX_REQUESTS_IN_FLIGHT} requests waiting for answers; wait for them and retry"),
+            retry_after_ms: 0,
+        };
+        answer(&s, ack, &failure.to_json());
+        return;
+    };
     let Some(session) = slot(&s).session.get().cloned() else {
         let failure = Failure {
             code: "UNAUTHENTICATED",
@@ -515,7 +625,7 @@ async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): E
             retry_after_ms: 0,
         };
         let _ = s.emit("unauthorized", &json!({"code": failure.code, "message": failure.message}));
-        let _ = ack.send(&failure.to_json());
+        answer(&s, ack, &failure.to_json());
         return;
     };
     let outcome = match payload {
@@ -526,18 +636,18 @@ async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): E
         Err(e) => Err(Failure { code: "INVALID_ARGUMENT", message: format!("payload: {e}"), retry_after_ms: 0 }),
     };
     match outcome {
-        Ok(answer) => {
+        Ok(reply) => {
             if name == "send_message" {
                 // The requirements' flow, step 5: the sender hears that the message is stored.
-                let mut stored = answer.clone();
+                let mut stored = reply.clone();
                 stored["status"] = json!("sent");
                 let _ = s.emit("message_delivered", &stored);
             }
-            let _ = ack.send(&answer);
+            answer(&s, ack, &reply);
         }
         Err(failure) => {
             debug!(event = name, code = failure.code, reason = %failure.message, "request refused");
-            let _ = ack.send(&failure.to_json());
+            answer(&s, ack, &failure.to_json());
         }
     }
 }

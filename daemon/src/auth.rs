@@ -139,11 +139,49 @@ pub enum AuthError {
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    /// The one `alg` accepted, as a token's header spells it.
+    alg: &'static str,
+}
+
+/// The claims as a token carries them, before they are checked: a missing `exp` is then
+/// reported as the missing claim it is, not as an unreadable payload.
+#[derive(Debug, Deserialize)]
+struct Presented {
+    sub: String,
+    role: String,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The `alg` a token's header names: read before anything else, so that `none` or another
+/// algorithm is refused as such (with the reason the client sees), whatever else is wrong.
+fn header_alg(token: &str) -> Result<String, AuthError> {
+    use base64::Engine as _;
+    let head = token.split('.').next().filter(|h| !h.is_empty()).ok_or(AuthError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head.trim_end_matches('=')).map_err(|_| AuthError::Malformed)?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    match header.get("alg") {
+        Some(serde_json::Value::String(alg)) => Ok(alg.clone()),
+        _ => Err(AuthError::WrongAlgorithm),
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator").field("algorithms", &self.validation.algorithms).finish_non_exhaustive()
+    }
+}
+
+fn alg_name(a: JwtAlgorithm) -> &'static str {
+    match a {
+        JwtAlgorithm::Hs256 => "HS256",
+        JwtAlgorithm::Rs256 => "RS256",
+        JwtAlgorithm::Es256 => "ES256",
+        JwtAlgorithm::EdDsa => "EdDSA",
     }
 }
 
@@ -195,7 +233,7 @@ impl Authenticator {
             // No audience configured: a token that names one is still accepted.
             None => validation.validate_aud = false,
         }
-        Ok(Self { key, validation })
+        Ok(Self { key, validation, alg: alg_name(config.algorithm) })
     }
 
     /// Verifies `token` and returns who it names.
@@ -205,7 +243,10 @@ impl Authenticator {
 
     /// Verifies `token` and returns who it names, and when it was issued and expires.
     pub fn verify_with_times(&self, token: &str) -> Result<(Identity, TokenTimes), AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+        if header_alg(token)? != self.alg {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        let data = jsonwebtoken::decode::<Presented>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
             ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -221,7 +262,8 @@ impl Authenticator {
         let role = Role::parse(&claims.role).ok_or_else(|| AuthError::BadClaim("role".into()))?;
         let name = claims.name.filter(|n| !n.is_empty() && n.len() <= 200 && !n.chars().any(char::is_control));
         let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let times = TokenTimes { issued_at_ms: claims.iat.map(ms), expires_at_ms: ms(claims.exp) };
+        let exp = claims.exp.ok_or_else(|| AuthError::BadClaim("exp".into()))?;
+        let times = TokenTimes { issued_at_ms: claims.iat.map(ms), expires_at_ms: ms(exp) };
         Ok((Identity { user_id: claims.sub, role, name }, times))
     }
 }
@@ -298,6 +340,34 @@ mod tests {
         assert!(auth.verify(&mint_hs256(SECRET, &c).unwrap()).is_ok());
         c.iss = Some("impostor".into());
         assert_eq!(auth.verify(&mint_hs256(SECRET, &c).unwrap()), Err(AuthError::WrongIssuer));
+    }
+
+    /// A token with this header and payload JSON, signed with HS256 under `key`.
+    fn forged(header: &str, payload: &str, key: &[u8]) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let signed = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn the_algorithm_and_a_missing_expiry_are_named_as_such() {
+        let auth = Authenticator::new(&config(), Some(SECRET)).unwrap();
+        let exp = now_secs() + 60;
+        let payload = format!(r#"{{"sub":"alice","role":"admin","exp":{exp}}}"#);
+        assert!(auth.verify(&forged(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, SECRET)).is_ok(), "the control is accepted");
+        for header in [r#"{"alg":"none"}"#, r#"{"alg":"None"}"#, r#"{"typ":"JWT"}"#, r#"{"alg":"HS512"}"#, r#"{"alg":"RS256"}"#] {
+            assert_eq!(auth.verify(&forged(header, &payload, SECRET)), Err(AuthError::WrongAlgorithm), "{header}");
+        }
+        let unsigned = forged(r#"{"alg":"none"}"#, &payload, SECRET);
+        let unsigned = format!("{}.", unsigned.rsplit_once('.').unwrap().0);
+        assert_eq!(auth.verify(&unsigned), Err(AuthError::WrongAlgorithm), "alg none without a signature");
+        let no_exp = forged(r#"{"alg":"HS256"}"#, r#"{"sub":"alice","role":"admin"}"#, SECRET);
+        assert_eq!(auth.verify(&no_exp), Err(AuthError::BadClaim("exp".into())));
+        assert_eq!(AuthError::BadClaim("exp".into()).to_string(), "token claim exp is missing or invalid");
     }
 
     #[test]

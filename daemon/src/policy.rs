@@ -54,6 +54,14 @@ impl RequestError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
+
+    /// A conversation the caller may not see: the same answer whether it does not exist
+    /// or the caller is not a participant, so that nobody learns which (a private
+    /// conversation's id follows from its two users, so a difference would tell who talks
+    /// to whom).
+    pub fn unknown_conversation(id: &str) -> Self {
+        Self::not_found(format!("conversation {id} not found: it does not exist, or you are not a participant"))
+    }
     /// INTERNAL.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)

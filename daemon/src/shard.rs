@@ -488,7 +488,7 @@ impl Conversation {
     fn require_participant(&self, user: &str) -> Result<(), RequestError> {
         match self.role_of(user) {
             Some(_) => Ok(()),
-            None => Err(RequestError::forbidden(format!("you are not a participant of conversation {}", format_id(&self.id)))),
+            None => Err(RequestError::unknown_conversation(&format_id(&self.id))),
         }
     }
 
@@ -1016,7 +1016,7 @@ impl Shard {
     }
 
     fn read_conversation(&self, id: &ConversationKey) -> Result<Conversation, RequestError> {
-        let not_found = || RequestError::not_found(format!("conversation {} does not exist", format_id(id)));
+        let not_found = || RequestError::unknown_conversation(&format_id(id));
         let meta = self.store.conversation(id).map_err(store_err)?.ok_or_else(not_found)?;
         let wrapped = self.store.data_key(id).map_err(store_err)?.ok_or_else(|| RequestError::internal("conversation has no data key"))?;
         let dek = self.master.unwrap_data_key(id, &wrapped).map_err(|e| {
@@ -1110,6 +1110,9 @@ impl Shard {
         let store = self.store.clone();
         let names = self.directory.clone();
         let c = self.load(&id)?;
+        if caller.role != Role::Admin {
+            c.require_participant(&caller.user_id)?;
+        }
         let new: Vec<String> = {
             let mut seen = HashSet::new();
             users.into_iter().filter(|u| c.role_of(u).is_none() && seen.insert(u.clone())).collect()
@@ -1153,6 +1156,9 @@ impl Shard {
         let store = self.store.clone();
         let names = self.directory.clone();
         let c = self.load(&id)?;
+        if caller.role != Role::Admin {
+            c.require_participant(&caller.user_id)?;
+        }
         policy::may_remove(caller.role, &caller.user_id, c.role_of(&caller.user_id), c.kind(), user)?;
         if c.role_of(user).is_none() {
             return Err(RequestError::not_found(format!("user {user} is not a participant of this conversation")));

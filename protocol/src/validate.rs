@@ -183,9 +183,14 @@ pub fn title(value: &str) -> Result {
     no_control_chars("title", value)
 }
 
-/// A conversation description.
+/// A conversation description: within its length, and free of control characters other
+/// than tab and line breaks (it may hold paragraphs; it is shown to every participant).
 pub fn description(value: &str) -> Result {
-    check_len("description", value, 0, MAX_DESCRIPTION_LEN)
+    check_len("description", value, 0, MAX_DESCRIPTION_LEN)?;
+    match value.chars().find(|&c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        None => Ok(()),
+        Some(c) => Err(ValidationError::new("description", format!("contains the control character U+{:04X}", u32::from(c)))),
+    }
 }
 
 fn no_control_chars(field: &'static str, value: &str) -> Result {
@@ -276,6 +281,16 @@ pub fn participant_ids(field: &'static str, ids: &[String]) -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_keep_line_breaks_and_refuse_other_control_characters() {
+        assert!(description("First paragraph.\n\nSecond,\tindented.").is_ok());
+        for c in ['\0', '\u{7}', '\u{1b}', '\u{7f}', '\u{85}'] {
+            let e = description(&format!("a{c}b")).unwrap_err();
+            assert_eq!(e.field, "description");
+            assert!(e.reason.contains("control character"), "{e}");
+        }
+    }
 
     #[test]
     fn ids_round_trip_and_reject_bad_hex() {

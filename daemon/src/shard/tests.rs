@@ -371,7 +371,11 @@ fn event_requests_are_refused_with_reasons() {
     let code = |r: Result<pb::MessageAccepted, RequestError>| r.unwrap_err().code;
     assert_eq!(code(d.event(bob(), "x1", edit(1, "not yours"))), ErrorCode::Forbidden, "editing someone else's message");
     assert_eq!(code(d.event(bob(), "x2", EventRequest::Delete { seq: 1 })), ErrorCode::Forbidden, "a member deleting another's message");
-    assert_eq!(code(d.event(user("eve", Role::Advocate), "x3", react(1, "👍", false))), ErrorCode::Forbidden, "not a participant");
+    assert_eq!(
+        code(d.event(user("eve", Role::Advocate), "x3", react(1, "👍", false))),
+        ErrorCode::NotFound,
+        "not a participant: as if there were no such conversation"
+    );
     assert_eq!(code(d.event(bob(), "x4", EventRequest::Pin { seq: 1, unpin: false })), ErrorCode::Forbidden, "pinning as a member");
     assert_eq!(code(d.event(alice(), "x5", edit(7, "nothing there"))), ErrorCode::NotFound);
     d.event(bob(), "r1", react(1, "👍", false)).unwrap();

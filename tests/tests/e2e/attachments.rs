@@ -216,10 +216,11 @@ async fn only_participants_download_and_tickets_open_once() {
         let path = write_file(dir.path(), "memo.pdf", &pdf_bytes(200_000));
         let a = alice.upload_file(&conv, &path, None, &mut no_progress()).await.unwrap();
 
+        // A non-participant hears what a conversation that does not exist would say.
         let e = mallory.start_download(&conv, &a.file_id).await.unwrap_err();
-        assert_eq!(server_code(&e), pb::ErrorCode::Forbidden, "{e}");
+        assert_eq!(server_code(&e), pb::ErrorCode::NotFound, "{e}");
         let e = mallory.start_upload(&conv, "x.pdf", 10, [0; 32], None).await.unwrap_err();
-        assert_eq!(server_code(&e), pb::ErrorCode::Forbidden, "{e}");
+        assert_eq!(server_code(&e), pb::ErrorCode::NotFound, "{e}");
 
         // A ticket works once.
         let ticket = bob.start_download(&conv, &a.file_id).await.unwrap();
@@ -240,7 +241,7 @@ async fn only_participants_download_and_tickets_open_once() {
         // Removed from the conversation, bob can no longer download.
         alice.remove_participant(&conv, "bob").await.unwrap();
         let e = bob.start_download(&conv, &a.file_id).await.unwrap_err();
-        assert_eq!(server_code(&e), pb::ErrorCode::Forbidden, "{e}");
+        assert_eq!(server_code(&e), pb::ErrorCode::NotFound, "{e}");
     })
     .await;
 }

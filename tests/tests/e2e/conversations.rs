@@ -63,14 +63,15 @@ async fn participants_are_managed_under_permissions() {
         // Removed, dan can neither read nor post any more; the others see the change.
         let after = carol.remove_participant(&conv.id, "dan").await.expect("moderator removes dan");
         assert!(!members(&after).iter().any(|(u, _)| u == "dan"));
-        assert_eq!(code(dan.history(&conv.id, HistoryCursor::Latest, 10).await), ErrorCode::Forbidden);
-        assert_eq!(code(dan.send_text(&conv.id, "still here?").await), ErrorCode::Forbidden);
+        // As if there were no such conversation: a non-participant learns nothing.
+        assert_eq!(code(dan.history(&conv.id, HistoryCursor::Latest, 10).await), ErrorCode::NotFound);
+        assert_eq!(code(dan.send_text(&conv.id, "still here?").await), ErrorCode::NotFound);
         assert!(!dan.list_conversations(100).await.expect("list").iter().any(|c| c.id == conv.id), "a removed user no longer lists it");
 
         // A member may leave but not remove others.
         assert_eq!(code(bob.remove_participant(&conv.id, "carol").await), ErrorCode::Forbidden);
         bob.remove_participant(&conv.id, "bob").await.expect("bob leaves");
-        assert_eq!(code(bob.send_text(&conv.id, "hello?").await), ErrorCode::Forbidden);
+        assert_eq!(code(bob.send_text(&conv.id, "hello?").await), ErrorCode::NotFound);
 
         // A global admin manages any conversation without being in it.
         root.add_participants(&conv.id, &["erin"], ParticipantRole::Member).await.expect("admin adds erin");

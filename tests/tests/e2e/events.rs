@@ -120,7 +120,7 @@ async fn refusals_name_the_problem_and_store_nothing() {
         let sent = alice.send_text(&conv.id, "privileged").await.expect("send");
 
         assert_eq!(code(bob.edit_text(&conv.id, sent.seq, "mine now").await.unwrap_err()), Some(ErrorCode::Forbidden));
-        assert_eq!(code(outsider.react(&conv.id, sent.seq, "👍").await.unwrap_err()), Some(ErrorCode::Forbidden));
+        assert_eq!(code(outsider.react(&conv.id, sent.seq, "👍").await.unwrap_err()), Some(ErrorCode::NotFound), "as if it did not exist");
         assert_eq!(code(bob.pin(&conv.id, sent.seq, false).await.unwrap_err()), Some(ErrorCode::Forbidden), "members do not pin");
         assert_eq!(code(bob.delete(&conv.id, sent.seq).await.unwrap_err()), Some(ErrorCode::Forbidden));
         assert_eq!(code(alice.edit_text(&conv.id, 99, "nothing there").await.unwrap_err()), Some(ErrorCode::NotFound));

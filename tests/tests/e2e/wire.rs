@@ -73,10 +73,11 @@ async fn typing_is_a_signal_and_receipts_only_move_forward() {
 
         // A non-participant can do none of it.
         let mut eve = d.raw_session_as("eve", "advocate").await;
+        // (As if there were no such conversation.)
         let e = error(eve.request(2, read(1)).await.expect("eve reads"), "eve");
-        assert_eq!(e.code(), ErrorCode::Forbidden);
+        assert_eq!(e.code(), ErrorCode::NotFound);
         let join = Request::JoinRoom(pb::JoinRoom { conversation_id: conv.id.clone() });
-        assert_eq!(error(eve.request(3, join).await.expect("eve joins"), "eve joins").code(), ErrorCode::Forbidden);
+        assert_eq!(error(eve.request(3, join).await.expect("eve joins"), "eve joins").code(), ErrorCode::NotFound);
     })
     .await;
 }
