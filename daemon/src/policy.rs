@@ -131,7 +131,8 @@ pub fn may_add(
         }
         _ if is_admin => {}
         Some(_) => return Err(RequestError::forbidden("only conversation admins and moderators may add participants")),
-        None => return Err(RequestError::forbidden("you are not a participant of this conversation")),
+        // Callers check participation first; should one not, the answer still reveals nothing.
+        None => return Err(RequestError::unknown_conversation("of this request")),
     }
     if caller == Role::Client {
         clients_bring_only_staff(others)?;
@@ -156,7 +157,7 @@ pub fn may_remove(
     match caller_role_here {
         Some(ParticipantRole::AdminRole | ParticipantRole::Moderator) => Ok(()),
         Some(_) => Err(RequestError::forbidden("only conversation admins and moderators may remove participants")),
-        None => Err(RequestError::forbidden("you are not a participant of this conversation")),
+        None => Err(RequestError::unknown_conversation("of this request")),
     }
 }
 

@@ -235,14 +235,15 @@ describe('attachments through the bridge', () => {
     }
   });
 
-  test('only participants upload and download: others are refused FORBIDDEN', options, async () => {
+  test('only participants upload and download: others are refused NOT_FOUND, as for a conversation that does not exist', options, async () => {
     const alice = await client('pia');
     const mallory = await client('mort', 'client');
     try {
       const conv = await alice.createConversation({ type: 'group', participants: [], title: 'Privileged' });
       const { fileId } = await alice.uploadFile(conv._id, pdfLike(1_000), { name: 'memo.pdf' });
-      await assert.rejects(mallory.downloadUrl(conv._id, fileId), (e) => e.code === 'FORBIDDEN');
-      await assert.rejects(mallory.uploadFile(conv._id, pdfLike(1_000), { name: 'in.pdf' }), (e) => e instanceof UploadError && e.code === 'FORBIDDEN' && e.status === null);
+      const unknown = `conversation ${conv._id} not found: it does not exist, or you are not a participant`;
+      await assert.rejects(mallory.downloadUrl(conv._id, fileId), (e) => e.code === 'NOT_FOUND' && e.detail === unknown);
+      await assert.rejects(mallory.uploadFile(conv._id, pdfLike(1_000), { name: 'in.pdf' }), (e) => e instanceof UploadError && e.code === 'NOT_FOUND' && e.detail === unknown && e.status === null);
       // A file id that is not there.
       await assert.rejects(alice.downloadUrl(conv._id, '0'.repeat(32)), (e) => e.code === 'NOT_FOUND');
     } finally {

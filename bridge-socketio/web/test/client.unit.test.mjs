@@ -131,7 +131,15 @@ test('the web app says why an upload was refused, in words', () => {
     'scan.pdf cannot be accepted now: the malware scanner is unavailable. Try again later.',
   );
   assert.equal(said('INVALID_ARGUMENT', 'size: an empty file cannot be attached'), 'scan.pdf is empty: there is nothing to attach.');
-  assert.equal(said('FORBIDDEN', 'you are not a participant of conversation 0123'), 'scan.pdf was not uploaded: you are not a participant of this conversation.');
+  assert.equal(
+    said('NOT_FOUND', 'conversation 0123abcd not found: it does not exist, or you are not a participant'),
+    'scan.pdf was not uploaded: this conversation was not found, or you are not a participant.',
+  );
+  // Another NOT_FOUND (an interrupted upload the server no longer has) says its own words.
+  assert.equal(
+    said('NOT_FOUND', 'upload_id: no interrupted upload 42 of yours; start it again'),
+    'scan.pdf was not uploaded: upload_id: no interrupted upload 42 of yours; start it again',
+  );
 });
 
 test('the renewal is due a fifth of the remaining life before expiry, 5 to 60 s before; reasons read from the server\'s words', () => {

@@ -66,7 +66,11 @@ export function describeUploadError(name: string, e: unknown): string {
   if ((m = /the malware scanner found (.+)$/.exec(detail))) return `${name} was refused: the malware scanner found ${m[1]}.`;
   if (/malware scanner is unavailable/.test(detail)) return `${name} cannot be accepted now: the malware scanner is unavailable. Try again later.`;
   if (/^sha256:/.test(detail)) return `${name} changed while it was being uploaded. Try again.`;
-  if (code === 'FORBIDDEN') return `${name} was not uploaded: you are not a participant of this conversation.`;
+  // The server answers alike for a conversation that does not exist and for one the
+  // sender is not in, so that nobody learns who talks to whom; so does this sentence.
+  if (code === 'NOT_FOUND' && /^conversation \S+ not found\b/.test(detail)) {
+    return `${name} was not uploaded: this conversation was not found, or you are not a participant.`;
+  }
   if (code === 'UNAVAILABLE' || code === 'TIMEOUT') return `${name} was not uploaded: the connection failed (${detail}).`;
   return `${name} was not uploaded: ${detail}`;
 }
