@@ -29,6 +29,8 @@ if [ "${CI:-}" = "true" ]; then
   # The attachment tests scan uploads with a real clamd (loaded with a signature file the
   # test writes; no signatures are downloaded).
   [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null 2>&1 || need+=(clamav-daemon)
+  # The power-cut tests mount a FUSE filesystem (tests/powercut) through fusermount3.
+  command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 fi
 
 if ((${#need[@]})); then

@@ -1,0 +1,3 @@
+fn main() {
+    legalchat_daemon::cli::main()
+}
