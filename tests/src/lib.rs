@@ -269,6 +269,22 @@ pub fn text_of(m: &pb::Message) -> &str {
     m.content.as_ref().map_or("", |c| c.text.as_str())
 }
 
+/// A PDF-looking file of `size` bytes: the magic bytes, then pseudo-random bytes (which
+/// compress to nothing, so that a scan of the disk cannot miss them in a compressed block).
+pub fn pdf_bytes(size: usize) -> Vec<u8> {
+    let mut out = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    let mut state = rand::random::<u64>() | 1;
+    while out.len() < size {
+        // xorshift: fast enough for 50 MB in a debug build.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
 /// A random lowercase hex string of `bytes * 2` characters, to make markers unique.
 pub fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use legalchat_sdk::{Client, Error, NewConversation, Progress, pb};
 use legalchat_tests::clamd::{EICAR, TestClamd};
-use legalchat_tests::{bounded, random_hex, wait_for_message};
+use legalchat_tests::{bounded, pdf_bytes, random_hex, wait_for_message};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
@@ -16,22 +16,6 @@ use crate::{daemon, daemon_with};
 
 /// The largest file accepted by default (the requirements' `MAX_FILE_SIZE`).
 const MAX: u64 = 52_428_800;
-
-/// A PDF-looking file of `size` bytes: the magic bytes, then pseudo-random bytes (which
-/// compress to nothing, so that a scan of the disk cannot miss them in a compressed block).
-fn pdf_bytes(size: usize) -> Vec<u8> {
-    let mut out = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
-    let mut state = rand::random::<u64>() | 1;
-    while out.len() < size {
-        // xorshift: fast enough for 50 MB in a debug build.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
 
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);

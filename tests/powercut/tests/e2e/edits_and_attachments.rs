@@ -3,26 +3,12 @@
 //! downloads whole, byte for byte.
 
 use legalchat_sdk::{NewConversation, pb};
-use legalchat_tests::{full_history, text_of};
+use legalchat_tests::{full_history, pdf_bytes, text_of};
 use sha2::{Digest as _, Sha256};
 
 use legalchat_powercut::SyncModel;
 
 use crate::{Fsync, Machine, bounded};
-
-/// A PDF-looking file: the magic bytes, then bytes that do not compress.
-fn pdf_bytes(size: usize) -> Vec<u8> {
-    let mut out = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
-    let mut state = rand::random::<u64>() | 1;
-    while out.len() < size {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_and_an_attachment_survive_kill_9_and_a_power_cut() {
