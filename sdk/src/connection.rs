@@ -155,12 +155,15 @@ async fn establish_quic(dial: &Dial<'_>, config: &ClientConfig, deadline: Instan
             Ok(Ok((session, reader, send))) => {
                 return Ok(Established { carrier: Carrier::Quic(connection), shared, session, reader, send });
             }
-            Ok(Err(e)) => {
-                if shared && !retried && connection.close_reason().is_some() && !matches!(e, Error::Unauthorized(_)) {
-                    debug!(error = %e, "the shared connection closed while this session started; trying a fresh one");
+            Ok(Err(failure)) => {
+                // Only the answer on this session's own stream speaks of its token: a shared
+                // connection closed with another session's refusal says nothing of this one.
+                if shared && !retried && !failure.answered && connection.close_reason().is_some() {
+                    debug!(error = %failure.error, "the shared connection closed while this session started; trying a fresh one");
                     retried = true;
                     continue;
                 }
+                let e = failure.error;
                 if !shared {
                     connection.close(CLOSE_NORMAL.into(), b"");
                 }
@@ -187,7 +190,7 @@ async fn establish_tcp(tcp: &TcpDialer, config: &ClientConfig, deadline: Instant
     let (recv, send) = tokio::io::split(tls);
     let (send, recv) = (SendHalf::Tcp(send, carrier.closing()), RecvHalf::Tcp(recv, carrier.closing()));
     let carrier = Carrier::Tcp(carrier);
-    match timeout_at(deadline, authenticate_with(send, recv, &carrier, config)).await {
+    match timeout_at(deadline, authenticate_with(send, recv, &carrier, config)).await.map(|r| r.map_err(|f| f.error)) {
         Ok(Ok((session, reader, send))) => Ok(Established { carrier, shared: false, session, reader, send }),
         Ok(Err(e)) => {
             carrier.close(CLOSE_NORMAL, b"");
@@ -201,29 +204,40 @@ async fn establish_tcp(tcp: &TcpDialer, config: &ClientConfig, deadline: Instant
 }
 
 /// Opens the session stream on `connection`, sends `Authenticate` and reads its answer.
-async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Result<(SessionInfo, FrameReader, SendHalf)> {
+/// Why a session did not start.
+struct NotStarted {
+    error: Error,
+    /// The server answered on the session's own stream (a refusal of this session); when
+    /// false the stream or its connection failed before any answer.
+    answered: bool,
+}
+
+impl NotStarted {
+    fn lost(error: Error) -> Self {
+        Self { error, answered: false }
+    }
+}
+
+type Started = std::result::Result<(SessionInfo, FrameReader, SendHalf), NotStarted>;
+
+async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Started {
     let (send, recv) = connection
         .open_bi()
         .await
         // A server that refuses the connection (too many from this address) may close it
         // before the stream opens: its close code says so.
         .map_err(|e| {
-            refused_during_auth(
+            NotStarted::lost(refused_during_auth(
                 &Carrier::Quic(connection.clone()),
                 config.idle_timeout,
                 &format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)),
-            )
+            ))
         })?;
     authenticate_with(SendHalf::Quic(send), RecvHalf::Quic(recv), &Carrier::Quic(connection.clone()), config).await
 }
 
 /// Sends `Authenticate` on a new session stream and reads its answer.
-async fn authenticate_with(
-    mut send: SendHalf,
-    recv: RecvHalf,
-    carrier: &Carrier,
-    config: &ClientConfig,
-) -> Result<(SessionInfo, FrameReader, SendHalf)> {
+async fn authenticate_with(mut send: SendHalf, recv: RecvHalf, carrier: &Carrier, config: &ClientConfig) -> Started {
     let hello = pb::ClientFrame {
         request_id: AUTH_REQUEST_ID,
         request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
@@ -234,24 +248,26 @@ async fn authenticate_with(
     };
     send.write_all(&codec::encode(&hello))
         .await
-        .map_err(|e| refused_during_auth(carrier, config.idle_timeout, &format!("cannot send Authenticate: {e}")))?;
+        .map_err(|e| NotStarted::lost(refused_during_auth(carrier, config.idle_timeout, &format!("cannot send Authenticate: {e}"))))?;
 
     let mut reader = FrameReader::new(recv, config.max_inbound_frame);
     loop {
         match reader.read_frame().await {
             Ok(Some(frame)) => match session::authentication_outcome(frame, AUTH_REQUEST_ID) {
                 Some(Ok(session)) => return Ok((session, reader, send)),
-                Some(Err(e)) => return Err(e),
+                Some(Err(error)) => return Err(NotStarted { error, answered: true }),
                 None => debug!("ignored a frame of an unknown kind before authentication"),
             },
             Ok(None) => {
-                return Err(refused_during_auth(
+                return Err(NotStarted::lost(refused_during_auth(
                     carrier,
                     config.idle_timeout,
                     "the server ended the session without answering Authenticate",
-                ));
+                )));
             }
-            Err(failure) => return Err(refused_during_auth(carrier, config.idle_timeout, &failure.describe(config.idle_timeout))),
+            Err(failure) => {
+                return Err(NotStarted::lost(refused_during_auth(carrier, config.idle_timeout, &failure.describe(config.idle_timeout))));
+            }
         }
     }
 }

@@ -211,3 +211,26 @@ async fn a_slow_session_is_reset_without_touching_its_neighbours_on_the_connecti
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_on_a_shared_connection_hears_its_own_answer_when_another_was_just_refused() {
+    bounded("multiplex_own_answer", async {
+        let d = daemon().await;
+        // The server closes a connection when its last session is refused; the next session,
+        // opened on it at that moment, must not take that refusal for its own.
+        for round in 0..25 {
+            let (_endpoint, shared) = shared_connection();
+            let malformed = Client::connect(d.client_config("not-a-token".into()).with_shared_connection(shared.clone())).await;
+            assert!(matches!(&malformed, Err(Error::Unauthorized(m)) if m.contains("malformed")), "round {round}: {malformed:?}");
+            let good = d.token("rafe", "advocate");
+            let forged = format!("{}AAAA", &good[..good.len() - 4]);
+            let forged = Client::connect(d.client_config(forged).with_shared_connection(shared.clone())).await;
+            assert!(matches!(&forged, Err(Error::Unauthorized(m)) if m.contains("signature")), "round {round}: {forged:?}");
+            let client = Client::connect(d.client_config(good).with_shared_connection(shared.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: a good token after two refusals connects: {e}"));
+            client.close().await;
+        }
+    })
+    .await;
+}
