@@ -86,23 +86,54 @@ fn str_arg<'a>(args: &'a Map<String, Value>, field: &str) -> Result<&'a str, Fai
     }
 }
 
-/// `start_upload` and `start_download`: a ticket from the daemon, as a URL for one HTTP
-/// request. `None` for other events.
-pub async fn start(tickets: &Tickets, client: &Client, event: &str, payload: &Value) -> Option<Result<Value, Failure>> {
-    let empty = Map::new();
+/// A `start_upload` or `start_download` payload, read and checked. Strings borrow from
+/// the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start<'a> {
+    /// `start_upload {conversationId, fileName, size, sha256, uploadId?}`.
+    Upload {
+        /// The conversation.
+        conversation: &'a str,
+        /// The file's name.
+        name: &'a str,
+        /// Its size in bytes.
+        size: u64,
+        /// Its SHA-256.
+        sha256: [u8; 32],
+        /// The interrupted upload to resume.
+        upload_id: Option<&'a str>,
+    },
+    /// `start_download {conversationId, fileId}`.
+    Download {
+        /// The conversation.
+        conversation: &'a str,
+        /// The file.
+        file: &'a str,
+    },
+}
+
+/// Reads a `start_upload` or `start_download` payload; `None` for other events. Pure, so
+/// that what a browser may send is fuzzed (`fuzz/fuzz_targets/bridge_json.rs`); an error
+/// names the JSON field.
+pub fn parse_start<'a>(event: &str, payload: &'a Value) -> Option<Result<Start<'a>, Failure>> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
     let args = match payload {
         Value::Object(o) => o,
-        Value::Null => &empty,
+        Value::Null => &*EMPTY,
         _ => return Some(Err(Failure { code: "INVALID_ARGUMENT", message: "payload: must be an object".into(), retry_after_ms: 0 })),
     };
     match event {
-        "start_upload" => Some(start_upload(tickets, client, args).await),
-        "start_download" => Some(start_download(tickets, client, args).await),
+        "start_upload" => Some(upload_args(args)),
+        "start_download" => Some(download_args(args)),
         _ => None,
     }
 }
 
-async fn start_upload(tickets: &Tickets, client: &Client, args: &Map<String, Value>) -> Result<Value, Failure> {
+fn download_args(args: &Map<String, Value>) -> Result<Start<'_>, Failure> {
+    Ok(Start::Download { conversation: str_arg(args, "conversationId")?, file: str_arg(args, "fileId")? })
+}
+
+fn upload_args(args: &Map<String, Value>) -> Result<Start<'_>, Failure> {
     let conversation = str_arg(args, "conversationId")?;
     let name = str_arg(args, "fileName")?;
     let size = args.get("size").and_then(Value::as_u64).ok_or_else(|| Failure {
@@ -120,6 +151,30 @@ async fn start_upload(tickets: &Tickets, client: &Client, args: &Map<String, Val
         Some(Value::String(s)) => Some(s.as_str()),
         Some(_) => return Err(Failure { code: "INVALID_ARGUMENT", message: "uploadId: must be a string".into(), retry_after_ms: 0 }),
     };
+    Ok(Start::Upload { conversation, name, size, sha256, upload_id })
+}
+
+/// `start_upload` and `start_download`: a ticket from the daemon, as a URL for one HTTP
+/// request. `None` for other events.
+pub async fn start(tickets: &Tickets, client: &Client, event: &str, payload: &Value) -> Option<Result<Value, Failure>> {
+    Some(match parse_start(event, payload)? {
+        Err(e) => Err(e),
+        Ok(Start::Upload { conversation, name, size, sha256, upload_id }) => {
+            start_upload(tickets, client, conversation, name, size, sha256, upload_id).await
+        }
+        Ok(Start::Download { conversation, file }) => start_download(tickets, client, conversation, file).await,
+    })
+}
+
+async fn start_upload(
+    tickets: &Tickets,
+    client: &Client,
+    conversation: &str,
+    name: &str,
+    size: u64,
+    sha256: [u8; 32],
+    upload_id: Option<&str>,
+) -> Result<Value, Failure> {
     let ticket = client.start_upload(conversation, name, size, sha256, upload_id).await?;
     let answer = json!({
         "uploadId": ticket.upload_id,
@@ -134,8 +189,8 @@ async fn start_upload(tickets: &Tickets, client: &Client, args: &Map<String, Val
     Ok(answer)
 }
 
-async fn start_download(tickets: &Tickets, client: &Client, args: &Map<String, Value>) -> Result<Value, Failure> {
-    let ticket = client.start_download(str_arg(args, "conversationId")?, str_arg(args, "fileId")?).await?;
+async fn start_download(tickets: &Tickets, client: &Client, conversation: &str, file: &str) -> Result<Value, Failure> {
+    let ticket = client.start_download(conversation, file).await?;
     let answer = json!({
         "fileName": ticket.file_name,
         "size": ticket.size,

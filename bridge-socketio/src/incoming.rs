@@ -112,69 +112,110 @@ impl From<Error> for Failure {
 
 type Outcome = Result<Value, Failure>;
 
+/// A request event's payload, read and checked: what [`run`] asks of the daemon session.
+/// Strings borrow from the payload.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Call<'a> {
+    /// `send_message`.
+    SendMessage(pb::SendMessage),
+    /// `edit_message`.
+    Edit { conversation: &'a str, seq: u64, content: pb::MessageContent },
+    /// `delete_message`.
+    Delete { conversation: &'a str, seq: u64 },
+    /// `react` (`remove: false`) and `unreact`.
+    React { conversation: &'a str, seq: u64, emoji: &'a str, remove: bool },
+    /// `pin_message`.
+    Pin { conversation: &'a str, seq: u64, unpin: bool },
+    /// `message_read`.
+    MarkRead { conversation: &'a str, seq: u64 },
+    /// `typing_start` and `typing_stop`.
+    Typing { conversation: &'a str, active: bool },
+    /// `join_room`.
+    JoinRoom { conversation: &'a str },
+    /// `leave_room`.
+    LeaveRoom { conversation: &'a str },
+    /// `get_history`.
+    History { conversation: &'a str, cursor: HistoryCursor, limit: u32 },
+    /// `get_thread`.
+    Thread { conversation: &'a str, root: u64, after: u64, limit: u32 },
+    /// `list_pins`.
+    Pins { conversation: &'a str },
+    /// `get_receipts`.
+    Receipts { conversation: &'a str },
+    /// `list_conversations`.
+    ListConversations { limit: u32 },
+    /// `get_conversation`.
+    GetConversation { conversation: &'a str },
+    /// `create_conversation`.
+    CreateConversation(NewConversation),
+    /// `update_conversation`.
+    UpdateConversation { conversation: &'a str, update: ConversationUpdate },
+    /// `add_participants`.
+    AddParticipants { conversation: &'a str, users: Vec<String>, role: pb::ParticipantRole },
+    /// `remove_participant`.
+    RemoveParticipant { conversation: &'a str, user: &'a str },
+    /// `set_role`.
+    SetRole { conversation: &'a str, user: &'a str, role: pb::ParticipantRole },
+    /// `get_presence`.
+    Presence { users: Vec<String> },
+    /// `renew_token`.
+    RenewToken { token: &'a str },
+    /// `revoke_sessions`.
+    RevokeSessions { user: &'a str },
+    /// `set_user_active`.
+    SetUserActive { user: &'a str, active: bool },
+    /// `get_audit`.
+    Audit { conversation: &'a str, seq: u64 },
+}
+
 /// Serves one request event of an authenticated socket. `event` is one of [`REQUESTS`].
 pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
-    let empty = Map::new();
-    let args = match &payload {
+    let call = parse(event, &payload, client.session().max_message_bytes)?;
+    run(client, call).await
+}
+
+/// Reads the payload of request event `event` (the text of a message at most
+/// `max_message_bytes`). Pure, so that what a browser may send is fuzzed
+/// (`fuzz/fuzz_targets/bridge_json.rs`); an error names the JSON field. What the SDK
+/// checks itself when it sends (ids, emoji, titles, …) is checked there.
+pub fn parse<'a>(event: &str, payload: &'a Value, max_message_bytes: usize) -> Result<Call<'a>, Failure> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    let args = match payload {
         Value::Object(o) => o,
-        Value::Null => &empty,
+        Value::Null => &*EMPTY,
         _ => return Err(ValidationError::new("payload", "must be an object").into()),
     };
     let conv = || required_str(args, "conversationId");
-    match event {
-        "send_message" => {
-            let max = client.session().max_message_bytes;
-            let send = payload::send_message(&payload, max, new_client_message_id)?;
-            let sent = client
-                .send_message(&send.conversation_id, &send.client_message_id, send.content.unwrap_or_default(), send.reply_to_seq)
-                .await?;
-            Ok(sent_json(&send.conversation_id, &sent, Some(&send.client_message_id)))
-        }
+    Ok(match event {
+        "send_message" => Call::SendMessage(payload::send_message(payload, max_message_bytes, new_client_message_id)?),
         "edit_message" => {
             let conversation = conv()?;
             let content = payload::content(args.get("content"))?;
-            let max = client.session().max_message_bytes;
-            legalchat_protocol::validate::message_content(Some(&content), max)?;
-            event_entry(conversation, client.edit(conversation, seq(args, "seq")?, content)).await
+            legalchat_protocol::validate::message_content(Some(&content), max_message_bytes)?;
+            Call::Edit { conversation, seq: seq(args, "seq")?, content }
         }
         "delete_message" => {
             let conversation = conv()?;
-            event_entry(conversation, client.delete(conversation, seq(args, "seq")?)).await
+            Call::Delete { conversation, seq: seq(args, "seq")? }
         }
         "react" | "unreact" => {
             let conversation = conv()?;
-            let (at, emoji) = (seq(args, "seq")?, required_str(args, "emoji")?);
-            if event == "react" {
-                event_entry(conversation, client.react(conversation, at, emoji)).await
-            } else {
-                event_entry(conversation, client.unreact(conversation, at, emoji)).await
-            }
+            let (seq, emoji) = (seq(args, "seq")?, required_str(args, "emoji")?);
+            Call::React { conversation, seq, emoji, remove: event == "unreact" }
         }
         "pin_message" => {
             let conversation = conv()?;
             let unpin = optional_bool(args, "unpin")?.unwrap_or(false);
-            event_entry(conversation, client.pin(conversation, seq(args, "seq")?, unpin)).await
+            Call::Pin { conversation, seq: seq(args, "seq")?, unpin }
         }
         "message_read" => {
             let conversation = conv()?;
-            let at = seq(args, "seq")?;
-            client.mark_read(conversation, at).await?;
-            Ok(json!({"conversationId": conversation, "seq": at}))
+            Call::MarkRead { conversation, seq: seq(args, "seq")? }
         }
-        "typing_start" | "typing_stop" => {
-            let conversation = conv()?;
-            client.typing(conversation, event == "typing_start").await?;
-            Ok(json!({"conversationId": conversation}))
-        }
-        "join_room" => {
-            let users = client.join_room(conv()?).await?;
-            Ok(json!({"conversationId": users.conversation_id, "users": users.online_user_ids}))
-        }
-        "leave_room" => {
-            let conversation = conv()?;
-            client.leave_room(conversation).await?;
-            Ok(json!({"conversationId": conversation}))
-        }
+        "typing_start" | "typing_stop" => Call::Typing { conversation: conv()?, active: event == "typing_start" },
+        "join_room" => Call::JoinRoom { conversation: conv()? },
+        "leave_room" => Call::LeaveRoom { conversation: conv()? },
         "get_history" => {
             let conversation = conv()?;
             let cursor = match (optional_u64(args, "before")?, optional_u64(args, "after")?) {
@@ -183,39 +224,17 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                 (None, Some(a)) => HistoryCursor::After(a),
                 (None, None) => HistoryCursor::Latest,
             };
-            let limit = limit(args, 50)?;
-            let (page, receipts) = tokio::join!(client.history(conversation, cursor, limit), client.receipts(conversation));
-            Ok(page_json(&page?, receipts.ok().as_ref()))
+            Call::History { conversation, cursor, limit: limit(args, 50)? }
         }
         "get_thread" => {
             let conversation = conv()?;
             let after = optional_u64(args, "after")?.unwrap_or(0);
-            let page = client.thread(conversation, seq(args, "seq")?, after, limit(args, 50)?).await?;
-            Ok(page_json(&page, None))
+            Call::Thread { conversation, root: seq(args, "seq")?, after, limit: limit(args, 50)? }
         }
-        "list_pins" => Ok(page_json(&client.pins(conv()?).await?, None)),
-        "get_receipts" => {
-            let list = client.receipts(conv()?).await?;
-            let states: Vec<Value> = list
-                .states
-                .iter()
-                .map(|s| {
-                    json!({
-                        "userId": s.user_id,
-                        "deliveredSeq": s.delivered_seq,
-                        "deliveredAt": time_or_null(s.delivered_at_ms),
-                        "readSeq": s.read_seq,
-                        "readAt": time_or_null(s.read_at_ms),
-                    })
-                })
-                .collect();
-            Ok(json!({"conversationId": list.conversation_id, "states": states}))
-        }
-        "list_conversations" => {
-            let list = client.list_conversations(limit(args, 100)?).await?;
-            Ok(json!({"conversations": list.iter().map(payload::conversation).collect::<Vec<_>>()}))
-        }
-        "get_conversation" => Ok(payload::conversation(&client.get_conversation(conv()?).await?)),
+        "list_pins" => Call::Pins { conversation: conv()? },
+        "get_receipts" => Call::Receipts { conversation: conv()? },
+        "list_conversations" => Call::ListConversations { limit: limit(args, 100)? },
+        "get_conversation" => Call::GetConversation { conversation: conv()? },
         "create_conversation" => {
             let kind = required_str(args, "type")?;
             let participants = string_list(args, "participants")?;
@@ -234,8 +253,7 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                     return Err(ValidationError::new("type", format!("{other:?} is not private, group, case or support")).into());
                 }
             };
-            let new = new.with_description(optional_str(args, "description")?.unwrap_or_default());
-            Ok(payload::conversation(&client.create_conversation(new).await?))
+            Call::CreateConversation(new.with_description(optional_str(args, "description")?.unwrap_or_default()))
         }
         "update_conversation" => {
             let mut update = ConversationUpdate::new();
@@ -257,21 +275,110 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                         update.retention_days(u32::try_from(r).map_err(|_| ValidationError::new("settings.retention", "is too large"))?);
                 }
             }
-            Ok(payload::conversation(&client.update_conversation(conv()?, update).await?))
+            Call::UpdateConversation { conversation: conv()?, update }
         }
         "add_participants" => {
             let users = string_list(args, "userIds")?;
-            let users: Vec<&str> = users.iter().map(String::as_str).collect();
             let role = role(optional_str(args, "role")?.unwrap_or("member"))?;
-            Ok(payload::conversation(&client.add_participants(conv()?, &users, role).await?))
+            Call::AddParticipants { conversation: conv()?, users, role }
         }
-        "remove_participant" => Ok(payload::conversation(&client.remove_participant(conv()?, required_str(args, "userId")?).await?)),
+        "remove_participant" => Call::RemoveParticipant { conversation: conv()?, user: required_str(args, "userId")? },
         "set_role" => {
             let role = role(required_str(args, "role")?)?;
-            Ok(payload::conversation(&client.set_participant_role(conv()?, required_str(args, "userId")?, role).await?))
+            Call::SetRole { conversation: conv()?, user: required_str(args, "userId")?, role }
         }
-        "get_presence" => {
-            let users = string_list(args, "userIds")?;
+        "get_presence" => Call::Presence { users: string_list(args, "userIds")? },
+        "renew_token" => Call::RenewToken { token: required_str(args, "token")? },
+        "revoke_sessions" => Call::RevokeSessions { user: required_str(args, "userId")? },
+        "set_user_active" => {
+            let active = args
+                .get("active")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| Failure::from(ValidationError::new("active", "must be true or false")))?;
+            Call::SetUserActive { user: required_str(args, "userId")?, active }
+        }
+        "get_audit" => Call::Audit { conversation: conv()?, seq: seq(args, "seq")? },
+        other => {
+            return Err(Failure {
+                code: "INVALID_ARGUMENT",
+                message: format!("{other:?} is not an event this bridge serves"),
+                retry_after_ms: 0,
+            });
+        }
+    })
+}
+
+/// Asks the daemon session for what `call` says, and shapes the answer for the browser.
+pub async fn run(client: &Client, call: Call<'_>) -> Outcome {
+    match call {
+        Call::SendMessage(send) => {
+            let sent = client
+                .send_message(&send.conversation_id, &send.client_message_id, send.content.unwrap_or_default(), send.reply_to_seq)
+                .await?;
+            Ok(sent_json(&send.conversation_id, &sent, Some(&send.client_message_id)))
+        }
+        Call::Edit { conversation, seq, content } => event_entry(conversation, client.edit(conversation, seq, content)).await,
+        Call::Delete { conversation, seq } => event_entry(conversation, client.delete(conversation, seq)).await,
+        Call::React { conversation, seq, emoji, remove: false } => event_entry(conversation, client.react(conversation, seq, emoji)).await,
+        Call::React { conversation, seq, emoji, remove: true } => event_entry(conversation, client.unreact(conversation, seq, emoji)).await,
+        Call::Pin { conversation, seq, unpin } => event_entry(conversation, client.pin(conversation, seq, unpin)).await,
+        Call::MarkRead { conversation, seq } => {
+            client.mark_read(conversation, seq).await?;
+            Ok(json!({"conversationId": conversation, "seq": seq}))
+        }
+        Call::Typing { conversation, active } => {
+            client.typing(conversation, active).await?;
+            Ok(json!({"conversationId": conversation}))
+        }
+        Call::JoinRoom { conversation } => {
+            let users = client.join_room(conversation).await?;
+            Ok(json!({"conversationId": users.conversation_id, "users": users.online_user_ids}))
+        }
+        Call::LeaveRoom { conversation } => {
+            client.leave_room(conversation).await?;
+            Ok(json!({"conversationId": conversation}))
+        }
+        Call::History { conversation, cursor, limit } => {
+            let (page, receipts) = tokio::join!(client.history(conversation, cursor, limit), client.receipts(conversation));
+            Ok(page_json(&page?, receipts.ok().as_ref()))
+        }
+        Call::Thread { conversation, root, after, limit } => Ok(page_json(&client.thread(conversation, root, after, limit).await?, None)),
+        Call::Pins { conversation } => Ok(page_json(&client.pins(conversation).await?, None)),
+        Call::Receipts { conversation } => {
+            let list = client.receipts(conversation).await?;
+            let states: Vec<Value> = list
+                .states
+                .iter()
+                .map(|s| {
+                    json!({
+                        "userId": s.user_id,
+                        "deliveredSeq": s.delivered_seq,
+                        "deliveredAt": time_or_null(s.delivered_at_ms),
+                        "readSeq": s.read_seq,
+                        "readAt": time_or_null(s.read_at_ms),
+                    })
+                })
+                .collect();
+            Ok(json!({"conversationId": list.conversation_id, "states": states}))
+        }
+        Call::ListConversations { limit } => {
+            let list = client.list_conversations(limit).await?;
+            Ok(json!({"conversations": list.iter().map(payload::conversation).collect::<Vec<_>>()}))
+        }
+        Call::GetConversation { conversation } => Ok(payload::conversation(&client.get_conversation(conversation).await?)),
+        Call::CreateConversation(new) => Ok(payload::conversation(&client.create_conversation(new).await?)),
+        Call::UpdateConversation { conversation, update } => {
+            Ok(payload::conversation(&client.update_conversation(conversation, update).await?))
+        }
+        Call::AddParticipants { conversation, users, role } => {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            Ok(payload::conversation(&client.add_participants(conversation, &users, role).await?))
+        }
+        Call::RemoveParticipant { conversation, user } => Ok(payload::conversation(&client.remove_participant(conversation, user).await?)),
+        Call::SetRole { conversation, user, role } => {
+            Ok(payload::conversation(&client.set_participant_role(conversation, user, role).await?))
+        }
+        Call::Presence { users } => {
             let users: Vec<&str> = users.iter().map(String::as_str).collect();
             let presence = client.presence(&users).await?;
             let users: Vec<Value> = presence
@@ -280,24 +387,20 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                 .collect();
             Ok(json!({"users": users}))
         }
-        "renew_token" => {
-            let info = client.renew_token(required_str(args, "token")?).await?;
+        Call::RenewToken { token } => {
+            let info = client.renew_token(token).await?;
             Ok(json!({"tokenExpiresAt": rfc3339(info.token_expires_at_ms)}))
         }
-        "revoke_sessions" => {
-            client.revoke_sessions(required_str(args, "userId")?).await?;
+        Call::RevokeSessions { user } => {
+            client.revoke_sessions(user).await?;
             Ok(json!({}))
         }
-        "set_user_active" => {
-            let active = args
-                .get("active")
-                .and_then(Value::as_bool)
-                .ok_or_else(|| Failure::from(ValidationError::new("active", "must be true or false")))?;
-            client.set_user_active(required_str(args, "userId")?, active).await?;
+        Call::SetUserActive { user, active } => {
+            client.set_user_active(user, active).await?;
             Ok(json!({}))
         }
-        "get_audit" => {
-            let audit = client.audit(conv()?, seq(args, "seq")?).await?;
+        Call::Audit { conversation, seq } => {
+            let audit = client.audit(conversation, seq).await?;
             let versions: Vec<Value> = audit
                 .versions
                 .iter()
@@ -312,9 +415,6 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
                 })
                 .collect();
             Ok(json!({"conversationId": audit.conversation_id, "seq": audit.message_seq, "versions": versions}))
-        }
-        other => {
-            Err(Failure { code: "INVALID_ARGUMENT", message: format!("{other:?} is not an event this bridge serves"), retry_after_ms: 0 })
         }
     }
 }

@@ -258,10 +258,11 @@ async fn dev_accounts(axum::extract::State(bridge): axum::extract::State<Arc<Bri
 }
 
 /// `(conversation id, newest seq the client has)` pairs.
-type Cursors = Vec<(String, u64)>;
+pub type Cursors = Vec<(String, u64)>;
 
-/// Reads `{token, cursors}` (the handshake's `auth`, or an `authenticate` payload).
-fn credentials(auth: &Value) -> Result<(Option<String>, Cursors), String> {
+/// Reads `{token, cursors}` (the handshake's `auth`, or an `authenticate` payload). Pure,
+/// so that what a browser may send is fuzzed (`fuzz/fuzz_targets/bridge_json.rs`).
+pub fn credentials(auth: &Value) -> Result<(Option<String>, Cursors), String> {
     let token = match auth.get("token") {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) if t.is_empty() => None,

@@ -460,6 +460,23 @@ impl Config {
         };
         let master_key = std::env::var("LEGALCHAT_MASTER_KEY").ok().filter(|s| !s.is_empty());
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Self::layer(args, file, master_key, cores)
+    }
+
+    /// The configuration a TOML file's text alone makes, checked as [`Config::load`]
+    /// checks it, without reading flags, the environment or any file; the default shard
+    /// count is that of two cores. Bad TOML or an unknown key is [`ConfigError::File`]
+    /// (with an empty path). Pure, so that the parsing of configuration files is fuzzed
+    /// (`fuzz/fuzz_targets/config.rs`).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file = toml::from_str(text).map_err(|e| ConfigError::File { path: PathBuf::new(), reason: e.to_string() })?;
+        let config = Self::layer(&ConfigArgs::default(), file, None, 2)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// `args` over `file` over the defaults; `master_key` is the environment's.
+    fn layer(args: &ConfigArgs, file: FileConfig, master_key: Option<String>, cores: usize) -> Result<Self, ConfigError> {
         let listen =
             parse_addr("listen (LEGALCHAT_LISTEN, --listen)", args.listen.as_deref().or(file.listen.as_deref()), "127.0.0.1:7443")?;
         let tcp_listen = match args.tcp_listen.as_deref().or(file.tcp_listen.as_deref()) {
@@ -791,6 +808,14 @@ mod tests {
         assert_eq!(c.listen.port(), 7443);
         assert_eq!(c.fsync, FsyncPolicy::Always);
         assert_eq!(c.max_message_size, 10_240);
+    }
+
+    #[test]
+    fn a_file_alone_is_read_and_checked() {
+        assert_eq!(Config::from_toml("dev = true\nshards = 3\n").unwrap().shards, 3);
+        let e = Config::from_toml("dev = true\nshards = 0\n").unwrap_err().to_string();
+        assert!(e.contains("shards (LEGALCHAT_SHARDS, --shards)"), "{e}");
+        assert!(matches!(Config::from_toml("dev = true\nshard = 3\n"), Err(ConfigError::File { .. })));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::shard::{Command, Shards};
 use crate::storage_pool::StoragePool;
 use crate::store::{ConversationKey, StoredFile};
 
-pub use transfer::{STREAM_SESSION, STREAM_TRANSFER, TransferSlots};
+pub use transfer::{RequestRead, STREAM_SESSION, STREAM_TRANSFER, StreamKind, TransferSlots, decode_request};
 
 /// Default largest file: the requirements' `MAX_FILE_SIZE`, 50 MB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 52_428_800;
@@ -123,6 +123,57 @@ impl AuditTrail for LogAudit {
             "file {}", e.action
         );
     }
+}
+
+/// A `StartUpload` once checked: what can be judged before anything is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRequest {
+    /// The conversation.
+    pub conversation: ConversationKey,
+    /// The declared SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// The file name, sanitized.
+    pub name: String,
+}
+
+/// Checks a `StartUpload` against the largest file size before anything is looked up.
+/// Pure, so that it is fuzzed with every other request (`fuzz/fuzz_targets/client_frame.rs`);
+/// each error names the field.
+pub fn check_upload(req: &pb::StartUpload, max_file_size: u64) -> Result<UploadRequest, RequestError> {
+    let conversation = validate::parse_id("conversation_id", &req.conversation_id).map_err(crate::requests::invalid)?;
+    if req.size > max_file_size {
+        return Err(RequestError::invalid(format!(
+            "size: the file is {} bytes; the largest accepted is {max_file_size} bytes ({})",
+            req.size,
+            human_size(max_file_size)
+        )));
+    }
+    if req.size == 0 {
+        return Err(RequestError::invalid("size: an empty file cannot be attached"));
+    }
+    let sha256: [u8; 32] = req
+        .sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| RequestError::invalid(format!("sha256: must be 32 bytes, got {}", req.sha256.len())))?;
+    if req.file_name.trim().is_empty() {
+        return Err(RequestError::invalid("file_name: must not be empty"));
+    }
+    if req.file_name.len() > 4 * files::MAX_FILE_NAME_BYTES {
+        return Err(RequestError::invalid(format!(
+            "file_name: is {} bytes; at most {} are read",
+            req.file_name.len(),
+            4 * files::MAX_FILE_NAME_BYTES
+        )));
+    }
+    Ok(UploadRequest { conversation, sha256, name: files::sanitize_file_name(&req.file_name) })
+}
+
+/// Checks a `StartDownload`: the conversation and the file it names, by id.
+pub fn check_download(req: &pb::StartDownload) -> Result<(ConversationKey, [u8; 16]), RequestError> {
+    let conversation = validate::parse_id("conversation_id", &req.conversation_id).map_err(crate::requests::invalid)?;
+    let file = validate::parse_id("file_id", &req.file_id).map_err(crate::requests::invalid)?;
+    Ok((conversation, file))
 }
 
 /// What a ticket lets its bearer do.
@@ -285,34 +336,7 @@ impl Files {
     /// `StartUpload`: checks what can be checked before a byte of the file moves, and
     /// answers with a ticket (and, for a resumed upload, where to go on from).
     pub async fn start_upload(&self, caller: &Identity, req: pb::StartUpload, now_ms: i64) -> Result<pb::TransferTicket, RequestError> {
-        let conversation = validate::parse_id("conversation_id", &req.conversation_id).map_err(crate::requests::invalid)?;
-        let max = self.config.max_file_size;
-        if req.size > max {
-            return Err(RequestError::invalid(format!(
-                "size: the file is {} bytes; the largest accepted is {max} bytes ({})",
-                req.size,
-                human_size(max)
-            )));
-        }
-        if req.size == 0 {
-            return Err(RequestError::invalid("size: an empty file cannot be attached"));
-        }
-        let sha256: [u8; 32] = req
-            .sha256
-            .as_slice()
-            .try_into()
-            .map_err(|_| RequestError::invalid(format!("sha256: must be 32 bytes, got {}", req.sha256.len())))?;
-        if req.file_name.trim().is_empty() {
-            return Err(RequestError::invalid("file_name: must not be empty"));
-        }
-        if req.file_name.len() > 4 * files::MAX_FILE_NAME_BYTES {
-            return Err(RequestError::invalid(format!(
-                "file_name: is {} bytes; at most {} are read",
-                req.file_name.len(),
-                4 * files::MAX_FILE_NAME_BYTES
-            )));
-        }
-        let name = files::sanitize_file_name(&req.file_name);
+        let UploadRequest { conversation, sha256, name } = check_upload(&req, self.config.max_file_size)?;
 
         if !req.upload_id.is_empty() {
             return self.resume_upload(caller, &req, conversation, sha256, now_ms).await;
@@ -403,8 +427,7 @@ impl Files {
         req: &pb::StartDownload,
         now_ms: i64,
     ) -> Result<pb::TransferTicket, RequestError> {
-        let conversation = validate::parse_id("conversation_id", &req.conversation_id).map_err(crate::requests::invalid)?;
-        let file = validate::parse_id("file_id", &req.file_id).map_err(crate::requests::invalid)?;
+        let (conversation, file) = check_download(req)?;
         let (key, record) = self.access(conversation, caller, Some(file)).await?;
         let record = record.ok_or_else(|| RequestError::not_found(format!("file_id: no file {} in this conversation", req.file_id)))?;
         let answer = pb::TransferTicket {

@@ -40,7 +40,7 @@ use legalchat_protocol::pb::{self, ErrorCode, client_frame::Request};
 use crate::auth::{Authenticator, Identity};
 use crate::bus::Bus;
 use crate::directory::Directory;
-use crate::files::{STREAM_SESSION, STREAM_TRANSFER, TransferSlots};
+use crate::files::{STREAM_SESSION, StreamKind, TransferSlots};
 use crate::ids::{self, SessionIds};
 use crate::outbound;
 use crate::policy::RequestError;
@@ -219,8 +219,8 @@ async fn serve_stream(
         Ok(Ok(None) | Err(_)) => return,
         Err(_) => None,
     };
-    match kind {
-        Some(STREAM_SESSION) => {
+    match kind.map(StreamKind::of) {
+        Some(Ok(StreamKind::Session)) => {
             if let Some(ip) = limited_ip
                 && let Err(wait) = ctx.services.limits.check_connection(ip)
             {
@@ -236,17 +236,16 @@ async fn serve_stream(
                 refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
             }
         }
-        Some(STREAM_TRANSFER) => Box::pin(ctx.services.files.clone().serve_transfer(transfers, send, recv)).await,
-        other => {
+        Some(Ok(StreamKind::Transfer)) => Box::pin(ctx.services.files.clone().serve_transfer(transfers, send, recv)).await,
+        refused => {
             if !link.open() {
                 return refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
             }
-            let reason = match other {
-                None => "authentication timed out".to_owned(),
-                Some(b) => format!("a stream must start with 0x00 (session) or 0x01 (transfer), not 0x{b:02x}"),
+            let (reason, what) = match refused {
+                Some(Err(reason)) => (reason, "stream_kind"),
+                _ => ("authentication timed out".to_owned(), "timeout"),
             };
             recv.stop(close_code::PROTOCOL);
-            let what = if other.is_none() { "timeout" } else { "stream_kind" };
             metrics::counter!("legalchat_auth_failures_total", "reason" => what).increment(1);
             refuse(&link, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
         }

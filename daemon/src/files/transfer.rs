@@ -84,18 +84,55 @@ async fn refuse(mut send: SendHalf, recv: &mut RecvHalf, e: &RequestError) {
     send.finish(Duration::from_secs(2)).await;
 }
 
+/// What a bidirectional stream carries, by its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// A session ([`STREAM_SESSION`]): the byte is also the first of its first frame's length.
+    Session,
+    /// A transfer ([`STREAM_TRANSFER`]): a `TransferRequest` frame follows.
+    Transfer,
+}
+
+impl StreamKind {
+    /// The kind a stream's first byte names, or why it names none (the client hears it).
+    pub fn of(first: u8) -> Result<Self, String> {
+        match first {
+            STREAM_SESSION => Ok(Self::Session),
+            STREAM_TRANSFER => Ok(Self::Transfer),
+            b => Err(format!("a stream must start with 0x00 (session) or 0x01 (transfer), not 0x{b:02x}")),
+        }
+    }
+}
+
+/// What the bytes of a transfer stream so far make of its request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestRead {
+    /// The request; its frame was taken off the buffer, and nothing past it.
+    Done(pb::TransferRequest),
+    /// Incomplete: read at most this many more bytes (never past the request).
+    More(usize),
+}
+
+/// Decodes the `TransferRequest` at the start of `buf`, the bytes after the kind byte.
+/// Pure, so that what a client may send first is fuzzed (`fuzz/fuzz_targets/stream_header.rs`).
+pub fn decode_request(buf: &mut BytesMut) -> Result<RequestRead, RequestError> {
+    let decoder = FrameDecoder::new(MAX_REQUEST_FRAME);
+    match decoder.decode::<pb::TransferRequest>(buf) {
+        Ok(Some(request)) => Ok(RequestRead::Done(request)),
+        Ok(None) => Ok(RequestRead::More(decoder.missing(buf).max(1))),
+        Err(e) => Err(RequestError::new(ErrorCode::MalformedFrame, format!("the transfer request: {e}"))),
+    }
+}
+
 /// Reads the `TransferRequest`, never past it.
 async fn read_request(recv: &mut RecvHalf) -> Result<pb::TransferRequest, RequestError> {
-    let decoder = FrameDecoder::new(MAX_REQUEST_FRAME);
     let mut buf = BytesMut::new();
     let read = async {
         loop {
-            match decoder.decode::<pb::TransferRequest>(&mut buf) {
-                Ok(Some(request)) => return Ok(request),
-                Ok(None) => {}
-                Err(e) => return Err(RequestError::new(ErrorCode::MalformedFrame, format!("the transfer request: {e}"))),
-            }
-            let want = decoder.missing(&buf).max(1);
+            let want = match decode_request(&mut buf)? {
+                RequestRead::Done(request) => return Ok(request),
+                RequestRead::More(want) => want,
+            };
             match recv.read_chunk(want).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) | Err(_) => return Err(RequestError::invalid("the stream ended before its transfer request")),
