@@ -26,9 +26,10 @@ if command -v npm >/dev/null 2>&1; then
   for t in "$web"/test/*.test.mjs; do
     (cd "$web" && node --test "test/$(basename "$t")")
   done
-  # A short smoke of the load generator's bridge scenario (Socket.IO clients against bridge
-  # and daemon), so that it cannot rot.
-  "${CARGO_TARGET_DIR:-target}/debug/legalchat-load" --bridge run --users 20 --group-size 5 --rate 100 --duration 2 --warmup 1
+  # A short smoke of the load generator, so that it cannot rot: its comparison of LegalChat
+  # (QUIC with a connection per user and multiplexed, and through the bridge with Socket.IO
+  # clients) against the Node.js peer, at two rates.
+  "${CARGO_TARGET_DIR:-target}/debug/legalchat-load" compare --with-bridge --users 20 --group-size 5 --rate 100 --duration 2 --warmup 1
 elif [ "${CI:-}" = "true" ]; then
   echo "test: Node.js and npm are required for the bridge and web app tests under CI" >&2
   exit 1

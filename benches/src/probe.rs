@@ -43,6 +43,9 @@ pub struct Usage {
     pub rss_mib: f64,
     /// Peak resident memory, MiB.
     pub peak_rss_mib: f64,
+    /// System calls made in the window (`perf stat`), when perf could count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<u64>,
 }
 
 impl Usage {
@@ -83,6 +86,25 @@ impl ProcessProbe {
         self.pid
     }
 
+    /// Starts counting the system calls of the probed process(es) with `perf stat`;
+    /// `None` where perf is missing or may not trace (tracepoints need root, or
+    /// `kernel.perf_event_paranoid` at -1).
+    pub fn count_syscalls(&self) -> Option<SyscallCount> {
+        let pids = match self.also {
+            Some(other) => format!("{},{other}", self.pid),
+            None => self.pid.to_string(),
+        };
+        let child = tokio::process::Command::new("perf")
+            .args(["stat", "-x", ",", "-e", SYSCALL_EVENT, "-p", &pids])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        Some(SyscallCount { child })
+    }
+
     /// Reads CPU time and memory now.
     pub fn sample(&self) -> anyhow::Result<Sample> {
         let mut sample = sample_of(self.pid)?;
@@ -105,6 +127,7 @@ impl ProcessProbe {
             cpu_seconds,
             rss_mib: end.rss_bytes as f64 / MIB,
             peak_rss_mib: end.peak_rss_bytes as f64 / MIB,
+            syscalls: None,
         }
     }
 }
@@ -117,6 +140,35 @@ fn sample_of(pid: u32) -> anyhow::Result<Sample> {
     let rss_bytes = status_kib(&status, "VmRSS:").context("no VmRSS in /proc/<pid>/status")? * 1024;
     let peak_rss_bytes = status_kib(&status, "VmHWM:").unwrap_or(rss_bytes / 1024) * 1024;
     Ok(Sample { at, cpu_ticks, rss_bytes, peak_rss_bytes })
+}
+
+/// The tracepoint every system call passes.
+const SYSCALL_EVENT: &str = "raw_syscalls:sys_enter";
+
+/// A running count of system calls (see [`ProcessProbe::count_syscalls`]).
+#[derive(Debug)]
+pub struct SyscallCount {
+    child: tokio::process::Child,
+}
+
+impl SyscallCount {
+    /// Stops counting: perf prints its count when interrupted. `None` when it could not
+    /// count (e.g. not allowed to trace).
+    pub async fn finish(self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let interrupted = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        if !interrupted.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait_with_output()).await.ok()?.ok()?;
+        perf_count(&String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+/// The count in `perf stat -x ,` output (`1234,,raw_syscalls:sys_enter,…`); `None` for
+/// `<not counted>`, `<not supported>` or an error.
+fn perf_count(csv: &str) -> Option<u64> {
+    csv.lines().find(|l| l.contains(SYSCALL_EVENT))?.split(',').next()?.trim().parse().ok()
 }
 
 /// `/proc` reports CPU time in USER_HZ ticks, which Linux fixes at 100 per second on every
@@ -163,6 +215,14 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS:"), Some(10_240));
         assert_eq!(status_kib(status, "VmHWM:"), Some(20_480));
         assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn perf_counts_are_read_from_its_csv() {
+        assert_eq!(perf_count("15631,,raw_syscalls:sys_enter,2004824379,100.00,,\n"), Some(15_631));
+        assert_eq!(perf_count("<not counted>,,raw_syscalls:sys_enter,0,0.00,,\n"), None);
+        assert_eq!(perf_count("event syntax error: 'raw_syscalls:sys_enter'\n"), None);
+        assert_eq!(perf_count(""), None);
     }
 
     #[test]

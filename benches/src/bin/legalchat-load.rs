@@ -26,7 +26,7 @@ struct Args {
     target: TargetArgs,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct TargetArgs {
     /// QUIC address of a running daemon (with --ca and --secret); without it, a daemon is
     /// started for the run (--dev, temporary data directory, loopback) and stopped after.
@@ -82,6 +82,23 @@ enum Scenario {
     Seed {
         #[command(flatten)]
         load: SeedArgs,
+    },
+    /// LegalChat against the Node.js Socket.IO peer, back to back: the seed's shape at
+    /// --rate and at half of it; LegalChat with a connection per user and multiplexed
+    /// (--multiplex sessions per connection), and through the bridge with --with-bridge.
+    /// Each server is started here and pinned to --server-cpus; run the generator on the
+    /// other CPUs (`taskset -c 1 legalchat-load compare --server-cpus 0`). Prints server CPU
+    /// per delivery and per acknowledged send, system calls per delivery (perf), and the
+    /// ratios to the peer.
+    Compare {
+        #[command(flatten)]
+        load: SeedArgs,
+        /// Sessions per QUIC connection in the multiplexed runs.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(2..=65_536))]
+        multiplex: u32,
+        /// Also load LegalChat through the Socket.IO bridge.
+        #[arg(long)]
+        with_bridge: bool,
     },
     /// One step with any shape (--users, --group-size, --rate, ...).
     Run {
@@ -328,19 +345,11 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
     let json = args.target.json;
     match &args.scenario {
         Scenario::Seed { load: s } => {
-            let opts = LoadOptions {
-                users: s.users,
-                group_size: s.group_size,
-                rate: s.rate,
-                duration: s.duration,
-                warmup: s.warmup,
-                sockets: s.sockets,
-                event_mix: s.event_mix,
-                ..LoadOptions::default()
-            };
+            let opts = s.options(s.rate);
             let summary = load::run(&opts, target, probe).await?;
             print(json, &summary.report(), &summary);
         }
+        Scenario::Compare { .. } => unreachable!("compare starts its own servers (see main)"),
         Scenario::Run { load: opts } => {
             let summary = load::run(opts, target, probe).await?;
             print(json, &summary.report(), &summary);
@@ -376,9 +385,113 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
     Ok(())
 }
 
+impl SeedArgs {
+    fn options(&self, rate: f64) -> LoadOptions {
+        LoadOptions {
+            users: self.users,
+            group_size: self.group_size,
+            rate,
+            duration: self.duration,
+            warmup: self.warmup,
+            sockets: self.sockets,
+            event_mix: self.event_mix,
+            ..LoadOptions::default()
+        }
+    }
+}
+
+/// One run of `compare`.
+struct Compared {
+    server: String,
+    rate: f64,
+    summary: load::Summary,
+}
+
+/// The `compare` scenario: every server at both rates, one after the other, then the table.
+async fn compare(target: &TargetArgs, load: &SeedArgs, multiplex: u32, with_bridge: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        target.server.is_none() && !target.peer && !target.bridge,
+        "compare starts the servers it compares: drop --server, --peer and --bridge"
+    );
+    anyhow::ensure!(!load.event_mix, "--event-mix is LegalChat's alone: the peer has no reactions or edits to compare");
+    if target.server_cpus.is_none() {
+        eprintln!("warning: the servers are not pinned (--server-cpus): they share the CPUs with this generator");
+    }
+    let with = |peer: bool, bridge: bool, sessions: u32| TargetArgs { peer, bridge, sessions_per_connection: sessions, ..target.clone() };
+    let mut servers = vec![
+        ("legalchat, a connection per user".to_owned(), with(false, false, 1)),
+        (format!("legalchat, {multiplex} sessions per connection"), with(false, false, multiplex)),
+    ];
+    if with_bridge {
+        servers.push(("legalchat through the bridge".to_owned(), with(false, true, 1)));
+    }
+    servers.push(("socket.io peer".to_owned(), with(true, false, 1)));
+    let mut runs = Vec::new();
+    for rate in [load.rate, load.rate / 2.0] {
+        for (name, args) in &servers {
+            eprintln!("== {name} at {rate} msgs/s");
+            let (t, probe, server) = start(args).await?;
+            let summary = load::run(&load.options(rate), &t, probe).await;
+            stop(server).await;
+            let summary = summary.with_context(|| format!("{name} at {rate} msgs/s"))?;
+            eprint!("{}", summary.report());
+            runs.push(Compared { server: name.clone(), rate, summary });
+        }
+    }
+    print!("{}", comparison(&runs));
+    Ok(())
+}
+
+/// The table of a comparison: a row per run, its ratio to the peer at the same rate, and
+/// how each server's CPU falls at half the rate.
+fn comparison(runs: &[Compared]) -> String {
+    let peer = |rate: f64| runs.iter().find(|r| r.server.starts_with("socket.io") && (r.rate - rate).abs() < f64::EPSILON);
+    let num = |v: Option<f64>, digits: usize| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"));
+    let mut out = String::from(
+        "| server | msgs/s | server cores | CPU µs per delivery | CPU µs per ack | syscalls per delivery | delivery p99 ms | CPU per delivery / peer's |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        let s = &r.summary;
+        let ratio = match (s.server_cpu_us_per_delivery, peer(r.rate).and_then(|p| p.summary.server_cpu_us_per_delivery)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+            r.server,
+            r.rate,
+            num(s.server_usage.as_ref().map(|u| u.cpu_cores), 2),
+            num(s.server_cpu_us_per_delivery, 1),
+            num(s.server_cpu_us_per_ack, 1),
+            num(s.server_syscalls_per_delivery, 2),
+            s.delivery_latency_ms.p99,
+            num(ratio, 2),
+        ));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.server.as_str()) {
+            names.push(&r.server);
+        }
+    }
+    for name in names {
+        let cores: Vec<f64> =
+            runs.iter().filter(|r| r.server == name).filter_map(|r| r.summary.server_usage.map(|u| u.cpu_cores)).collect();
+        if let [full, half] = cores[..]
+            && full > 0.0
+        {
+            out.push_str(&format!("{name}: CPU at half the rate is {:.0} % of the CPU at the full rate\n", 100.0 * half / full));
+        }
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Scenario::Compare { load, multiplex, with_bridge } = &args.scenario {
+        return compare(&args.target, load, *multiplex, *with_bridge).await;
+    }
     let (target, probe, server) = start(&args.target).await?;
     let outcome = scenario(&args, &target, probe).await;
     stop(server).await;
@@ -394,6 +507,9 @@ mod tests {
         let a = Args::try_parse_from(["legalchat-load", "run", "--users", "10", "--daemon-arg=--fsync=never"]).unwrap();
         assert!(matches!(&a.scenario, Scenario::Run { load } if load.users == 10 && load.group_size == 10));
         assert_eq!(a.target.daemon_args, ["--fsync=never"]);
+        let a = Args::try_parse_from(["legalchat-load", "compare", "--server-cpus", "0", "--rate", "5000"]).unwrap();
+        assert!(matches!(&a.scenario, Scenario::Compare { load, multiplex: 50, with_bridge: false } if load.rate == 5000.0));
+        assert!(Args::try_parse_from(["legalchat-load", "compare", "--multiplex", "1"]).is_err(), "multiplexing is two or more");
         assert!(Args::try_parse_from(["legalchat-load"]).is_err(), "a scenario is required");
         assert!(Args::try_parse_from(["legalchat-load", "seed", "--peer", "--server", "127.0.0.1:1"]).is_err());
         let a = Args::try_parse_from(["legalchat-load", "seed", "--server", "127.0.0.1:1", "--ca", "c.pem", "--secret", "s"]).unwrap();

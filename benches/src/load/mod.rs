@@ -196,6 +196,12 @@ pub struct Summary {
     /// The server's CPU time over the measured window per delivery in it, microseconds:
     /// independent of how fast the generator is.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The server's CPU time over the measured window per send acknowledged in it,
+    /// microseconds.
+    pub server_cpu_us_per_ack: Option<f64>,
+    /// The server's system calls over the measured window per delivery in it (`perf
+    /// stat`, where it may trace).
+    pub server_syscalls_per_delivery: Option<f64>,
     /// Whether sends were the 80 / 10 / 5 / 5 mix of messages, reactions, edits, deletes.
     pub event_mix: bool,
     /// Scheduled instant → ack.
@@ -266,6 +272,12 @@ impl Summary {
         if let Some(us) = self.server_cpu_us_per_delivery {
             let what = if self.event_mix { "event (80/10/5/5 mix)" } else { "message" };
             line(format!("  server cpu per delivered {what}: {us:.1} µs ({} deliveries in the window)", self.deliveries_in_window));
+        }
+        if let Some(us) = self.server_cpu_us_per_ack {
+            line(format!("  server cpu per acknowledged send: {us:.1} µs"));
+        }
+        if let Some(n) = self.server_syscalls_per_delivery {
+            line(format!("  server system calls per delivery: {n:.2}"));
         }
         if let Some(u) = &self.generator_usage {
             line(format!("  load generator: {}", u.describe()));
@@ -835,6 +847,15 @@ impl Fleet {
                 .as_ref()
                 .filter(|_| deliveries_in_window > 0)
                 .map(|u| u.cpu_seconds * 1e6 / deliveries_in_window as f64),
+            server_cpu_us_per_ack: server_usage
+                .as_ref()
+                .filter(|_| totals.acked_measured > 0)
+                .map(|u| u.cpu_seconds * 1e6 / totals.acked_measured as f64),
+            server_syscalls_per_delivery: server_usage
+                .as_ref()
+                .and_then(|u| u.syscalls)
+                .filter(|_| deliveries_in_window > 0)
+                .map(|n| n as f64 / deliveries_in_window as f64),
             ack_latency_ms: ack_sink.latency(),
             delivery_latency_ms: delivery_sink.latency(),
             server_usage,
@@ -855,11 +876,17 @@ impl Fleet {
 async fn probe_window(server: Option<ProcessProbe>, from: Instant, to: Instant) -> (Option<Usage>, Option<Usage>) {
     let me = ProcessProbe::this_process().ok();
     tokio::time::sleep_until(from).await;
+    let syscalls = server.and_then(|p| p.count_syscalls());
     let start = (server.and_then(|p| p.sample().ok()), me.and_then(|p| p.sample().ok()));
     tokio::time::sleep_until(to).await;
     let end = (server.and_then(|p| p.sample().ok()), me.and_then(|p| p.sample().ok()));
+    let syscalls = match syscalls {
+        Some(count) => count.finish().await,
+        None => None,
+    };
     let usage = |a: Option<crate::probe::Sample>, b: Option<crate::probe::Sample>| Some(ProcessProbe::usage(&a?, &b?));
-    (usage(start.0, end.0), usage(start.1, end.1))
+    let server = usage(start.0, end.0).map(|u| Usage { syscalls, ..u });
+    (server, usage(start.1, end.1))
 }
 
 /// One step against `target`: connects a fleet in groups, measures, closes.
@@ -1099,6 +1126,8 @@ mod tests {
             deliveries_per_s: acked * 9.0,
             deliveries_in_window: 0,
             server_cpu_us_per_delivery: None,
+            server_cpu_us_per_ack: None,
+            server_syscalls_per_delivery: None,
             event_mix: false,
             ack_latency_ms: latency(ack_p99),
             delivery_latency_ms: latency(delivery_p99),
