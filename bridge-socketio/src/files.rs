@@ -116,11 +116,12 @@ pub enum Start<'a> {
 /// that what a browser may send is fuzzed (`fuzz/fuzz_targets/bridge_json.rs`); an error
 /// names the JSON field.
 pub fn parse_start<'a>(event: &str, payload: &'a Value) -> Option<Result<Start<'a>, Failure>> {
-    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
-    let args = match payload {
-        Value::Object(o) => o,
-        Value::Null => &*EMPTY,
-        _ => return Some(Err(Failure { code: "INVALID_ARGUMENT", message: "payload: must be an object".into(), retry_after_ms: 0 })),
+    if !matches!(event, "start_upload" | "start_download") {
+        return None;
+    }
+    let args = match crate::incoming::arguments(payload) {
+        Ok(args) => args,
+        Err(e) => return Some(Err(e)),
     };
     match event {
         "start_upload" => Some(upload_args(args)),

@@ -169,6 +169,16 @@ pub enum Call<'a> {
     Audit { conversation: &'a str, seq: u64 },
 }
 
+/// An event's arguments: its payload as an object (none is an empty one).
+pub(crate) fn arguments(payload: &Value) -> Result<&Map<String, Value>, Failure> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    match payload {
+        Value::Object(o) => Ok(o),
+        Value::Null => Ok(&EMPTY),
+        _ => Err(ValidationError::new("payload", "must be an object").into()),
+    }
+}
+
 /// Serves one request event of an authenticated socket. `event` is one of [`REQUESTS`].
 pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
     let call = parse(event, &payload, client.session().max_message_bytes)?;
@@ -180,12 +190,7 @@ pub async fn handle(client: &Client, event: &str, payload: Value) -> Outcome {
 /// (`fuzz/fuzz_targets/bridge_json.rs`); an error names the JSON field. What the SDK
 /// checks itself when it sends (ids, emoji, titles, …) is checked there.
 pub fn parse<'a>(event: &str, payload: &'a Value, max_message_bytes: usize) -> Result<Call<'a>, Failure> {
-    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
-    let args = match payload {
-        Value::Object(o) => o,
-        Value::Null => &*EMPTY,
-        _ => return Err(ValidationError::new("payload", "must be an object").into()),
-    };
+    let args = arguments(payload)?;
     let conv = || required_str(args, "conversationId");
     Ok(match event {
         "send_message" => Call::SendMessage(payload::send_message(payload, max_message_bytes, new_client_message_id)?),
