@@ -153,6 +153,7 @@ fn merge(outer: ConfigArgs, inner: ConfigArgs) -> ConfigArgs {
         connection_burst: inner.connection_burst.or(outer.connection_burst),
         trusted_networks: inner.trusted_networks.or(outer.trusted_networks),
         frame_timeout_ms: inner.frame_timeout_ms.or(outer.frame_timeout_ms),
+        commit_interval_us: inner.commit_interval_us.or(outer.commit_interval_us),
         handshakes_before_retry: inner.handshakes_before_retry.or(outer.handshakes_before_retry),
     }
 }

@@ -222,6 +222,7 @@ impl Daemon {
             mailbox: config.shard_mailbox,
             max_batch: config.max_batch,
             sync: config.fsync == FsyncPolicy::Always,
+            commit_interval: config.commit_interval,
             edit_window: config.edit_window,
             max_reactions_per_message: config.max_reactions_per_message,
             max_cached_conversations: config.max_cached_conversations,

@@ -352,6 +352,9 @@ pub struct ShardConfig {
     pub max_batch: usize,
     /// fsync each batch.
     pub sync: bool,
+    /// Shortest time between the starts of two commits that write, under sustained load;
+    /// what arrives meanwhile joins the next batch. Zero: commit as soon as the last returned.
+    pub commit_interval: std::time::Duration,
     /// How long after sending an author may edit a message (`None`: always).
     pub edit_window: Option<std::time::Duration>,
     /// Most distinct emoji on one message.
@@ -369,6 +372,7 @@ impl ShardConfig {
             mailbox: 64,
             max_batch: 16,
             sync: false,
+            commit_interval: std::time::Duration::ZERO,
             edit_window: None,
             max_reactions_per_message: events::DEFAULT_MAX_REACTIONS,
             max_cached_conversations: 1_000,
@@ -734,6 +738,8 @@ struct Shard {
     /// When each cached conversation was last used (a counter), for eviction.
     used: HashMap<ConversationKey, u64>,
     clock: u64,
+    /// When the last commit that wrote started (see [`ShardConfig::commit_interval`]).
+    last_commit: Option<Instant>,
 }
 
 impl Shard {
@@ -750,8 +756,16 @@ impl Shard {
             conversations: HashMap::new(),
             used: HashMap::new(),
             clock: 0,
+            last_commit: None,
         }
     }
+}
+
+/// How long a batch that writes waits before its commit: the rest of `interval` since the
+/// last commit started, if that is not over yet.
+fn commit_wait(last_commit: Option<Instant>, interval: std::time::Duration, now: Instant) -> Option<std::time::Duration> {
+    let due = last_commit? + interval;
+    (now < due).then(|| due - now)
 }
 
 fn store_err(e: StoreError) -> RequestError {
@@ -773,24 +787,47 @@ impl Shard {
             // Group commit: fold whatever else is already waiting into the same batch,
             // up to the bound, so one fsync covers many messages under load and a lone
             // message is not held back waiting for company.
-            while taken < self.config.max_batch {
-                match mailbox.try_recv() {
-                    Ok(cmd) => {
-                        if cmd.is_read() && !pending.is_empty() {
-                            self.flush(&mut pending);
-                        }
-                        self.handle(cmd, &mut pending);
-                        taken += 1;
-                    }
-                    Err(_) => break,
-                }
+            self.gather(&mut mailbox, &mut pending, &mut taken);
+            // Under sustained load, commits are spaced at least `commit_interval` apart: a
+            // batch that follows the last commit closely waits for the rest of the interval
+            // and takes what arrived meanwhile. One fsync then covers more messages, and
+            // the hand-offs to and from this thread (wake-ups of the mailbox and of the
+            // sessions' writers) come once per batch. A message after a quiet spell is
+            // committed at once.
+            if taken < self.config.max_batch
+                && !pending.writes.is_empty()
+                && let Some(wait) = commit_wait(self.last_commit, self.config.commit_interval, Instant::now())
+            {
+                std::thread::sleep(wait);
+                self.gather(&mut mailbox, &mut pending, &mut taken);
             }
             self.flush(&mut pending);
         }
         tracing::debug!(shard = self.index, "shard stopped");
     }
 
+    /// Takes what already waits in the mailbox into `pending`, up to the batch bound. A
+    /// read commits what is pending first, so it sees it.
+    fn gather(&mut self, mailbox: &mut mpsc::Receiver<Command>, pending: &mut Pending, taken: &mut usize) {
+        while *taken < self.config.max_batch {
+            match mailbox.try_recv() {
+                Ok(cmd) => {
+                    if cmd.is_read() && !pending.is_empty() {
+                        self.flush(pending);
+                    }
+                    self.handle(cmd, pending);
+                    *taken += 1;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Commits what `pending` holds, answers and fans out.
     fn flush(&mut self, pending: &mut Pending) {
+        if !pending.writes.is_empty() {
+            self.last_commit = Some(Instant::now());
+        }
         let batch = std::mem::take(pending);
         if batch.is_empty() {
             return;

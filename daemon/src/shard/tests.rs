@@ -657,3 +657,48 @@ fn records_outside_conversations_are_answered_after_their_commit() {
     drop(shards);
     threads.join();
 }
+
+#[test]
+fn a_batch_waits_only_for_the_rest_of_the_commit_interval_since_the_last_commit() {
+    let interval = Duration::from_millis(2);
+    let t0 = Instant::now();
+    assert_eq!(commit_wait(None, interval, t0), None, "the first commit does not wait");
+    assert_eq!(commit_wait(Some(t0), interval, t0 + Duration::from_micros(500)), Some(Duration::from_micros(1_500)));
+    assert_eq!(commit_wait(Some(t0), interval, t0 + interval), None, "after a quiet spell a message is committed at once");
+    assert_eq!(commit_wait(Some(t0), Duration::ZERO, t0), None, "a zero interval never waits");
+}
+
+#[test]
+fn with_a_commit_interval_every_message_is_answered_delivered_and_stored_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbound, mut bob) = outbound::channel(1_024);
+    let deps = deps(&dir, None);
+    deps.registry.register("bob", SessionHandle { id: 2, outbound, kick: Arc::new(Kick::default()) });
+    let (shards, threads) = start(1, ShardConfig { commit_interval: Duration::from_millis(5), ..config() }, deps).unwrap();
+    let (cmd, created) = create();
+    shards.submit_to(0, cmd).unwrap();
+    created.blocking_recv().unwrap().unwrap();
+    // Sent one after another, each while the previous batch may still wait for its turn.
+    let answers: Vec<_> = (0..50)
+        .map(|i| {
+            let (cmd, rx) = send(&format!("m{i}"));
+            shards.submit_to(0, cmd).unwrap();
+            rx
+        })
+        .collect();
+    let seqs: Vec<u64> = answers.into_iter().map(|rx| rx.blocking_recv().unwrap().unwrap().seq).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    // A read is served after everything before it was committed and fanned out.
+    let (reply, page) = oneshot::channel();
+    shards.submit_to(0, Command::History { id: CONV, caller: alice(), cursor: Cursor::Latest, limit: 100, reply }).unwrap();
+    assert_eq!(page.blocking_recv().unwrap().unwrap().messages.len(), 50);
+    let mut delivered = Vec::new();
+    while let Some(bytes) = bob.try_recv() {
+        if let Some(pb::server_frame::Event::ReceiveMessage(r)) = codec::decode_exact::<pb::ServerFrame>(&bytes, 1 << 20).unwrap().event {
+            delivered.push(r.message.unwrap().seq);
+        }
+    }
+    assert_eq!(delivered, (1..=50).collect::<Vec<_>>(), "bob is sent each message once, in order");
+    drop(shards);
+    threads.join();
+}
