@@ -60,6 +60,11 @@ struct TargetArgs {
     /// `SharedConnection`); 1 gives every client a connection of its own.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     sessions_per_connection: u32,
+    /// Shortest interval between two automatic delivery reports of one conversation by a
+    /// LegalChat client, in milliseconds (the SDK's default is 1000); a large value all but
+    /// turns them off, to measure what they cost.
+    #[arg(long, global = true, value_name = "MS")]
+    delivery_report_interval_ms: Option<u64>,
     /// Load LegalChat through the Socket.IO bridge, as browsers use it: a daemon and a
     /// `legalchat-bridge` are started for the run, and the clients speak Socket.IO.
     #[arg(long, global = true, conflicts_with_all = ["peer", "server"])]
@@ -275,6 +280,7 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
             secret,
             server_name: args.server_name.clone(),
             sessions_per_connection: args.sessions_per_connection as usize,
+            delivery_report_interval: args.delivery_report_interval_ms.map(Duration::from_millis),
         };
         return Ok((target, probe, Server::External));
     }
@@ -312,6 +318,7 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
         secret: d.jwt_secret().to_owned(),
         server_name: args.server_name.clone(),
         sessions_per_connection: args.sessions_per_connection as usize,
+        delivery_report_interval: args.delivery_report_interval_ms.map(Duration::from_millis),
     };
     let probe = d.pid().map(ProcessProbe::new).transpose()?;
     Ok((target, probe, Server::Daemon(d)))

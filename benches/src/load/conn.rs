@@ -24,6 +24,9 @@ pub enum Target {
         server_name: String,
         /// Sessions multiplexed on each QUIC connection (1: a connection per client).
         sessions_per_connection: usize,
+        /// The clients' shortest interval between two delivery reports of a conversation
+        /// (`None`: the SDK's default).
+        delivery_report_interval: Option<std::time::Duration>,
     },
     /// The Node.js Socket.IO peer (`benches/peers/socketio`).
     Peer {
@@ -154,7 +157,7 @@ impl Conn {
     /// or a connection shared with other clients of the run.
     pub async fn connect(target: &Target, via: Via, token: String, event_buffer: usize) -> anyhow::Result<Self> {
         match target {
-            Target::LegalChat { server, ca_pem, server_name, .. } => {
+            Target::LegalChat { server, ca_pem, server_name, delivery_report_interval, .. } => {
                 // The generator plays a thousand devices in one process, measuring the
                 // server: like the peer's clients, they keep no message state.
                 let mut config = ClientConfig::new(*server, token)
@@ -162,6 +165,9 @@ impl Conn {
                     .with_server_name(server_name.as_str())
                     .with_event_buffer(event_buffer)
                     .with_timeline_capacity(0);
+                if let Some(interval) = delivery_report_interval {
+                    config = config.with_delivery_report_interval(*interval);
+                }
                 match via {
                     Via::Own => {}
                     Via::Socket(endpoint) => config = config.with_endpoint(endpoint),

@@ -22,6 +22,7 @@ fn multiplexed(d: &TestDaemon, sessions_per_connection: usize) -> Target {
         secret: d.jwt_secret().to_owned(),
         server_name: "localhost".into(),
         sessions_per_connection,
+        delivery_report_interval: None,
     }
 }
 
