@@ -9,9 +9,33 @@ pub fn clock(ms: i64) -> String {
 }
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2024-05-01T10:31:05.123Z`.
+///
+/// The bridge writes one or two of these into every message it delivers, so the years
+/// 0 to 9999 are written digit by digit, without the formatting machinery.
 pub fn rfc3339(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-    format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock(ms), ms.rem_euclid(1_000))
+    if !(0..=9_999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock(ms), ms.rem_euclid(1_000));
+    }
+    let secs_of_day = ms.div_euclid(1_000).rem_euclid(86_400);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    for (at, width, value) in [
+        (0, 4, y),
+        (5, 2, m),
+        (8, 2, d),
+        (11, 2, secs_of_day / 3_600),
+        (14, 2, secs_of_day % 3_600 / 60),
+        (17, 2, secs_of_day % 60),
+        (20, 3, ms.rem_euclid(1_000)),
+    ] {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            // A digit: `v % 10` is in 0..10.
+            out[i] = b'0' + u8::try_from(v % 10).unwrap_or(0);
+            v /= 10;
+        }
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -41,5 +65,25 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    /// The digit-by-digit spelling is the formatted one, around every kind of boundary,
+    /// and outside the years it handles the formatted one is used.
+    #[test]
+    fn the_fast_spelling_is_the_formatted_one() {
+        let formatted = |ms: i64| {
+            let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+            format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock(ms), ms.rem_euclid(1_000))
+        };
+        let mut ms = -62_167_219_200_000 - 86_400_000; // the day before 0000-01-01
+        while ms < 253_402_300_800_000 + 86_400_000 {
+            // The day after 9999-12-31.
+            for probe in [ms, ms + 999, ms + 59_999, ms + 86_399_999] {
+                assert_eq!(rfc3339(probe), formatted(probe), "{probe}");
+            }
+            ms += 7_777_777_777;
+        }
+        assert_eq!(rfc3339(-62_167_219_200_001), "-001-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
     }
 }
