@@ -90,13 +90,18 @@ impl Link {
 
     /// One session stream ended. The last one takes the connection with it, closed with
     /// that session's code and reason; a connection nobody uses is not kept open.
+    ///
+    /// The connection is closed while the count is held: a session stream taken on between
+    /// the count reaching zero and the close would be authenticated and then lose its
+    /// connection to another session's ending (seen under CPU load, when the closing task
+    /// was preempted there). Held, a new stream is either counted first, and the
+    /// connection stays, or comes after the close and fails with it, as the client expects.
     pub(super) fn close_one(&self, code: u32, reason: &str) {
         let mut s = self.state();
         s.open = s.open.saturating_sub(1);
         if s.open == 0
             && let Some(conn) = &self.conn
         {
-            drop(s);
             conn.close(code.into(), reason.as_bytes());
         }
     }
