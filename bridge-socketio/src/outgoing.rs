@@ -21,6 +21,7 @@
 use legalchat_protocol::pb::{self, conversation_event::Kind};
 use legalchat_protocol::time::rfc3339;
 use legalchat_sdk::{ConnectionState, Event};
+use serde::ser::{Serialize, Serializer};
 use serde_json::{Value, json};
 
 use crate::payload;
@@ -31,14 +32,42 @@ pub struct Outgoing {
     /// The event name.
     pub name: &'static str,
     /// Its one argument.
-    pub payload: Value,
+    pub payload: Payload,
     /// The session is over: close the socket after sending this.
     pub last: bool,
 }
 
 impl Outgoing {
     fn new(name: &'static str, payload: Value) -> Self {
-        Self { name, payload, last: false }
+        Self { name, payload: Payload::Json(payload), last: false }
+    }
+}
+
+/// An event's argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A log entry, written as [`payload::message`] spells it straight into the packet.
+    Entry(Box<pb::Message>),
+    /// Anything else.
+    Json(Value),
+}
+
+impl Payload {
+    /// The argument as a JSON value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Entry(m) => payload::message(m, None),
+            Self::Json(v) => v.clone(),
+        }
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Entry(m) => payload::Entry { message: m, receipts: None }.serialize(s),
+            Self::Json(v) => v.serialize(s),
+        }
     }
 }
 
@@ -63,7 +92,7 @@ pub fn entry_event_name(m: &pb::Message) -> &'static str {
 /// keep).
 pub fn translate(event: Event) -> Option<Outgoing> {
     Some(match event {
-        Event::Message(m) => Outgoing::new(entry_event_name(&m), payload::message(&m, None)),
+        Event::Message(m) => Outgoing { name: entry_event_name(&m), payload: Payload::Entry(Box::new(m)), last: false },
         Event::ConversationUpdated(c) => Outgoing::new("conversation_updated", payload::conversation(&c)),
         Event::Receipt(r) => {
             let read = r.kind() == pb::ReceiptKind::Read;
@@ -93,12 +122,12 @@ pub fn translate(event: Event) -> Option<Outgoing> {
             // reason that starts so (`Error::Unauthorized`'s spelling).
             let unauthorized = reason.starts_with("unauthorized");
             let (name, code) = if unauthorized { ("unauthorized", "UNAUTHENTICATED") } else { ("error", "UNAVAILABLE") };
-            Outgoing { name, payload: json!({"code": code, "message": reason}), last: true }
+            Outgoing { name, payload: Payload::Json(json!({"code": code, "message": reason})), last: true }
         }
         // The token expired, or an admin revoked the sessions or deactivated the user: the
         // browser hears `unauthorized` at once, and the socket is closed.
         Event::Goodbye { code: pb::ErrorCode::Unauthorized, reason } => {
-            Outgoing { name: "unauthorized", payload: json!({"code": "UNAUTHENTICATED", "message": reason}), last: true }
+            Outgoing { name: "unauthorized", payload: Payload::Json(json!({"code": "UNAUTHENTICATED", "message": reason})), last: true }
         }
         Event::Goodbye { .. } | Event::MessageUpdated(_) => return None,
         // The SDK's event list may grow; what the bridge does not know, browsers do not hear.
@@ -153,7 +182,10 @@ mod tests {
         for (kind, name) in cases {
             let out = translate(Event::Message(entry(kind))).unwrap();
             assert_eq!(out.name, name);
-            assert_eq!((out.payload["seq"].as_u64(), out.payload["conversationId"].as_str()), (Some(4), Some("c")), "{name}");
+            let payload = out.payload.to_value();
+            assert_eq!((payload["seq"].as_u64(), payload["conversationId"].as_str()), (Some(4), Some("c")), "{name}");
+            // What is written into the packet is that value.
+            assert_eq!(serde_json::to_value(&out.payload).unwrap(), payload, "{name}");
             assert!(!out.last);
         }
     }
@@ -172,16 +204,19 @@ mod tests {
         };
         let read = r(pb::ReceiptKind::Read);
         assert_eq!(read.name, "message_read");
-        assert_eq!(read.payload, json!({"conversationId": "c", "userId": "bob", "seq": 9, "timestamp": "2023-11-14T22:13:20.000Z"}));
+        assert_eq!(
+            read.payload.to_value(),
+            json!({"conversationId": "c", "userId": "bob", "seq": 9, "timestamp": "2023-11-14T22:13:20.000Z"})
+        );
         let delivered = r(pb::ReceiptKind::Delivered);
-        assert_eq!((delivered.name, delivered.payload["status"].as_str()), ("message_delivered", Some("delivered")));
+        assert_eq!((delivered.name, delivered.payload.to_value()["status"].as_str()), ("message_delivered", Some("delivered")));
     }
 
     #[test]
     fn a_refused_token_is_unauthorized_and_ends_the_socket() {
         let out = translate(Event::Closed { reason: "unauthorized: token expired".into() }).unwrap();
         assert_eq!((out.name, out.last), ("unauthorized", true));
-        assert_eq!(out.payload["code"], "UNAUTHENTICATED");
+        assert_eq!(out.payload.to_value()["code"], "UNAUTHENTICATED");
         let out = translate(Event::Closed { reason: "reconnect policy gave up".into() }).unwrap();
         assert_eq!((out.name, out.last), ("error", true));
     }
@@ -189,11 +224,11 @@ mod tests {
     #[test]
     fn signals_and_states() {
         let t = translate(Event::Typing(pb::TypingEvent { conversation_id: "c".into(), user_id: "bob".into(), active: false })).unwrap();
-        assert_eq!((t.name, t.payload), ("typing_stop", json!({"conversationId": "c", "userId": "bob"})));
+        assert_eq!((t.name, t.payload.to_value()), ("typing_stop", json!({"conversationId": "c", "userId": "bob"})));
         let p = translate(Event::Presence(pb::Presence { user_id: "bob".into(), online: true, last_seen_ms: 0 })).unwrap();
-        assert_eq!((p.name, p.payload), ("user_online", json!({"userId": "bob", "lastSeen": null})));
+        assert_eq!((p.name, p.payload.to_value()), ("user_online", json!({"userId": "bob", "lastSeen": null})));
         let s = translate(Event::State(ConnectionState::Reconnecting { attempt: 2, delay: Duration::from_millis(400) })).unwrap();
-        assert_eq!(s.payload, json!({"state": "reconnecting", "attempt": 2, "delayMs": 400}));
+        assert_eq!(s.payload.to_value(), json!({"state": "reconnecting", "attempt": 2, "delayMs": 400}));
         assert_eq!(translate(Event::Goodbye { code: pb::ErrorCode::Unavailable, reason: "restart".into() }), None);
     }
 }

@@ -13,6 +13,7 @@
 //! not a message (an edit, a reaction, ...) keeps its place in the log and carries an
 //! `event` object saying what it did.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use legalchat_protocol::pb::{self, conversation_event::Kind};
@@ -89,12 +90,8 @@ fn event(kind: &Kind) -> Value {
 
 /// A message's `content`: `{text, type, format, attachments}`.
 fn content_json(c: &pb::MessageContent) -> Value {
-    json!({
-        "text": c.text,
-        "type": content_type(c.r#type),
-        "format": text_format(c.format),
-        "attachments": c.attachments.iter().map(attachment).collect::<Vec<_>>(),
-    })
+    // As in `message`: every key is a string, so this does not fail.
+    serde_json::to_value(Content(c)).unwrap_or(Value::Null)
 }
 
 /// An attachment (the requirements' `AttachmentSchema`): `{fileId, name, type, size,
@@ -133,53 +130,133 @@ fn settings(s: &pb::ConversationSettings) -> Value {
 /// the message at `seq` was delivered to / read by a participant whose position is at or
 /// beyond it.
 pub fn message(m: &pb::Message, receipts: Option<&pb::ReceiptList>) -> Value {
-    let mut out = Map::new();
-    out.insert("_id".into(), json!(m.message_id));
-    out.insert("conversationId".into(), json!(m.conversation_id));
-    out.insert("seq".into(), json!(m.seq));
-    out.insert("senderId".into(), json!(m.sender_id));
-    out.insert("clientMessageId".into(), json!(m.client_message_id));
-    out.insert("timestamp".into(), json!(rfc3339(m.timestamp_ms)));
-    if let Some(kind) = m.event.as_ref().and_then(|e| e.kind.as_ref()) {
-        out.insert("event".into(), event(kind));
-        return Value::Object(out);
+    // Serializing into a `Value` fails only for map keys that are not strings; every key
+    // here is one.
+    serde_json::to_value(Entry { message: m, receipts }).unwrap_or(Value::Null)
+}
+
+/// A log entry as [`message`] spells it, serialized straight to JSON: the bridge writes
+/// one for every message it delivers, and a tree of `Value`s (a map and a string per
+/// field) would be built only to be written out and dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The entry.
+    pub message: &'a pb::Message,
+    /// Read positions, for `deliveryStatus`.
+    pub receipts: Option<&'a pb::ReceiptList>,
+}
+
+impl Serialize for Entry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.message;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("_id", &m.message_id)?;
+        map.serialize_entry("conversationId", &m.conversation_id)?;
+        map.serialize_entry("seq", &m.seq)?;
+        map.serialize_entry("senderId", &m.sender_id)?;
+        map.serialize_entry("clientMessageId", &m.client_message_id)?;
+        let sent = rfc3339(m.timestamp_ms);
+        map.serialize_entry("timestamp", &sent)?;
+        if let Some(kind) = m.event.as_ref().and_then(|e| e.kind.as_ref()) {
+            map.serialize_entry("event", &event(kind))?;
+            return map.end();
+        }
+        map.serialize_entry("content", &m.content.as_ref().map(Content))?;
+        map.serialize_entry("editedAt", &Time(m.edited_at_ms))?;
+        map.serialize_entry("deletedAt", &Time(m.deleted_at_ms))?;
+        map.serialize_entry("deletedBy", &(!m.deleted_by.is_empty()).then_some(&m.deleted_by))?;
+        map.serialize_entry("deliveryStatus", &DeliveryStatus { entry: *self, sent: &sent })?;
+        // The requirements' flat list: one entry per (user, emoji).
+        map.serialize_entry(
+            "reactions",
+            &Seq(|| m.reactions.iter().flat_map(|r| r.user_ids.iter().map(move |u| Pair("userId", u, "emoji", &r.emoji)))),
+        )?;
+        map.serialize_entry("replyTo", &(m.reply_to_seq != 0).then_some(m.reply_to_seq))?;
+        map.serialize_entry(
+            "replyPreview",
+            &m.reply_preview.as_ref().map(|p| json!({"senderId": p.sender_id, "text": p.text, "deleted": p.deleted})),
+        )?;
+        map.serialize_entry("mentions", &m.mentions)?;
+        map.serialize_entry("pinned", &m.pinned)?;
+        map.serialize_entry("stateSeq", &m.state_seq)?;
+        map.end()
     }
-    out.insert("content".into(), m.content.as_ref().map_or(Value::Null, content_json));
-    out.insert("editedAt".into(), time_or_null(m.edited_at_ms));
-    out.insert("deletedAt".into(), time_or_null(m.deleted_at_ms));
-    out.insert("deletedBy".into(), if m.deleted_by.is_empty() { Value::Null } else { json!(m.deleted_by) });
-    let reached = |seq_of: fn(&pb::ReceiptState) -> u64, at: fn(&pb::ReceiptState) -> i64| -> Vec<Value> {
-        receipts
-            .map(|list| {
-                list.states
-                    .iter()
-                    .filter(|s| s.user_id != m.sender_id && seq_of(s) >= m.seq)
-                    .map(|s| json!({"userId": s.user_id, "timestamp": time_or_null(at(s))}))
-                    .collect()
+}
+
+/// A time as [`time_or_null`] spells it.
+struct Time(i64);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 0 { s.serialize_none() } else { s.serialize_str(&rfc3339(self.0)) }
+    }
+}
+
+/// A message's `content` (see [`content_json`]).
+struct Content<'a>(&'a pb::MessageContent);
+
+impl Serialize for Content<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("text", &c.text)?;
+        map.serialize_entry("type", content_type(c.r#type))?;
+        map.serialize_entry("format", text_format(c.format))?;
+        map.serialize_entry("attachments", &Seq(|| c.attachments.iter().map(attachment)))?;
+        map.end()
+    }
+}
+
+/// `deliveryStatus`: `{sent, delivered: [{userId, timestamp}], read: [...]}`.
+struct DeliveryStatus<'a> {
+    entry: Entry<'a>,
+    sent: &'a str,
+}
+
+impl Serialize for DeliveryStatus<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (m, receipts) = (self.entry.message, self.entry.receipts);
+        let reached = move |seq_of: fn(&pb::ReceiptState) -> u64, at: fn(&pb::ReceiptState) -> i64| {
+            Seq(move || {
+                receipts
+                    .into_iter()
+                    .flat_map(|list| &list.states)
+                    .filter(move |r| r.user_id != m.sender_id && seq_of(r) >= m.seq)
+                    .map(move |r| Pair("userId", &r.user_id, "timestamp", Time(at(r))))
             })
-            .unwrap_or_default()
-    };
-    out.insert(
-        "deliveryStatus".into(),
-        json!({
-            "sent": rfc3339(m.timestamp_ms),
-            "delivered": reached(|s| s.delivered_seq, |s| s.delivered_at_ms),
-            "read": reached(|s| s.read_seq, |s| s.read_at_ms),
-        }),
-    );
-    // The requirements' flat list: one entry per (user, emoji).
-    let reactions: Vec<Value> =
-        m.reactions.iter().flat_map(|r| r.user_ids.iter().map(move |u| json!({"userId": u, "emoji": r.emoji}))).collect();
-    out.insert("reactions".into(), Value::Array(reactions));
-    out.insert("replyTo".into(), if m.reply_to_seq == 0 { Value::Null } else { json!(m.reply_to_seq) });
-    out.insert(
-        "replyPreview".into(),
-        m.reply_preview.as_ref().map_or(Value::Null, |p| json!({"senderId": p.sender_id, "text": p.text, "deleted": p.deleted})),
-    );
-    out.insert("mentions".into(), json!(m.mentions));
-    out.insert("pinned".into(), json!(m.pinned));
-    out.insert("stateSeq".into(), json!(m.state_seq));
-    Value::Object(out)
+        };
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("sent", self.sent)?;
+        map.serialize_entry("delivered", &reached(|r| r.delivered_seq, |r| r.delivered_at_ms))?;
+        map.serialize_entry("read", &reached(|r| r.read_seq, |r| r.read_at_ms))?;
+        map.end()
+    }
+}
+
+/// An object of two fields.
+struct Pair<A, B>(&'static str, A, &'static str, B);
+
+impl<A: Serialize, B: Serialize> Serialize for Pair<A, B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry(self.0, &self.1)?;
+        map.serialize_entry(self.2, &self.3)?;
+        map.end()
+    }
+}
+
+/// A JSON array of what the iterator `f` makes yields, written without collecting it.
+struct Seq<F>(F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
 }
 
 /// A conversation in the shape of the requirements' `ConversationSchema`, plus `seq`
