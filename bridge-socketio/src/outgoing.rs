@@ -52,6 +52,7 @@ pub enum Payload {
     Json(Value),
 }
 
+#[cfg(test)]
 impl Payload {
     /// The argument as a JSON value.
     pub fn to_value(&self) -> Value {

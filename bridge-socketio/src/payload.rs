@@ -245,7 +245,7 @@ impl<A: Serialize, B: Serialize> Serialize for Pair<A, B> {
     }
 }
 
-/// A JSON array of what the iterator `f` makes yields, written without collecting it.
+/// A JSON array of the items of the iterator that `f` makes, written without collecting them.
 struct Seq<F>(F);
 
 impl<F, I> Serialize for Seq<F>

@@ -15,7 +15,7 @@ pub fn clock(ms: i64) -> String {
 pub fn rfc3339(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
     if !(0..=9_999).contains(&y) {
-        return format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock(ms), ms.rem_euclid(1_000));
+        return formatted(ms);
     }
     let secs_of_day = ms.div_euclid(1_000).rem_euclid(86_400);
     let mut out = *b"0000-00-00T00:00:00.000Z";
@@ -36,6 +36,12 @@ pub fn rfc3339(ms: i64) -> String {
         }
     }
     out.iter().map(|&b| char::from(b)).collect()
+}
+
+/// [`rfc3339`] through `format!`, for any year.
+fn formatted(ms: i64) -> String {
+    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock(ms), ms.rem_euclid(1_000))
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -71,10 +77,6 @@ mod tests {
     /// and outside the years it handles the formatted one is used.
     #[test]
     fn the_fast_spelling_is_the_formatted_one() {
-        let formatted = |ms: i64| {
-            let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-            format!("{y:04}-{m:02}-{d:02}T{}.{:03}Z", clock(ms), ms.rem_euclid(1_000))
-        };
         let mut ms = -62_167_219_200_000 - 86_400_000; // the day before 0000-01-01
         while ms < 253_402_300_800_000 + 86_400_000 {
             // The day after 9999-12-31.
