@@ -23,6 +23,7 @@
 pub mod config;
 pub mod files;
 pub mod incoming;
+mod linger;
 pub mod outgoing;
 pub mod payload;
 pub mod pool;

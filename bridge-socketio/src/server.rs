@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 use crate::config::BridgeConfig;
 use crate::files;
 use crate::incoming::{self, Failure};
+use crate::linger::Lingering;
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{DaemonPool, Lease};
 
@@ -93,6 +94,8 @@ struct Slot {
     /// Requests of this socket being answered: beyond [`MAX_REQUESTS_IN_FLIGHT`] a request
     /// is refused `OVERLOADED` at once, so that a flood costs a bounded number of tasks.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// The socket is being cut off (an answer found its queue full): one task does it.
+    cut_off: AtomicBool,
 }
 
 impl Default for Slot {
@@ -101,6 +104,7 @@ impl Default for Slot {
             session: OnceLock::new(),
             claimed: AtomicBool::new(false),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            cut_off: AtomicBool::new(false),
         }
     }
 }
@@ -114,6 +118,9 @@ const MAX_REQUESTS_IN_FLIGHT: usize = 256;
 /// client message id, so nothing is stored twice). An answer is never dropped in silence.
 fn answer(s: &SocketRef, ack: AckSender, value: &Value) {
     if let Err(SendError::Socket(SocketError::InternalChannelFull)) = ack.send(value) {
+        if slot(s).cut_off.swap(true, Ordering::AcqRel) {
+            return;
+        }
         warn!(socket = %s.id, "an answer found a browser's queue full; disconnecting it to resync from its cursors");
         let socket = s.clone();
         tokio::spawn(async move {
@@ -516,7 +523,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, mut stop: tokio::
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .serve_connection(hyper_util::rt::TokioIo::new(Lingering::new(stream)), service)
             .with_upgrades();
         let mut stopping = stop.clone();
         while connections.try_join_next().is_some() {}
@@ -550,8 +557,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, mut stop: tokio::
 /// Disconnects a socket, telling it why first (an `error` event) when `reason` is given.
 /// Each packet needs a place in the socket's queue: while the queue is full it is tried
 /// again, so that a browser that reads again hears the reason and `io server disconnect`
-/// after what was queued before them (and resyncs from its cursors). One that never reads
-/// again is closed by the Engine.IO heartbeat.
+/// after what was queued before them (and resyncs from its cursors), even when its own
+/// requests still wait unread (the connection's close lingers: [`crate::linger`]). One that
+/// never reads again is closed by the Engine.IO heartbeat.
 async fn close(socket: &SocketRef, reason: Option<Value>) {
     let deadline = Instant::now() + CLOSE_PATIENCE;
     if let Some(reason) = reason {
