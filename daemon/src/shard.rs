@@ -138,8 +138,9 @@ pub enum Command {
     Create { id: ConversationKey, caller: Identity, origin: SessionId, spec: CreateSpec, reply: Reply<pb::Conversation> },
     /// Fetch one conversation.
     Get { id: ConversationKey, caller: Identity, reply: Reply<pb::Conversation> },
-    /// Summaries of several conversations of this shard for `user` (for listing).
-    Summaries { ids: Vec<ConversationKey>, user: String, reply: Reply<Vec<pb::Conversation>> },
+    /// Summaries of several conversations of this shard for `user` (for listing): the
+    /// `limit` most recently updated, newest first (ties by id).
+    Summaries { ids: Vec<ConversationKey>, user: String, limit: usize, reply: Reply<Vec<pb::Conversation>> },
     /// Add participants.
     Add {
         id: ConversationKey,
@@ -496,9 +497,14 @@ impl Conversation {
         }
     }
 
+    /// When the conversation last changed: its metadata or its last message.
+    fn updated_at_ms(&self) -> i64 {
+        let last_ts = self.last_message.as_ref().map_or(0, |m| m.timestamp_ms);
+        self.meta.updated_at_ms.max(last_ts)
+    }
+
     fn to_pb(&self, store: &dyn Store, names: &Directory, for_user: &str) -> pb::Conversation {
         let (unread_count, mention_count) = self.unread(store, for_user);
-        let last_ts = self.last_message.as_ref().map_or(0, |m| m.timestamp_ms);
         pb::Conversation {
             id: format_id(&self.id),
             r#type: self.meta.kind,
@@ -517,7 +523,7 @@ impl Conversation {
             title: self.meta.title.clone(),
             description: self.meta.description.clone(),
             created_at_ms: self.meta.created_at_ms,
-            updated_at_ms: self.meta.updated_at_ms.max(last_ts),
+            updated_at_ms: self.updated_at_ms(),
             last_seq: self.last_seq,
             last_message: self.last_message.as_deref().cloned(),
             unread_count,
@@ -912,18 +918,24 @@ impl Shard {
                 });
                 p.reply(reply, r);
             }
-            Command::Summaries { ids, user, reply } => {
-                let mut out = Vec::with_capacity(ids.len());
+            Command::Summaries { ids, user, limit, reply } => {
+                let mut found = Vec::with_capacity(ids.len());
                 let mut failed = None;
                 for id in ids {
                     match self.load(&id) {
-                        Ok(c) if c.role_of(&user).is_some() => out.push(c.to_pb(&*store, &names, &user)),
+                        Ok(c) if c.role_of(&user).is_some() => found.push((c.updated_at_ms(), id)),
                         Ok(_) => {}
                         // A conversation the membership index names but that is gone: skip.
                         Err(e) if e.code == ErrorCode::NotFound => {}
                         Err(e) => failed = Some(e),
                     }
                 }
+                // Only the summaries the answer can hold are built (a user in thousands of
+                // conversations lists the newest few hundred). The ids' bytes sort as their
+                // hex does, so the order is the listing's.
+                found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                found.truncate(limit);
+                let out = found.iter().filter_map(|(_, id)| self.conversations.get(id)).map(|c| c.to_pb(&*store, &names, &user)).collect();
                 let _ = reply.send(match failed {
                     Some(e) => Err(e),
                     None => Ok(out),

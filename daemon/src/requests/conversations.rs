@@ -132,14 +132,15 @@ pub fn list(l: &pb::ListConversations) -> Result<List, RequestError> {
 }
 
 impl List {
-    /// Reads the user's membership index, asks each owning shard for its summaries, and
-    /// merges them newest first.
+    /// Reads the user's membership index, asks each owning shard for its newest `limit`
+    /// summaries, and merges them newest first.
     pub async fn run(self, services: &Services, user: &str) -> Result<pb::ack::Result, RequestError> {
         let ids = user_conversations(services, user).await?;
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
         let mut waits = Vec::new();
         for (shard, ids) in group_by_shard(services.shards.len(), ids).into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
             let (reply, rx) = oneshot::channel();
-            services.shards.submit_to(shard, Command::Summaries { ids, user: user.to_owned(), reply })?;
+            services.shards.submit_to(shard, Command::Summaries { ids, user: user.to_owned(), limit, reply })?;
             waits.push(rx);
         }
         let mut all = Vec::new();
@@ -147,7 +148,7 @@ impl List {
             all.extend(rx.await.map_err(|_| gone())??);
         }
         all.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| a.id.cmp(&b.id)));
-        all.truncate(usize::try_from(self.limit).unwrap_or(usize::MAX));
+        all.truncate(limit);
         Ok(pb::ack::Result::Conversations(pb::ConversationList { conversations: all }))
     }
 }

@@ -49,6 +49,11 @@ fn deps(dir: &TempDir, push: Option<(mpsc::Sender<Job>, Vec<String>)>) -> ShardD
 
 /// Alice creates the group conversation `CONV` with bob, carol and dave.
 fn create() -> (Command, Answer<pb::Conversation>) {
+    create_in(CONV)
+}
+
+/// Alice creates the group conversation `id` with bob, carol and dave.
+fn create_in(id: ConversationKey) -> (Command, Answer<pb::Conversation>) {
     let (reply, rx) = oneshot::channel();
     let spec = CreateSpec {
         kind: ConversationType::Group,
@@ -57,7 +62,7 @@ fn create() -> (Command, Answer<pb::Conversation>) {
         description: String::new(),
         case_id: String::new(),
     };
-    (Command::Create { id: CONV, caller: alice(), origin: 1, spec, reply }, rx)
+    (Command::Create { id, caller: alice(), origin: 1, spec, reply }, rx)
 }
 
 /// Alice sends a message with `client_message_id` to `CONV`.
@@ -699,6 +704,50 @@ fn with_a_commit_interval_every_message_is_answered_delivered_and_stored_in_orde
         }
     }
     assert_eq!(delivered, (1..=50).collect::<Vec<_>>(), "bob is sent each message once, in order");
+    drop(shards);
+    threads.join();
+}
+
+#[test]
+fn a_listing_builds_only_the_newest_summaries_in_the_listings_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shards, threads) = start(1, config(), deps(&dir, None)).unwrap();
+    let ids: Vec<ConversationKey> = (1..=6u8).map(|i| [i; 16]).collect();
+    for id in &ids {
+        let (cmd, rx) = create_in(*id);
+        shards.submit_to(0, cmd).unwrap();
+        rx.blocking_recv().unwrap().unwrap();
+    }
+    // A message in the first conversation: its time counts, not only the creation's.
+    let (cmd, rx) = send("late");
+    let Command::Send { caller, origin, echo, client_message_id, content, reply_to_seq, submitted, reply, .. } = cmd else {
+        unreachable!()
+    };
+    shards
+        .submit_to(0, Command::Send { id: ids[0], caller, origin, echo, client_message_id, content, reply_to_seq, submitted, reply })
+        .unwrap();
+    let sent = rx.blocking_recv().unwrap().unwrap();
+
+    let list = |user: &str, limit: usize| {
+        let (reply, rx) = oneshot::channel();
+        shards.submit_to(0, Command::Summaries { ids: ids.clone(), user: user.into(), limit, reply }).unwrap();
+        rx.blocking_recv().unwrap().unwrap()
+    };
+    let all = list("bob", usize::MAX);
+    assert_eq!(all.len(), ids.len());
+    for w in all.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert!(
+            a.updated_at_ms > b.updated_at_ms || (a.updated_at_ms == b.updated_at_ms && a.id < b.id),
+            "newest first, ties by id: {all:?}"
+        );
+    }
+    let first = all.iter().find(|c| c.id == format_id(&ids[0])).unwrap();
+    assert_eq!(first.updated_at_ms, sent.timestamp_ms, "the last message's time");
+    let newest = list("bob", 2);
+    assert_eq!(newest.iter().map(|c| &c.id).collect::<Vec<_>>(), all[..2].iter().map(|c| &c.id).collect::<Vec<_>>());
+    assert!(list("bob", 0).is_empty());
+    assert!(list("mallory", usize::MAX).is_empty(), "none of them is hers");
     drop(shards);
     threads.join();
 }
