@@ -618,7 +618,8 @@ async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): E
         answer(&s, ack, &failure.to_json());
         return;
     }
-    let Ok(_permit) = slot(&s).in_flight.clone().try_acquire_owned() else {
+    let this = slot(&s);
+    let Ok(_permit) = this.in_flight.clone().try_acquire_owned() else {
         let failure = Failure {
             code: "OVERLOADED",
             message: format!("{name}: this socket has {MAX_REQUESTS_IN_FLIGHT} requests waiting for answers; wait for them and retry"),
@@ -627,7 +628,7 @@ async fn request(s: SocketRef, State(bridge): State<Arc<Bridge>>, Event(name): E
         answer(&s, ack, &failure.to_json());
         return;
     };
-    let Some(session) = slot(&s).session.get().cloned() else {
+    let Some(session) = this.session.get().cloned() else {
         let failure = Failure {
             code: "UNAUTHENTICATED",
             message: format!("{name}: authenticate first (auth.token or the authenticate event)"),
