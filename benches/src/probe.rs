@@ -14,11 +14,15 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-/// Reads one process's usage (or two processes' together: a server made of two).
+/// Most processes one probe reads together.
+pub const MAX_PROCESSES: usize = 16;
+
+/// Reads one process's usage, or several processes' together (a server made of several,
+/// e.g. the Socket.IO bridge and the daemon behind it): CPU time and memory are sums.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessProbe {
-    pid: u32,
-    also: Option<u32>,
+    pids: [u32; MAX_PROCESSES],
+    len: usize,
 }
 
 /// One reading.
@@ -63,17 +67,29 @@ const MIB: f64 = 1024.0 * 1024.0;
 impl ProcessProbe {
     /// A probe of process `pid`; fails at once if it cannot be read.
     pub fn new(pid: u32) -> anyhow::Result<Self> {
-        let probe = Self { pid, also: None };
-        probe.sample().with_context(|| format!("cannot read /proc/{pid}: is the process running on this machine?"))?;
-        Ok(probe)
+        Self::group(&[pid])
     }
 
     /// A probe of two processes counted as one server (e.g. the Socket.IO bridge and the
     /// daemon behind it): CPU time and memory are their sums.
     pub fn pair(pid: u32, other: u32) -> anyhow::Result<Self> {
-        let probe = Self { pid, also: Some(other) };
-        probe.sample().with_context(|| format!("cannot read /proc/{pid} and /proc/{other}: are both running on this machine?"))?;
+        Self::group(&[pid, other])
+    }
+
+    /// A probe of 1 to [`MAX_PROCESSES`] processes counted as one: CPU time and memory
+    /// are their sums. Fails at once if one cannot be read.
+    pub fn group(pids: &[u32]) -> anyhow::Result<Self> {
+        if pids.is_empty() || pids.len() > MAX_PROCESSES {
+            bail!("a probe reads 1 to {MAX_PROCESSES} processes, not {}", pids.len());
+        }
+        let mut probe = Self { pids: [0; MAX_PROCESSES], len: pids.len() };
+        probe.pids[..pids.len()].copy_from_slice(pids);
+        probe.sample().with_context(|| format!("cannot read /proc of {pids:?}: is each running on this machine?"))?;
         Ok(probe)
+    }
+
+    fn pids(&self) -> &[u32] {
+        &self.pids[..self.len]
     }
 
     /// A probe of this process.
@@ -81,19 +97,16 @@ impl ProcessProbe {
         Self::new(std::process::id())
     }
 
-    /// The process id.
+    /// The (first) process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pids[0]
     }
 
     /// Starts counting the system calls of the probed process(es) with `perf stat`;
     /// `None` where perf is missing or may not trace (tracepoints need root, or
     /// `kernel.perf_event_paranoid` at -1).
     pub fn count_syscalls(&self) -> Option<SyscallCount> {
-        let pids = match self.also {
-            Some(other) => format!("{},{other}", self.pid),
-            None => self.pid.to_string(),
-        };
+        let pids = self.pids().iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let child = tokio::process::Command::new("perf")
             .args(["stat", "-x", ",", "-e", SYSCALL_EVENT, "-p", &pids])
             .stdin(std::process::Stdio::null())
@@ -107,12 +120,12 @@ impl ProcessProbe {
 
     /// Reads CPU time and memory now.
     pub fn sample(&self) -> anyhow::Result<Sample> {
-        let mut sample = sample_of(self.pid)?;
-        if let Some(other) = self.also {
+        let mut sample = sample_of(self.pids[0])?;
+        for &other in &self.pids()[1..] {
             let more = sample_of(other)?;
             sample.cpu_ticks += more.cpu_ticks;
             sample.rss_bytes += more.rss_bytes;
-            // The sum of the peaks: an upper bound of the pair's peak.
+            // The sum of the peaks: an upper bound of the group's peak.
             sample.peak_rss_bytes += more.peak_rss_bytes;
         }
         Ok(sample)

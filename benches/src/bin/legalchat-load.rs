@@ -72,6 +72,10 @@ struct TargetArgs {
     /// The bridge binary for --bridge [default: `legalchat-bridge` next to this executable].
     #[arg(long, global = true)]
     bridge_bin: Option<PathBuf>,
+    /// HTTP address of a running `legalchat-bridge` in front of the --server daemon: load
+    /// it with Socket.IO clients (--ca and --secret as for --server).
+    #[arg(long, global = true, requires = "server")]
+    bridge_addr: Option<SocketAddr>,
     /// Pin the servers started for the run to these CPUs (`taskset -a -p -c LIST`), e.g. 0
     /// with the generator itself run under `taskset -c 1`.
     #[arg(long, global = true)]
@@ -137,6 +141,20 @@ enum Scenario {
         /// Seconds to let the server settle before measuring.
         #[arg(long, default_value_t = 10.0)]
         settle: f64,
+        /// Generator processes that hold the sessions between them, for more sessions than
+        /// one process may hold descriptors (`ulimit -n`); with --bridge each loads a bridge
+        /// process of its own, in front of the one daemon. The servers are started here.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+        workers: u32,
+    },
+    /// One worker of `idle --workers`: opens --sessions sessions, prints `ready` on stdout,
+    /// holds them until stdin closes, then closes them.
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        sessions: usize,
+        #[arg(long, default_value_t = 16)]
+        sockets: usize,
     },
     /// Attachments: chat (--users, --group-size, --rate, ...) alone, then the same chat
     /// while a file goes up and down in a loop; throughput, daemon memory, chat p99.
@@ -241,7 +259,7 @@ impl StepArgs {
 enum Server {
     Daemon(DaemonProcess),
     Peer(PeerProcess),
-    Bridge(Box<(BridgeProcess, DaemonProcess)>),
+    Bridge(Box<(Vec<BridgeProcess>, DaemonProcess)>),
     External,
 }
 
@@ -258,7 +276,9 @@ fn pin(pid: u32, cpus: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe>, Server)> {
+/// Starts the server `args` name (with `bridges` bridge processes for --bridge), or names
+/// the running one.
+async fn start(args: &TargetArgs, bridges: usize) -> anyhow::Result<(Target, Option<ProcessProbe>, Server)> {
     if args.peer {
         let mut config = PeerConfig::default();
         config.node_bin.clone_from(&args.node);
@@ -274,6 +294,10 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
         let ca_pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         let secret = args.secret.clone().context("--secret (or LEGALCHAT_JWT_SECRET) is required with --server")?;
         let probe = args.server_pid.map(ProcessProbe::new).transpose()?;
+        if let Some(addr) = args.bridge_addr {
+            let target = Target::Bridge { addr, daemon: server, ca_pem, secret, server_name: args.server_name.clone() };
+            return Ok((target, probe, Server::External));
+        }
         let target = Target::LegalChat {
             server,
             ca_pem,
@@ -298,19 +322,24 @@ async fn start(args: &TargetArgs) -> anyhow::Result<(Target, Option<ProcessProbe
             Some(bin) => bin.clone(),
             None => BridgeProcess::default_bin()?,
         };
-        let bridge = BridgeProcess::start(&bin, d.quic_addr(), &d.ca_cert_path(), &[]).await?;
-        eprintln!("started legalchat-bridge: http={} pid={}", bridge.addr(), bridge.pid());
-        pin(bridge.pid(), args.server_cpus.as_deref())?;
+        let mut started = Vec::with_capacity(bridges);
+        for _ in 0..bridges.max(1) {
+            let bridge = BridgeProcess::start(&bin, d.quic_addr(), &d.ca_cert_path(), &[]).await?;
+            eprintln!("started legalchat-bridge: http={} pid={}", bridge.addr(), bridge.pid());
+            pin(bridge.pid(), args.server_cpus.as_deref())?;
+            started.push(bridge);
+        }
         let target = Target::Bridge {
-            addr: bridge.addr(),
+            addr: started[0].addr(),
             daemon: d.quic_addr(),
             ca_pem: d.ca_cert_pem()?,
             secret: d.jwt_secret().to_owned(),
             server_name: args.server_name.clone(),
         };
         let daemon_pid = d.pid().context("the daemon has no pid")?;
-        let probe = Some(ProcessProbe::pair(bridge.pid(), daemon_pid)?);
-        return Ok((target, probe, Server::Bridge(Box::new((bridge, d)))));
+        let pids: Vec<u32> = started.iter().map(BridgeProcess::pid).chain([daemon_pid]).collect();
+        let probe = Some(ProcessProbe::group(&pids)?);
+        return Ok((target, probe, Server::Bridge(Box::new((started, d)))));
     }
     let target = Target::LegalChat {
         server: d.quic_addr(),
@@ -329,8 +358,11 @@ async fn stop(server: Server) {
         Server::Daemon(mut d) => d.stop().await.map(drop),
         Server::Peer(mut p) => p.stop().await.map(drop),
         Server::Bridge(both) => {
-            let (mut bridge, mut daemon) = *both;
-            let first = bridge.stop().await;
+            let (bridges, mut daemon) = *both;
+            let mut first = Ok(());
+            for mut bridge in bridges {
+                first = first.and(bridge.stop().await);
+            }
             daemon.stop().await.map(drop).and(first)
         }
         Server::External => Ok(()),
@@ -373,7 +405,7 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
             let report = report?;
             print(json, &report.report(), &report);
         }
-        Scenario::Idle { sessions, sockets, settle } => {
+        Scenario::Idle { sessions, sockets, settle, .. } => {
             let probe = probe.context("the idle scenario needs the server's process (start it here, or give --server-pid)")?;
             let report = scenarios::idle(target, probe, *sessions, *sockets, Duration::from_secs_f64(*settle)).await?;
             print(json, &report.report(), &report);
@@ -388,7 +420,126 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
             let report = scenarios::reconnect_storm(target, probe, *clients, *group_size, *sockets, Duration::from_secs(*timeout)).await?;
             print(json, &report.report(), &report);
         }
+        Scenario::Hold { sessions, sockets } => {
+            let conns = scenarios::hold(target, *sessions, *sockets, false).await?;
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ready {}", conns.len())?;
+                out.flush()?;
+            }
+            // Held until the parent closes our stdin (or goes away).
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
+            scenarios::close_all(&conns).await;
+        }
     }
+    Ok(())
+}
+
+/// `idle --workers N`: starts the servers (with --bridge, N bridges in front of one
+/// daemon), has N generator processes (this executable, `hold`) open the sessions between
+/// them, each against its own bridge, and measures the servers' memory once all are open.
+async fn idle_spread(args: &Args, sessions: usize, sockets: usize, settle: f64, workers: usize) -> anyhow::Result<()> {
+    let t = &args.target;
+    anyhow::ensure!(t.server.is_none() && !t.peer, "--workers starts the servers it loads: drop --server and --peer");
+    anyhow::ensure!(sessions >= workers, "--sessions must be at least --workers");
+    let (target, probe, server) = start(t, if t.bridge { workers } else { 1 }).await?;
+    let outcome = match probe {
+        Some(probe) => spread(args, &target, probe, &server, sessions, sockets, settle, workers).await,
+        None => Err(anyhow::anyhow!("the started server has no process to measure")),
+    };
+    stop(server).await;
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn spread(
+    args: &Args,
+    target: &Target,
+    probe: ProcessProbe,
+    server: &Server,
+    sessions: usize,
+    sockets: usize,
+    settle: f64,
+    workers: usize,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let (daemon, bridges): (&DaemonProcess, Vec<std::net::SocketAddr>) = match server {
+        Server::Daemon(d) => (d, Vec::new()),
+        Server::Bridge(both) => (&both.1, both.0.iter().map(BridgeProcess::addr).collect()),
+        Server::Peer(_) | Server::External => anyhow::bail!("--workers loads a daemon, or bridges and a daemon, started here"),
+    };
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let before = probe.sample()?;
+    eprintln!(
+        "server RSS before: {:.1} MiB; {workers} generator processes open {sessions} sessions ({})",
+        mib(before.rss_bytes),
+        target.name()
+    );
+    let started = std::time::Instant::now();
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::with_capacity(workers);
+    let mut connections = 0;
+    for i in 0..workers {
+        let share = sessions / workers + usize::from(i < sessions % workers);
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("--server").arg(daemon.quic_addr().to_string());
+        cmd.arg("--ca").arg(daemon.ca_cert_path());
+        cmd.args(["--server-name", &args.target.server_name]);
+        cmd.args(["--sessions-per-connection", &args.target.sessions_per_connection.to_string()]);
+        if let Some(bridge) = bridges.get(i) {
+            cmd.args(["--bridge-addr", &bridge.to_string()]);
+            connections += share;
+        } else {
+            connections += share.div_ceil(args.target.sessions_per_connection as usize);
+        }
+        cmd.args(["hold", "--sessions", &share.to_string(), "--sockets", &sockets.to_string()]);
+        cmd.env("LEGALCHAT_JWT_SECRET", target.secret());
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().context("starting a generator process")?;
+        let stdout = child.stdout.take().context("a generator process without stdout")?;
+        children.push((child, tokio::io::BufReader::new(stdout).lines()));
+    }
+    for (i, (child, lines)) in children.iter_mut().enumerate() {
+        let ready = tokio::time::timeout(Duration::from_secs(900), lines.next_line()).await;
+        match ready {
+            Ok(Ok(Some(line))) if line.starts_with("ready") => eprintln!("generator {} (pid {:?}): {line}", i + 1, child.id()),
+            Ok(other) => anyhow::bail!("generator {} did not get its sessions open: {other:?}", i + 1),
+            Err(_) => anyhow::bail!("generator {} did not get its sessions open within 900 s", i + 1),
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    eprintln!("all {sessions} connected in {connect_s:.1} s; settling for {settle} s");
+    let settle_start = probe.sample()?;
+    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    let after = probe.sample()?;
+    let generator_pids: Vec<u32> = children.iter().filter_map(|(c, _)| c.id()).chain([std::process::id()]).collect();
+    let generator_rss_mib = ProcessProbe::group(&generator_pids).and_then(|p| p.sample()).ok().map(|s| mib(s.rss_bytes));
+    let servers =
+        if bridges.is_empty() { "one daemon".to_owned() } else { format!("{} bridge processes in front of one daemon", bridges.len()) };
+    let report = scenarios::IdleReport {
+        server: target.name(),
+        sessions,
+        connections,
+        connect_s,
+        rss_before_mib: mib(before.rss_bytes),
+        rss_after_mib: mib(after.rss_bytes),
+        bytes_per_session: after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / sessions as f64,
+        idle_server_usage: Some(ProcessProbe::usage(&settle_start, &after)),
+        generator_rss_mib,
+        spread: Some(format!("held by {workers} generator processes; {servers}; RSS is the servers' sum")),
+    };
+    eprintln!("closing the sessions");
+    for (child, _) in &mut children {
+        drop(child.stdin.take());
+    }
+    for (mut child, _) in children {
+        if tokio::time::timeout(Duration::from_secs(120), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+    print(args.target.json, &report.report(), &report);
     Ok(())
 }
 
@@ -437,7 +588,7 @@ async fn compare(target: &TargetArgs, load: &SeedArgs, multiplex: u32, with_brid
     for rate in [load.rate, load.rate / 2.0] {
         for (name, args) in &servers {
             eprintln!("== {name} at {rate} msgs/s");
-            let (t, probe, server) = start(args).await?;
+            let (t, probe, server) = start(args, 1).await?;
             let summary = load::run(&load.options(rate), &t, probe).await;
             stop(server).await;
             let summary = summary.with_context(|| format!("{name} at {rate} msgs/s"))?;
@@ -499,7 +650,12 @@ async fn main() -> anyhow::Result<()> {
     if let Scenario::Compare { load, multiplex, with_bridge } = &args.scenario {
         return compare(&args.target, load, *multiplex, *with_bridge).await;
     }
-    let (target, probe, server) = start(&args.target).await?;
+    if let Scenario::Idle { sessions, sockets, settle, workers } = &args.scenario
+        && *workers > 1
+    {
+        return idle_spread(&args, *sessions, *sockets, *settle, *workers as usize).await;
+    }
+    let (target, probe, server) = start(&args.target, 1).await?;
     let outcome = scenario(&args, &target, probe).await;
     stop(server).await;
     outcome
@@ -526,6 +682,27 @@ mod tests {
             a.target.peer && matches!(&a.scenario, Scenario::Fanout { load, ramp } if load.group_size == 100 && ramp.max_p99_ms == 50.0)
         );
         let a = Args::try_parse_from(["legalchat-load", "idle", "--sessions", "1000"]).unwrap();
-        assert!(matches!(a.scenario, Scenario::Idle { sessions: 1_000, .. }));
+        assert!(matches!(a.scenario, Scenario::Idle { sessions: 1_000, workers: 1, .. }));
+        let a = Args::try_parse_from(["legalchat-load", "idle", "--bridge", "--workers", "3", "--sessions", "51000"]).unwrap();
+        assert!(a.target.bridge && matches!(a.scenario, Scenario::Idle { sessions: 51_000, workers: 3, .. }));
+        assert!(Args::try_parse_from(["legalchat-load", "idle", "--workers", "9"]).is_err(), "at most 8 workers");
+        assert!(
+            Args::try_parse_from(["legalchat-load", "hold", "--sessions", "5", "--bridge-addr", "127.0.0.1:2"]).is_err(),
+            "a bridge needs its daemon"
+        );
+        let a = Args::try_parse_from([
+            "legalchat-load",
+            "--server",
+            "127.0.0.1:1",
+            "--ca",
+            "c.pem",
+            "--bridge-addr",
+            "127.0.0.1:2",
+            "hold",
+            "--sessions",
+            "5",
+        ])
+        .unwrap();
+        assert!(a.target.bridge_addr.is_some() && matches!(a.scenario, Scenario::Hold { sessions: 5, sockets: 16 }));
     }
 }

@@ -37,8 +37,11 @@ pub struct IdleReport {
     pub bytes_per_session: f64,
     /// The server's CPU while the sessions sat idle (keep-alives, timers).
     pub idle_server_usage: Option<Usage>,
-    /// The load generator's own memory at the end, MiB.
+    /// The load generator's own memory at the end, MiB (all its processes).
     pub generator_rss_mib: Option<f64>,
+    /// How the sessions were spread over processes, when over more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
 }
 
 impl IdleReport {
@@ -48,6 +51,9 @@ impl IdleReport {
             "{}: {} idle authenticated sessions over {} connections, connected in {:.1} s\n",
             self.server, self.sessions, self.connections, self.connect_s
         );
+        if let Some(spread) = &self.spread {
+            out.push_str(&format!("  {spread}\n"));
+        }
         out.push_str(&format!(
             "  server RSS {:.1} MiB before, {:.1} MiB after: {:.0} bytes ({:.2} KiB) per session\n",
             self.rss_before_mib,
@@ -72,9 +78,6 @@ pub async fn idle(target: &Target, server: ProcessProbe, sessions: usize, socket
     if sessions == 0 {
         bail!("--sessions must be at least 1");
     }
-    let minter = TokenMinter::new(target.secret());
-    let run_id: u32 = rand::random();
-    let user_ids: Vec<String> = (0..sessions).map(|i| format!("idle-{run_id:08x}-u{i}")).collect();
     let before = server.sample()?;
     eprintln!(
         "server RSS before: {:.1} MiB; connecting {sessions} sessions to {} ({})",
@@ -83,7 +86,7 @@ pub async fn idle(target: &Target, server: ProcessProbe, sessions: usize, socket
         target.name()
     );
     let started = Instant::now();
-    let conns = connect_all(target, &minter, &user_ids, sockets, IDLE_EVENT_BUFFER, true).await?;
+    let conns = hold(target, sessions, sockets, true).await?;
     let connect_s = started.elapsed().as_secs_f64();
     eprintln!("all {sessions} connected in {connect_s:.1} s; settling for {} s", settle.as_secs_f64());
     let settle_start = server.sample()?;
@@ -100,8 +103,27 @@ pub async fn idle(target: &Target, server: ProcessProbe, sessions: usize, socket
         bytes_per_session: after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / sessions as f64,
         idle_server_usage: Some(ProcessProbe::usage(&settle_start, &after)),
         generator_rss_mib,
+        spread: None,
     };
     eprintln!("closing the sessions");
+    close_all(&conns).await;
+    Ok(report)
+}
+
+/// Opens `sessions` idle authenticated sessions on `target` (users of their own, LegalChat
+/// clients spread over `sockets` shared UDP sockets), with progress on stderr when asked.
+pub async fn hold(target: &Target, sessions: usize, sockets: usize, progress: bool) -> anyhow::Result<Vec<Arc<Conn>>> {
+    if sessions == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    let minter = TokenMinter::new(target.secret());
+    let run_id: u32 = rand::random();
+    let user_ids: Vec<String> = (0..sessions).map(|i| format!("idle-{run_id:08x}-u{i}")).collect();
+    connect_all(target, &minter, &user_ids, sockets, IDLE_EVENT_BUFFER, progress).await
+}
+
+/// Closes every session of `conns`, a thousand at a time.
+pub async fn close_all(conns: &[Arc<Conn>]) {
     let mut closing = JoinSet::new();
     for chunk in conns.chunks(1_000) {
         let chunk: Vec<Arc<Conn>> = chunk.to_vec();
@@ -112,7 +134,6 @@ pub async fn idle(target: &Target, server: ProcessProbe, sessions: usize, socket
         });
     }
     while closing.join_next().await.is_some() {}
-    Ok(report)
 }
 
 fn mib(bytes: u64) -> f64 {
