@@ -225,17 +225,20 @@ pub struct SharedConnection {
     /// Held while connecting, so that clients arriving together make one connection.
     pub(crate) connecting: Arc<tokio::sync::Mutex<()>>,
     /// The TLS and transport settings its clients use, built once: a gateway's thousands
-    /// of clients would otherwise each hold a copy (a root store, a crypto provider).
+    /// of clients would otherwise each hold a copy (a root store, a crypto provider, a
+    /// TLS session cache).
     quic: Arc<std::sync::Mutex<Option<QuicSettings>>>,
 }
 
-/// A built QUIC client configuration and what it was built from.
+/// A built QUIC client configuration, the TLS-over-TCP configuration, and what they were
+/// built from.
 #[derive(Debug)]
 struct QuicSettings {
     ca_cert_pem: Vec<u8>,
     idle_timeout: Duration,
     keep_alive_interval: Duration,
     config: quinn::ClientConfig,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl SharedConnection {
@@ -244,25 +247,27 @@ impl SharedConnection {
         Self { endpoint, current: Arc::default(), connecting: Arc::default(), quic: Arc::default() }
     }
 
-    /// The QUIC client configuration for `config`: the one already built for an earlier
-    /// client with the same CA and timeouts, or a new one (kept for the next).
-    pub(crate) fn client_config(&self, config: &ClientConfig) -> Result<quinn::ClientConfig, Error> {
+    /// The QUIC and the TLS-over-TCP client configurations for `config`: the ones
+    /// already built for an earlier client with the same CA and timeouts, or new ones
+    /// (kept for the next).
+    pub(crate) fn client_configs(&self, config: &ClientConfig) -> Result<(quinn::ClientConfig, Arc<rustls::ClientConfig>), Error> {
         let mut cached = self.quic.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = cached.as_ref()
             && s.ca_cert_pem == config.ca_cert_pem
             && s.idle_timeout == config.idle_timeout
             && s.keep_alive_interval == config.keep_alive_interval
         {
-            return Ok(s.config.clone());
+            return Ok((s.config.clone(), s.tls.clone()));
         }
-        let built = crate::tls::client_config_with(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?;
+        let (quic, tls) = crate::tls::client_configs(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?;
         *cached = Some(QuicSettings {
             ca_cert_pem: config.ca_cert_pem.clone(),
             idle_timeout: config.idle_timeout,
             keep_alive_interval: config.keep_alive_interval,
-            config: built.clone(),
+            config: quic.clone(),
+            tls: tls.clone(),
         });
-        Ok(built)
+        Ok((quic, tls))
     }
 
     /// Whether the connection is up now.
@@ -575,6 +580,27 @@ mod tests {
 
     fn config() -> ClientConfig {
         ClientConfig::new(SocketAddr::from(([127, 0, 0, 1], 7443)), "token")
+    }
+
+    fn self_signed_pem() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.self_signed(&key).expect("self-signed certificate").pem().into_bytes()
+    }
+
+    /// A gateway's thousands of clients on one connection hold one TLS configuration per
+    /// transport between them, not one each (a root store, a crypto provider, a session
+    /// cache: kilobytes per client).
+    #[tokio::test]
+    async fn clients_of_a_shared_connection_share_their_tls_configurations() {
+        let shared = SharedConnection::new(ClientEndpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap());
+        let ca = self_signed_pem();
+        let client = |ca: &[u8]| ClientConfig { ca_cert_pem: ca.to_vec(), ..config() };
+        let (_, first) = shared.client_configs(&client(&ca)).unwrap();
+        let (_, second) = shared.client_configs(&client(&ca)).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "the same CA: the same TLS-over-TCP configuration");
+        let (_, other) = shared.client_configs(&client(&self_signed_pem())).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other), "another CA: another configuration");
     }
 
     #[test]

@@ -363,9 +363,11 @@ pub(crate) struct Started {
 /// saved cursors), and starts the supervisor.
 pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
     config.validate()?;
-    let quic = match &config.connection {
-        Some(shared) => shared.client_config(&config)?,
-        None => crate::tls::client_config_with(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?,
+    // The clients of a shared connection share their configurations (a root store, a
+    // crypto provider and a TLS session cache each).
+    let (quic, tls) = match &config.connection {
+        Some(shared) => shared.client_configs(&config)?,
+        None => crate::tls::client_configs(&config.ca_cert_pem, config.idle_timeout, config.keep_alive_interval)?,
     };
     let bind: std::net::SocketAddr = if config.server_addr.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -376,11 +378,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         Some(shared) => (shared.endpoint.clone(), false),
         None => (quinn::Endpoint::client(bind).map_err(|e| Error::Connect(format!("cannot open a UDP socket on {bind}: {e}")))?, true),
     };
-    let tcp = TcpDialer {
-        addr: config.tcp_addr(),
-        server_name: config.server_name.clone(),
-        tls: Arc::new(crate::tls::rustls_config(&config.ca_cert_pem)?),
-    };
+    let tcp = TcpDialer { addr: config.tcp_addr(), server_name: config.server_name.clone(), tls };
     let deadline = Instant::now() + config.connect_timeout;
     let dial = Dial { endpoint: &endpoint, quic: quic.clone(), tcp: &tcp };
     let established = match connection::establish(&dial, &config, deadline, Transport::Quic).await {

@@ -36,11 +36,21 @@ pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
 /// [`client_config`] with the given idle timeout and keep-alive interval (the
 /// keep-alive must be shorter than the idle timeout for a quiet connection to live).
 pub fn client_config_with(ca_pem: &[u8], idle_timeout: Duration, keep_alive_interval: Duration) -> Result<quinn::ClientConfig, Error> {
-    let tls = rustls_config(ca_pem)?;
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(format!("QUIC TLS setup: {e}")))?;
+    let quic = QuicClientConfig::try_from(rustls_config(ca_pem)?).map_err(|e| Error::Tls(format!("QUIC TLS setup: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(transport_config(idle_timeout, keep_alive_interval)));
     Ok(config)
+}
+
+/// The QUIC client configuration of [`client_config_with`], and the TLS configuration of
+/// TLS over TCP (its own, so that a session ticket of one transport is never offered on
+/// the other).
+pub(crate) fn client_configs(
+    ca_pem: &[u8],
+    idle_timeout: Duration,
+    keep_alive_interval: Duration,
+) -> Result<(quinn::ClientConfig, Arc<rustls::ClientConfig>), Error> {
+    Ok((client_config_with(ca_pem, idle_timeout, keep_alive_interval)?, Arc::new(rustls_config(ca_pem)?)))
 }
 
 /// The TLS configuration of both transports: only the certificates in `ca_pem` are
