@@ -33,8 +33,9 @@ pub struct BridgeConfig {
     pub daemons: Vec<SocketAddr>,
     /// TLS server name the daemons' certificate is checked against.
     pub server_name: String,
-    /// CA certificate(s), PEM, that the daemons' certificate must chain to.
-    pub ca_pem: Vec<u8>,
+    /// CA certificate(s), PEM, that the daemons' certificate must chain to (shared by
+    /// every session's SDK configuration, not copied into each).
+    pub ca_pem: bytes::Bytes,
     /// See [`DEFAULT_SESSIONS_PER_CONNECTION`].
     pub sessions_per_connection: usize,
     /// See [`DEFAULT_AUTH_TIMEOUT`].
@@ -102,13 +103,13 @@ impl std::fmt::Debug for BridgeConfig {
 
 impl BridgeConfig {
     /// Defaults for everything but where to listen, the daemons and their CA.
-    pub fn new(listen: SocketAddr, daemons: Vec<SocketAddr>, ca_pem: Vec<u8>) -> Self {
+    pub fn new(listen: SocketAddr, daemons: Vec<SocketAddr>, ca_pem: impl Into<bytes::Bytes>) -> Self {
         Self {
             listen,
             cors_origins: Vec::new(),
             daemons,
             server_name: "localhost".into(),
-            ca_pem,
+            ca_pem: ca_pem.into(),
             sessions_per_connection: DEFAULT_SESSIONS_PER_CONNECTION,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             socket_buffer: DEFAULT_SOCKET_BUFFER,

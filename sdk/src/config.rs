@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use legalchat_protocol::validate::{self, ValidationError};
 
 use crate::Error;
@@ -67,8 +69,9 @@ pub struct ClientConfig {
     pub server_addr: SocketAddr,
     /// The name the server's certificate must be valid for (SNI and verification).
     pub server_name: String,
-    /// PEM bundle of the certificates to trust as roots; only these are trusted.
-    pub ca_cert_pem: Vec<u8>,
+    /// PEM bundle of the certificates to trust as roots; only these are trusted. Shared,
+    /// not copied, by the clones of a configuration (a gateway makes one per session).
+    pub ca_cert_pem: Bytes,
     /// The bearer token (JWT) presented in `Authenticate`.
     pub token: String,
     /// Free-form description of this client for the audit trail, at most 256 bytes.
@@ -234,7 +237,7 @@ pub struct SharedConnection {
 /// built from.
 #[derive(Debug)]
 struct QuicSettings {
-    ca_cert_pem: Vec<u8>,
+    ca_cert_pem: Bytes,
     idle_timeout: Duration,
     keep_alive_interval: Duration,
     config: quinn::ClientConfig,
@@ -328,7 +331,7 @@ impl ClientConfig {
         Self {
             server_addr,
             server_name: "localhost".into(),
-            ca_cert_pem: Vec::new(),
+            ca_cert_pem: Bytes::new(),
             token: token.into(),
             token_source: None,
             client_info: format!("legalchat-sdk/{}", env!("CARGO_PKG_VERSION")),
@@ -403,7 +406,7 @@ impl ClientConfig {
     }
 
     /// Trust the certificates of this PEM bundle (and only them).
-    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+    pub fn with_ca_pem(mut self, pem: impl Into<Bytes>) -> Self {
         self.ca_cert_pem = pem.into();
         self
     }
@@ -411,7 +414,7 @@ impl ClientConfig {
     /// Trust the certificates of the PEM file at `path` (and only them).
     pub fn with_ca_file(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        self.ca_cert_pem = std::fs::read(path).map_err(|e| Error::Tls(format!("cannot read CA file {}: {e}", path.display())))?;
+        self.ca_cert_pem = std::fs::read(path).map_err(|e| Error::Tls(format!("cannot read CA file {}: {e}", path.display())))?.into();
         Ok(self)
     }
 
@@ -595,7 +598,7 @@ mod tests {
     async fn clients_of_a_shared_connection_share_their_tls_configurations() {
         let shared = SharedConnection::new(ClientEndpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap());
         let ca = self_signed_pem();
-        let client = |ca: &[u8]| ClientConfig { ca_cert_pem: ca.to_vec(), ..config() };
+        let client = |ca: &[u8]| ClientConfig { ca_cert_pem: Bytes::copy_from_slice(ca), ..config() };
         let (_, first) = shared.client_configs(&client(&ca)).unwrap();
         let (_, second) = shared.client_configs(&client(&ca)).unwrap();
         assert!(Arc::ptr_eq(&first, &second), "the same CA: the same TLS-over-TCP configuration");
