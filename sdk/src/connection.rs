@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use legalchat_protocol::codec::{self, DecodeError, FrameDecoder};
 use legalchat_protocol::pb;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
@@ -468,7 +467,7 @@ impl FrameReader {
 }
 
 /// The writer task: the only owner of the send half of the session stream.
-pub(crate) async fn write_loop(mut send: SendHalf, mut outbound: mpsc::Receiver<Outbound>) {
+pub(crate) async fn write_loop(mut send: SendHalf, mut outbound: crate::queue::Receiver<Outbound>) {
     while let Some(item) = outbound.recv().await {
         match item {
             Outbound::Frame(frame) => {

@@ -21,7 +21,7 @@ use legalchat_protocol::codec::{self, LENGTH_PREFIX_LEN};
 use legalchat_protocol::pb;
 use legalchat_protocol::validate::ValidationError;
 use prost::Message as _;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
@@ -62,7 +62,7 @@ pub(crate) struct Link {
     shared_connection: bool,
     /// Set (with the reason) to end this session on a shared connection; its reader stops.
     abandoned: watch::Sender<Option<String>>,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: crate::queue::Sender<Outbound>,
     pending: Mutex<PendingRequests>,
     writer: Mutex<Option<JoinHandle<()>>>,
     datagrams: Mutex<Option<JoinHandle<()>>>,
@@ -461,7 +461,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
 fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, JoinHandle<String>) {
     let Established { carrier, shared: shared_connection, session, reader, send } = established;
     let epoch = shared.epochs.fetch_add(1, Ordering::Relaxed) + 1;
-    let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (outbound_tx, outbound_rx) = crate::queue::bounded(OUTBOUND_QUEUE);
     let writer = tokio::spawn(connection::write_loop(send, outbound_rx));
     *lock(&shared.session) = session.clone();
     let link = Arc::new(Link {

@@ -126,6 +126,7 @@ mod driver;
 mod error;
 mod inbox;
 mod outbox;
+mod queue;
 mod receipts;
 mod reconnect;
 mod session;
