@@ -17,8 +17,8 @@ use legalchat_bridge::config::{self, BridgeConfig, DemoAccount, parse_origins};
 
 // As the daemon: mimalloc without transparent huge pages keeps thousands of idle sessions'
 // small allocations compact (glibc's per-thread arenas hold far more resident memory).
-// #[global_allocator]
-// static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The Socket.IO bridge for LegalChat web clients.
 #[derive(Debug, Parser)]
