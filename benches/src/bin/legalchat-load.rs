@@ -429,8 +429,7 @@ async fn scenario(args: &Args, target: &Target, probe: Option<ProcessProbe>) -> 
                 out.flush()?;
             }
             // Held until the parent closes our stdin (or goes away).
-            let mut rest = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
             scenarios::close_all(&conns).await;
         }
     }
