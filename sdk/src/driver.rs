@@ -527,10 +527,14 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
     // close that follows it.
     let mut announced_end: Option<String> = None;
     let mut abandoned = link.abandoned.subscribe();
+    // One wait for the whole loop: made anew for every frame, it registered and
+    // unregistered with the watch each time, a few percent of a gateway's CPU.
+    let abandoned = abandoned_reason(&mut abandoned);
+    let mut abandoned = std::pin::pin!(abandoned);
     loop {
         let read = tokio::select! {
             biased;
-            why = abandoned_reason(&mut abandoned) => {
+            why = &mut abandoned => {
                 reader.stop(CLOSE_NORMAL);
                 return why;
             }
@@ -587,7 +591,7 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
         tokio::select! {
             () = shared.wait_for_room() => {}
             reason = link.carrier.closed(idle) => return announced_end.unwrap_or(reason),
-            why = abandoned_reason(&mut abandoned) => {
+            why = &mut abandoned => {
                 reader.stop(CLOSE_NORMAL);
                 return why;
             }
