@@ -322,19 +322,26 @@ impl std::fmt::Display for ConnectionState {
     }
 }
 
-/// A fresh client message id: a random (version 4) UUID, e.g.
-/// `"3f2b8c1e-9a4d-4f6b-8e2a-1c7d5b9e0f3a"`.
+/// A fresh client message id: a time-ordered (version 7, RFC 9562) UUID, e.g.
+/// `"019aeb1c-3f2b-7c1e-9a4d-4f6b8e2a1c7d"`: 48 bits of Unix milliseconds, then 74
+/// random bits.
 ///
-/// 122 random bits make a collision between two sends of one user practically
-/// impossible, which is what de-duplication by client message id relies on. Keep the id
-/// of a send and reuse it when retrying that send.
+/// The random bits make a collision between two sends of one user practically impossible,
+/// which is what de-duplication by client message id relies on. Keep the id of a send and
+/// reuse it when retrying that send. The time in front keeps a conversation's new ids
+/// next to each other in the server's index, where inserting them is cheapest.
 pub fn new_client_message_id() -> String {
-    uuid_v4(rand::random())
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    uuid_v7(u64::try_from(millis).unwrap_or(u64::MAX), rand::random())
 }
 
-fn uuid_v4(mut bytes: [u8; 16]) -> String {
-    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+/// A version 7 UUID of `millis` (its low 48 bits) and `random` (74 bits of it used).
+fn uuid_v7(millis: u64, random: [u8; 10]) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&random);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70; // version 7
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 9562 variant
     let hex = validate::format_id(&bytes);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
@@ -354,10 +361,21 @@ mod tests {
 
     #[test]
     fn uuid_layout() {
-        let id = uuid_v4([0xff; 16]);
-        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
-        let id = uuid_v4([0; 16]);
-        assert_eq!(id, "00000000-0000-4000-8000-000000000000");
+        let id = uuid_v7(u64::MAX, [0xff; 10]);
+        assert_eq!(id, "ffffffff-ffff-7fff-bfff-ffffffffffff");
+        let id = uuid_v7(0, [0; 10]);
+        assert_eq!(id, "00000000-0000-7000-8000-000000000000");
+        // RFC 9562, appendix A.6: 2022-02-22 14:22:22.000 UTC.
+        let id = uuid_v7(0x017f_22e2_79b0, [0xc, 0xc3, 0x18, 0xc4, 0xdc, 0x0c, 0x0c, 0x07, 0x39, 0x8f]);
+        assert_eq!(id, "017f22e2-79b0-7cc3-98c4-dc0c0c07398f");
+    }
+
+    #[test]
+    fn client_message_ids_sort_by_time() {
+        let earlier = uuid_v7(1_764_800_000_000, [0xff; 10]);
+        let later = uuid_v7(1_764_800_000_001, [0; 10]);
+        assert!(earlier < later);
+        assert!(new_client_message_id() > earlier);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ChatClient, ChatError, formatBytes, renewalDelayMs, sha256Hex, signOutReason, UploadError } from '../dist/client/index.js';
+import { ChatClient, ChatError, formatBytes, newClientMessageId, renewalDelayMs, sha256Hex, signOutReason, UploadError } from '../dist/client/index.js';
 import { describeUploadError } from '../dist/app/file-upload.js';
 import { signOutMessage } from '../dist/app/signin.js';
 
@@ -79,6 +79,15 @@ test('the echo of a send settles it even when its acknowledgement is lost', asyn
   assert.deepEqual([ack.seq, ack._id, ack.clientMessageId], [1, 'm1', 'mine-1']);
   assert.deepEqual(client.pendingSends(), []);
   client.disconnect();
+});
+
+test('client message ids are 32 hex digits, distinct, and sort by their time', () => {
+  const ids = Array.from({ length: 1_000 }, () => newClientMessageId(1_764_800_000_000));
+  assert.equal(new Set(ids).size, ids.length);
+  for (const id of ids) assert.match(id, /^[0-9a-f]{32}$/);
+  assert.ok(ids.every((id) => id.startsWith((1_764_800_000_000).toString(16).padStart(12, '0'))));
+  assert.ok(newClientMessageId(1_764_800_000_000) < newClientMessageId(1_764_800_000_001));
+  assert.ok(newClientMessageId() > newClientMessageId(1_764_800_000_000));
 });
 
 test('file sizes read as the server writes them', () => {

@@ -12,7 +12,15 @@
 // after a cut), then sent like any message: as a pending send carrying the stored
 // attachment, so the outbox and the cache treat it as they treat text.
 
-import { type Attachment, ChatClient, type ClientState, type Identity, type Message, type TextFormat } from '../client/index.js';
+import {
+  type Attachment,
+  ChatClient,
+  type ClientState,
+  type Identity,
+  type Message,
+  newClientMessageId,
+  type TextFormat,
+} from '../client/index.js';
 import { ImageViewer, saveFrom } from './attachments.js';
 import * as cache from './cache.js';
 import { ConversationList } from './conversation-list.js';
@@ -148,7 +156,7 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
       return client.editMessage(openId, mode.of.seq, { text, format }).then(() => true, (e: Error) => (failed('Editing')(e), false));
     }
     const p: PendingSend = {
-      clientMessageId: newId(),
+      clientMessageId: newClientMessageId(),
       conversationId: openId,
       text,
       format,
@@ -166,7 +174,7 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   const sendFile = async (conversationId: string, file: File, options: { onProgress(sent: number, total: number): void; signal: AbortSignal; uploadId?: string }) => {
     const attachment = await client.uploadFile(conversationId, file, options);
     const p: PendingSend = {
-      clientMessageId: newId(),
+      clientMessageId: newClientMessageId(),
       conversationId,
       text: '',
       format: 'plain',
@@ -418,7 +426,3 @@ function wire(root: HTMLElement, client: ChatClient, store: ChatStore, hooks: Ho
   schedule();
 }
 
-/** A client message id: 32 hex digits (crypto.randomUUID needs a secure context). */
-function newId(): string {
-  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
-}

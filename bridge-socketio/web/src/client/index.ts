@@ -128,11 +128,16 @@ const FINAL_CODES = new Set([
   'PAYLOAD_TOO_LARGE',
 ]);
 /**
- * A fresh client message id: 128 random bits as hex. (`crypto.randomUUID` exists only in
- * secure contexts; `getRandomValues` everywhere.)
+ * A fresh client message id: 32 hex digits, the time in milliseconds (12) then 80 random
+ * bits (20). The random bits keep two sends apart; the time in front keeps a
+ * conversation's new ids next to each other in the server's index, where inserting them
+ * is cheapest. (`crypto.randomUUID` exists only in secure contexts; `getRandomValues`
+ * everywhere.)
  */
-function randomId(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+export function newClientMessageId(now: number = Date.now()): string {
+  const time = Math.max(0, Math.min(Math.floor(now), 0xffff_ffff_ffff)).toString(16).padStart(12, '0');
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(10)), (b) => b.toString(16).padStart(2, '0')).join('');
+  return time + random;
 }
 
 /** The server's default largest attachment: 50 MiB. */
@@ -782,7 +787,7 @@ export class ChatClient {
     if (this.outbox.size >= this.options.outboxCapacity) {
       return Promise.reject(new ChatError({ code: 'OVERLOADED', message: `the outbox holds ${this.outbox.size} unsent messages` }));
     }
-    const clientMessageId = options.clientMessageId ?? randomId();
+    const clientMessageId = options.clientMessageId ?? newClientMessageId();
     const existing = this.outbox.get(clientMessageId);
     if (existing) return new Promise((resolve, reject) => {
       const [r0, j0] = [existing.resolve, existing.reject];
