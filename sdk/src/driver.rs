@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::carrier::{Carrier, TcpDialer, Transport, TransportPolicy};
 use crate::connection::{
-    self, AUTH_REQUEST_ID, CLOSE_DRAIN, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Dial, Established, FrameReader, Outbound,
+    self, AUTH_REQUEST_ID, CLOSE_DRAIN, CLOSE_GRACE, CLOSE_NORMAL, CLOSE_PROTOCOL, Dial, Established, FrameReader, Outbound, ReadFailure,
 };
 use crate::inbox::Fetch;
 use crate::outbox::{Attempt, EntryId};
@@ -182,29 +182,37 @@ impl Shared {
     /// `Event::Closed` included, was taken.
     pub(crate) async fn next_event(&self) -> Option<Event> {
         loop {
-            let taken = {
-                let mut state = self.state();
-                let was_full = !state.has_room();
-                match state.pop_event() {
-                    Some(event) => Some((event, was_full)),
-                    None if state.is_finished() => return None,
-                    None => None,
-                }
-            };
-            let Some((event, was_full)) = taken else {
+            // A full queue never makes this wait; yield now and then like a channel would
+            // (tokio's cooperative budget). No event is held across an await here: one
+            // would make every waiting future (one per idle session of a gateway) as large
+            // as the largest event.
+            tokio::task::consume_budget().await;
+            match self.take_event() {
+                Taken::Event(event) => return Some(event),
+                Taken::Finished => return None,
                 // Empty: wait for the reader's signal (a permit left before we got here
                 // counts), then look again.
-                self.readable.notified().await;
-                continue;
-            };
-            if was_full {
-                // The reader may be waiting for room.
-                self.writable.notify_waiters();
+                Taken::Empty => {}
             }
-            // A full queue never makes this wait; yield now and then like a channel
-            // would (tokio's cooperative budget).
-            tokio::task::consume_budget().await;
-            return Some(event);
+            self.readable.notified().await;
+        }
+    }
+
+    /// The next queued event, without waiting.
+    fn take_event(&self) -> Taken {
+        let mut state = self.state();
+        let was_full = !state.has_room();
+        match state.pop_event() {
+            Some(event) => {
+                drop(state);
+                if was_full {
+                    // The reader may be waiting for room.
+                    self.writable.notify_waiters();
+                }
+                Taken::Event(event)
+            }
+            None if state.is_finished() => Taken::Finished,
+            None => Taken::Empty,
         }
     }
 
@@ -307,6 +315,16 @@ impl Shared {
         }
         room
     }
+}
+
+/// What [`Shared::take_event`] found. Matched as soon as it is made, so the event is
+/// not boxed: that would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Taken {
+    Event(Event),
+    /// The client has ended and every event was taken.
+    Finished,
+    Empty,
 }
 
 /// Encodes a request, refusing one the server would end the whole session over.
@@ -532,52 +550,21 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
     let abandoned = abandoned_reason(&mut abandoned);
     let mut abandoned = std::pin::pin!(abandoned);
     loop {
-        let read = tokio::select! {
-            biased;
-            why = &mut abandoned => {
-                reader.stop(CLOSE_NORMAL);
-                return why;
-            }
-            read = reader.read_frame() => read,
-        };
-        let frame = match read {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return announced_end.unwrap_or_else(|| "the server ended the session".into()),
-            Err(failure) => {
-                if failure.is_malformed() {
-                    warn!(error = %failure.describe(idle), "closing the session");
-                    reader.stop(CLOSE_PROTOCOL);
-                    link.close_connection(CLOSE_PROTOCOL, b"malformed frame");
+        // The frame lives only inside this block: a session's reader waits here nearly
+        // all its life, and a frame in scope across the awaits below would make this
+        // future (one per session of a gateway) as large as the largest frame.
+        let room = {
+            let read = tokio::select! {
+                biased;
+                why = &mut abandoned => {
+                    reader.stop(CLOSE_NORMAL);
+                    return why;
                 }
-                return announced_end.unwrap_or_else(|| failure.describe(idle));
-            }
-        };
-        let room = match session::route(frame) {
-            Routed::Reply { request_id, reply } => {
-                let completed = lock(&link.pending).complete(request_id, reply);
-                match completed {
-                    Completed::Send { entry, reply } => shared.update(link, |state| state.send_answered(entry, *reply)),
-                    Completed::Answered => true,
-                    Completed::Nobody => {
-                        debug!(request_id, "answer arrived after its caller stopped waiting");
-                        true
-                    }
-                }
-            }
-            Routed::Event(event) => {
-                if let Event::Goodbye { code, reason } = &event {
-                    announced_end.get_or_insert_with(|| session::goodbye_reason(*code, reason));
-                }
-                shared.update(link, |state| state.on_event(event))
-            }
-            Routed::SessionError(reason) => {
-                warn!(%reason, "session-level error from the server");
-                announced_end.get_or_insert(reason);
-                true
-            }
-            Routed::Ignore(why) => {
-                debug!(why, "ignored a frame");
-                true
+                read = reader.read_frame() => read,
+            };
+            match take_frame(shared, link, &mut reader, read, &mut announced_end) {
+                Ok(room) => room,
+                Err(reason) => return reason,
             }
         };
         if room {
@@ -597,6 +584,58 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
             }
         }
     }
+}
+
+/// Hands one read frame to whoever waits for it: `Ok` with whether the app's event queue
+/// still has room, `Err` with the reason once the session is over.
+fn take_frame(
+    shared: &Arc<Shared>,
+    link: &Arc<Link>,
+    reader: &mut FrameReader,
+    read: Result<Option<pb::ServerFrame>, ReadFailure>,
+    announced_end: &mut Option<String>,
+) -> Result<bool, String> {
+    let idle = shared.config.idle_timeout;
+    let frame = match read {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Err(announced_end.take().unwrap_or_else(|| "the server ended the session".into())),
+        Err(failure) => {
+            if failure.is_malformed() {
+                warn!(error = %failure.describe(idle), "closing the session");
+                reader.stop(CLOSE_PROTOCOL);
+                link.close_connection(CLOSE_PROTOCOL, b"malformed frame");
+            }
+            return Err(announced_end.take().unwrap_or_else(|| failure.describe(idle)));
+        }
+    };
+    Ok(match session::route(frame) {
+        Routed::Reply { request_id, reply } => {
+            let completed = lock(&link.pending).complete(request_id, reply);
+            match completed {
+                Completed::Send { entry, reply } => shared.update(link, |state| state.send_answered(entry, *reply)),
+                Completed::Answered => true,
+                Completed::Nobody => {
+                    debug!(request_id, "answer arrived after its caller stopped waiting");
+                    true
+                }
+            }
+        }
+        Routed::Event(event) => {
+            if let Event::Goodbye { code, reason } = &event {
+                announced_end.get_or_insert_with(|| session::goodbye_reason(*code, reason));
+            }
+            shared.update(link, |state| state.on_event(event))
+        }
+        Routed::SessionError(reason) => {
+            warn!(%reason, "session-level error from the server");
+            announced_end.get_or_insert(reason);
+            true
+        }
+        Routed::Ignore(why) => {
+            debug!(why, "ignored a frame");
+            true
+        }
+    })
 }
 
 /// Resolves with the reason once the session is abandoned; never otherwise.
@@ -687,15 +726,18 @@ async fn rejoin_room(shared: Arc<Shared>, link: Arc<Link>, conversation_id: Stri
 /// Keeps the client connected: brings each new connection in sync, and replaces it when
 /// it drops, until the client ends.
 async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>, mut reader: JoinHandle<String>, mut catch_up: bool) {
+    // This task waits on a live connection nearly all its life; what it does between
+    // connections (syncing, ending, reconnecting) is boxed, so that it does not take room
+    // in every session's idle task.
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let ended = tokio::select! {
             reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("the reader task failed: {e}"))),
-            () = sync_link(&shared, &link, catch_up) => None,
+            () = Box::pin(sync_link(&shared, &link, catch_up)) => None,
             reason = wait_for_shutdown(&mut shutdown) => {
                 reader.abort();
-                end_link(&shared, &link, &reason, true, true).await;
-                return finish(&shared, &reason).await;
+                Box::pin(end_link(&shared, &link, &reason, true, true)).await;
+                return Box::pin(finish(&shared, &reason)).await;
             }
         };
         let reason = match ended {
@@ -705,25 +747,25 @@ async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>, mut reader: JoinHan
                 reason = &mut reader => reason.unwrap_or_else(|e| format!("the reader task failed: {e}")),
                 reason = wait_for_shutdown(&mut shutdown) => {
                     reader.abort();
-                    end_link(&shared, &link, &reason, true, true).await;
-                    return finish(&shared, &reason).await;
+                    Box::pin(end_link(&shared, &link, &reason, true, true)).await;
+                    return Box::pin(finish(&shared, &reason)).await;
                 }
             },
         };
         info!(%reason, "connection lost");
         // Without reconnecting, what waits on this connection fails as for a closed client.
-        end_link(&shared, &link, &reason, false, !shared.config.reconnect.allows(1)).await;
+        Box::pin(end_link(&shared, &link, &reason, false, !shared.config.reconnect.allows(1))).await;
         shared.update(&link, |state| {
             state.connection_lost(&reason);
             Effects::default()
         });
-        match reconnect(&shared, &mut shutdown, &reason).await {
+        match Box::pin(reconnect(&shared, &mut shutdown, &reason)).await {
             Ok((new_link, new_reader)) => {
                 link = new_link;
                 reader = new_reader;
                 catch_up = true;
             }
-            Err(reason) => return finish(&shared, &reason).await,
+            Err(reason) => return Box::pin(finish(&shared, &reason)).await,
         }
     }
 }
