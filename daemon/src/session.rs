@@ -552,7 +552,10 @@ impl Session {
                     reason: "server shutting down".into(),
                 };
             }
-            tokio::select! {
+            // The request is handed out of the `select!` as a boxed future and awaited
+            // after it: awaited inside, the `select!`'s output (the frame) would stay in
+            // this future, which every idle session keeps, across the whole request.
+            let dispatch = tokio::select! {
                 biased;
                 (code, reason) = kick.kicked() => {
                     if code == ErrorCode::Unauthorized {
@@ -573,7 +576,7 @@ impl Session {
                 }
                 _ = shutdown.changed() => continue,
                 frame = reader.next() => match frame {
-                    Ok(Some(frame)) => Box::pin(self.dispatch(frame)).await,
+                    Ok(Some(frame)) => Box::pin(self.dispatch(frame)),
                     Ok(None) => return Ending::ClientDone,
                     Err(ReadError::Stream(reason)) => {
                         tracing::debug!(session = self.id, %reason, "session stream ended");
@@ -591,7 +594,8 @@ impl Session {
                         return Ending::Goodbye { frame: Some(error_frame(0, decode_code(&e), e.to_string())), code: close_code::PROTOCOL, reason: e.to_string() };
                     }
                 },
-            }
+            };
+            dispatch.await;
         }
     }
 
