@@ -473,7 +473,7 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
             let Some(out) = outgoing::translate(event) else { continue };
             match emit(&socket, &out, grace).await {
                 Ok(()) if out.last => {
-                    close_boxed(&socket, None).await;
+                    Box::pin(close(&socket, None)).await;
                     break;
                 }
                 Ok(()) => {}
@@ -484,29 +484,13 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
                         "code": "OVERLOADED",
                         "message": "this connection fell behind; reconnect and resume from your cursors",
                     });
-                    close_boxed(&socket, Some(reason)).await;
+                    Box::pin(close(&socket, Some(reason))).await;
                     break;
                 }
             }
         }
-        end_boxed(&session.client).await;
+        Box::pin(session.client.close()).await;
     });
-}
-
-type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-// Made in plain functions, these futures live only in their boxes: made inside the relay's
-// async block, a future would also take room in the relay's own state.
-fn close_boxed(socket: &SocketRef, reason: Option<Value>) -> Boxed<'_, ()> {
-    Box::pin(close(socket, reason))
-}
-
-fn end_boxed(client: &Client) -> Boxed<'_, ()> {
-    Box::pin(client.close())
-}
-
-fn emit_when_room_boxed<'a>(s: &'a SocketRef, out: &'a Outgoing, grace: Duration) -> Boxed<'a, Result<(), Stop>> {
-    Box::pin(emit_when_room(s, out, grace))
 }
 
 /// Time a client has to send a request's head (line and headers), from when the
@@ -614,7 +598,7 @@ async fn emit(s: &SocketRef, out: &Outgoing, grace: Duration) -> Result<(), Stop
     match emit_once(s, out) {
         Emitted::Done(result) => result,
         // Rare: the wait for room is boxed, so that the relay task does not carry it.
-        Emitted::Full => emit_when_room_boxed(s, out, grace).await,
+        Emitted::Full => Box::pin(emit_when_room(s, out, grace)).await,
     }
 }
 
