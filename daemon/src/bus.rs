@@ -105,8 +105,8 @@ mod tests {
         let (tx1, mut rx1) = outbound::channel(4);
         let (tx2, mut rx2) = outbound::channel(1);
         let kick2 = Arc::new(Kick::default());
-        assert!(bus.register("alice", SessionHandle { id: 1, outbound: tx1, kick: Arc::new(Kick::default()) }));
-        assert!(!bus.register("alice", SessionHandle { id: 2, outbound: tx2, kick: kick2.clone() }));
+        assert!(bus.register("alice", SessionHandle::new(1, tx1, Arc::new(Kick::default()))));
+        assert!(!bus.register("alice", SessionHandle::new(2, tx2, kick2.clone())));
         assert!(bus.is_online("alice") && !bus.is_online("bob"));
         let mut heard = Vec::new();
         let frames = [Bytes::from_static(b"1"), Bytes::from_static(b"2")];

@@ -25,7 +25,7 @@ use legalchat_protocol::pb::{self, server_frame::Event};
 use legalchat_protocol::validate::format_id;
 
 use crate::bus::Bus;
-use crate::registry::{SessionHandle, SessionId};
+use crate::registry::{Delivery, SessionHandle, SessionId};
 use crate::store::ConversationKey;
 
 /// Who is typing where, and until when.
@@ -99,13 +99,10 @@ fn frame(event: Event) -> Bytes {
 }
 
 fn send_to(subscribers: &[(String, SessionHandle)], bytes: &Bytes, skip_user: Option<&str>) {
+    let mut delivery = Delivery::new(bytes);
     for (user, h) in subscribers {
-        if Some(user.as_str()) == skip_user {
-            continue;
-        }
-        if let Err(crate::outbound::TrySendError::Full) = h.outbound.try_send(bytes.clone()) {
-            metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
-            h.kick.kick(pb::ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
+        if Some(user.as_str()) != skip_user {
+            delivery.offer(h);
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::outbound::{self, TrySendError};
 
+use legalchat_protocol::codec;
 use legalchat_protocol::pb::ErrorCode;
 
 /// A session's id, unique across daemons (see [`crate::ids::SessionIds`]).
@@ -28,6 +29,98 @@ pub struct SessionHandle {
     pub outbound: outbound::Sender,
     /// Set when the session must end.
     pub kick: Arc<Kick>,
+    /// Where its events go instead of `outbound`: its connection's fan-out stream, under
+    /// its tag. `None`: on its own stream.
+    pub fanout: Option<FanoutRoute>,
+}
+
+impl SessionHandle {
+    /// A session whose events go on its own stream.
+    pub fn new(id: SessionId, outbound: outbound::Sender, kick: Arc<Kick>) -> Self {
+        Self { id, outbound, kick, fanout: None }
+    }
+}
+
+/// A connection's fan-out stream (see the `.proto`): one bounded queue for the events of
+/// all its tagged sessions, each event once with the tags of the sessions it is for.
+#[derive(Debug)]
+pub struct FanoutStream {
+    /// The queue its writer drains.
+    pub out: outbound::Sender,
+}
+
+/// A session's place on its connection's fan-out stream.
+#[derive(Debug, Clone)]
+pub struct FanoutRoute {
+    /// The stream.
+    pub stream: Arc<FanoutStream>,
+    /// The session's tag on it.
+    pub tag: u32,
+}
+
+/// One frame on its way to many sessions. A session with a stream of its own gets it at
+/// once ([`Delivery::offer`]); for tagged sessions the tags are gathered per fan-out
+/// stream, and each stream gets the frame once, with all their tags, when the delivery is
+/// dropped. A queue that is full kicks the sessions that miss the frame (slow consumer).
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    frame: &'a Bytes,
+    gathered: Vec<Gathered<'a>>,
+}
+
+#[derive(Debug)]
+struct Gathered<'a> {
+    stream: &'a FanoutStream,
+    tags: Vec<(u32, &'a Kick)>,
+}
+
+impl<'a> Delivery<'a> {
+    /// A delivery of `frame` (one encoded `ServerFrame`, prefix included).
+    pub fn new(frame: &'a Bytes) -> Self {
+        Self { frame, gathered: Vec::new() }
+    }
+
+    /// Queues the frame for `h`, or gathers its tag; whether it was taken (a gathered
+    /// session counts as taken: its stream gets the frame when the delivery ends).
+    pub fn offer(&mut self, h: &'a SessionHandle) -> bool {
+        let Some(route) = &h.fanout else {
+            return match h.outbound.try_send(self.frame.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full) => {
+                    slow_consumer(&h.kick);
+                    false
+                }
+                Err(TrySendError::Closed) => false,
+            };
+        };
+        let stream = &*route.stream;
+        let tag = (route.tag, &*h.kick);
+        match self.gathered.iter_mut().find(|g| std::ptr::eq(g.stream, stream)) {
+            Some(g) => g.tags.push(tag),
+            None => self.gathered.push(Gathered { stream, tags: vec![tag] }),
+        }
+        true
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        for g in self.gathered.drain(..) {
+            for part in g.tags.chunks(codec::FANOUT_MAX_TAGS) {
+                let tags: Vec<u32> = part.iter().map(|&(tag, _)| tag).collect();
+                if let Err(TrySendError::Full) = g.stream.out.try_send(codec::encode_fanout(&tags, self.frame)) {
+                    for (_, kick) in part {
+                        slow_consumer(kick);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn slow_consumer(kick: &Kick) {
+    metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
+    kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
 }
 
 /// A request that a session end, with the reason.
@@ -98,7 +191,8 @@ impl Registry {
     /// sessions it was queued for. A full queue kicks that session (slow consumer).
     pub fn deliver(&self, user: &str, frame: &Bytes, except: Option<SessionId>) -> usize {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users.get(user).map_or(0, |list| queue(list, frame, except))
+        let mut delivery = Delivery::new(frame);
+        users.get(user).map_or(0, |list| queue(&mut delivery, list, except))
     }
 
     /// [`Registry::deliver`] to each of `users`, under one lock for all of them rather than
@@ -113,12 +207,16 @@ impl Registry {
         mut each: impl FnMut(&'a str, usize, bool),
     ) {
         let map = self.users.read().unwrap_or_else(|e| e.into_inner());
+        let mut delivery = Delivery::new(frame);
         for user in users {
             match map.get(user) {
-                Some(list) => each(user, queue(list, frame, except), true),
+                Some(list) => each(user, queue(&mut delivery, list, except), true),
                 None => each(user, 0, false),
             }
         }
+        // The fan-out streams get the frame once each, still under the lock: a session
+        // that unregisters meanwhile is not named after it has gone.
+        drop(delivery);
     }
 
     /// Asks every session of `user` to end with `code` and `reason`; how many.
@@ -142,21 +240,9 @@ impl Registry {
     }
 }
 
-/// Queues `frame` for every session in `list` except `except`; how many took it. A full
-/// queue kicks that session (slow consumer).
-fn queue(list: &[SessionHandle], frame: &Bytes, except: Option<SessionId>) -> usize {
-    let mut n = 0;
-    for h in list.iter().filter(|h| Some(h.id) != except) {
-        match h.outbound.try_send(frame.clone()) {
-            Ok(()) => n += 1,
-            Err(TrySendError::Full) => {
-                metrics::counter!("legalchat_slow_consumer_disconnects_total").increment(1);
-                h.kick.kick(ErrorCode::Overloaded, "this session fell too far behind; reconnect and resync from your last seq");
-            }
-            Err(TrySendError::Closed) => {}
-        }
-    }
-    n
+/// Offers the delivery to every session in `list` except `except`; how many took it.
+fn queue<'a>(delivery: &mut Delivery<'a>, list: &'a [SessionHandle], except: Option<SessionId>) -> usize {
+    list.iter().filter(|h| Some(h.id) != except).filter(|h| delivery.offer(h)).count()
 }
 
 #[cfg(test)]
@@ -165,7 +251,7 @@ mod tests {
 
     fn handle(id: SessionId, cap: usize) -> (SessionHandle, outbound::Receiver) {
         let (tx, rx) = outbound::channel(cap);
-        (SessionHandle { id, outbound: tx, kick: Arc::new(Kick::default()) }, rx)
+        (SessionHandle::new(id, tx, Arc::new(Kick::default())), rx)
     }
 
     #[tokio::test]

@@ -263,12 +263,7 @@ async fn refuse_extra(most: usize, send: SendHalf, mut recv: RecvHalf) {
 /// Phase 1 of a session: the first frame must be `Authenticate`, within the deadline.
 /// Returns the request id and the identity, or `None` once the session has been refused
 /// (and ended).
-async fn authenticate(
-    link: &Link,
-    ctx: &SessionContext,
-    send: SendHalf,
-    reader: &mut FrameReader,
-) -> Option<(u64, Identity, crate::auth::TokenTimes, bool, SendHalf)> {
+async fn authenticate(link: &Link, ctx: &SessionContext, send: SendHalf, reader: &mut FrameReader) -> Option<Admitted> {
     let deadline = Instant::now() + ctx.limits.auth_timeout;
 
     let first = tokio::time::timeout_at(deadline.into(), reader.next()).await;
@@ -320,8 +315,34 @@ async fn authenticate(
         refuse(link, send, unauthorized_frame(reason), close_code::UNAUTHORIZED, reason).await;
         return None;
     }
-    Some((request_id, identity, times, hello.echo_own_messages, send))
+    let fanout = match hello.fanout_tag {
+        0 => None,
+        tag => match link.join_fanout(tag, ctx.limits.outbound.saturating_mul(FANOUT_QUEUE_FACTOR)) {
+            Ok(route) => route,
+            Err(reason) => {
+                let frame = error_frame(request_id, ErrorCode::InvalidArgument, reason);
+                refuse(link, send, frame, close_code::PROTOCOL, "fanout_tag in use").await;
+                return None;
+            }
+        },
+    };
+    Some(Admitted { request_id, identity, times, echo_own_messages: hello.echo_own_messages, fanout, send })
 }
+
+/// A session whose token was accepted.
+struct Admitted {
+    request_id: u64,
+    identity: Identity,
+    times: crate::auth::TokenTimes,
+    echo_own_messages: bool,
+    /// Its place on the connection's fan-out stream, when it asked for one (QUIC only).
+    fanout: Option<crate::registry::FanoutRoute>,
+    send: SendHalf,
+}
+
+/// A connection's fan-out stream queues this many times a session's bound: it carries
+/// the events of many sessions (each event once).
+const FANOUT_QUEUE_FACTOR: usize = 4;
 
 /// What `Authenticate` and `Reauthenticate` answer: who the session is, its limits, and
 /// when its token expires.
@@ -336,6 +357,7 @@ fn authenticated(ctx: &SessionContext, identity: &Identity, id: SessionId, times
         display_name: identity.name.clone().unwrap_or_default(),
         max_file_bytes: ctx.services.files.config().max_file_size,
         token_expires_at_ms: times.expires_at_ms,
+        fanout: false,
     }
 }
 
@@ -346,7 +368,9 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf
     reader.buf.extend_from_slice(&[STREAM_SESSION]);
     // Boxed, like the ending: what only the first moments need must not weigh on every
     // idle session's task.
-    let Some((request_id, identity, times, echo_own_messages, send)) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else {
+    let Some(Admitted { request_id, identity, times, echo_own_messages, fanout, send }) =
+        Box::pin(authenticate(&link, &ctx, send, &mut reader)).await
+    else {
         return;
     };
     if reader.buf.is_empty() {
@@ -359,10 +383,12 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf
     let id: SessionId = ctx.session_ids.next();
     let (out_tx, out_rx) = outbound::channel(ctx.limits.outbound);
     let kick = Arc::new(Kick::default());
-    let authenticated = authenticated(&ctx, &identity, id, times);
-    // The ack goes first into the queue, so nothing can overtake it.
+    let fanout_tag = fanout.as_ref().map(|route| route.tag);
+    let mut authenticated = authenticated(&ctx, &identity, id, times);
+    authenticated.fanout = fanout.is_some();
+    // The ack goes first into the queue, so nothing on this stream can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
-    let handle = SessionHandle { id, outbound: out_tx.clone(), kick: kick.clone() };
+    let handle = SessionHandle { fanout, ..SessionHandle::new(id, out_tx.clone(), kick.clone()) };
     if ctx.services.registry.register(&identity.user_id, handle.clone()) {
         tokio::spawn(requests::presence::announce(ctx.services.clone(), identity.user_id.clone()));
     }
@@ -396,6 +422,10 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf
     metrics::gauge!("legalchat_sessions_active").decrement(1.0);
     let Session { out, inflight, handle, .. } = session;
     drop(handle);
+    if let Some(tag) = fanout_tag {
+        // Unregistered above: no event names the tag any more.
+        link.leave_fanout(tag);
+    }
     // Boxed: the waits of the ending must not weigh on every idle session's task.
     Box::pin(end_session(&link, &ctx, ending, out, &inflight, writer, &mut reader)).await;
 }
@@ -408,7 +438,7 @@ async fn end_session(
     ending: Ending,
     out: outbound::Sender,
     inflight: &Semaphore,
-    writer: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<bool>,
     reader: &mut FrameReader,
 ) {
     match ending {
@@ -477,7 +507,9 @@ async fn read_datagrams(conn: quinn::Connection, link: Arc<Link>, ctx: Arc<Sessi
     }
 }
 
-async fn write_loop(mut send: SendHalf, mut rx: outbound::Receiver) {
+/// Writes what `rx` gets to `send` until every sender is gone (then finishes the stream)
+/// or the stream is aborted; false when a write failed.
+async fn write_loop(mut send: SendHalf, mut rx: outbound::Receiver) -> bool {
     let mut chunks: Vec<Bytes> = Vec::new();
     loop {
         // Whatever is already queued goes in one write: fewer syscalls and packets under
@@ -487,7 +519,7 @@ async fn write_loop(mut send: SendHalf, mut rx: outbound::Receiver) {
             outbound::Taken::Ended => break,
             outbound::Taken::Aborted(code) => {
                 send.reset(code);
-                return;
+                return true;
             }
         }
         let n = chunks.len() as u64;
@@ -496,12 +528,12 @@ async fn write_loop(mut send: SendHalf, mut rx: outbound::Receiver) {
             biased;
             code = rx.aborted() => {
                 send.reset(code);
-                return;
+                return true;
             }
             r = send.write_all_chunks(&mut chunks) => r,
         };
         if written.is_err() {
-            return;
+            return false;
         }
         crate::ops::hot().frames_sent.increment(n);
         chunks.clear();
@@ -513,6 +545,7 @@ async fn write_loop(mut send: SendHalf, mut rx: outbound::Receiver) {
     // Closing the connection discards stream data the peer has not acknowledged yet, so
     // a last frame (a goodbye, an error) would be lost: wait until it is acknowledged.
     send.finish(Duration::from_secs(2)).await;
+    true
 }
 
 struct Session {

@@ -149,5 +149,41 @@ pub fn encode_into<M: Message>(msg: &M, buf: &mut BytesMut) {
     let _ = msg.encode(buf);
 }
 
+/// Most session tags in one [`crate::pb::Fanout`]: a larger audience takes several.
+pub const FANOUT_MAX_TAGS: usize = 512;
+
+/// Bytes a [`crate::pb::Fanout`] frame may carry beyond its event's frame: the tags
+/// ([`FANOUT_MAX_TAGS`] varints of at most 5 bytes) and the fields' keys and lengths.
+pub const FANOUT_OVERHEAD: usize = FANOUT_MAX_TAGS * 5 + 16;
+
+/// Encodes one [`crate::pb::Fanout`] frame (prefix included) carrying `frame`, an
+/// encoded `ServerFrame` frame (its own prefix included, left out of the copy), to the
+/// sessions `tags` (at most [`FANOUT_MAX_TAGS`]). The same bytes as encoding the message
+/// with prost, without building it: the event is copied once, not cloned into a `Vec`.
+pub fn encode_fanout(tags: &[u32], frame: &[u8]) -> Bytes {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let body = frame.get(LENGTH_PREFIX_LEN..).unwrap_or_default();
+    let packed: usize = tags.iter().map(|&t| encoded_len_varint(u64::from(t))).sum();
+    let mut len = 1 + encoded_len_varint(body.len() as u64) + body.len();
+    if !tags.is_empty() {
+        len += 1 + encoded_len_varint(packed as u64) + packed;
+    }
+    let mut buf = BytesMut::with_capacity(LENGTH_PREFIX_LEN + len);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    if !tags.is_empty() {
+        // Field 1 (tags), packed: wire type 2.
+        buf.put_u8(0x0a);
+        encode_varint(packed as u64, &mut buf);
+        for &t in tags {
+            encode_varint(u64::from(t), &mut buf);
+        }
+    }
+    // Field 2 (frame), bytes.
+    buf.put_u8(0x12);
+    encode_varint(body.len() as u64, &mut buf);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests;

@@ -231,6 +231,8 @@ pub struct SharedConnection {
     /// of clients would otherwise each hold a copy (a root store, a crypto provider, a
     /// TLS session cache).
     quic: Arc<std::sync::Mutex<Option<QuicSettings>>>,
+    /// The sessions that take their events from the connection's fan-out stream.
+    pub(crate) fanout: Arc<crate::fanout::FanoutTable>,
 }
 
 /// A built QUIC client configuration, the TLS-over-TCP configuration, and what they were
@@ -247,7 +249,7 @@ struct QuicSettings {
 impl SharedConnection {
     /// A connection through `endpoint`, made when the first client needs it.
     pub fn new(endpoint: ClientEndpoint) -> Self {
-        Self { endpoint, current: Arc::default(), connecting: Arc::default(), quic: Arc::default() }
+        Self { endpoint, current: Arc::default(), connecting: Arc::default(), quic: Arc::default(), fanout: Arc::default() }
     }
 
     /// The QUIC and the TLS-over-TCP client configurations for `config`: the ones

@@ -54,6 +54,9 @@ pub(crate) struct Established {
     pub(crate) session: SessionInfo,
     pub(crate) reader: FrameReader,
     pub(crate) send: SendHalf,
+    /// The session's tag on the shared connection's fan-out stream, when its events come
+    /// there.
+    pub(crate) fanout_tag: Option<u32>,
 }
 
 /// What a client connects with: its QUIC endpoint and configuration, and how to reach
@@ -150,9 +153,13 @@ async fn establish_quic(dial: &Dial<'_>, config: &ClientConfig, deadline: Instan
         };
         // On failure, a connection of this client's own goes; a shared one stays for the
         // others, and this session's stream ends as its halves are dropped.
-        match timeout_at(deadline, authenticate_on(&connection, config)).await {
+        // A session of a shared connection takes its events from the connection's fan-out
+        // stream, under a tag of its own.
+        let tag = config.connection.as_ref().map_or(0, |c| c.fanout.next_tag());
+        match timeout_at(deadline, authenticate_on(&connection, config, tag)).await {
             Ok(Ok((session, reader, send))) => {
-                return Ok(Established { carrier: Carrier::Quic(connection), shared, session, reader, send });
+                let fanout_tag = session.fanout.then_some(tag).filter(|&t| t != 0);
+                return Ok(Established { carrier: Carrier::Quic(connection), shared, session, reader, send, fanout_tag });
             }
             Ok(Err(failure)) => {
                 // Only the answer on this session's own stream speaks of its token: a shared
@@ -189,8 +196,8 @@ async fn establish_tcp(tcp: &TcpDialer, config: &ClientConfig, deadline: Instant
     let (recv, send) = tokio::io::split(tls);
     let (send, recv) = (SendHalf::Tcp(send, carrier.closing()), RecvHalf::Tcp(recv, carrier.closing()));
     let carrier = Carrier::Tcp(carrier);
-    match timeout_at(deadline, authenticate_with(send, recv, &carrier, config)).await.map(|r| r.map_err(|f| f.error)) {
-        Ok(Ok((session, reader, send))) => Ok(Established { carrier, shared: false, session, reader, send }),
+    match timeout_at(deadline, authenticate_with(send, recv, &carrier, config, 0)).await.map(|r| r.map_err(|f| f.error)) {
+        Ok(Ok((session, reader, send))) => Ok(Established { carrier, shared: false, session, reader, send, fanout_tag: None }),
         Ok(Err(e)) => {
             carrier.close(CLOSE_NORMAL, b"");
             Err(e)
@@ -219,7 +226,7 @@ impl NotStarted {
 
 type Started = std::result::Result<(SessionInfo, FrameReader, SendHalf), NotStarted>;
 
-async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) -> Started {
+async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig, fanout_tag: u32) -> Started {
     let (send, recv) = connection
         .open_bi()
         .await
@@ -232,17 +239,19 @@ async fn authenticate_on(connection: &quinn::Connection, config: &ClientConfig) 
                 &format!("cannot open the session stream: {}", describe_connection_error(&e, config.idle_timeout)),
             ))
         })?;
-    authenticate_with(SendHalf::Quic(send), RecvHalf::Quic(recv), &Carrier::Quic(connection.clone()), config).await
+    authenticate_with(SendHalf::Quic(send), RecvHalf::Quic(recv), &Carrier::Quic(connection.clone()), config, fanout_tag).await
 }
 
-/// Sends `Authenticate` on a new session stream and reads its answer.
-async fn authenticate_with(mut send: SendHalf, recv: RecvHalf, carrier: &Carrier, config: &ClientConfig) -> Started {
+/// Sends `Authenticate` (asking for events under `fanout_tag` when it is not 0) on a new
+/// session stream and reads its answer.
+async fn authenticate_with(mut send: SendHalf, recv: RecvHalf, carrier: &Carrier, config: &ClientConfig, fanout_tag: u32) -> Started {
     let hello = pb::ClientFrame {
         request_id: AUTH_REQUEST_ID,
         request: Some(pb::client_frame::Request::Authenticate(pb::Authenticate {
             token: config.token.clone(),
             client_info: config.client_info.clone(),
             echo_own_messages: config.echo_own_messages,
+            fanout_tag,
         })),
     };
     send.write_all(&codec::encode(&hello))
@@ -319,6 +328,7 @@ async fn shared_connection(
         None => {
             let c = connect(&shared.endpoint.endpoint, quic_config, config, deadline).await?;
             *shared.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c.clone());
+            tokio::spawn(crate::fanout::read(c.clone(), shared.fanout.clone(), config.max_inbound_frame));
             c
         }
     };
@@ -439,7 +449,7 @@ impl FrameReader {
         self.recv.stop(code);
     }
 
-    fn new(recv: RecvHalf, max_frame: usize) -> Self {
+    pub(crate) fn new(recv: RecvHalf, max_frame: usize) -> Self {
         // No buffer up front: a gateway holds thousands of sessions, most of them idle.
         Self { recv, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame) }
     }
@@ -448,8 +458,13 @@ impl FrameReader {
     /// frames. The buffer never holds more than one maximal frame plus one read, because
     /// the decoder rejects an oversized length before its body is read.
     pub(crate) async fn read_frame(&mut self) -> Result<Option<pb::ServerFrame>, ReadFailure> {
+        self.read_message().await
+    }
+
+    /// The next frame as an `M` (the fan-out stream carries `Fanout`s).
+    pub(crate) async fn read_message<M: prost::Message + Default>(&mut self) -> Result<Option<M>, ReadFailure> {
         loop {
-            if let Some(frame) = self.decoder.decode::<pb::ServerFrame>(&mut self.buf).map_err(ReadFailure::Decode)? {
+            if let Some(frame) = self.decoder.decode::<M>(&mut self.buf).map_err(ReadFailure::Decode)? {
                 if self.buf.is_empty() && self.buf.capacity() > RETAINED_BUFFER {
                     // A burst (a catch-up page, a large message) grew it: an idle session
                     // keeps none of that.

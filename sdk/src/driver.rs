@@ -66,6 +66,9 @@ pub(crate) struct Link {
     pending: Mutex<PendingRequests>,
     writer: Mutex<Option<JoinHandle<()>>>,
     datagrams: Mutex<Option<JoinHandle<()>>>,
+    /// The session's place on its shared connection's fan-out stream, where its events
+    /// come (see [`crate::fanout`]).
+    fanout: Option<(Arc<crate::fanout::FanoutTable>, u32)>,
 }
 
 impl Link {
@@ -477,7 +480,8 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
 
 /// Starts the tasks of a freshly authenticated connection and publishes it.
 fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, JoinHandle<String>) {
-    let Established { carrier, shared: shared_connection, session, reader, send } = established;
+    let Established { carrier, shared: shared_connection, session, reader, send, fanout_tag } = established;
+    let fanout = fanout_tag.and_then(|tag| Some((shared.config.connection.as_ref()?.fanout.clone(), tag)));
     let epoch = shared.epochs.fetch_add(1, Ordering::Relaxed) + 1;
     let (outbound_tx, outbound_rx) = crate::queue::bounded(OUTBOUND_QUEUE);
     let writer = tokio::spawn(connection::write_loop(send, outbound_rx));
@@ -492,7 +496,11 @@ fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, Join
         pending: Mutex::new(PendingRequests::default()),
         writer: Mutex::new(Some(writer)),
         datagrams: Mutex::new(None),
+        fanout,
     });
+    if let Some((table, tag)) = &link.fanout {
+        table.insert(*tag, shared, &link);
+    }
     // A datagram belongs to no stream: on a shared connection it could be any session's.
     if !link.shared_connection && link.carrier.transport() == Transport::Quic {
         *lock(&link.datagrams) = Some(tokio::spawn(read_datagrams(Arc::clone(shared), Arc::clone(&link))));
@@ -534,6 +542,11 @@ async fn probe_quic(shared: std::sync::Weak<Shared>, link: std::sync::Weak<Link>
 /// at once.
 async fn read_loop(shared: Arc<Shared>, link: Arc<Link>, reader: FrameReader) -> String {
     let reason = read_frames(&shared, &link, reader).await;
+    if let Some((table, tag)) = &link.fanout {
+        // The session is over: events still on their way for it are dropped (the next
+        // session catches up).
+        table.remove(*tag);
+    }
     // Without reconnecting, what waits here fails as for a closed client.
     lock(&link.pending).close(&reason, !shared.config.reconnect.allows(1));
     reason
@@ -636,6 +649,29 @@ fn take_frame(
             true
         }
     })
+}
+
+/// An event from the fan-out stream for the session on `link`. It cannot wait for room in
+/// the app's queue (the stream carries other sessions' events too), so a session whose
+/// app has fallen a whole queue behind is ended and resumed from its cursors, as the
+/// server would end one that stopped reading its own stream.
+pub(crate) fn fanout_event(shared: &Arc<Shared>, link: &Arc<Link>, event: Event) {
+    if link.abandoned.borrow().is_some() {
+        return;
+    }
+    let effects = {
+        let mut state = shared.state();
+        if !state.has_room() && !state.is_finished() { None } else { Some(state.on_event(event)) }
+    };
+    let Some(effects) = effects else {
+        warn!("the app fell a whole event queue behind on a shared connection; resuming the session");
+        link.drop_session("the app did not take its events in time; resuming from the cursors");
+        return;
+    };
+    shared.events_queued();
+    if !effects.is_empty() {
+        shared.carry_out(link, effects);
+    }
 }
 
 /// Resolves with the reason once the session is abandoned; never otherwise.

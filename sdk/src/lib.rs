@@ -124,6 +124,7 @@ mod config;
 mod connection;
 mod driver;
 mod error;
+mod fanout;
 mod inbox;
 mod outbox;
 mod queue;

@@ -37,6 +37,9 @@ pub struct SessionInfo {
     pub max_file_bytes: u64,
     /// When the session's token expires, milliseconds since the epoch (0: not announced).
     pub token_expires_at_ms: i64,
+    /// The session's events come on its shared connection's fan-out stream (a session of
+    /// a [`crate::SharedConnection`] asks for that), not on its own stream.
+    pub fanout: bool,
 }
 
 impl SessionInfo {
@@ -56,6 +59,7 @@ impl SessionInfo {
             display_name: a.display_name,
             max_file_bytes: a.max_file_bytes,
             token_expires_at_ms: a.token_expires_at_ms,
+            fanout: a.fanout,
         }
     }
 }

@@ -82,10 +82,10 @@ fn transport_config(idle_timeout: Duration, keep_alive_interval: Duration) -> qu
     // `IdleTimeout` rejects only values beyond 2^62 µs, which `ClientConfig::validate`
     // refuses; should one get here anyway, fall back to the default rather than to none.
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).or_else(|_| quinn::IdleTimeout::try_from(IDLE_TIMEOUT)).ok());
-    // The protocol has exactly one stream, opened by the client. Streams the server might
-    // open would only be buffered and never read, so refuse them outright.
+    // The client opens the bidirectional streams. The server opens at most one stream:
+    // the fan-out stream of a shared connection (unidirectional).
     transport.max_concurrent_bidi_streams(0u8.into());
-    transport.max_concurrent_uni_streams(0u8.into());
+    transport.max_concurrent_uni_streams(1u8.into());
     // Small frames, many packets: ask the server to acknowledge every 10th packet (or
     // after its max ACK delay) rather than every second one; ACKs ride along its frames.
     let mut ack_frequency = quinn::AckFrequencyConfig::default();

@@ -23,7 +23,7 @@ fn tracker_starts_refreshes_and_expires() {
 
 fn session(id: SessionId) -> (SessionHandle, crate::outbound::Receiver) {
     let (tx, rx) = crate::outbound::channel(64);
-    (SessionHandle { id, outbound: tx, kick: Arc::new(Kick::default()) }, rx)
+    (SessionHandle::new(id, tx, Arc::new(Kick::default())), rx)
 }
 
 fn event(rx: &mut crate::outbound::Receiver) -> Option<Event> {

@@ -2,9 +2,18 @@
 //! granted to the client, and whom typing datagrams speak for. No frames are read or
 //! written here. A TLS-over-TCP connection carries one stream, so most of this is QUIC's.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::INITIAL_STREAMS;
+use bytes::Bytes;
+
+use super::{INITIAL_STREAMS, close_code};
+use crate::outbound;
+use crate::registry::{FanoutRoute, FanoutStream};
+use crate::streams::SendHalf;
+
+/// The kind byte that opens the fan-out stream (see the `.proto`).
+pub(super) const STREAM_FANOUT: u8 = 0x02;
 
 /// What the sessions of one connection share.
 pub(super) struct Link {
@@ -21,6 +30,10 @@ struct LinkState {
     stream_limit: u32,
     /// Whom typing datagrams on this connection speak for.
     speaker: Speaker,
+    /// The fan-out stream, once a tagged session asked for it.
+    fanout: Option<Arc<FanoutStream>>,
+    /// Tags of the live sessions on the fan-out stream.
+    tags: HashSet<u32>,
 }
 
 /// A datagram belongs to no stream, so it can only speak for the connection's user.
@@ -36,13 +49,13 @@ enum Speaker {
 
 impl Link {
     pub(super) fn new(conn: quinn::Connection, most_sessions: usize) -> Self {
-        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, speaker: Speaker::Nobody };
+        let state = LinkState { open: 0, stream_limit: INITIAL_STREAMS, speaker: Speaker::Nobody, fanout: None, tags: HashSet::new() };
         Self { conn: Some(conn), most_sessions, state: std::sync::Mutex::new(state) }
     }
 
     /// A TLS-over-TCP connection's: one stream, so one session.
     pub(super) fn tcp() -> Self {
-        let state = LinkState { open: 0, stream_limit: 1, speaker: Speaker::Nobody };
+        let state = LinkState { open: 0, stream_limit: 1, speaker: Speaker::Nobody, fanout: None, tags: HashSet::new() };
         Self { conn: None, most_sessions: 1, state: std::sync::Mutex::new(state) }
     }
 
@@ -80,6 +93,34 @@ impl Link {
         }
     }
 
+    /// A place under `tag` on the connection's fan-out stream, opened with the first:
+    /// `Ok(None)` over TLS over TCP (one stream only: events stay on the session's), `Err`
+    /// with the reason when a live session already has the tag. `queue` bounds the
+    /// stream's queue, in frames.
+    pub(super) fn join_fanout(&self, tag: u32, queue: usize) -> Result<Option<FanoutRoute>, String> {
+        let Some(conn) = &self.conn else { return Ok(None) };
+        let mut s = self.state();
+        if !s.tags.insert(tag) {
+            return Err(format!("fanout_tag {tag} is already used by another session on this connection"));
+        }
+        let stream = s
+            .fanout
+            .get_or_insert_with(|| {
+                let (out, rx) = outbound::channel(queue);
+                // The kind byte goes first; nothing can overtake it.
+                let _ = out.try_send(Bytes::from_static(&[STREAM_FANOUT]));
+                tokio::spawn(write_fanout(conn.clone(), rx));
+                Arc::new(FanoutStream { out })
+            })
+            .clone();
+        Ok(Some(FanoutRoute { stream, tag }))
+    }
+
+    /// A session left the fan-out stream: its tag is free again.
+    pub(super) fn leave_fanout(&self, tag: u32) {
+        self.state().tags.remove(&tag);
+    }
+
     /// The user typing datagrams on this connection speak for, if there is one.
     pub(super) fn datagram_user(&self) -> Option<Arc<str>> {
         match &self.state().speaker {
@@ -104,5 +145,21 @@ impl Link {
         {
             conn.close(code.into(), reason.as_bytes());
         }
+    }
+}
+
+/// Opens the connection's fan-out stream and writes what its queue gets until the
+/// connection ends. A client that refuses or resets the stream leaves its tagged sessions
+/// without their events, so the connection is closed: its sessions reconnect and resync.
+async fn write_fanout(conn: quinn::Connection, rx: outbound::Receiver) {
+    let send = match conn.open_uni().await {
+        Ok(send) => send,
+        Err(_) => {
+            conn.close(close_code::PROTOCOL.into(), b"the fan-out stream could not be opened");
+            return;
+        }
+    };
+    if !super::write_loop(SendHalf::Quic(send), rx).await && conn.close_reason().is_none() {
+        conn.close(close_code::PROTOCOL.into(), b"the fan-out stream was reset");
     }
 }

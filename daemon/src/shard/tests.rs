@@ -98,7 +98,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (outbound, bob) = outbound::channel(1_024);
         let deps = deps(&dir, push);
-        deps.registry.register("bob", SessionHandle { id: 2, outbound, kick: Arc::new(Kick::default()) });
+        deps.registry.register("bob", SessionHandle::new(2, outbound, Arc::new(Kick::default())));
         let (shards, threads) = start(1, config(), deps).unwrap();
         let f = Self { shards, threads, bob, _dir: dir };
         let (cmd, rx) = create();
@@ -678,7 +678,7 @@ fn with_a_commit_interval_every_message_is_answered_delivered_and_stored_in_orde
     let dir = tempfile::tempdir().unwrap();
     let (outbound, mut bob) = outbound::channel(1_024);
     let deps = deps(&dir, None);
-    deps.registry.register("bob", SessionHandle { id: 2, outbound, kick: Arc::new(Kick::default()) });
+    deps.registry.register("bob", SessionHandle::new(2, outbound, Arc::new(Kick::default())));
     let (shards, threads) = start(1, ShardConfig { commit_interval: Duration::from_millis(5), ..config() }, deps).unwrap();
     let (cmd, created) = create();
     shards.submit_to(0, cmd).unwrap();

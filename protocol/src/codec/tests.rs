@@ -109,3 +109,22 @@ proptest! {
         prop_assert_eq!(decode_exact::<pb::ServerFrame>(&bytes, DEFAULT_MAX_FRAME_LEN).unwrap(), frame);
     }
 }
+
+proptest! {
+    /// The hand-made fan-out frame is exactly what prost makes of the same message, and
+    /// decodes back to the tags and the event's frame.
+    #[test]
+    fn fanout_frames_are_prost_fanouts(tags in proptest::collection::vec(any::<u32>(), 0..FANOUT_MAX_TAGS), text in ".{0,300}") {
+        let event = pb::ServerFrame {
+            event: Some(pb::server_frame::Event::Typing(pb::TypingEvent { conversation_id: text, ..Default::default() })),
+        };
+        let frame = encode(&event);
+        let made = encode_fanout(&tags, &frame);
+        let expected = encode(&pb::Fanout { tags: tags.clone(), frame: frame[LENGTH_PREFIX_LEN..].to_vec() });
+        prop_assert_eq!(&made, &expected);
+        prop_assert!(made.len() <= frame.len() + FANOUT_OVERHEAD);
+        let back: pb::Fanout = decode_exact(&made, made.len()).unwrap();
+        prop_assert_eq!(back.tags, tags);
+        prop_assert_eq!(decode_exact::<pb::ServerFrame>(&[&frame[..LENGTH_PREFIX_LEN], &back.frame[..]].concat(), frame.len()).unwrap(), event);
+    }
+}
