@@ -1,5 +1,6 @@
 //! Feeds arbitrary bytes to the frame codec exactly as the daemon and the SDK read them off
-//! a QUIC stream (session streams, and the frames of transfer streams): in chunks of arbitrary size, decoding every whole frame as it completes.
+//! a QUIC stream (session streams, the frames of transfer streams, the fan-out stream): in
+//! chunks of arbitrary size, decoding every whole frame as it completes.
 //!
 //! What must hold for any input: no panic, no allocation driven by an announced length
 //! above the maximum, "incomplete" consumes nothing, and a decoder stops at its first
@@ -28,6 +29,12 @@ fuzz_target!(|data: &[u8]| {
     // a 1 KiB maximum), and `TransferReply` frames back.
     stream::<pb::TransferRequest>(FrameDecoder::new(1024), body, chunk);
     stream::<pb::TransferReply>(FrameDecoder::default(), body, chunk);
+    // The fan-out stream, after its kind byte: `Fanout` frames, each holding one event's
+    // `ServerFrame` (the SDK decodes that too).
+    stream::<pb::Fanout>(FrameDecoder::new(codec::DEFAULT_MAX_FRAME_LEN + codec::FANOUT_OVERHEAD), body, chunk);
+    if let Ok(fanout) = codec::decode_exact::<pb::Fanout>(body, codec::DEFAULT_MAX_FRAME_LEN + codec::FANOUT_OVERHEAD) {
+        let _ = <pb::ServerFrame as prost::Message>::decode(fanout.frame.as_slice());
+    }
 
     // One datagram-style whole frame.
     for max in [SMALL_MAX, codec::DEFAULT_MAX_FRAME_LEN] {

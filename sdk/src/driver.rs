@@ -105,6 +105,16 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    fn drop(&mut self) {
+        // However the session ended (its reader may have been aborted with the client),
+        // its tag leaves the fan-out table with it.
+        if let Some((table, tag)) = &self.fanout {
+            table.remove(*tag);
+        }
+    }
+}
+
 /// Everything the tasks of one client share.
 #[derive(Debug)]
 pub(crate) struct Shared {

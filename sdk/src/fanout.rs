@@ -158,3 +158,35 @@ pub(crate) async fn read(connection: quinn::Connection, table: Arc<FanoutTable>,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_never_zero_and_never_given_twice_in_a_row() {
+        let table = FanoutTable::default();
+        let first = table.next_tag();
+        assert_ne!(first, 0, "0 means no tag in the protocol");
+        assert_ne!(table.next_tag(), first);
+        // Around the wrap, 0 is skipped.
+        table.next_tag.store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(table.next_tag(), u32::MAX);
+        assert_eq!(table.next_tag(), 1);
+    }
+
+    #[test]
+    fn events_for_unknown_tags_reach_nobody() {
+        let table = FanoutTable::default();
+        let frame = pb::ServerFrame {
+            event: Some(pb::server_frame::Event::Typing(pb::TypingEvent {
+                conversation_id: "c".into(),
+                user_id: "u".into(),
+                active: true,
+            })),
+        };
+        let fanout = pb::Fanout { tags: vec![1, 2], frame: frame.encode_to_vec() };
+        assert_eq!(table.deliver(fanout, 1 << 16), 0);
+        table.remove(1);
+    }
+}

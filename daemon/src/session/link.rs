@@ -15,6 +15,10 @@ use crate::streams::SendHalf;
 /// The kind byte that opens the fan-out stream (see the `.proto`).
 pub(super) const STREAM_FANOUT: u8 = 0x02;
 
+/// How long the client may take to give the server room for the fan-out stream (its
+/// `initial_max_streams_uni`) once a session asked for it.
+const FANOUT_OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the sessions of one connection share.
 pub(super) struct Link {
     /// The QUIC connection; `None` for TLS over TCP, which ends with its one session.
@@ -152,10 +156,14 @@ impl Link {
 /// connection ends. A client that refuses or resets the stream leaves its tagged sessions
 /// without their events, so the connection is closed: its sessions reconnect and resync.
 async fn write_fanout(conn: quinn::Connection, rx: outbound::Receiver) {
-    let send = match conn.open_uni().await {
-        Ok(send) => send,
+    let send = match tokio::time::timeout(FANOUT_OPEN_TIMEOUT, conn.open_uni()).await {
+        Ok(Ok(send)) => send,
+        Ok(Err(_)) => return,
         Err(_) => {
-            conn.close(close_code::PROTOCOL.into(), b"the fan-out stream could not be opened");
+            conn.close(
+                close_code::PROTOCOL.into(),
+                b"a session asked for the fan-out stream (fanout_tag), but the client lets the server open no unidirectional stream",
+            );
             return;
         }
     };

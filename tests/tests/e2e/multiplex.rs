@@ -432,3 +432,28 @@ async fn an_app_that_falls_behind_on_a_shared_connection_resumes_with_nothing_mi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_session_on_a_client_that_allows_no_fanout_stream_ends_its_connection_with_the_reason() {
+    bounded("multiplex_fanout_refused", async {
+        let d = daemon().await;
+        // The client lets the server open no unidirectional stream at all.
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_uni_streams(0u8.into());
+        let mut client = legalchat_sdk::tls::client_config(&d.ca_pem()).expect("client TLS");
+        client.transport_config(std::sync::Arc::new(transport));
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("a socket");
+        endpoint.set_default_client_config(client);
+        let conn = endpoint.connect(d.quic_addr(), "localhost").expect("connect").await.expect("handshake");
+        let (_send, _recv, _, _) = tagged_session(&conn, d.token("nostream", "advocate"), 1).await.expect("accepted");
+        match conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code.into_inner(), 2, "a protocol error");
+                let reason = String::from_utf8_lossy(&close.reason);
+                assert!(reason.contains("fan-out stream") && reason.contains("unidirectional"), "{reason}");
+            }
+            other => panic!("the server closes the connection with a reason, got {other:?}"),
+        }
+    })
+    .await;
+}
