@@ -153,6 +153,19 @@ async fn next_frame(recv: &mut quinn::RecvStream, buf: &mut bytes::BytesMut) -> 
     }
 }
 
+/// Reads a raw session stream to its end, which must be a reset with code 3 (OVERLOADED):
+/// the server dropped the session as a slow one.
+async fn expect_overloaded(recv: &mut quinn::RecvStream) {
+    let reset = loop {
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the session's stream finished instead of being reset"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(reset, quinn::ReadError::Reset(code) if code.into_inner() == 3), "reset with code 3: {reset:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_session_is_reset_without_touching_its_neighbours_on_the_connection() {
     bounded("multiplex_slow_consumer", async {
@@ -199,14 +212,7 @@ async fn a_slow_session_is_reset_without_touching_its_neighbours_on_the_connecti
         let _steady = steady.await.expect("the steady session got every message, in order, on the shared connection");
         // The session that never read fell behind its bound: its stream is reset with
         // code 3 (OVERLOADED), and the connection stays up for the others.
-        let reset = loop {
-            match slow_recv.read_chunk(64 * 1024, true).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the slow session's stream finished instead of being reset"),
-                Err(e) => break e,
-            }
-        };
-        assert!(matches!(reset, quinn::ReadError::Reset(code) if code.into_inner() == 3), "reset with code 3: {reset:?}");
+        expect_overloaded(&mut slow_recv).await;
         assert!(conn.close_reason().is_none(), "the connection is still up: {:?}", conn.close_reason());
         conn.close(0u32.into(), b"done");
     })
@@ -367,16 +373,8 @@ async fn a_fanout_stream_nobody_reads_ends_its_sessions_and_not_the_connection()
         }
         // Both sessions missed events: each one's stream is reset with code 3 (OVERLOADED),
         // as a slow session's is, so that it reconnects and resyncs.
-        for recv in [&mut r1, &mut r2] {
-            let reset = loop {
-                match recv.read_chunk(64 * 1024, true).await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => panic!("the session's stream finished instead of being reset"),
-                    Err(e) => break e,
-                }
-            };
-            assert!(matches!(reset, quinn::ReadError::Reset(code) if code.into_inner() == 3), "reset with code 3: {reset:?}");
-        }
+        expect_overloaded(&mut r1).await;
+        expect_overloaded(&mut r2).await;
         assert!(conn.close_reason().is_none(), "the connection is still up: {:?}", conn.close_reason());
         // And the session on its own stream still hears what is for it.
         let chat = alice.private_chat("bystander").await.expect("alice opens a chat with the bystander");
