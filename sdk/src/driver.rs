@@ -671,7 +671,9 @@ pub(crate) fn fanout_event(shared: &Arc<Shared>, link: &Arc<Link>, event: Event)
     }
     let effects = {
         let mut state = shared.state();
-        if !state.has_room() && !state.is_finished() { None } else { Some(state.on_event(event)) }
+        // While catching up, live events wait in a queue of their own, with its own bound
+        // (see `ClientState::on_event`): a full event queue then says nothing of them.
+        if state.has_room() || state.is_finished() || state.is_catching_up() { Some(state.on_event(event)) } else { None }
     };
     let Some(effects) = effects else {
         warn!("the app fell a whole event queue behind on a shared connection; resuming the session");

@@ -426,7 +426,7 @@ impl ClientState {
         self.deferred_gaps.clear();
     }
 
-    #[cfg(test)]
+    /// Whether a catch-up is under way (live events wait meanwhile).
     pub(crate) fn is_catching_up(&self) -> bool {
         self.catching_up.is_some()
     }
