@@ -493,6 +493,24 @@ fn begin(s: &SocketRef, session: Arc<Session>, grace: Duration) {
     });
 }
 
+/// Copies a request's URI and header values into allocations of their own. hyper parses
+/// them as slices of the connection's read buffer (8 KiB), so whatever keeps them keeps
+/// the whole buffer; and the Socket.IO layer keeps a WebSocket's request head for the
+/// socket's life (its handshake data). Copied, an idle socket holds the few hundred bytes
+/// of its head, not the buffer.
+async fn own_request_head(mut request: axum::extract::Request) -> axum::extract::Request {
+    for value in request.headers_mut().values_mut() {
+        if let Ok(mut owned) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
+    if let Ok(uri) = axum::http::Uri::try_from(request.uri().to_string()) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
 /// Time a client has to send a request's head (line and headers), from when the
 /// connection is ready for it: a slowloris that trickles its headers, or sends nothing,
 /// is closed after it.
@@ -503,6 +521,9 @@ const MAX_HTTP_CONNECTIONS: usize = 50_000;
 
 /// Serves HTTP/1.1 (with upgrades, for WebSocket) until `stop`, then lets open
 /// connections end (bounded). Each connection gets its peer address as `ConnectInfo`.
+///
+/// Every request's URI and header values are copied out of the connection's read buffer
+/// first ([`own_request_head`]).
 async fn serve(listener: tokio::net::TcpListener, app: Router, mut stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
     let mut connections = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
@@ -525,7 +546,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, mut stop: tokio::
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))).layer(axum::middleware::map_request(own_request_head)),
+        );
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -708,6 +731,24 @@ mod tests {
         assert_eq!(refused("INVALID_ARGUMENT", "token: is too long"), "unauthorized: token: is too long");
         assert_eq!(refused("UNAVAILABLE", "cannot connect: refused"), "unavailable: cannot connect: refused");
         assert_eq!(refused("OVERLOADED", "try later"), "unavailable: try later");
+    }
+
+    /// hyper hands a request's URI and header values over as slices of the connection's
+    /// read buffer; once copied, nothing of the request keeps that buffer.
+    #[tokio::test]
+    async fn a_request_head_is_copied_out_of_the_read_buffer() {
+        let read = bytes::Bytes::from(b"/socket.io/?EIO=4&transport=websocketsecret-key".to_vec());
+        let uri = axum::http::Uri::from_maybe_shared(read.slice(0..37)).unwrap();
+        let mut key = axum::http::HeaderValue::from_maybe_shared(read.slice(37..)).unwrap();
+        key.set_sensitive(true);
+        let request = axum::extract::Request::builder().uri(uri).header("sec-websocket-key", key).body(axum::body::Body::empty()).unwrap();
+        assert!(!read.is_unique(), "the head shares the buffer, as hyper's does");
+        let request = own_request_head(request).await;
+        assert!(read.is_unique(), "the copied head keeps nothing of the buffer");
+        assert_eq!(request.uri(), "/socket.io/?EIO=4&transport=websocket");
+        let key = &request.headers()["sec-websocket-key"];
+        assert_eq!(key, "secret-key");
+        assert!(key.is_sensitive(), "a sensitive value stays out of logs");
     }
 
     #[test]
