@@ -61,7 +61,7 @@ pub(crate) struct Link {
     /// this session ends with its stream, and the connection stays.
     shared_connection: bool,
     /// Set (with the reason) to end this session on a shared connection; its reader stops.
-    abandoned: watch::Sender<Option<String>>,
+    abandoned: Latch,
     outbound: crate::queue::Sender<Outbound>,
     pending: Mutex<PendingRequests>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -88,13 +88,7 @@ impl Link {
     /// shared connection stops the session's reader (and with it, its stream).
     pub(crate) fn drop_session(&self, why: &str) {
         if self.shared_connection {
-            self.abandoned.send_if_modified(|reason| {
-                let first = reason.is_none();
-                if first {
-                    *reason = Some(why.to_owned());
-                }
-                first
-            });
+            self.abandoned.set(why);
         } else {
             self.carrier.close(CLOSE_NORMAL, why.as_bytes());
         }
@@ -142,7 +136,7 @@ pub(crate) struct Shared {
     /// The app took events; the queue has room again.
     writable: Notify,
     /// Set (with the reason) when the client is to end.
-    shutdown: watch::Sender<Option<String>>,
+    shutdown: Latch,
     next_request_id: AtomicU64,
     epochs: AtomicU64,
     pub(crate) in_flight: Semaphore,
@@ -181,14 +175,7 @@ impl Shared {
 
     /// Asks the supervisor to end the client.
     pub(crate) fn request_shutdown(&self, reason: &str) {
-        self.shutdown.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason.to_owned());
-                true
-            } else {
-                false
-            }
-        });
+        self.shutdown.set(reason);
     }
 
     /// The next event for the app; `None` once the client has ended and everything,
@@ -436,7 +423,6 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
     // Until the first cursors are set, live events wait (see `ClientState::on_event`).
     state.begin_catch_up();
     let (link_tx, _) = watch::channel(None);
-    let (shutdown_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         in_flight: Semaphore::new(config.max_in_flight),
         quic,
@@ -451,7 +437,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         link: link_tx,
         readable: Notify::new(),
         writable: Notify::new(),
-        shutdown: shutdown_tx,
+        shutdown: Latch::default(),
         next_request_id: AtomicU64::new(AUTH_REQUEST_ID + 1),
         epochs: AtomicU64::new(0),
         token: Mutex::new(config.token.clone()),
@@ -501,7 +487,7 @@ fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, Join
         session,
         carrier,
         shared_connection,
-        abandoned: watch::channel(None).0,
+        abandoned: Latch::default(),
         outbound: outbound_tx,
         pending: Mutex::new(PendingRequests::default()),
         writer: Mutex::new(Some(writer)),
@@ -567,10 +553,9 @@ async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameRe
     // A Goodbye or session-level error names the real reason better than the connection
     // close that follows it.
     let mut announced_end: Option<String> = None;
-    let mut abandoned = link.abandoned.subscribe();
     // One wait for the whole loop: made anew for every frame, it registered and
     // unregistered with the watch each time, a few percent of a gateway's CPU.
-    let abandoned = abandoned_reason(&mut abandoned);
+    let abandoned = link.abandoned.wait();
     let mut abandoned = std::pin::pin!(abandoned);
     loop {
         // The frame lives only inside this block: a session's reader waits here nearly
@@ -666,7 +651,7 @@ fn take_frame(
 /// app has fallen a whole queue behind is ended and resumed from its cursors, as the
 /// server would end one that stopped reading its own stream.
 pub(crate) fn fanout_event(shared: &Arc<Shared>, link: &Arc<Link>, event: Event) {
-    if link.abandoned.borrow().is_some() {
+    if link.abandoned.is_set() {
         return;
     }
     let effects = {
@@ -686,12 +671,45 @@ pub(crate) fn fanout_event(shared: &Arc<Shared>, link: &Arc<Link>, event: Event)
     }
 }
 
-/// Resolves with the reason once the session is abandoned; never otherwise.
-async fn abandoned_reason(abandoned: &mut watch::Receiver<Option<String>>) -> String {
-    let why = abandoned.wait_for(Option::is_some).await.map(|why| why.clone().unwrap_or_default());
-    match why {
-        Ok(why) => why,
-        Err(_) => std::future::pending().await,
+/// A reason, set once, and a wait for it: what a `watch` channel of `Option<String>` would
+/// do here in a fraction of its memory (tokio's watch channel keeps eight wait lists, about
+/// 300 bytes; a gateway holds two of these per session).
+#[derive(Debug, Default)]
+pub(crate) struct Latch {
+    reason: Mutex<Option<String>>,
+    set: Notify,
+}
+
+impl Latch {
+    /// Sets the reason, unless one was set before (the first reason wins).
+    pub(crate) fn set(&self, reason: &str) {
+        {
+            let mut r = lock(&self.reason);
+            if r.is_some() {
+                return;
+            }
+            *r = Some(reason.to_owned());
+        }
+        self.set.notify_waiters();
+    }
+
+    /// Whether the reason is set.
+    pub(crate) fn is_set(&self) -> bool {
+        lock(&self.reason).is_some()
+    }
+
+    /// Resolves with the reason once it is set (at once if it is).
+    pub(crate) async fn wait(&self) -> String {
+        loop {
+            // Registered before looking, so that a reason set in between wakes it.
+            let notified = self.set.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = lock(&self.reason).clone() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -777,12 +795,11 @@ async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>, mut reader: JoinHan
     // This task waits on a live connection nearly all its life; what it does between
     // connections (syncing, ending, reconnecting) is boxed, so that it does not take room
     // in every session's idle task.
-    let mut shutdown = shared.shutdown.subscribe();
     loop {
         let ended = tokio::select! {
             reason = &mut reader => Some(reason.unwrap_or_else(|e| format!("the reader task failed: {e}"))),
             () = Box::pin(sync_link(&shared, &link, catch_up)) => None,
-            reason = wait_for_shutdown(&mut shutdown) => {
+            reason = shared.shutdown.wait() => {
                 reader.abort();
                 Box::pin(end_link(&shared, &link, &reason, true, true)).await;
                 return Box::pin(finish(&shared, &reason)).await;
@@ -793,7 +810,7 @@ async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>, mut reader: JoinHan
             // In sync: now wait for the connection to end.
             None => tokio::select! {
                 reason = &mut reader => reason.unwrap_or_else(|e| format!("the reader task failed: {e}")),
-                reason = wait_for_shutdown(&mut shutdown) => {
+                reason = shared.shutdown.wait() => {
                     reader.abort();
                     Box::pin(end_link(&shared, &link, &reason, true, true)).await;
                     return Box::pin(finish(&shared, &reason)).await;
@@ -807,25 +824,13 @@ async fn supervise(shared: Arc<Shared>, mut link: Arc<Link>, mut reader: JoinHan
             state.connection_lost(&reason);
             Effects::default()
         });
-        match Box::pin(reconnect(&shared, &mut shutdown, &reason)).await {
+        match Box::pin(reconnect(&shared, &reason)).await {
             Ok((new_link, new_reader)) => {
                 link = new_link;
                 reader = new_reader;
                 catch_up = true;
             }
             Err(reason) => return Box::pin(finish(&shared, &reason)).await,
-        }
-    }
-}
-
-/// Resolves with the reason once the client is to end.
-async fn wait_for_shutdown(shutdown: &mut watch::Receiver<Option<String>>) -> String {
-    loop {
-        if let Some(reason) = shutdown.borrow_and_update().clone() {
-            return reason;
-        }
-        if shutdown.changed().await.is_err() {
-            return "the client was dropped".into();
         }
     }
 }
@@ -1009,11 +1014,7 @@ async fn renew_tokens(shared: std::sync::Weak<Shared>, source: crate::config::To
 
 /// Reconnects with backoff. `Err` carries the reason the client ends with: the server
 /// refused the token, the policy gave up, or the client was closed meanwhile.
-async fn reconnect(
-    shared: &Arc<Shared>,
-    shutdown: &mut watch::Receiver<Option<String>>,
-    lost: &str,
-) -> Result<(Arc<Link>, JoinHandle<String>), String> {
+async fn reconnect(shared: &Arc<Shared>, lost: &str) -> Result<(Arc<Link>, JoinHandle<String>), String> {
     let policy = shared.config.reconnect;
     let mut last_error = lost.to_owned();
     for attempt in 1u32.. {
@@ -1029,7 +1030,7 @@ async fn reconnect(
         shared.events_queued();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            reason = wait_for_shutdown(shutdown) => return Err(reason),
+            reason = shared.shutdown.wait() => return Err(reason),
         }
         let deadline = Instant::now() + shared.config.connect_timeout;
         let mut config = shared.config.clone();
@@ -1038,7 +1039,7 @@ async fn reconnect(
         let dial = Dial { endpoint: &shared.endpoint, quic: shared.quic.clone(), tcp: &shared.tcp };
         let established = tokio::select! {
             r = connection::establish(&dial, &config, deadline, first) => r,
-            reason = wait_for_shutdown(shutdown) => return Err(reason),
+            reason = shared.shutdown.wait() => return Err(reason),
         };
         match established {
             Ok(e) if e.session.user_id != shared.user_id => {
@@ -1136,5 +1137,21 @@ mod tests {
         assert!(encode_checked(2, request.clone(), 1_000).is_ok());
         let err = encode_checked(2, request, 3).unwrap_err();
         assert!(matches!(&err, Error::Invalid(e) if e.field == "frame"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_latch_wakes_its_waiter_once_with_the_first_reason() {
+        let latch = Arc::new(Latch::default());
+        assert!(!latch.is_set());
+        let waiter = tokio::spawn({
+            let latch = Arc::clone(&latch);
+            async move { latch.wait().await }
+        });
+        // The waiter may or may not be waiting yet: either way it hears the reason.
+        latch.set("first");
+        latch.set("second");
+        assert_eq!(waiter.await.unwrap(), "first");
+        assert!(latch.is_set());
+        assert_eq!(latch.wait().await, "first", "once set, a wait resolves at once");
     }
 }
