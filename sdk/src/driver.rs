@@ -379,7 +379,7 @@ pub(crate) struct Started {
 
 /// Connects, authenticates, sets the first cursors (from the conversation list, or from
 /// saved cursors), and starts the supervisor.
-pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
+pub(crate) async fn start(mut config: ClientConfig) -> Result<Started> {
     config.validate()?;
     // The clients of a shared connection share their configurations (a root store, a
     // crypto provider and a TLS session cache each).
@@ -423,6 +423,11 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
     // Until the first cursors are set, live events wait (see `ClientState::on_event`).
     state.begin_catch_up();
     let (link_tx, _) = watch::channel(None);
+    // Kept once, not twice: the token lives on in `Shared::token` (renewed there; each
+    // reconnect puts the newest into its copy of the configuration), and the cursors to
+    // resume from are in the state now. A gateway holds a client per socket.
+    let token = std::mem::take(&mut config.token);
+    config.resume_cursors = Vec::new();
     let shared = Arc::new(Shared {
         in_flight: Semaphore::new(config.max_in_flight),
         quic,
@@ -440,7 +445,7 @@ pub(crate) async fn start(config: ClientConfig) -> Result<Started> {
         shutdown: Latch::default(),
         next_request_id: AtomicU64::new(AUTH_REQUEST_ID + 1),
         epochs: AtomicU64::new(0),
-        token: Mutex::new(config.token.clone()),
+        token: Mutex::new(token),
         config,
     });
     let (link, reader) = open_link(&shared, established);
