@@ -21,7 +21,7 @@ use legalchat_protocol::codec::{self, LENGTH_PREFIX_LEN};
 use legalchat_protocol::pb;
 use legalchat_protocol::validate::ValidationError;
 use prost::Message as _;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
@@ -130,7 +130,11 @@ pub(crate) struct Shared {
     session: Mutex<SessionInfo>,
     state: Mutex<ClientState>,
     /// The current connection, once authenticated; `None` while disconnected.
-    link: watch::Sender<Option<Arc<Link>>>,
+    link: Mutex<Option<Arc<Link>>>,
+    /// A connection was published, or the client ended: requests waiting for a
+    /// connection look again. (A mutex and a `Notify` rather than a `watch` channel, which
+    /// keeps eight wait lists: a gateway holds a client per socket.)
+    link_published: Notify,
     /// Events were queued for the app.
     readable: Notify,
     /// The app took events; the queue has room again.
@@ -170,7 +174,13 @@ impl Shared {
 
     /// The current connection, if any.
     pub(crate) fn link(&self) -> Option<Arc<Link>> {
-        self.link.borrow().clone()
+        lock(&self.link).clone()
+    }
+
+    /// Makes `link` (or none) the current connection and wakes what waits for one.
+    fn publish_link(&self, link: Option<Arc<Link>>) {
+        *lock(&self.link) = link;
+        self.link_published.notify_waiters();
     }
 
     /// Asks the supervisor to end the client.
@@ -234,15 +244,18 @@ impl Shared {
 
     /// Waits (until `deadline`) for a connection to send a request on.
     pub(crate) async fn current_link(&self, deadline: Instant) -> Result<Arc<Link>> {
-        let mut links = self.link.subscribe();
         loop {
+            // Registered before looking, so that a connection published in between wakes it.
+            let published = self.link_published.notified();
+            let mut published = std::pin::pin!(published);
+            published.as_mut().enable();
             if let Some(reason) = self.state().closed_reason() {
                 return Err(Error::Closed(reason.to_owned()));
             }
-            if let Some(link) = links.borrow_and_update().clone() {
+            if let Some(link) = self.link() {
                 return Ok(link);
             }
-            if timeout_at(deadline, links.changed()).await.is_err() {
+            if timeout_at(deadline, published).await.is_err() {
                 let state = self.state().state().clone();
                 return Err(Error::Disconnected(format!("no connection to the server in time ({state})")));
             }
@@ -422,7 +435,6 @@ pub(crate) async fn start(mut config: ClientConfig) -> Result<Started> {
     state.start_from_cursors(&config.resume_cursors);
     // Until the first cursors are set, live events wait (see `ClientState::on_event`).
     state.begin_catch_up();
-    let (link_tx, _) = watch::channel(None);
     // Kept once, not twice: the token lives on in `Shared::token` (renewed there; each
     // reconnect puts the newest into its copy of the configuration), and the cursors to
     // resume from are in the state now. A gateway holds a client per socket.
@@ -439,7 +451,8 @@ pub(crate) async fn start(mut config: ClientConfig) -> Result<Started> {
         role: session.role,
         session: Mutex::new(session),
         state: Mutex::new(state),
-        link: link_tx,
+        link: Mutex::new(None),
+        link_published: Notify::new(),
         readable: Notify::new(),
         writable: Notify::new(),
         shutdown: Latch::default(),
@@ -510,7 +523,7 @@ fn open_link(shared: &Arc<Shared>, established: Established) -> (Arc<Link>, Join
         tokio::spawn(probe_quic(Arc::downgrade(shared), Arc::downgrade(&link)));
     }
     let reader = tokio::spawn(read_loop(Arc::clone(shared), Arc::clone(&link), reader));
-    shared.link.send_replace(Some(Arc::clone(&link)));
+    shared.publish_link(Some(Arc::clone(&link)));
     (link, reader)
 }
 
@@ -935,7 +948,7 @@ async fn catch_up_on(shared: &Arc<Shared>, link: &Arc<Link>) -> Result<()> {
 impl Shared {
     /// The transport of the current connection; `None` while disconnected.
     pub(crate) fn transport(&self) -> Option<Transport> {
-        self.link.borrow().as_ref().map(|link| link.carrier.transport())
+        lock(&self.link).as_ref().map(|link| link.carrier.transport())
     }
 
     /// Moves this client's connection to a new local UDP socket (a phone leaving Wi-Fi for
@@ -1089,14 +1102,12 @@ async fn reconnect(shared: &Arc<Shared>, lost: &str) -> Result<(Arc<Link>, JoinH
 /// waiting on it fail with `Error::Closed` when the client has `ended`, else with
 /// `Error::Disconnected`.
 async fn end_link(shared: &Shared, link: &Link, reason: &str, graceful: bool, ended: bool) {
-    shared.link.send_if_modified(|current| {
+    {
+        let mut current = lock(&shared.link);
         if current.as_ref().is_some_and(|l| l.epoch == link.epoch) {
             *current = None;
-            true
-        } else {
-            false
         }
-    });
+    }
     lock(&link.pending).close(reason, ended);
     let writer = lock(&link.writer).take();
     if let Some(writer) = writer {
@@ -1122,7 +1133,7 @@ async fn finish(shared: &Shared, reason: &str) {
     info!(%reason, "client ended");
     // The state first: requests woken by the link change must find the client ended.
     shared.state().finish(reason);
-    shared.link.send_replace(None);
+    shared.publish_link(None);
     // Every waiting reader must see the end, not just one.
     shared.readable.notify_waiters();
     shared.events_queued();
