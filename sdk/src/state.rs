@@ -129,7 +129,15 @@ impl ClientState {
 
     /// The next event for the app.
     pub(crate) fn pop_event(&mut self) -> Option<Event> {
-        self.ready.pop_front()
+        let event = self.ready.pop_front();
+        if self.ready.is_empty() && self.ready.capacity() > 0 {
+            // An idle client keeps no queue buffer: an event is some 600 bytes, so even
+            // the smallest buffer (four of them) would weigh on each of a gateway's idle
+            // sockets. Allocating it again for the next event costs far less than the
+            // event itself.
+            self.ready = VecDeque::new();
+        }
+        event
     }
 
     /// Whether the event queue has room; the reader stops reading while it has none.
@@ -494,7 +502,8 @@ impl ClientState {
         } else {
             self.state = ConnectionState::Connected;
         }
-        while let Some(event) = self.live.pop_front() {
+        // Taken whole: the buffer of the events held while catching up goes with it.
+        for event in std::mem::take(&mut self.live) {
             effects.merge(self.apply(event));
         }
         effects.delivery_reports.extend(self.acks.due());

@@ -416,3 +416,16 @@ fn the_event_queue_reports_when_it_is_full() {
     let _ = s.pop_event();
     assert!(s.has_room());
 }
+
+#[test]
+fn a_drained_queue_keeps_no_buffer() {
+    let mut s = live_state(&[(C, 0)]);
+    let _ = live(&mut s, Event::Message(msg(C, 1, "bob")));
+    let _ = live(&mut s, Event::Message(msg(C, 2, "bob")));
+    assert!(s.ready.capacity() > 0);
+    assert_eq!(summary(&drain(&mut s)), ["c1#1", "c1#2"]);
+    assert_eq!(s.ready.capacity(), 0, "an idle client holds no event buffer");
+    // And it fills again as before.
+    let _ = live(&mut s, Event::Message(msg(C, 3, "bob")));
+    assert_eq!(summary(&drain(&mut s)), ["c1#3"]);
+}
