@@ -82,12 +82,13 @@ impl FanoutTable {
 
     /// Hands one fan-out frame to the sessions it names; how many took it.
     fn deliver(&self, fanout: pb::Fanout, max_frame: usize) -> usize {
+        // Checked before decoding: the event inside may be no larger than on a session stream.
+        if fanout.frame.len() > max_frame {
+            debug!(len = fanout.frame.len(), "ignored an oversized event on the fan-out stream");
+            return 0;
+        }
         let frame = match pb::ServerFrame::decode(fanout.frame.as_slice()) {
-            Ok(frame) if fanout.frame.len() <= max_frame => frame,
-            Ok(_) => {
-                debug!(len = fanout.frame.len(), "ignored an oversized event on the fan-out stream");
-                return 0;
-            }
+            Ok(frame) => frame,
             Err(e) => {
                 debug!(error = %e, "ignored an undecodable event on the fan-out stream");
                 return 0;
