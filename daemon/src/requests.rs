@@ -310,15 +310,16 @@ impl Services {
     }
 
     /// Records that `user`'s last session ended at `ms`: in memory at once, in the store
-    /// by a task (informative only, so a failure is logged, not answered).
-    pub fn record_last_seen(self: &Arc<Self>, user: &str, ms: i64) {
+    /// by the task returned (informative only, so a failure is logged, not answered). Its
+    /// read waits its turn however many sessions end at once (see `storage_pool`).
+    pub fn record_last_seen(self: &Arc<Self>, user: &str, ms: i64) -> tokio::task::JoinHandle<()> {
         self.directory.saw(user, ms);
         let services = self.clone();
         let user = user.to_owned();
         tokio::spawn(async move {
             let directory = services.directory.clone();
             let who = user.clone();
-            let stored = match services.pool.read(move |_| directory.last_seen_record(&who, ms)).await {
+            let stored = match services.pool.read_in_turn(move |_| directory.last_seen_record(&who, ms)).await {
                 Ok(Some(record)) => services.commit_records(&user, vec![Write::User(record)], false).await,
                 Ok(None) => Ok(()),
                 Err(e) => Err(e.into()),
@@ -326,7 +327,7 @@ impl Services {
             if let Err(e) = stored {
                 tracing::warn!(%user, error = %e, "last-seen not stored");
             }
-        });
+        })
     }
 }
 

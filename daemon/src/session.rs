@@ -416,7 +416,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf
         ctx.services.hub.leave(&room, id);
     }
     if ctx.services.registry.unregister(&session.identity.user_id, id) {
-        ctx.services.record_last_seen(&session.identity.user_id, ids::now_ms());
+        drop(ctx.services.record_last_seen(&session.identity.user_id, ids::now_ms()));
         tokio::spawn(requests::presence::announce(ctx.services.clone(), session.identity.user_id.clone()));
     }
     metrics::gauge!("legalchat_sessions_active").decrement(1.0);

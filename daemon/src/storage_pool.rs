@@ -12,9 +12,15 @@
 //!           OVERLOADED              spawn_blocking(read)   at most RUNNING at once
 //! ```
 //!
-//! A read beyond the bound is refused at once ([`PoolError::Full`], answered
-//! `OVERLOADED`) instead of queueing without limit. The pool only reads: writes go through
-//! the shards (`shard::Command::Commit`), whose group commit is what makes them durable.
+//! A client's read beyond the bound is refused at once ([`PoolError::Full`], answered
+//! `OVERLOADED`; the client may retry) instead of queueing without limit. The server's own
+//! reads that follow a session's start or end (its presence announcement, its last-seen
+//! record) have nobody to retry them: they wait their turn for a running slot instead
+//! ([`StoragePool::read_in_turn`]), outside the admission bound, so that a thousand
+//! sessions ending at once (a gateway restarting, a network cut) are all announced and
+//! recorded, and clients' reads are still admitted beside them. There is at most one such
+//! read per session start or end. The pool only reads: writes go through the shards
+//! (`shard::Command::Commit`), whose group commit is what makes them durable.
 
 use std::sync::Arc;
 
@@ -83,6 +89,25 @@ impl StoragePool {
             metrics::counter!("legalchat_storage_reads_refused_total").increment(1);
             return Err(PoolError::Full);
         };
+        self.run(read, Some(admitted)).await
+    }
+
+    /// Runs `read` on a blocking thread once a slot is free, however long the queue: for
+    /// the server's own reads, which nobody would retry (see the module's docs). FIFO with
+    /// the admitted reads; never [`PoolError::Full`].
+    pub async fn read_in_turn<T, F>(&self, read: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> T + Send + 'static,
+    {
+        self.run(read, None).await
+    }
+
+    async fn run<T, F>(&self, read: F, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> T + Send + 'static,
+    {
         let running = self.running.clone().acquire_owned().await.map_err(|_| PoolError::Failed)?;
         let store = self.store.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -138,5 +163,50 @@ mod tests {
         assert_eq!(running.await.unwrap(), Ok(1));
         assert!(waiting.await.unwrap().unwrap().unwrap(), "the waiting read ran once a slot was free");
         assert_eq!(pool.read(|_| 2).await, Ok(2), "every slot is back");
+    }
+
+    #[tokio::test]
+    async fn the_servers_own_reads_wait_their_turn_beyond_the_bound_and_leave_room_for_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+        let pool = StoragePool::new(store, 1, 1);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let running = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.read_in_turn(move |_| {
+                    let _ = started_tx.send(());
+                    release_rx.recv().ok();
+                })
+                .await
+            }
+        });
+        started_rx.await.unwrap();
+        // Far more than the bound wait behind the running one, none refused.
+        let queued: Vec<_> = (0..50u32)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.read_in_turn(move |_| i).await })
+            })
+            .collect();
+        while pool.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // A client's read is still admitted beside them (it waits its turn, not refused).
+        let client = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.read(|_| "client").await }
+        });
+        while pool.admitted.available_permits() == 2 {
+            tokio::task::yield_now().await;
+        }
+        release_tx.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        for (i, read) in queued.into_iter().enumerate() {
+            assert_eq!(read.await.unwrap(), Ok(u32::try_from(i).unwrap()));
+        }
+        assert_eq!(client.await.unwrap(), Ok("client"));
+        assert_eq!((pool.running.available_permits(), pool.admitted.available_permits()), (1, 2), "every slot is back");
     }
 }

@@ -103,9 +103,11 @@ pub fn presence_of(registry: &dyn Bus, directory: &Directory, user: &str, now_ms
 /// only produce an extra event, never a wrong final state.
 pub async fn announce(services: Arc<Services>, user: String) {
     let (registry, directory, who) = (services.registry.clone(), services.directory.clone(), user.clone());
+    // Nobody would retry this read: it waits its turn however many sessions start or end
+    // at once (see `storage_pool`).
     let read = services
         .pool
-        .read(move |store| {
+        .read_in_turn(move |store| {
             let contacts = contacts_of(store, &who)?;
             Ok::<_, StoreError>((contacts, presence_of(&*registry, &directory, &who, ids::now_ms())))
         })

@@ -426,6 +426,57 @@ async fn sign_ins_and_push_registrations_are_committed_through_the_shards() {
 }
 
 #[tokio::test]
+async fn last_seen_is_stored_for_every_session_that_ends_at_once_even_beyond_the_pools_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // One read at a time and none admitted to wait: a client's read beyond it is refused.
+    let (services, threads, store) = services(&dir, 1, 0);
+    let users: Vec<Identity> = (0..40).map(|i| Identity { user_id: format!("u{i}"), role: Role::Client, name: None }).collect();
+    for user in &users {
+        services.record_sign_in(user).await.unwrap();
+    }
+    // Forty sessions end together (a gateway restarting): each one's record waits its turn.
+    let ended: Vec<_> = users.iter().enumerate().map(|(i, u)| services.record_last_seen(&u.user_id, 1_000 + i as i64)).collect();
+    for task in ended {
+        task.await.unwrap();
+    }
+    for (i, user) in users.iter().enumerate() {
+        let stored = store.user(&user.user_id).unwrap().expect("signed in").last_seen_ms;
+        assert_eq!(stored, 1_000 + i as i64, "{}", user.user_id);
+    }
+    drop(services);
+    tokio::task::spawn_blocking(move || threads.join()).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_contact_that_leaves_at_once_is_announced_even_beyond_the_pools_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (services, threads, store) = services(&dir, 1, 0);
+    let others: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+    let mut members = vec!["alice"];
+    members.extend(others.iter().map(String::as_str));
+    store.commit(conversation([9; 16], &members), false).unwrap();
+    let (tx, mut alice) = crate::outbound::channel(256);
+    services.registry.register("alice", crate::registry::SessionHandle::new(1, tx, Arc::new(crate::registry::Kick::default())));
+    // Forty contacts' sessions end together; none of them is online any more.
+    let announced: Vec<_> = others.iter().map(|u| tokio::spawn(presence::announce(services.clone(), u.clone()))).collect();
+    for task in announced {
+        task.await.unwrap();
+    }
+    let mut offline = HashSet::new();
+    while let Some(bytes) = alice.try_recv() {
+        let frame: pb::ServerFrame = legalchat_protocol::codec::decode_exact(&bytes, 1 << 20).expect("a server frame");
+        if let Some(pb::server_frame::Event::Presence(p)) = frame.event {
+            let p = p.presence.unwrap();
+            assert!(!p.online, "{} is not online", p.user_id);
+            offline.insert(p.user_id);
+        }
+    }
+    assert_eq!(offline, others.into_iter().collect::<HashSet<_>>(), "alice hears of every one");
+    drop(services);
+    tokio::task::spawn_blocking(move || threads.join()).await.unwrap();
+}
+
+#[tokio::test]
 async fn listing_reads_the_membership_index_through_the_pool_and_summaries_from_the_shards() {
     let dir = tempfile::tempdir().unwrap();
     let (services, threads, _store) = services(&dir, 2, 8);
