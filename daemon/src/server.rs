@@ -466,10 +466,13 @@ async fn accept_loop(
         let in_handshake = Arc::clone(&handshaking);
         in_handshake.fetch_add(1, Ordering::Relaxed);
         let handshake_timeout = ctx.limits.auth_timeout;
+        // Boxed: an `Incoming` is 384 bytes, and the task would keep their room for the
+        // connection's whole life although the handshake consumes it.
+        let incoming = Box::new(incoming);
         sessions.spawn(async move {
             // A handshake must end within the authentication timeout: a client that starts
             // one and stalls holds no state beyond it (dropping it closes the connection).
-            let conn = tokio::time::timeout(handshake_timeout, incoming).await;
+            let conn = tokio::time::timeout(handshake_timeout, *incoming).await;
             in_handshake.fetch_sub(1, Ordering::Relaxed);
             let conn = match conn {
                 Ok(Ok(c)) => c,

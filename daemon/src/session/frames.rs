@@ -44,8 +44,10 @@ impl FrameReader {
             let read = if self.buf.is_empty() {
                 read.await
             } else {
+                // Boxed: only a frame in progress waits with a deadline, and a timer inline
+                // would weigh on every idle session's task.
                 let by = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.frame_timeout);
-                match tokio::time::timeout_at(by, read).await {
+                match Box::pin(tokio::time::timeout_at(by, read)).await {
                     Ok(read) => read,
                     Err(_) => return Err(ReadError::Stalled(self.frame_timeout)),
                 }
