@@ -126,26 +126,33 @@ mod tests {
     use super::*;
     use crate::store::RocksStore;
 
-    #[tokio::test]
-    async fn a_full_pool_refuses_at_once_and_frees_its_slots() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A pool of one running slot and one waiting place, with one read running until the
+    /// returned sender is used: admitted (`read`, counted against the bound) or in turn.
+    async fn pool_with_a_held_read(
+        dir: &tempfile::TempDir,
+        admitted: bool,
+    ) -> (StoragePool, tokio::task::JoinHandle<Result<(), PoolError>>, std::sync::mpsc::Sender<()>) {
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
         let pool = StoragePool::new(store, 1, 1);
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        // One read runs (held until released), one waits behind it.
+        let hold = move |_: &dyn Store| {
+            let _ = started_tx.send(());
+            release_rx.recv().ok();
+        };
         let running = tokio::spawn({
             let pool = pool.clone();
-            async move {
-                pool.read(move |_| {
-                    let _ = started_tx.send(());
-                    release_rx.recv().ok();
-                    1
-                })
-                .await
-            }
+            async move { if admitted { pool.read(hold).await } else { pool.read_in_turn(hold).await } }
         });
         started_rx.await.unwrap();
+        (pool, running, release_tx)
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_refuses_at_once_and_frees_its_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        // One read runs (held until released), one waits behind it.
+        let (pool, running, release) = pool_with_a_held_read(&dir, true).await;
         let waiting = tokio::spawn({
             let pool = pool.clone();
             async move { pool.read(|s| s.user("nobody").map(|u| u.is_none())).await }
@@ -159,8 +166,8 @@ mod tests {
         assert_eq!(refused, PoolError::Full);
         assert_eq!(RequestError::from(refused).code, ErrorCode::Overloaded);
 
-        release_tx.send(()).unwrap();
-        assert_eq!(running.await.unwrap(), Ok(1));
+        release.send(()).unwrap();
+        assert_eq!(running.await.unwrap(), Ok(()));
         assert!(waiting.await.unwrap().unwrap().unwrap(), "the waiting read ran once a slot was free");
         assert_eq!(pool.read(|_| 2).await, Ok(2), "every slot is back");
     }
@@ -168,21 +175,7 @@ mod tests {
     #[tokio::test]
     async fn the_servers_own_reads_wait_their_turn_beyond_the_bound_and_leave_room_for_clients() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-        let pool = StoragePool::new(store, 1, 1);
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let running = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.read_in_turn(move |_| {
-                    let _ = started_tx.send(());
-                    release_rx.recv().ok();
-                })
-                .await
-            }
-        });
-        started_rx.await.unwrap();
+        let (pool, running, release) = pool_with_a_held_read(&dir, false).await;
         // Far more than the bound wait behind the running one, none refused.
         let queued: Vec<_> = (0..50u32)
             .map(|i| {
@@ -201,7 +194,7 @@ mod tests {
         while pool.admitted.available_permits() == 2 {
             tokio::task::yield_now().await;
         }
-        release_tx.send(()).unwrap();
+        release.send(()).unwrap();
         running.await.unwrap().unwrap();
         for (i, read) in queued.into_iter().enumerate() {
             assert_eq!(read.await.unwrap(), Ok(u32::try_from(i).unwrap()));
