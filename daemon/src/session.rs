@@ -206,48 +206,52 @@ pub async fn serve_tcp(tls: TcpTls, ctx: Arc<SessionContext>, limited_ip: Option
 /// transfer (see the `.proto`, "transfers"). A stream that names neither in time is
 /// refused like a session that did not authenticate. `limited_ip`: a session must first
 /// pass this address's connection limit (TLS over TCP, where each session is a connection).
-async fn serve_stream(
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see `serve_session`)
+fn serve_stream(
     link: Arc<Link>,
     ctx: Arc<SessionContext>,
     transfers: TransferSlots,
     send: SendHalf,
     mut recv: RecvHalf,
     limited_ip: Option<std::net::IpAddr>,
-) {
-    let kind = match tokio::time::timeout(ctx.limits.auth_timeout, recv.read_chunk(1)).await {
-        Ok(Ok(Some(chunk))) => chunk.first().copied(),
-        Ok(Ok(None) | Err(_)) => return,
-        Err(_) => None,
-    };
-    match kind.map(StreamKind::of) {
-        Some(Ok(StreamKind::Session)) => {
-            if let Some(ip) = limited_ip
-                && let Err(wait) = ctx.services.limits.check_connection(ip)
-            {
-                metrics::counter!("legalchat_rate_limited_total", "limit" => "connections").increment(1);
-                let e = RequestError::rate_limited("too many new connections from your address", wait);
-                let reason = e.message.clone();
-                recv.stop(close_code::RATE_LIMITED);
-                return refuse(&link, send, answer_frame(0, Err(e)), close_code::RATE_LIMITED, &reason).await;
+) -> impl Future<Output = ()> {
+    // An async block, not an `async fn`, for the reason `serve_session` gives.
+    async move {
+        let kind = match tokio::time::timeout(ctx.limits.auth_timeout, recv.read_chunk(1)).await {
+            Ok(Ok(Some(chunk))) => chunk.first().copied(),
+            Ok(Ok(None) | Err(_)) => return,
+            Err(_) => None,
+        };
+        match kind.map(StreamKind::of) {
+            Some(Ok(StreamKind::Session)) => {
+                if let Some(ip) = limited_ip
+                    && let Err(wait) = ctx.services.limits.check_connection(ip)
+                {
+                    metrics::counter!("legalchat_rate_limited_total", "limit" => "connections").increment(1);
+                    let e = RequestError::rate_limited("too many new connections from your address", wait);
+                    let reason = e.message.clone();
+                    recv.stop(close_code::RATE_LIMITED);
+                    return refuse(&link, send, answer_frame(0, Err(e)), close_code::RATE_LIMITED, &reason).await;
+                }
+                if link.open() {
+                    serve_session(link, ctx, send, recv).await;
+                } else {
+                    refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
+                }
             }
-            if link.open() {
-                serve_session(link, ctx, send, recv).await;
-            } else {
-                refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
+            Some(Ok(StreamKind::Transfer)) => Box::pin(ctx.services.files.clone().serve_transfer(transfers, send, recv)).await,
+            refused => {
+                if !link.open() {
+                    return refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
+                }
+                let (reason, what) = match refused {
+                    Some(Err(reason)) => (reason, "stream_kind"),
+                    _ => ("authentication timed out".to_owned(), "timeout"),
+                };
+                recv.stop(close_code::PROTOCOL);
+                metrics::counter!("legalchat_auth_failures_total", "reason" => what).increment(1);
+                refuse(&link, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
             }
-        }
-        Some(Ok(StreamKind::Transfer)) => Box::pin(ctx.services.files.clone().serve_transfer(transfers, send, recv)).await,
-        refused => {
-            if !link.open() {
-                return refuse_extra(ctx.limits.sessions_per_connection, send, recv).await;
-            }
-            let (reason, what) = match refused {
-                Some(Err(reason)) => (reason, "stream_kind"),
-                _ => ("authentication timed out".to_owned(), "timeout"),
-            };
-            recv.stop(close_code::PROTOCOL);
-            metrics::counter!("legalchat_auth_failures_total", "reason" => what).increment(1);
-            refuse(&link, send, unauthorized_frame(&reason), close_code::UNAUTHORIZED, &reason).await;
         }
     }
 }
@@ -362,29 +366,62 @@ fn authenticated(ctx: &SessionContext, identity: &Identity, id: SessionId, times
 }
 
 /// Serves one session stream, from `Authenticate` to its end.
-async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf, recv: RecvHalf) {
-    let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size, ctx.limits.frame_timeout);
-    // The kind byte already read is the first byte of the first frame's length.
-    reader.buf.extend_from_slice(&[STREAM_SESSION]);
-    // Boxed, like the ending: what only the first moments need must not weigh on every
-    // idle session's task.
-    let Some(Admitted { request_id, identity, times, echo_own_messages, fanout, send }) =
-        Box::pin(authenticate(&link, &ctx, send, &mut reader)).await
-    else {
-        return;
-    };
-    if reader.buf.is_empty() {
-        // The buffer that held the token: an idle session keeps none.
-        reader.buf = BytesMut::new();
-    }
-    link.authenticated(&identity.user_id);
+///
+/// Every idle session's task holds this future, so it is laid out with care: an async
+/// block rather than an `async fn` (whose arguments rustc keeps twice for the future's
+/// whole life), and what only the start or the end needs kept out of it (boxed, or in the
+/// frame of [`start_session`]).
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see above)
+fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf, recv: RecvHalf) -> impl Future<Output = ()> {
+    async move {
+        let mut reader = FrameReader::new(recv, ctx.limits.max_frame_size, ctx.limits.frame_timeout);
+        // The kind byte already read is the first byte of the first frame's length.
+        reader.buf.extend_from_slice(&[STREAM_SESSION]);
+        let Some(admitted) = Box::pin(authenticate(&link, &ctx, send, &mut reader)).await else {
+            return;
+        };
+        if reader.buf.is_empty() {
+            // The buffer that held the token: an idle session keeps none.
+            reader.buf = BytesMut::new();
+        }
+        let (session, kick, writer, fanout_tag) = start_session(&link, &ctx, admitted);
+        let ending = session.read_loop(&mut reader, &kick).await;
 
-    // Phase 2: an authenticated session.
+        let id = session.id;
+        for room in session.rooms.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            ctx.services.hub.leave(&room, id);
+        }
+        if ctx.services.registry.unregister(&session.identity.user_id, id) {
+            drop(ctx.services.record_last_seen(&session.identity.user_id, ids::now_ms()));
+            tokio::spawn(requests::presence::announce(ctx.services.clone(), session.identity.user_id.clone()));
+        }
+        metrics::gauge!("legalchat_sessions_active").decrement(1.0);
+        let Session { out, inflight, handle, .. } = session;
+        drop(handle);
+        if let Some(tag) = fanout_tag {
+            // Unregistered above: no event names the tag any more.
+            link.leave_fanout(tag);
+        }
+        // Boxed: the waits of the ending must not weigh on every idle session's task.
+        Box::pin(end_session(&link, &ctx, ending, out, &inflight, writer, &mut reader)).await;
+    }
+}
+
+/// Phase 2 begins: registers an authenticated session, queues its `Authenticated`
+/// answer and starts its writer. Returns the session, its kick, its writer and its
+/// fan-out tag.
+fn start_session(
+    link: &Link,
+    ctx: &Arc<SessionContext>,
+    admitted: Admitted,
+) -> (Session, Arc<Kick>, tokio::task::JoinHandle<bool>, Option<u32>) {
+    let Admitted { request_id, identity, times, echo_own_messages, fanout, send } = admitted;
+    link.authenticated(&identity.user_id);
     let id: SessionId = ctx.session_ids.next();
     let (out_tx, out_rx) = outbound::channel(ctx.limits.outbound);
     let kick = Arc::new(Kick::default());
     let fanout_tag = fanout.as_ref().map(|route| route.tag);
-    let mut authenticated = authenticated(&ctx, &identity, id, times);
+    let mut authenticated = authenticated(ctx, &identity, id, times);
     authenticated.fanout = fanout.is_some();
     // The ack goes first into the queue, so nothing on this stream can overtake it.
     let _ = out_tx.try_send(ack_frame(request_id, pb::ack::Result::Authenticated(authenticated)));
@@ -410,24 +447,7 @@ async fn serve_session(link: Arc<Link>, ctx: Arc<SessionContext>, send: SendHalf
         user_share,
         expires_at_ms: std::sync::atomic::AtomicI64::new(times.expires_at_ms),
     };
-    let ending = session.read_loop(&mut reader, &kick).await;
-
-    for room in session.rooms.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-        ctx.services.hub.leave(&room, id);
-    }
-    if ctx.services.registry.unregister(&session.identity.user_id, id) {
-        drop(ctx.services.record_last_seen(&session.identity.user_id, ids::now_ms()));
-        tokio::spawn(requests::presence::announce(ctx.services.clone(), session.identity.user_id.clone()));
-    }
-    metrics::gauge!("legalchat_sessions_active").decrement(1.0);
-    let Session { out, inflight, handle, .. } = session;
-    drop(handle);
-    if let Some(tag) = fanout_tag {
-        // Unregistered above: no event names the tag any more.
-        link.leave_fanout(tag);
-    }
-    // Boxed: the waits of the ending must not weigh on every idle session's task.
-    Box::pin(end_session(&link, &ctx, ending, out, &inflight, writer, &mut reader)).await;
+    (session, kick, writer, fanout_tag)
 }
 
 /// Lets the last frames of an ended session out (bounded), then ends its stream and,
@@ -573,62 +593,66 @@ impl Session {
         tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 
-    async fn read_loop(&self, reader: &mut FrameReader, kick: &Kick) -> Ending {
-        let mut shutdown = self.ctx.shutdown.clone();
-        let expiry = tokio::time::sleep_until(self.expiry());
-        tokio::pin!(expiry);
-        loop {
-            if *shutdown.borrow() {
-                return Ending::Goodbye {
-                    frame: Some(goodbye_frame(ErrorCode::Unavailable, "the server is shutting down; reconnect shortly")),
-                    code: close_code::SHUTDOWN,
-                    reason: "server shutting down".into(),
+    #[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see `serve_session`)
+    fn read_loop<'a>(&'a self, reader: &'a mut FrameReader, kick: &'a Kick) -> impl Future<Output = Ending> + 'a {
+        // An async block, not an `async fn`, for the reason `serve_session` gives.
+        async move {
+            let mut shutdown = self.ctx.shutdown.clone();
+            let expiry = tokio::time::sleep_until(self.expiry());
+            tokio::pin!(expiry);
+            loop {
+                if *shutdown.borrow() {
+                    return Ending::Goodbye {
+                        frame: Some(goodbye_frame(ErrorCode::Unavailable, "the server is shutting down; reconnect shortly")),
+                        code: close_code::SHUTDOWN,
+                        reason: "server shutting down".into(),
+                    };
+                }
+                // The request is handed out of the `select!` as a boxed future and awaited
+                // after it: awaited inside, the `select!`'s output (the frame) would stay in
+                // this future, which every idle session keeps, across the whole request.
+                let dispatch = tokio::select! {
+                    biased;
+                    (code, reason) = kick.kicked() => {
+                        if code == ErrorCode::Unauthorized {
+                            // Revoked or deactivated: said in-band, then the end.
+                            return Ending::Goodbye { frame: Some(goodbye_frame(code, &reason)), code: close_code::UNAUTHORIZED, reason };
+                        }
+                        return Ending::Abort { code: close_code::OVERLOADED, reason: format!("{}: {reason}", code.as_str_name()) };
+                    }
+                    () = &mut expiry => {
+                        let renewed = self.expiry();
+                        if renewed > tokio::time::Instant::now() {
+                            expiry.as_mut().reset(renewed);
+                            continue;
+                        }
+                        metrics::counter!("legalchat_sessions_expired_total").increment(1);
+                        let reason = "your token expired; sign in again (clients renew their token before it expires)";
+                        return Ending::Goodbye { frame: Some(goodbye_frame(ErrorCode::Unauthorized, reason)), code: close_code::UNAUTHORIZED, reason: reason.into() };
+                    }
+                    _ = shutdown.changed() => continue,
+                    frame = reader.next() => match frame {
+                        Ok(Some(frame)) => Box::pin(self.dispatch(frame)),
+                        Ok(None) => return Ending::ClientDone,
+                        Err(ReadError::Stream(reason)) => {
+                            tracing::debug!(session = self.id, %reason, "session stream ended");
+                            return Ending::ClientDone;
+                        }
+                        Err(ReadError::Stalled(after)) => {
+                            metrics::counter!("legalchat_frames_rejected_total", "reason" => "stalled").increment(1);
+                            let reason = format!("a frame began and did not complete within {} ms; the session ends", after.as_millis());
+                            tracing::info!(session = self.id, user = %self.identity.user_id, "closing a session whose frame stalled");
+                            return Ending::Goodbye { frame: Some(error_frame(0, ErrorCode::MalformedFrame, reason.clone())), code: close_code::PROTOCOL, reason };
+                        }
+                        Err(ReadError::Decode(e)) => {
+                            metrics::counter!("legalchat_frames_rejected_total", "reason" => decode_code(&e).as_str_name()).increment(1);
+                            tracing::info!(session = self.id, user = %self.identity.user_id, error = %e, "closing session after a bad frame");
+                            return Ending::Goodbye { frame: Some(error_frame(0, decode_code(&e), e.to_string())), code: close_code::PROTOCOL, reason: e.to_string() };
+                        }
+                    },
                 };
+                dispatch.await;
             }
-            // The request is handed out of the `select!` as a boxed future and awaited
-            // after it: awaited inside, the `select!`'s output (the frame) would stay in
-            // this future, which every idle session keeps, across the whole request.
-            let dispatch = tokio::select! {
-                biased;
-                (code, reason) = kick.kicked() => {
-                    if code == ErrorCode::Unauthorized {
-                        // Revoked or deactivated: said in-band, then the end.
-                        return Ending::Goodbye { frame: Some(goodbye_frame(code, &reason)), code: close_code::UNAUTHORIZED, reason };
-                    }
-                    return Ending::Abort { code: close_code::OVERLOADED, reason: format!("{}: {reason}", code.as_str_name()) };
-                }
-                () = &mut expiry => {
-                    let renewed = self.expiry();
-                    if renewed > tokio::time::Instant::now() {
-                        expiry.as_mut().reset(renewed);
-                        continue;
-                    }
-                    metrics::counter!("legalchat_sessions_expired_total").increment(1);
-                    let reason = "your token expired; sign in again (clients renew their token before it expires)";
-                    return Ending::Goodbye { frame: Some(goodbye_frame(ErrorCode::Unauthorized, reason)), code: close_code::UNAUTHORIZED, reason: reason.into() };
-                }
-                _ = shutdown.changed() => continue,
-                frame = reader.next() => match frame {
-                    Ok(Some(frame)) => Box::pin(self.dispatch(frame)),
-                    Ok(None) => return Ending::ClientDone,
-                    Err(ReadError::Stream(reason)) => {
-                        tracing::debug!(session = self.id, %reason, "session stream ended");
-                        return Ending::ClientDone;
-                    }
-                    Err(ReadError::Stalled(after)) => {
-                        metrics::counter!("legalchat_frames_rejected_total", "reason" => "stalled").increment(1);
-                        let reason = format!("a frame began and did not complete within {} ms; the session ends", after.as_millis());
-                        tracing::info!(session = self.id, user = %self.identity.user_id, "closing a session whose frame stalled");
-                        return Ending::Goodbye { frame: Some(error_frame(0, ErrorCode::MalformedFrame, reason.clone())), code: close_code::PROTOCOL, reason };
-                    }
-                    Err(ReadError::Decode(e)) => {
-                        metrics::counter!("legalchat_frames_rejected_total", "reason" => decode_code(&e).as_str_name()).increment(1);
-                        tracing::info!(session = self.id, user = %self.identity.user_id, error = %e, "closing session after a bad frame");
-                        return Ending::Goodbye { frame: Some(error_frame(0, decode_code(&e), e.to_string())), code: close_code::PROTOCOL, reason: e.to_string() };
-                    }
-                },
-            };
-            dispatch.await;
         }
     }
 
