@@ -482,22 +482,28 @@ impl FrameReader {
 }
 
 /// The writer task: the only owner of the send half of the session stream.
-pub(crate) async fn write_loop(mut send: SendHalf, mut outbound: crate::queue::Receiver<Outbound>) {
-    while let Some(item) = outbound.recv().await {
-        match item {
-            Outbound::Frame(frame) => {
-                if let Err(e) = send.write_chunk(frame).await {
-                    debug!(error = %e, "session stream closed for writing");
-                    return;
+// Every session's writer waits here nearly all its life (one per session of a gateway):
+// an async block rather than an `async fn` (which keeps its arguments twice for the
+// future's whole life), and the writes boxed, so that the idle wait is all it holds.
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see above)
+pub(crate) fn write_loop(mut send: SendHalf, mut outbound: crate::queue::Receiver<Outbound>) -> impl Future<Output = ()> {
+    async move {
+        while let Some(item) = outbound.recv().await {
+            match item {
+                Outbound::Frame(frame) => {
+                    if let Err(e) = Box::pin(send.write_chunk(frame)).await {
+                        debug!(error = %e, "session stream closed for writing");
+                        return;
+                    }
                 }
+                Outbound::Finish => break,
             }
-            Outbound::Finish => break,
         }
+        // Finish after the last frame (on `close`, or when every `Client` is gone), and
+        // wait until the server has acknowledged everything, so that closing the
+        // connection next cannot drop a frame in flight.
+        Box::pin(send.finish_and_wait(CLOSE_GRACE)).await;
     }
-    // Finish after the last frame (on `close`, or when every `Client` is gone), and wait
-    // until the server has acknowledged everything, so that closing the connection next
-    // cannot drop a frame in flight.
-    send.finish_and_wait(CLOSE_GRACE).await;
 }
 
 #[cfg(test)]

@@ -554,59 +554,76 @@ async fn probe_quic(shared: std::sync::Weak<Shared>, link: std::sync::Weak<Link>
 /// The reader task: answers to their requests, events to the state, until the
 /// connection ends; returns why it ended. Requests still waiting on the connection fail
 /// at once.
-async fn read_loop(shared: Arc<Shared>, link: Arc<Link>, reader: FrameReader) -> String {
-    let reason = read_frames(&shared, &link, reader).await;
-    if let Some((table, tag)) = &link.fanout {
-        // The session is over: events still on their way for it are dropped (the next
-        // session catches up).
-        table.remove(*tag);
+// The reader of every session waits in these futures nearly all its life, one per
+// session of a gateway, so they are laid out with care: functions returning async blocks
+// rather than `async fn`s (rustc keeps an `async fn`'s arguments twice for the future's
+// whole life), the reader held once, and the rare back-pressure wait boxed.
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see above)
+fn read_loop(shared: Arc<Shared>, link: Arc<Link>, mut reader: FrameReader) -> impl Future<Output = String> {
+    async move {
+        let reason = read_frames(&shared, &link, &mut reader).await;
+        if let Some((table, tag)) = &link.fanout {
+            // The session is over: events still on their way for it are dropped (the next
+            // session catches up).
+            table.remove(*tag);
+        }
+        // Without reconnecting, what waits here fails as for a closed client.
+        lock(&link.pending).close(&reason, !shared.config.reconnect.allows(1));
+        reason
     }
-    // Without reconnecting, what waits here fails as for a closed client.
-    lock(&link.pending).close(&reason, !shared.config.reconnect.allows(1));
-    reason
 }
 
-async fn read_frames(shared: &Arc<Shared>, link: &Arc<Link>, mut reader: FrameReader) -> String {
-    let idle = shared.config.idle_timeout;
-    // A Goodbye or session-level error names the real reason better than the connection
-    // close that follows it.
-    let mut announced_end: Option<String> = None;
-    // One wait for the whole loop: made anew for every frame, it registered and
-    // unregistered with the watch each time, a few percent of a gateway's CPU.
-    let abandoned = link.abandoned.wait();
-    let mut abandoned = std::pin::pin!(abandoned);
-    loop {
-        // The frame lives only inside this block: a session's reader waits here nearly
-        // all its life, and a frame in scope across the awaits below would make this
-        // future (one per session of a gateway) as large as the largest frame.
-        let room = {
-            let read = tokio::select! {
-                biased;
-                why = &mut abandoned => {
-                    reader.stop(CLOSE_NORMAL);
-                    return why;
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see above)
+fn read_frames<'a>(shared: &'a Arc<Shared>, link: &'a Arc<Link>, reader: &'a mut FrameReader) -> impl Future<Output = String> + 'a {
+    async move {
+        let idle = shared.config.idle_timeout;
+        // A Goodbye or session-level error names the real reason better than the connection
+        // close that follows it.
+        let mut announced_end: Option<String> = None;
+        // One wait for the whole loop: made anew for every frame, it registered and
+        // unregistered with the watch each time, a few percent of a gateway's CPU.
+        let abandoned = link.abandoned.wait();
+        let mut abandoned = std::pin::pin!(abandoned);
+        loop {
+            // The frame lives only inside this block: a session's reader waits here nearly
+            // all its life, and a frame in scope across the awaits below would make this
+            // future (one per session of a gateway) as large as the largest frame.
+            let room = {
+                let read = tokio::select! {
+                    biased;
+                    why = &mut abandoned => {
+                        reader.stop(CLOSE_NORMAL);
+                        return why;
+                    }
+                    read = reader.read_frame() => read,
+                };
+                match take_frame(shared, link, reader, read, &mut announced_end) {
+                    Ok(room) => room,
+                    Err(reason) => return reason,
                 }
-                read = reader.read_frame() => read,
             };
-            match take_frame(shared, link, &mut reader, read, &mut announced_end) {
-                Ok(room) => room,
-                Err(reason) => return reason,
+            if room {
+                // Reading a full buffer never waits, so yield now and then (tokio's
+                // cooperative budget): a busy connection must not starve the others' tasks.
+                tokio::task::consume_budget().await;
+                continue;
             }
-        };
-        if room {
-            // Reading a full buffer never waits, so yield now and then (tokio's
-            // cooperative budget): a busy connection must not starve the others' tasks.
-            tokio::task::consume_budget().await;
-            continue;
-        }
-        // Back-pressure: stop reading while the app's queue is full (the server applies
-        // its slow-consumer policy), but notice a dead connection meanwhile.
-        tokio::select! {
-            () = shared.wait_for_room() => {}
-            reason = link.carrier.closed(idle) => return announced_end.unwrap_or(reason),
-            why = &mut abandoned => {
-                reader.stop(CLOSE_NORMAL);
-                return why;
+            // Back-pressure: stop reading while the app's queue is full (the server applies
+            // its slow-consumer policy), but notice a dead connection meanwhile. Boxed: rare,
+            // and an idle reader's future need not carry its room.
+            let ended = Box::pin(async {
+                tokio::select! {
+                    () = shared.wait_for_room() => None,
+                    reason = link.carrier.closed(idle) => Some(announced_end.take().unwrap_or(reason)),
+                    why = abandoned.as_mut() => {
+                        reader.stop(CLOSE_NORMAL);
+                        Some(why)
+                    }
+                }
+            })
+            .await;
+            if let Some(reason) = ended {
+                return reason;
             }
         }
     }
