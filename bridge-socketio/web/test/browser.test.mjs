@@ -489,10 +489,15 @@ describe('the web app in Chromium', () => {
       page.setDefaultTimeout(WAIT);
       page.on('pageerror', (e) => errors.push(`erin: ${e.message}`));
       // Socket.IO handshakes (a polling request without a sid, or a WebSocket without one).
+      // Each one's time and URL, so that a failure says which handshake came when.
+      const handshakeLog = [];
       let handshakes = 0;
       page.on('request', (r) => {
         const url = new URL(r.url());
-        if (url.pathname.startsWith('/socket.io/') && !url.searchParams.has('sid')) handshakes += 1;
+        if (url.pathname.startsWith('/socket.io/') && !url.searchParams.has('sid')) {
+          handshakes += 1;
+          handshakeLog.push(`${new Date().toISOString()} ${r.method()} ${url.pathname}${url.search}`);
+        }
       });
       await page.goto(bridge.url);
       await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).click();
@@ -502,11 +507,12 @@ describe('the web app in Chromium', () => {
       // Revoked: the sign-in page says so. The demo token the app would retry with is the
       // revoked one, so it does not reconnect with it.
       const before = handshakes;
+      const revokedAt = new Date().toISOString();
       await admin.revokeSessions('erin');
       await page.getByRole('alert').filter({ hasText: 'An administrator signed you out. Sign in again to continue.' }).waitFor();
       await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).waitFor();
       assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'the session is forgotten');
-      assert.equal(handshakes, before, 'no reconnection with the refused token');
+      assert.equal(handshakes, before, `no reconnection with the refused token (revoked at ${revokedAt}; handshakes: ${handshakeLog.join('; ')})`);
       await shotOf(page, 'signed-out-revoked');
       // Signing in again with that token: refused, in words.
       await page.getByRole('button', { name: 'Sign in as erin (advocate)' }).click();
