@@ -282,6 +282,36 @@ pub struct Services {
     pub limits: crate::limits::RateLimits,
     /// Each user's share of requests in flight.
     pub user_shares: Arc<crate::shares::UserShares>,
+    /// The server's own storage work waiting for its turn, one per kind and user.
+    pub pending: Arc<Queued>,
+}
+
+/// The server's own storage work after a session's start or end waits its turn (see
+/// `storage_pool`), at most one waiting per kind and user: the work reads the state when
+/// it starts, so a change while one waits needs none of its own, and a user reconnecting
+/// in a loop queues no more than one of each.
+#[derive(Debug, Default)]
+pub struct Queued(std::sync::Mutex<std::collections::HashSet<(PendingWork, String)>>);
+
+/// What [`Queued`] keeps apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PendingWork {
+    /// Telling `user`'s contacts whether they are online.
+    Presence,
+    /// Storing `user`'s last-seen time.
+    LastSeen,
+}
+
+impl Queued {
+    /// Whether to queue `work` for `user`: false while one waits already.
+    pub fn claim(&self, work: PendingWork, user: &str) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert((work, user.to_owned()))
+    }
+
+    /// The queued work starts (or will not run): what changes from now on needs new work.
+    pub fn started(&self, work: PendingWork, user: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&(work, user.to_owned()));
+    }
 }
 
 impl Services {
@@ -311,18 +341,31 @@ impl Services {
 
     /// Records that `user`'s last session ended at `ms`: in memory at once, in the store
     /// by the task returned (informative only, so a failure is logged, not answered). Its
-    /// read waits its turn however many sessions end at once (see `storage_pool`).
+    /// read waits its turn however many sessions end at once (see `storage_pool`), and
+    /// stores the newest time when it starts: while one waits, another is not queued.
     pub fn record_last_seen(self: &Arc<Self>, user: &str, ms: i64) -> tokio::task::JoinHandle<()> {
         self.directory.saw(user, ms);
         let services = self.clone();
         let user = user.to_owned();
         tokio::spawn(async move {
-            let directory = services.directory.clone();
-            let who = user.clone();
-            let stored = match services.pool.read_in_turn(move |_| directory.last_seen_record(&who, ms)).await {
+            if !services.pending.claim(PendingWork::LastSeen, &user) {
+                return;
+            }
+            let (directory, pending, who) = (services.directory.clone(), services.pending.clone(), user.clone());
+            let read = services
+                .pool
+                .read_in_turn(move |_| {
+                    pending.started(PendingWork::LastSeen, &who);
+                    directory.last_seen_record(&who, directory.last_seen(&who))
+                })
+                .await;
+            let stored = match read {
                 Ok(Some(record)) => services.commit_records(&user, vec![Write::User(record)], false).await,
                 Ok(None) => Ok(()),
-                Err(e) => Err(e.into()),
+                Err(e) => {
+                    services.pending.started(PendingWork::LastSeen, &user);
+                    Err(e.into())
+                }
             };
             if let Err(e) = stored {
                 tracing::warn!(%user, error = %e, "last-seen not stored");

@@ -126,7 +126,18 @@ impl SessionContext {
         rate_limits: crate::limits::RateLimits,
     ) -> Self {
         let user_shares = Arc::new(crate::shares::UserShares::new(limits.user_inflight));
-        let services = Arc::new(Services { shards, pool, registry, directory, hub, push, files, limits: rate_limits, user_shares });
+        let services = Arc::new(Services {
+            shards,
+            pool,
+            registry,
+            directory,
+            hub,
+            push,
+            files,
+            limits: rate_limits,
+            user_shares,
+            pending: Arc::default(),
+        });
         Self { services, auth, limits, shutdown, session_ids: SessionIds::new() }
     }
 }

@@ -18,9 +18,10 @@
 //! record) have nobody to retry them: they wait their turn for a running slot instead
 //! ([`StoragePool::read_in_turn`]), outside the admission bound, so that a thousand
 //! sessions ending at once (a gateway restarting, a network cut) are all announced and
-//! recorded, and clients' reads are still admitted beside them. There is at most one such
-//! read per session start or end. The pool only reads: writes go through the shards
-//! (`shard::Command::Commit`), whose group commit is what makes them durable.
+//! recorded, and clients' reads are still admitted beside them. At most one such read waits
+//! per kind and user (`requests::Queued`), so their queue is bounded by the users. The
+//! pool only reads: writes go through the shards (`shard::Command::Commit`), whose group
+//! commit is what makes them durable.
 
 use std::sync::Arc;
 

@@ -15,7 +15,7 @@ use legalchat_protocol::codec;
 use legalchat_protocol::pb::{self, server_frame::Event};
 use legalchat_protocol::validate;
 
-use super::{Services, invalid};
+use super::{PendingWork, Services, invalid};
 use crate::bus::Bus;
 use crate::directory::Directory;
 use crate::ids;
@@ -100,14 +100,20 @@ pub fn presence_of(registry: &dyn Bus, directory: &Directory, user: &str, now_ms
 
 /// Tells everyone who shares a conversation with `user` whether they are online now.
 /// The state is read when the event is built, so a quick disconnect and reconnect can
-/// only produce an extra event, never a wrong final state.
+/// only produce an extra event, never a wrong final state; and while one announcement
+/// waits for its read, another for the same user is not queued (it would say the same).
 pub async fn announce(services: Arc<Services>, user: String) {
-    let (registry, directory, who) = (services.registry.clone(), services.directory.clone(), user.clone());
+    if !services.pending.claim(PendingWork::Presence, &user) {
+        return;
+    }
+    let (registry, directory, pending, who) =
+        (services.registry.clone(), services.directory.clone(), services.pending.clone(), user.clone());
     // Nobody would retry this read: it waits its turn however many sessions start or end
     // at once (see `storage_pool`).
     let read = services
         .pool
         .read_in_turn(move |store| {
+            pending.started(PendingWork::Presence, &who);
             let contacts = contacts_of(store, &who)?;
             Ok::<_, StoreError>((contacts, presence_of(&*registry, &directory, &who, ids::now_ms())))
         })
@@ -119,6 +125,7 @@ pub async fn announce(services: Arc<Services>, user: String) {
             return;
         }
         Err(e) => {
+            services.pending.started(PendingWork::Presence, &user);
             tracing::warn!(%user, error = %e, "presence not announced");
             return;
         }

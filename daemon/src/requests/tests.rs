@@ -387,6 +387,7 @@ fn services(
             files: Arc::new(files),
             limits,
             user_shares: Arc::new(crate::shares::UserShares::new(4096)),
+            pending: Arc::default(),
         }),
         threads,
         store,
@@ -472,6 +473,57 @@ async fn every_contact_that_leaves_at_once_is_announced_even_beyond_the_pools_bo
         }
     }
     assert_eq!(offline, others.into_iter().collect::<HashSet<_>>(), "alice hears of every one");
+    drop(services);
+    tokio::task::spawn_blocking(move || threads.join()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_reconnecting_while_the_pool_is_busy_queues_one_announcement_which_tells_the_newest_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (services, threads, store) = services(&dir, 1, 0);
+    store.commit(conversation([9; 16], &["alice", "bob"]), false).unwrap();
+    let (tx, mut alice) = crate::outbound::channel(256);
+    services.registry.register("alice", crate::registry::SessionHandle::new(1, tx, Arc::new(crate::registry::Kick::default())));
+    // The only read slot is held, so announcements wait.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel();
+    let busy = tokio::spawn({
+        let pool = services.pool.clone();
+        async move {
+            pool.read_in_turn(move |_| {
+                let _ = started.send(());
+                held.recv().ok()
+            })
+            .await
+        }
+    });
+    running.await.unwrap();
+    // Bob comes and goes ten times; one announcement waits, the others are not queued.
+    let first = tokio::spawn(presence::announce(services.clone(), "bob".into()));
+    while !services.pending.0.lock().unwrap().contains(&(PendingWork::Presence, "bob".to_owned())) {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..9 {
+        // Returns at once; the bound only keeps a broken coalescing from hanging the test.
+        tokio::time::timeout(Duration::from_secs(30), presence::announce(services.clone(), "bob".into()))
+            .await
+            .expect("a second announcement for bob is not queued while one waits");
+    }
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
+    first.await.unwrap();
+    let mut told = Vec::new();
+    while let Some(bytes) = alice.try_recv() {
+        let frame: pb::ServerFrame = legalchat_protocol::codec::decode_exact(&bytes, 1 << 20).expect("a server frame");
+        if let Some(pb::server_frame::Event::Presence(p)) = frame.event {
+            told.push(p.presence.unwrap());
+        }
+    }
+    assert_eq!(told.len(), 1, "one announcement: {told:?}");
+    assert!(!told[0].online, "bob is offline now");
+    // Once it has started, the next change is announced again.
+    presence::announce(services.clone(), "bob".into()).await;
+    assert!(alice.try_recv().is_some());
     drop(services);
     tokio::task::spawn_blocking(move || threads.join()).await.unwrap();
 }
